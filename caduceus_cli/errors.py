@@ -1,0 +1,22 @@
+"""The one exception type the engine raises for problems a user can fix."""
+
+
+class CaduceusError(Exception):
+    """A user-facing error: the message alone must tell what is wrong and what to do.
+
+    ``cli.py`` prints ``str(error)`` on one line and exits with ``exit_code``.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, exit_code: int | None = None):
+        super().__init__(" ".join(message.split()) if "\n" in message else message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+def missing_extra(package: str, extra: str, purpose: str) -> ImportError:
+    """ImportError naming the install command for an optional dependency."""
+    return ImportError(
+        f"{package} is needed for {purpose}: install it with `pip install 'caduceus-cli[{extra}]'`"
+    )

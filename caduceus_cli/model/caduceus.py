@@ -1,0 +1,365 @@
+"""Caduceus: embeddings, blocks, backbone, masked-LM head and sequence-classification head.
+
+Two model families share this code (Schiff et al., 2024):
+- Caduceus-PS (``rcps=True``): reverse-complement equivariant by parameter sharing. Hidden states
+  carry two strands side by side, (B, L, 2*d_model): channels [:d] follow the forward strand,
+  channels [d:] the reverse-complement strand flipped along length *and* channels, so that
+  ``model(rc(x)) == rc(model(x))`` where rc flips length and channels.
+- Caduceus-Ph (``rcps=False``): bi-directional, not equivariant; RC invariance is obtained post hoc
+  by running both strands and averaging (``conjoin``).
+
+A PS layer applies one shared mixer to both strands; here the two strands run as one batch of 2B.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import CaduceusConfig
+from .mamba import BiMambaWrapper, LayerNorm, RMSNorm, add_norm
+
+
+def rc_hidden(x: torch.Tensor) -> torch.Tensor:
+    """Reverse complement of a PS hidden tensor (..., L, C): flip length and channels."""
+    return x.flip(-2, -1)
+
+
+def _split_strands(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d = x.shape[-1] // 2
+    return x[..., :d], x[..., d:]
+
+
+@dataclass
+class CaduceusOutput:
+    """last_hidden_state: (B, L, H), H = 2*d_model for PS; logits: (B, L, vocab) or None;
+    hidden_states: per-layer residual streams (see ``CaduceusBackbone.forward``) or None."""
+
+    last_hidden_state: torch.Tensor
+    logits: torch.Tensor | None = None
+    hidden_states: list[torch.Tensor] | None = None
+
+
+class RCPSEmbedding(nn.Module):
+    """Token embedding of both strands: [embed(x), flip_LC(embed(rc(x)))]."""
+
+    def __init__(self, vocab_size: int, d_model: int, complement_map: list[int], device=None, dtype=None):
+        super().__init__()
+        self.register_buffer("complement_map", torch.tensor(complement_map, dtype=torch.long, device=device))
+        self.embedding = nn.Embedding(vocab_size, d_model, device=device, dtype=dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embedding.weight
+
+    def rc(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.complement_map[input_ids.flip(-1)]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        fwd = self.embedding(input_ids)
+        rc = self.embedding(self.rc(input_ids))
+        return torch.cat([fwd, rc_hidden(rc)], dim=-1)
+
+
+class CaduceusEmbeddings(nn.Module):
+    def __init__(self, config: CaduceusConfig, device=None, dtype=None):
+        super().__init__()
+        v = config.padded_vocab_size
+        if config.rcps:
+            self.word_embeddings = RCPSEmbedding(v, config.d_model, config.complement_list(), device, dtype)
+        else:
+            self.word_embeddings = nn.Embedding(v, config.d_model, device=device, dtype=dtype)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(input_ids)
+
+
+class RCPSWrapper(nn.Module):
+    """Apply ``submodule`` to both strands of a PS tensor, as one batch of 2B."""
+
+    def __init__(self, submodule: nn.Module):
+        super().__init__()
+        self.submodule = submodule
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        fwd, rc = _split_strands(x)
+        both = self.submodule(torch.cat([fwd, rc_hidden(rc)], dim=0), **kwargs)
+        out_fwd, out_rc = both.chunk(2, dim=0)
+        return torch.cat([out_fwd, rc_hidden(out_rc)], dim=-1)
+
+
+class RCPSAddNormWrapper(nn.Module):
+    """Unfused PS add + norm: the norm runs on each strand in its own orientation (no swap)."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.submodule = norm
+
+
+def _ps_add_norm(x, residual, norm, residual_in_fp32, backend, swap: bool):
+    """Residual add + norm on both strands of a PS tensor (..., L, 2d).
+
+    The stream read as "forward" is channels [:d], or [d:] when ``swap`` (the official fused
+    block's convention); the other half is the RC strand, flipped before the norm and back after.
+    The outputs put the stream read as forward first.
+    """
+    first, second = _split_strands(x)
+    fwd_x, rc_x = (second, first) if swap else (first, second)
+    if residual is None:
+        fwd_r = rc_r = None
+    else:
+        r1, r2 = _split_strands(residual)
+        fwd_r, rc_r = (r2, r1) if swap else (r1, r2)
+        fwd_r, rc_r = fwd_r, rc_hidden(rc_r)
+    both_x = torch.cat([fwd_x, rc_hidden(rc_x)], dim=0)
+    both_r = None if residual is None else torch.cat([fwd_r, rc_r], dim=0)
+    normed, res = add_norm(both_x, both_r, norm, residual_in_fp32, backend)
+    n_fwd, n_rc = normed.chunk(2, dim=0)
+    r_fwd, r_rc = res.chunk(2, dim=0)
+    return torch.cat([n_fwd, rc_hidden(n_rc)], dim=-1), torch.cat([r_fwd, rc_hidden(r_rc)], dim=-1)
+
+
+class CaduceusBlock(nn.Module):
+    """Pre-norm residual block: (hidden, residual) -> (mixer(norm(hidden + residual)), hidden + residual)."""
+
+    def __init__(self, config: CaduceusConfig, layer_idx: int, device=None, dtype=None):
+        super().__init__()
+        self.rcps = config.rcps
+        self.fused_add_norm = config.fused_add_norm
+        self.residual_in_fp32 = config.residual_in_fp32
+        ssm = {k: v for k, v in config.ssm_cfg.items() if k != "layer_idx"}
+        mixer = BiMambaWrapper(
+            config.d_model, bidirectional=config.bidirectional,
+            bidirectional_strategy=config.bidirectional_strategy,
+            bidirectional_weight_tie=config.bidirectional_weight_tie,
+            layer_idx=layer_idx, device=device, dtype=dtype, **ssm,
+        )
+        norm_cls = RMSNorm if config.rms_norm else LayerNorm
+        norm = norm_cls(config.d_model, eps=config.norm_epsilon, device=device, dtype=dtype)
+        self.mixer = RCPSWrapper(mixer) if config.rcps else mixer
+        self.norm = RCPSAddNormWrapper(norm) if (config.rcps and not config.fused_add_norm) else norm
+        self.layer_idx = layer_idx
+
+    @property
+    def norm_module(self) -> nn.Module:
+        return self.norm.submodule if isinstance(self.norm, RCPSAddNormWrapper) else self.norm
+
+    def forward(self, hidden, residual=None, backend: str = "auto"):
+        if self.rcps:
+            # The official fused PS block reads the second channel half as the forward stream, so
+            # the halves trade places at every fused block; the unfused block keeps them in place.
+            hidden, residual = _ps_add_norm(hidden, residual, self.norm_module, self.residual_in_fp32,
+                                            backend, swap=self.fused_add_norm)
+        else:
+            hidden, residual = add_norm(hidden, residual, self.norm_module, self.residual_in_fp32, backend)
+        return self.mixer(hidden, backend=backend), residual
+
+
+class CaduceusBackbone(nn.Module):
+    def __init__(self, config: CaduceusConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        self.embeddings = CaduceusEmbeddings(config, device, dtype)
+        self.layers = nn.ModuleList(CaduceusBlock(config, i, device, dtype) for i in range(config.n_layer))
+        norm_cls = RMSNorm if config.rms_norm else LayerNorm
+        norm_f = norm_cls(config.d_model, eps=config.norm_epsilon, device=device, dtype=dtype)
+        self.norm_f = RCPSAddNormWrapper(norm_f) if (config.rcps and not config.fused_add_norm) else norm_f
+
+    def forward(self, input_ids: torch.Tensor, backend: str = "auto", output_hidden_states: bool = False):
+        """input_ids: (B, L) int64 -> (last hidden state (B, L, H), residual streams or None).
+
+        With ``output_hidden_states``, entry k of the list is the residual stream entering layer k
+        (entry 0: the embeddings; the last entry: the final hidden state after the norm), each in
+        the standard PS orientation (forward strand first) so that every entry is RC-equivariant.
+        """
+        hidden = self.embeddings(input_ids)
+        residual = None
+        streams = [hidden] if output_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            hidden, residual = layer(hidden, residual, backend)
+            if output_hidden_states and i + 1 < len(self.layers):
+                streams.append(self._stream(hidden, residual, i))
+        hidden = self._final_norm(hidden, residual, backend)
+        if output_hidden_states:
+            streams.append(hidden)
+        return hidden, streams
+
+    def _stream(self, hidden, residual, layer_idx):
+        total = hidden.float() + residual.float()
+        if self.config.rcps and self.config.fused_add_norm and layer_idx % 2 == 0:
+            # After an odd number of fused blocks the halves are in swapped orientation.
+            fwd, rc = _split_strands(total)
+            total = torch.cat([rc, fwd], dim=-1)
+        return total.to(hidden.dtype)
+
+    def _final_norm(self, hidden, residual, backend):
+        norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f
+        if self.config.rcps:
+            # The official final norm reads channels [:d] as forward, fused or not.
+            return _ps_add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend, swap=False)[0]
+        return add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend)[0]
+
+
+class Caduceus(nn.Module):
+    """Container matching the official module path ``caduceus.backbone``."""
+
+    def __init__(self, config: CaduceusConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        self.backbone = CaduceusBackbone(config, device, dtype)
+
+    def forward(self, input_ids, backend="auto", output_hidden_states=False):
+        return self.backbone(input_ids, backend, output_hidden_states)
+
+
+class RCPSLMHead(nn.Module):
+    """Equivariant LM head: logits = fwd @ W.T + flip_C(rc) @ W[complement].T (W tied to the embedding)."""
+
+    def __init__(self, true_dim: int, vocab_size: int, complement_map: list[int], device=None, dtype=None):
+        super().__init__()
+        self.register_buffer("complement_map", torch.tensor(complement_map, dtype=torch.long, device=device))
+        self.true_dim = true_dim
+        self.lm_head = nn.Linear(true_dim, vocab_size, bias=False, device=device, dtype=dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.lm_head.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fwd, rc = _split_strands(x)
+        w = self.weight.to(x.dtype)
+        return F.linear(fwd, w) + F.linear(rc.flip(-1), w[self.complement_map])
+
+
+class CaduceusPreTrainedModel(nn.Module):
+    """Shared init, dtype/device helpers and the backend switch."""
+
+    def __init__(self, config: CaduceusConfig):
+        super().__init__()
+        self.config = config
+        self.backend = "auto"
+        self.source: dict = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def init_weights(self) -> None:
+        """The official initialisation: normal(0, initializer_range) for linears and embeddings,
+        zero linear biases (except dt_proj), and out_proj rescaled by 1/sqrt(n_residuals * n_layer)."""
+        cfg = self.config.initializer_cfg
+        std = cfg["initializer_range"]
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                if module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+        if cfg["rescale_prenorm_residual"]:
+            scale = math.sqrt(cfg["n_residuals_per_layer"] * self.config.n_layer)
+            for name, p in self.named_parameters():
+                if name.endswith("out_proj.weight"):
+                    nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+                    with torch.no_grad():
+                        p /= scale
+
+
+class CaduceusForMaskedLM(CaduceusPreTrainedModel):
+    """Backbone + tied masked-LM head. ``forward(input_ids)`` -> :class:`CaduceusOutput`."""
+
+    def __init__(self, config: CaduceusConfig, device=None, dtype=None):
+        super().__init__(config)
+        self.caduceus = Caduceus(config, device, dtype)
+        v = config.padded_vocab_size
+        if config.rcps:
+            self.lm_head = RCPSLMHead(config.d_model, v, config.complement_list(), device, dtype)
+            self.lm_head.lm_head.weight = self.caduceus.backbone.embeddings.word_embeddings.embedding.weight
+        else:
+            self.lm_head = nn.Linear(config.d_model, v, bias=False, device=device, dtype=dtype)
+            self.lm_head.weight = self.caduceus.backbone.embeddings.word_embeddings.weight
+        self.init_weights()
+
+    @property
+    def backbone(self) -> CaduceusBackbone:
+        return self.caduceus.backbone
+
+    def tied_parameter_names(self) -> set[str]:
+        """State-dict keys that alias another parameter (absent from released checkpoints)."""
+        return {"lm_head.lm_head.weight" if self.config.rcps else "lm_head.weight"}
+
+    def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False,
+                compute_logits: bool = True) -> CaduceusOutput:
+        """input_ids: (B, L) int64 -> last_hidden_state (B, L, H) and logits (B, L, vocab)."""
+        hidden, streams = self.caduceus(input_ids, self.backend, output_hidden_states)
+        logits = None
+        if compute_logits:
+            logits = self.lm_head(hidden) if self.config.rcps else F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
+        return CaduceusOutput(last_hidden_state=hidden, logits=logits, hidden_states=streams)
+
+
+POOLINGS = ("mean", "max", "first", "last")
+
+
+def strand_stack(hidden: torch.Tensor, rcps: bool, hidden_rc: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, d, 2): the forward-strand features and the RC-strand features aligned to them.
+
+    PS: the two halves of ``hidden``, the RC half flipped back (length and channels).
+    Ph with post-hoc conjoining: ``hidden`` and the hidden state of the RC input flipped along length.
+    """
+    if rcps:
+        fwd, rc = _split_strands(hidden)
+        return torch.stack([fwd, rc_hidden(rc)], dim=-1)
+    if hidden_rc is None:
+        return hidden.unsqueeze(-1)
+    return torch.stack([hidden, hidden_rc.flip(-2)], dim=-1)
+
+
+def pool(hidden: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
+    if how == "mean":
+        return hidden.mean(dim)
+    if how == "max":
+        return hidden.amax(dim)
+    if how == "first":
+        return hidden.select(dim, 0)
+    if how == "last":
+        return hidden.select(dim, -1)
+    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {how!r}")
+
+
+class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
+    """Backbone + linear classifier on pooled hidden states, with the paper's RC handling.
+
+    PS: the classifier runs on each strand's pooled features and the logits are averaged.
+    Ph: with ``conjoin`` the model also runs on the reverse complement and the logits are averaged.
+    """
+
+    def __init__(self, config: CaduceusConfig, num_labels: int = 2, pooling: str = "mean",
+                 conjoin: bool = True, device=None, dtype=None):
+        super().__init__(config)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.num_labels, self.pooling, self.conjoin = num_labels, pooling, conjoin
+        self.caduceus = Caduceus(config, device, dtype)
+        self.score = nn.Linear(config.d_model, num_labels, bias=False, device=device, dtype=dtype)
+        self.register_buffer("complement_map", torch.tensor(config.complement_list(), dtype=torch.long),
+                             persistent=False)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: (B, L) -> logits (B, num_labels)."""
+        hidden, _ = self.caduceus(input_ids, self.backend)
+        hidden_rc = None
+        if not self.config.rcps and self.conjoin:
+            rc_ids = self.complement_map[input_ids.flip(-1)]
+            hidden_rc, _ = self.caduceus(rc_ids, self.backend)
+        strands = strand_stack(hidden, self.config.rcps, hidden_rc)  # (B, L, d, S)
+        pooled = pool(strands, self.pooling, dim=1)  # (B, d, S)
+        return self.score(pooled.transpose(1, 2)).mean(1)

@@ -1,0 +1,183 @@
+"""Mamba mixer, bi-directional wrapper, and the residual add + norm used between blocks.
+
+Parameter names follow mamba-ssm / the official Caduceus code so checkpoints load name by name.
+The bi-directional forward runs both directions as one wider scan: the two directions' channels
+are concatenated (the kernels treat them as two groups of B/C), so one conv, one scan and, when
+``in_proj``/``out_proj`` are tied as in the released checkpoints, one input and one output
+projection serve both directions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .scan import causal_conv1d, cuda_kernels, selective_scan, use_cuda_kernel
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+        self.register_parameter("bias", None)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+
+
+def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | LayerNorm,
+             residual_in_fp32: bool, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(norm(x + residual), x + residual): the pre-norm residual step, computed in fp32.
+
+    x, residual: (..., D). The normalised output has x's dtype; the residual is fp32 when
+    ``residual_in_fp32`` (or when the incoming residual already is), else x's dtype.
+    """
+    is_rms = isinstance(norm, RMSNorm)
+    if use_cuda_kernel("layer_norm", x, backend):
+        return cuda_kernels()["layer_norm"](
+            x, norm.weight, norm.bias, residual=residual, eps=norm.eps, prenorm=True,
+            residual_in_fp32=residual_in_fp32, is_rms_norm=is_rms,
+        )
+    total = x.float() if residual is None else x.float() + residual.float()
+    if is_rms:
+        normed = total * torch.rsqrt(total.square().mean(-1, keepdim=True) + norm.eps) * norm.weight.float()
+    else:
+        normed = F.layer_norm(total, total.shape[-1:], norm.weight.float(), norm.bias.float(), norm.eps)
+    res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
+    return normed.to(x.dtype), total.to(res_dtype)
+
+
+class Mamba(nn.Module):
+    """One Mamba (S6) mixer with mamba-ssm's parameters; ``forward`` runs one direction."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2,
+                 dt_rank="auto", dt_min=0.001, dt_max=0.1, dt_init="random", dt_scale=1.0,
+                 dt_init_floor=1e-4, conv_bias=True, bias=False, use_fast_path=True,
+                 layer_idx=None, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.layer_idx = layer_idx
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **kw)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
+                                padding=d_conv - 1, bias=conv_bias, **kw)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **kw)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **kw)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **kw)
+        # S4D-real initialisation of A and the dt bias, as mamba-ssm does.
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
+        self.D._no_weight_decay = True
+        dt_init_std = self.dt_rank ** -0.5 * dt_scale
+        with torch.no_grad():
+            if dt_init == "constant":
+                nn.init.constant_(self.dt_proj.weight, dt_init_std)
+            else:
+                nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+            dt = torch.exp(torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min))
+                           + math.log(dt_min)).clamp(min=dt_init_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+
+    def forward(self, hidden: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """hidden: (B, L, d_model) -> (B, L, d_model), causal along L."""
+        return mamba_directions(hidden, [self], backend)[0]
+
+
+def _scan_inputs(mixer: Mamba, x: torch.Tensor):
+    """x_proj / dt_proj of one direction; x: (B, d_inner, L) -> delta (B, d_inner, L), B, C (B, N, L)."""
+    x_dbl = F.linear(x.transpose(1, 2), mixer.x_proj.weight)  # (B, L, R + 2N)
+    dt, Bm, Cm = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    delta = F.linear(dt, mixer.dt_proj.weight).transpose(1, 2)
+    return delta, Bm.transpose(1, 2), Cm.transpose(1, 2)
+
+
+def mamba_directions(hidden: torch.Tensor, mixers: list[Mamba], backend: str = "auto",
+                     flip_second: bool = False) -> list[torch.Tensor]:
+    """Run one mixer per direction over ``hidden`` as a single wide scan.
+
+    hidden: (B, L, d_model). Mixer k reads ``hidden`` (flipped along L for the second mixer when
+    ``flip_second``). Returns each mixer's output before ``out_proj`` as (B, L, d_inner) when
+    several mixers are given, already in the original position order; a single mixer's output is
+    returned after ``out_proj``.
+    """
+    first = mixers[0]
+    di = first.d_inner
+    tied_in = len(mixers) > 1 and mixers[1].in_proj.weight is first.in_proj.weight
+    xz_first = F.linear(hidden, first.in_proj.weight, first.in_proj.bias)  # (B, L, 2*di)
+    xzs = [xz_first]
+    for k, m in enumerate(mixers[1:], start=1):
+        if tied_in:
+            xzs.append(xz_first.flip(1) if flip_second else xz_first)
+        else:
+            h = hidden.flip(1) if flip_second else hidden
+            xzs.append(F.linear(h, m.in_proj.weight, m.in_proj.bias))
+    x = torch.cat([xz[..., :di] for xz in xzs], dim=-1).transpose(1, 2).contiguous()  # (B, k*di, L)
+    z = torch.cat([xz[..., di:] for xz in xzs], dim=-1).transpose(1, 2).contiguous()
+    conv_w = torch.cat([m.conv1d.weight.squeeze(1) for m in mixers])
+    conv_b = None if first.conv1d.bias is None else torch.cat([m.conv1d.bias for m in mixers])
+    x = causal_conv1d(x, conv_w, conv_b, activation="silu", backend=backend)
+    parts = [_scan_inputs(m, x[:, k * di:(k + 1) * di]) for k, m in enumerate(mixers)]
+    delta = torch.cat([p[0] for p in parts], dim=1)
+    Bm = torch.stack([p[1] for p in parts], dim=1)  # (B, groups, N, L)
+    Cm = torch.stack([p[2] for p in parts], dim=1)
+    A = -torch.exp(torch.cat([m.A_log for m in mixers]).float())
+    D = torch.cat([m.D for m in mixers]).float()
+    delta_bias = torch.cat([m.dt_proj.bias for m in mixers]).float()
+    if len(mixers) == 1:
+        Bm, Cm = Bm[:, 0], Cm[:, 0]
+    y = selective_scan(x, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus=True, backend=backend)
+    y = y.transpose(1, 2)  # (B, L, k*di)
+    if len(mixers) == 1:
+        return [F.linear(y, first.out_proj.weight, first.out_proj.bias)]
+    outs = [y[..., k * di:(k + 1) * di] for k in range(len(mixers))]
+    if flip_second:
+        outs[1] = outs[1].flip(1)
+    return outs
+
+
+class BiMambaWrapper(nn.Module):
+    """Forward Mamba plus a Mamba over the reversed sequence, combined by add or ew_multiply."""
+
+    def __init__(self, d_model: int, bidirectional: bool = True, bidirectional_strategy: str = "add",
+                 bidirectional_weight_tie: bool = True, **mamba_kwargs):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.bidirectional_strategy = bidirectional_strategy
+        self.mamba_fwd = Mamba(d_model, **mamba_kwargs)
+        self.mamba_rev = None
+        if bidirectional:
+            self.mamba_rev = Mamba(d_model, **mamba_kwargs)
+            if bidirectional_weight_tie:
+                self.mamba_rev.in_proj.weight = self.mamba_fwd.in_proj.weight
+                self.mamba_rev.in_proj.bias = self.mamba_fwd.in_proj.bias
+                self.mamba_rev.out_proj.weight = self.mamba_fwd.out_proj.weight
+                self.mamba_rev.out_proj.bias = self.mamba_fwd.out_proj.bias
+
+    def forward(self, hidden: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """hidden: (B, L, d_model) -> (B, L, d_model)."""
+        fwd, rev = self.mamba_fwd, self.mamba_rev
+        if rev is None:
+            return fwd(hidden, backend)
+        y_fwd, y_rev = mamba_directions(hidden, [fwd, rev], backend, flip_second=True)
+        tied_out = rev.out_proj.weight is fwd.out_proj.weight
+        if self.bidirectional_strategy == "add" and tied_out:
+            # out_proj is linear: one projection of the sum, the bias counted once per direction.
+            out = F.linear(y_fwd + y_rev, fwd.out_proj.weight)
+            return out if fwd.out_proj.bias is None else out + 2 * fwd.out_proj.bias
+        o_fwd = fwd.out_proj(y_fwd)
+        o_rev = rev.out_proj(y_rev)
+        return o_fwd + o_rev if self.bidirectional_strategy == "add" else o_fwd * o_rev

@@ -1,0 +1,193 @@
+"""Selective scan and causal depthwise convolution: CUDA kernels and a plain-PyTorch twin.
+
+Both functions take the same arguments as mamba-ssm's ``selective_scan_fn`` and causal-conv1d's
+``causal_conv1d_fn``. The kernels run when they are importable, the tensors are on CUDA and the
+backend allows it; the PyTorch path runs everywhere (CPU, autograd) and is vectorised: the
+recurrence is solved by recursive pairwise doubling, O(L) work in O(log L) tensor operations.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "torch", "cuda")
+# Elements of one (batch, channels, length, state) block of the PyTorch scan; bounds its memory
+# (about eight fp32 tensors of this size are alive at once).
+_TORCH_SCAN_BLOCK = int(os.environ.get("CADUCEUS_SCAN_BLOCK", 1 << 23))
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_kernels() -> dict:
+    """The importable CUDA kernels: {'selective_scan': fn|None, 'causal_conv1d': fn|None, 'layer_norm': fn|None}."""
+    found: dict = {"selective_scan": None, "causal_conv1d": None, "layer_norm": None}
+    if not torch.cuda.is_available():
+        return found
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        found["selective_scan"] = selective_scan_fn
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        pass
+    try:
+        from causal_conv1d import causal_conv1d_fn
+
+        found["causal_conv1d"] = causal_conv1d_fn
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
+
+        found["layer_norm"] = layer_norm_fn
+    except Exception:  # noqa: BLE001
+        pass
+    return found
+
+
+def use_cuda_kernel(name: str, tensor: torch.Tensor, backend: str) -> bool:
+    if backend == "torch" or not tensor.is_cuda:
+        return False
+    return cuda_kernels()[name] is not None
+
+
+def resolve_backend(backend: str, device: torch.device | str | None) -> str:
+    """The backend that will actually run on ``device``: 'cuda' (mamba-ssm kernels) or 'torch'."""
+    if backend not in BACKENDS:
+        from ..errors import CaduceusError
+
+        raise CaduceusError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    kernels_ok = device.type == "cuda" and cuda_kernels()["selective_scan"] is not None
+    if backend == "cuda" and not kernels_ok:
+        from ..errors import CaduceusError
+
+        raise CaduceusError(
+            "backend 'cuda' needs a CUDA device and the mamba-ssm kernels: "
+            "install them with `pip install 'caduceus-cli[cuda]'` or use --backend torch"
+        )
+    return "cuda" if kernels_ok and backend != "torch" else "torch"
+
+
+# -- causal depthwise convolution -------------------------------------------------------------
+
+
+def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                        activation: str | None = None) -> torch.Tensor:
+    """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t."""
+    k = weight.shape[-1]
+    out = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1).to(x.dtype),
+                   None if bias is None else bias.to(x.dtype), groups=x.shape[1])
+    return F.silu(out) if activation in ("silu", "swish") else out
+
+
+def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto"):
+    """Dispatch to causal-conv1d's kernel or the PyTorch twin; same signature as ``causal_conv1d_fn``."""
+    if use_cuda_kernel("causal_conv1d", x, backend):
+        return cuda_kernels()["causal_conv1d"](x, weight, bias, activation=activation)
+    return causal_conv1d_torch(x, weight, bias, activation)
+
+
+# -- selective scan -----------------------------------------------------------------------------
+
+
+def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h[t] = a[t] * h[t-1] + b[t] along dim -2 with h[-1] = 0; a, b: (..., L, N).
+
+    Pairs of steps are composed into one step (a1*a0, a1*b0 + b1), the half-length problem is
+    solved recursively, and the even positions are filled in from the odd ones. All factors are
+    products of decays in (0, 1], so no step divides or overflows.
+    """
+    length = a.shape[-2]
+    if length == 1:
+        return b
+    if length % 2:
+        a = F.pad(a, (0, 0, 0, 1), value=1.0)
+        b = F.pad(b, (0, 0, 0, 1))
+    a_even, a_odd = a[..., 0::2, :], a[..., 1::2, :]
+    b_even, b_odd = b[..., 0::2, :], b[..., 1::2, :]
+    h_odd = linear_recurrence(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even))
+    h_even = torch.cat([b_even[..., :1, :], torch.addcmul(b_even[..., 1:, :], a_even[..., 1:, :], h_odd[..., :-1, :])], dim=-2)
+    h = torch.stack([h_even, h_odd], dim=-2).flatten(-3, -2)
+    return h[..., :length, :]
+
+
+def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Plain-PyTorch selective scan (Mamba's S6), computed in fp32.
+
+    u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L) or (batch, groups, N, L) with
+    dim divisible by groups (channel c uses group c // (dim // groups)); D, delta_bias: (dim,).
+    Returns (batch, dim, L) in u's dtype.
+    """
+    dtype_out = u.dtype
+    u, delta, A = u.float(), delta.float(), A.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    batch, dim, length = u.shape
+    groups, n = B.shape[1], A.shape[1]
+    per_group = dim // groups
+    block = max(1, min(per_group, _TORCH_SCAN_BLOCK // max(1, batch * length * n)))
+    B_t = B.float().transpose(-1, -2)  # (batch, groups, L, N)
+    C_t = C.float().transpose(-1, -2)
+    outputs = []
+    c0 = 0
+    while c0 < dim:  # channel blocks never straddle a group
+        g = c0 // per_group
+        c1 = min(c0 + block, (g + 1) * per_group)
+        d_blk, u_blk = delta[:, c0:c1], u[:, c0:c1]
+        decay = torch.exp(d_blk.unsqueeze(-1) * A[c0:c1, None, :])  # (batch, c, L, N)
+        drive = (d_blk * u_blk).unsqueeze(-1) * B_t[:, g, None]  # (batch, c, L, N)
+        h = linear_recurrence(decay, drive)
+        outputs.append(torch.einsum("bcln,bln->bcl", h, C_t[:, g]))
+        c0 = c1
+    y = torch.cat(outputs, dim=1)
+    if D is not None:
+        y = y + u * D.float()[:, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype_out)
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   backend: str = "auto"):
+    """Dispatch to mamba-ssm's ``selective_scan_fn`` or :func:`selective_scan_torch` (same math)."""
+    if use_cuda_kernel("selective_scan", u, backend):
+        dtype = u.dtype
+        return cuda_kernels()["selective_scan"](
+            u, delta.to(dtype), A.float(), B.to(dtype), C.to(dtype),
+            None if D is None else D.float(), None if z is None else z.to(dtype),
+            None if delta_bias is None else delta_bias.float(), delta_softplus,
+        )
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Step-by-step loop over positions: slow, obviously right; used only by tests."""
+    u, delta, A = u.double(), delta.double(), A.double()
+    if delta_bias is not None:
+        delta = delta + delta_bias.double()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    batch, dim, length = u.shape
+    groups = B.shape[1]
+    B = B.double().repeat_interleave(dim // groups, dim=1)  # (batch, dim, N, L)
+    C = C.double().repeat_interleave(dim // groups, dim=1)
+    h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64)
+    ys = []
+    for t in range(length):
+        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t])[..., None] * B[:, :, :, t]
+        ys.append((h * C[:, :, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + u * D.double()[:, None]
+    if z is not None:
+        y = y * F.silu(z.double())
+    return y
