@@ -1,0 +1,75 @@
+"""Options and output helpers shared by the commands (Typer lives only under commands/ and cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+ModelOption = typer.Option("bundled", "--model", "-m", help="'bundled' (the default model shipped with the tool), a local folder, or a HuggingFace hub id.")
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu).")
+BackendOption = typer.Option("auto", "--backend", help="Selective scan: auto, torch or cuda (mamba-ssm kernels).")
+
+
+def default_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def print_table(rows: dict[str, Any], as_json: bool) -> None:
+    """Key/value report to stdout: aligned text, or JSON with --json."""
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    width = max(len(k) for k in rows)
+    for key, value in rows.items():
+        if isinstance(value, list):
+            value = ", ".join(json.dumps(v, default=str) if isinstance(v, dict) else str(v) for v in value) or "-"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        sys.stdout.write(f"{key:<{width}}  {'-' if value is None else value}\n")
+
+
+class Progress:
+    """A rich progress bar on stderr, driven by the engine's ``progress(n)`` callbacks.
+
+    Quiet (no bar) when stderr is not a terminal unless ``force``; the engine never imports rich.
+    """
+
+    def __init__(self, description: str, total: int | None = None, unit: str = "items", quiet: bool = False):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.console = Console(stderr=True)
+        self.enabled = not quiet and self.console.is_terminal
+        self._bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, disable=not self.enabled, transient=False,
+        )
+        self.unit = unit
+        self._task = self._bar.add_task(description, total=total, rate="")
+
+    def __enter__(self) -> "Progress":
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
+    def __call__(self, advance: int = 1, **fields) -> None:
+        task = self._bar.tasks[0]
+        speed = task.speed
+        rate = f"{speed:,.1f} {self.unit}/s" if speed else ""
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        self._bar.update(self._task, advance=advance, rate=(rate + " " + extra).strip())
+
+    def set_total(self, total: int | None) -> None:
+        self._bar.update(self._task, total=total)

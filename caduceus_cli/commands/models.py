@@ -1,0 +1,26 @@
+"""`caduceus models info`: what a checkpoint is and how it will run here."""
+
+from __future__ import annotations
+
+import typer
+
+from ._common import print_table
+
+models_app = typer.Typer(help="Inspect models: the bundled default, local folders, HuggingFace hub ids.", no_args_is_help=True)
+
+
+@models_app.command("info")
+def info(
+    model: str = typer.Argument("bundled", help="'bundled', a local folder, or a HuggingFace hub id."),
+    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    device: str = typer.Option(None, "--device", help="Device to report the backend for."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Variant, sizes, parameters, RC mode and which backend will run."""
+    from ..model.info import model_info
+
+    print_table(model_info(model, device=device, revision=revision), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,204 @@
+"""Indexed random access to a reference FASTA (plain or bgzip), with N padding past contig ends.
+
+Index handling, in order: an existing ``.fai`` (and ``.gzi`` for bgzip) next to the file is used;
+otherwise one is written next to the file when that folder is writable; otherwise it is built in a
+private temporary folder and nothing is written next to the user's file. A plain-gzip FASTA (not
+bgzip) cannot be indexed: it is decompressed once into a private temporary file, with a warning.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pysam
+
+from ..errors import CaduceusError
+
+log = logging.getLogger("caduceus")
+
+_ALIASES = {"chrM": ["MT", "M", "chrMT"], "MT": ["chrM", "M"], "M": ["chrM", "MT"]}
+
+
+def compression(path: Path) -> str:
+    """'bgzip', 'gzip' or 'plain', from the file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    # BGZF: gzip with FEXTRA and a 'BC' subfield.
+    if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC":
+        return "bgzip"
+    return "gzip"
+
+
+def contig_candidates(name: str) -> list[str]:
+    """Other spellings of a contig name: chr1 <-> 1, chrM <-> MT."""
+    out = [name[3:]] if name.startswith("chr") else ["chr" + name]
+    return out + _ALIASES.get(name, [])
+
+
+class Reference:
+    """A reference genome: ``fetch(contig, start, end)`` with 0-based half-open coordinates.
+
+    Thread-safe: every thread gets its own pysam handle.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if str(path) == "-":
+            raise CaduceusError("the reference FASTA cannot be read from stdin: it needs random access; give a file")
+        if not self.path.exists():
+            raise CaduceusError(f"{self.path}: no such FASTA file")
+        if self.path.is_dir():
+            raise CaduceusError(f"{self.path}: is a folder, not a FASTA file")
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
+        self._fasta_path, self._fai, self._gzi = self._prepare_index()
+        self._local = threading.local()
+        handle = self._handle()
+        self.contigs: dict[str, int] = dict(zip(handle.references, handle.lengths))
+        if not self.contigs:
+            raise CaduceusError(f"{self.path}: contains no sequences")
+        self._warned: set[str] = set()
+
+    # -- index ---------------------------------------------------------------------------------
+    def _private_dir(self) -> Path:
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="caduceus-fasta-")
+        return Path(self._tmpdir.name)
+
+    def _prepare_index(self) -> tuple[Path, Path, Path | None]:
+        kind = compression(self.path)
+        src = self.path
+        if kind == "gzip":
+            log.warning("%s is gzip-compressed but not bgzip, so it cannot be indexed; decompressing it to a "
+                        "temporary file (recompress with `zcat %s | bgzip > x.fa.gz` to avoid this)", src, src.name)
+            plain = self._private_dir() / (src.name[:-3] if src.name.endswith(".gz") else src.name + ".fa")
+            try:
+                with gzip.open(src, "rb") as fin, open(plain, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 22)
+            except (OSError, EOFError) as e:
+                raise CaduceusError(f"{src}: cannot be decompressed ({e})") from None
+            src, kind = plain, "plain"
+        fai = Path(str(src) + ".fai")
+        gzi = Path(str(src) + ".gzi") if kind == "bgzip" else None
+        if fai.exists() and (gzi is None or gzi.exists()) and fai.stat().st_mtime >= src.stat().st_mtime - 1:
+            return src, fai, gzi
+        if os.access(src.parent, os.W_OK):
+            return src, *self._build_index(src, fai, gzi)
+        private = self._private_dir()
+        return src, *self._build_index(src, private / fai.name, None if gzi is None else private / gzi.name)
+
+    def _build_index(self, src: Path, fai: Path, gzi: Path | None) -> tuple[Path, Path | None]:
+        args = [str(src), "--fai-idx", str(fai)] + (["--gzi-idx", str(gzi)] if gzi else [])
+        try:
+            pysam.faidx(*args)
+        except pysam.utils.SamtoolsError as e:
+            detail = " ".join(str(e).split())[:300]
+            raise CaduceusError(f"{self.path}: not a readable FASTA file ({detail})") from None
+        return fai, gzi
+
+    def _handle(self) -> pysam.FastaFile:
+        handle = getattr(self._local, "handle", None)
+        if handle is None:
+            try:
+                handle = pysam.FastaFile(str(self._fasta_path), filepath_index=str(self._fai),
+                                         filepath_index_compressed=None if self._gzi is None else str(self._gzi))
+            except (OSError, ValueError) as e:
+                raise CaduceusError(f"{self.path}: cannot open as an indexed FASTA ({e})") from None
+            self._local.handle = handle
+        return handle
+
+    # -- access --------------------------------------------------------------------------------
+    def resolve_contig(self, name: str) -> str | None:
+        """The reference's spelling of ``name`` (chr1 vs 1, chrM vs MT), or None if absent.
+
+        A reconciled name is announced once per contig on the log.
+        """
+        if name in self.contigs:
+            return name
+        for alt in contig_candidates(name):
+            if alt in self.contigs:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    log.warning("contig %r is called %r in %s; using %r", name, alt, self.path.name, alt)
+                return alt
+        return None
+
+    def fetch(self, contig: str, start: int, end: int) -> tuple[str, int]:
+        """Sequence of [start, end) on ``contig`` (already resolved), upper/lower case as stored.
+
+        Positions outside the contig are filled with N; returns (sequence, number of N added).
+        """
+        length = self.contigs[contig]
+        lo, hi = max(start, 0), min(end, length)
+        body = self._handle().fetch(contig, lo, hi) if hi > lo else ""
+        left = min(max(0, -start), end - start)
+        right = max(0, end - max(length, start))
+        pad = left + right
+        if pad:
+            body = "N" * left + body + "N" * (end - start - left - len(body))
+        return body, pad
+
+    def close(self) -> None:
+        handle = getattr(self._local, "handle", None)
+        if handle is not None:
+            handle.close()
+            self._local.handle = None
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def __enter__(self) -> "Reference":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_fasta_records(path: str | os.PathLike, stdin=None):
+    """Stream (name, sequence) of every record of a FASTA (plain, gzip or bgzip; '-' for stdin).
+
+    The name is the header up to the first whitespace. Raises on a file that is not FASTA.
+    """
+    import io
+    import sys
+
+    if str(path) == "-":
+        stream = io.TextIOWrapper((stdin or sys.stdin).buffer, encoding="ascii", errors="replace") \
+            if hasattr(stdin or sys.stdin, "buffer") else (stdin or sys.stdin)
+        label = "<stdin>"
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise CaduceusError(f"{p}: no such FASTA file")
+        stream = gzip.open(p, "rt", encoding="ascii", errors="replace") if compression(p) != "plain" \
+            else open(p, encoding="ascii", errors="replace")
+        label = str(p)
+    name, chunks, lineno = None, [], 0
+    try:
+        for lineno, line in enumerate(stream, start=1):
+            line = line.rstrip("\r\n")
+            if line.startswith(">"):
+                if name is not None:
+                    yield name, "".join(chunks)
+                name, chunks = (line[1:].split() or [""])[0], []
+                if not name:
+                    raise CaduceusError(f"{label}: line {lineno}: FASTA header without a name")
+            elif line.strip():
+                if name is None:
+                    raise CaduceusError(f"{label}: line {lineno}: sequence before the first '>' header: "
+                                        f"{line[:40]!r} (is this a FASTA file?)")
+                chunks.append(line.strip())
+        if name is not None:
+            yield name, "".join(chunks)
+    except (OSError, EOFError) as e:
+        raise CaduceusError(f"{label}: line {lineno}: read failed ({e})") from None
+    finally:
+        if stream is not sys.stdin and str(path) != "-":
+            stream.close()
