@@ -311,12 +311,15 @@ POOLINGS = ("mean", "max", "first", "last")
 def strand_stack(hidden: torch.Tensor, rcps: bool, hidden_rc: torch.Tensor | None = None) -> torch.Tensor:
     """(B, L, d, 2): the forward-strand features and the RC-strand features aligned to them.
 
-    PS: the two halves of ``hidden``, the RC half flipped back (length and channels).
+    PS: the two halves of ``hidden``; the RC half is stored position-aligned with the input but
+    channel-reversed, so only its channels are flipped. (The official classifier flips length too,
+    which puts the RC strand in the RC frame: the same for mean/max pooling, but position i would
+    then meet position L-1-i, which is wrong for first/last/centre pooling and per-position output.)
     Ph with post-hoc conjoining: ``hidden`` and the hidden state of the RC input flipped along length.
     """
     if rcps:
         fwd, rc = _split_strands(hidden)
-        return torch.stack([fwd, rc_hidden(rc)], dim=-1)
+        return torch.stack([fwd, rc.flip(-1)], dim=-1)
     if hidden_rc is None:
         return hidden.unsqueeze(-1)
     return torch.stack([hidden, hidden_rc.flip(-2)], dim=-1)
