@@ -1,0 +1,116 @@
+"""Forward-pass throughput (tokens/s) and peak memory of Caduceus PS/Ph models.
+
+    python benchmarks/model_speed.py --device cuda --dtype bf16 --backend cuda
+    python benchmarks/model_speed.py --device cpu --backend torch --configs ps:128x4 --lengths 1536
+
+Weights are random (speed does not depend on them). Each row: warm-up, then the median of
+--repeats timed forward passes (CUDA events on GPU). Peak memory: torch.cuda.max_memory_allocated
+on GPU, the process's peak RSS on CPU. Embedding-style forward: hidden states, no LM head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM
+from caduceus_cli.model.scan import resolve_backend
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def time_forward(model, ids, dtype, repeats, warmup):
+    device = ids.device
+    autocast = torch.autocast("cuda", dtype=dtype) if (device.type == "cuda" and dtype != torch.float32) else None
+
+    def once():
+        with torch.no_grad():
+            if autocast is not None:
+                with autocast:
+                    model(ids, compute_logits=False)
+            else:
+                model(ids, compute_logits=False)
+
+    for _ in range(warmup):
+        once()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            once()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="bf16", choices=DTYPES)
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "cuda"])
+    ap.add_argument("--configs", default="ps:256x16,ph:256x16,ps:128x4,ph:128x4")
+    ap.add_argument("--lengths", default="1536,131072")
+    ap.add_argument("--tokens-per-batch", type=int, default=262144, help="batch = max(1, this // length)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--json", help="write rows to this JSON file")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    backend = resolve_backend(args.backend, device)
+    rows = []
+    for spec in args.configs.split(","):
+        variant, size = spec.split(":")
+        d_model, n_layer = map(int, size.split("x"))
+        torch.manual_seed(0)
+        model = CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model, n_layer)).to(device).eval()
+        model.backend = backend
+        for length in map(int, args.lengths.split(",")):
+            batch = max(1, args.tokens_per_batch // length)
+            ids = torch.randint(7, 11, (batch, length), device=device)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                seconds = time_forward(model, ids, dtype, args.repeats, args.warmup)
+            except torch.OutOfMemoryError:
+                rows.append({"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
+                             "error": "out of memory"})
+                continue
+            peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            rows.append({
+                "model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "dtype": args.dtype if device.type == "cuda" else "fp32", "backend": backend,
+                "seconds": round(seconds, 4), "tokens_per_s": round(batch * length / seconds),
+                "peak_memory_gib": round(peak / 2**30, 2),
+            })
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        del model
+    print(f"{'model':<12}{'length':>8}{'batch':>7}{'backend':>8}{'dtype':>6}{'Mtok/s':>9}{'peak GiB':>10}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}  {r['error']}")
+        else:
+            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>8}{r['dtype']:>6}"
+                  f"{r['tokens_per_s'] / 1e6:>9.3f}{r['peak_memory_gib']:>10.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
