@@ -20,6 +20,7 @@ _LAZY = {
     "CaduceusForSequenceClassification": ("model.caduceus", "CaduceusForSequenceClassification"),
     "model_info": ("model.info", "model_info"),
     "doctor_report": ("model.info", "doctor_report"),
+    "embed_regions": ("pipelines.embed", "embed_regions"),
 }
 
 __all__ = ["__version__", "CaduceusError", *_LAZY]

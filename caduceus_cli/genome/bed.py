@@ -151,3 +151,17 @@ class BedReader:
 def read_bed(path: str | os.PathLike, skip_invalid: bool = False) -> Iterator[Region]:
     """Stream the regions of a BED file (see :class:`BedReader`)."""
     return iter(BedReader(path, skip_invalid))
+
+
+def count_bed_records(path: str | os.PathLike) -> int | None:
+    """Number of data lines (for a progress bar); None if the file cannot be read cheaply."""
+    try:
+        stream, _, _ = _open_text(path)
+    except CaduceusError:
+        return None
+    try:
+        return sum(1 for line in stream if line.strip() and not line.startswith(("#", "track", "browser")))
+    except (OSError, EOFError, UnicodeError):
+        return None
+    finally:
+        stream.close()

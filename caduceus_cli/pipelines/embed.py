@@ -891,6 +891,7 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
             if torch.cuda.is_available():
                 device = f"cuda:{dist_ctx.local_rank}"
         model = _load(model, device, dtype, backend, revision)
+        t0 = time.perf_counter()  # rates exclude loading the model
         settings = _settings_from(model, pool, center_width, layer, rc, window, tile, tile_overlap, max_length,
                                   batch_size, max_tokens, skip_invalid, io_threads)
         if model.config.rcps and not rc:

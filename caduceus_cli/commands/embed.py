@@ -1,0 +1,81 @@
+"""`caduceus embed`: embeddings of genomic regions (FASTA + BED, or every FASTA record)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import BackendOption, DeviceOption, ModelOption, Progress
+
+
+def embed(
+    fasta: str = typer.Argument(..., help="Reference FASTA (plain or bgzip; plain gzip is decompressed to a temporary file). "
+                                          "Without REGIONS: a FASTA of sequences, every record embedded ('-' for stdin)."),
+    regions: Optional[str] = typer.Argument(None, help="BED3 or BED6+ regions (gzip ok, '-' for stdin). Name and strand "
+                                                       "are used; minus-strand regions are reverse-complemented."),
+    output: str = typer.Option("-", "--output", "-o", help="Output: .parquet (default choice), .npy/.npz (+ a sidecar "
+                                                          ".regions.bed), .tsv; '-' writes TSV to stdout."),
+    model: str = ModelOption,
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    device: Optional[str] = DeviceOption,
+    backend: str = BackendOption,
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 "
+                                                               "(on CUDA the model already runs under bf16 autocast)."),
+    pool: str = typer.Option("mean", "--pool", help="mean, max, center (mean over the central --center-width bp) "
+                                                    "or none (one vector per position; Parquet or .npy/.npz)."),
+    center_width: int = typer.Option(1536, "--center-width", help="Width of the central window for --pool center "
+                                                                   "(1536 bp as in the paper's VEP features)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Hidden layer: 0 = token embeddings ... n_layer = last "
+                                                              "(default; after the final norm); -1 = last."),
+    no_rc: bool = typer.Option(False, "--no-rc", help="Caduceus-Ph: skip the reverse-complement pass (post-hoc "
+                                                      "conjoining is on by default). No effect on Caduceus-PS."),
+    window: Optional[int] = typer.Option(None, "--window", help="Embed N bp centred on each region instead of the "
+                                                                "region itself (padded with N past contig ends)."),
+    tile: bool = typer.Option(False, "--tile", help="Tile regions longer than --max-length (overlapping tiles, "
+                                                    "stitched); without it such regions are refused."),
+    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Overlap of consecutive tiles in bp "
+                                                                            "(default: max length / 8)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Longest sequence given to the model "
+                                                                        "(default: the model's trained length, "
+                                                                        "131072 if its config does not say)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per batch (default 64 on "
+                                                                              "CUDA, 8 on CPU)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="At most this many bases per batch "
+                                                                        "(default 131072)."),
+    output_format: Optional[str] = typer.Option(None, "--format", help="parquet, npy, npz or tsv (default: from "
+                                                                       "the output file name)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
+                                                                    "stopping: bad lines, unknown contigs, too long."),
+    io_threads: int = typer.Option(2, "--io-threads", help="Threads reading sequences from the FASTA."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+) -> None:
+    """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV."""
+    from ..genome.bed import count_bed_records
+    from ..pipelines.embed import embed_regions
+
+    total = count_bed_records(regions) if regions and regions != "-" and Path(regions).is_file() else None
+    rank = int(os.environ.get("RANK", "0") or 0)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if total is not None and world > 1:
+        total = (total + world - 1 - rank) // world
+    with Progress("embed" if world == 1 else f"embed [rank {rank}]", total=total, unit="regions",
+                  quiet=quiet) as progress:
+        result = embed_regions(
+            fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,
+            pool=pool, center_width=center_width, layer=layer, rc=not no_rc, window=window, tile=tile,
+            tile_overlap=tile_overlap, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
+            output_format_=output_format, skip_invalid=skip_invalid, io_threads=io_threads, progress=progress,
+        )
+    if not quiet and result.output is not None:
+        rate = result.n_regions / result.seconds if result.seconds else 0.0
+        where = "stdout" if result.output == "-" else result.output
+        typer.echo(f"caduceus: embedded {result.n_regions:,} regions ({result.bases:,} bp, {rate:,.1f} regions/s) "
+                   f"-> {where}; skipped {result.n_skipped:,}, padded {result.n_padded:,}, tiled {result.n_tiled:,}",
+                   err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)
