@@ -20,6 +20,10 @@ _LAZY = {
     "CaduceusForSequenceClassification": ("model.caduceus", "CaduceusForSequenceClassification"),
     "model_info": ("model.info", "model_info"),
     "doctor_report": ("model.info", "doctor_report"),
+    "score_variants": ("pipelines.variants", "score_variants"),
+    "train_svm": ("pipelines.svm", "train_svm"),
+    "load_svm": ("pipelines.svm", "load_svm"),
+    "read_tss": ("genome.tss", "read_tss"),
     "embed_regions": ("pipelines.embed", "embed_regions"),
 }
 

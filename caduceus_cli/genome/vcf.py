@@ -1,0 +1,329 @@
+"""VCF/BCF in (cyvcf2), annotated VCF/BCF/TSV out, with errors that name file, line and value.
+
+Records are passed through as htslib formats them (``str(variant)``); new INFO items are appended
+to the INFO column as text, so every original field survives unchanged. Output formats:
+- ``vcf``: text, to a file or stdout;
+- ``vcf.gz``: BGZF (tabix-indexable, ``.tbi`` with ``write_index``);
+- ``bcf``: written as text to a temporary file and converted by htslib at the end (contigs used by
+  the records but not declared in the header are declared then, with lengths from the reference);
+- ``tsv``: one row per ALT allele.
+Every file output goes to a temporary name in the target folder and is renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gzip
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import CaduceusError
+from ..io import atomic_path, check_writable
+
+FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
+
+
+def quiet_htslib() -> None:
+    """Silence htslib's own stderr messages (cyvcf2 bundles htslib): we report errors ourselves,
+    on one line. Warnings such as 'contig not defined in the header' are expected and harmless."""
+    try:
+        import cyvcf2.cyvcf2 as ext
+
+        ctypes.c_int.in_dll(ctypes.CDLL(ext.__file__), "hts_verbose").value = 0
+    except (OSError, ValueError, ImportError):  # pragma: no cover - a different build of cyvcf2
+        pass
+    try:
+        import pysam
+
+        pysam.set_verbosity(0)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+
+
+@dataclass
+class VcfRecord:
+    """What the scorer needs of a record. ``line`` is the 1-based line in a text VCF (a record
+    number for BCF), for error messages."""
+
+    chrom: str
+    pos: int  # 1-based, as in the VCF
+    ref: str
+    alts: list[str]
+    line: int
+    id: str = "."
+
+
+def _file_kind(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(18)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as g:
+                inner = g.read(5)
+        except (OSError, EOFError):
+            return "gzip"
+        return "bcf" if inner[:3] == b"BCF" else "vcf.gz"
+    return "bcf" if head[:3] == b"BCF" else "vcf"
+
+
+class VcfReader:
+    """Stream records of a VCF, VCF.gz or BCF ('-' for stdin) with cyvcf2.
+
+    Iterating yields ``(variant, VcfRecord)``; a record htslib cannot parse, or a truncated
+    compressed file, raises :class:`CaduceusError` naming the file, the line and the text found.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import cyvcf2
+
+        quiet_htslib()
+        self.path = str(path)
+        self.label = "<stdin>" if self.path == "-" else self.path
+        if self.path != "-":
+            p = Path(self.path)
+            if not p.exists():
+                raise CaduceusError(f"{p}: no such VCF/BCF file")
+            if p.is_dir():
+                raise CaduceusError(f"{p}: is a folder, not a VCF/BCF file")
+            if p.stat().st_size == 0:
+                raise CaduceusError(f"{p}: empty file, not a VCF/BCF file")
+        try:
+            self.vcf = cyvcf2.VCF(self.path, lazy=True, threads=None)
+        except OSError:
+            raise CaduceusError(f"{self.label}: not a VCF/BCF file{self._first_line_hint()} "
+                                "(a VCF starts with '##fileformat=VCF' header lines)") from None
+        self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
+        self.raw_header = self.vcf.raw_header
+        self.n_header_lines = self.raw_header.count("\n")
+        self.contigs = set(self.vcf.seqnames)
+
+    def _first_line_hint(self) -> str:
+        if self.path == "-":
+            return ""
+        try:
+            opener = gzip.open if _file_kind(Path(self.path)) != "vcf" else open
+            with opener(self.path, "rt", errors="replace") as f:
+                first = f.readline().strip()
+        except (OSError, EOFError):
+            return " (unreadable or truncated compressed file)"
+        if re.match(r"^\S+\t\d+\t\d+(\t|$)", first):
+            return f": its first line {first[:60]!r} looks like BED"
+        return f": first line {first[:60]!r}"
+
+    def line_of(self, index: int) -> int:
+        """1-based line number of the record at 0-based ``index`` (text VCF)."""
+        return self.n_header_lines + index + 1
+
+    def _failed_line(self, index: int) -> str:
+        """Why record ``index`` could not be read: its text, or that the file is truncated."""
+        if self.path == "-" or self.kind == "bcf":
+            return ""
+        target = self.line_of(index)
+        try:
+            opener = gzip.open if self.kind == "vcf.gz" else open
+            with opener(self.path, "rt", errors="replace") as f:
+                for n, text in enumerate(f, start=1):
+                    if n == target:
+                        return f": {text.rstrip()[:80]!r}"
+        except (OSError, EOFError):
+            return ": the compressed file is truncated or corrupt"
+        return ": the compressed file is truncated or corrupt" if self.kind == "vcf.gz" else ""
+
+    def __iter__(self) -> Iterator[tuple[object, VcfRecord]]:
+        it = iter(self.vcf)
+        index = 0
+        while True:
+            try:
+                variant = next(it)
+            except StopIteration:
+                return
+            except Exception:  # cyvcf2 raises a bare Exception on a parse failure
+                where = f"line {self.line_of(index)}" if self.kind != "bcf" else f"record {index + 1}"
+                detail = self._failed_line(index)
+                if "truncated" in detail:
+                    raise CaduceusError(f"{self.label}: {where}: cannot read further{detail}; "
+                                        "re-download or re-compress it") from None
+                raise CaduceusError(f"{self.label}: {where}: malformed VCF record{detail} "
+                                    "(expected tab-separated CHROM POS ID REF ALT QUAL FILTER INFO)") from None
+            ref = variant.REF or ""
+            yield variant, VcfRecord(variant.CHROM, int(variant.POS), ref, list(variant.ALT),
+                                     self.line_of(index), variant.ID or ".")
+            index += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.vcf.close()
+
+
+# -- header and record text ------------------------------------------------------------------------
+
+def info_header_line(key: str, number: str, type_: str, description: str) -> str:
+    description = description.replace('"', "'")
+    return f'##INFO=<ID={key},Number={number},Type={type_},Description="{description}">'
+
+
+def annotated_header(raw_header: str, info_lines: list[str], meta: dict[str, str], drop_info: set[str],
+                     extra_contigs: list[str] | None = None) -> str:
+    """The input header with our INFO declarations and ``##caduceus_*`` lines before ``#CHROM``.
+
+    INFO lines for keys in ``drop_info`` and earlier ``##caduceus_`` lines are removed, so that
+    re-scoring an annotated file does not declare a field twice.
+    """
+    lines = [ln for ln in raw_header.rstrip("\n").split("\n") if ln]
+    body, chrom = [], None
+    for ln in lines:
+        if ln.startswith("#CHROM"):
+            chrom = ln
+            continue
+        m = re.match(r"##INFO=<ID=([^,>]+)", ln)
+        if (m and m.group(1) in drop_info) or ln.startswith("##caduceus_"):
+            continue
+        body.append(ln)
+    if chrom is None:
+        raise CaduceusError("the VCF header has no #CHROM line")
+    if extra_contigs:
+        last_contig = max((i for i, ln in enumerate(body) if ln.startswith("##contig=")), default=len(body) - 1)
+        body[last_contig + 1:last_contig + 1] = extra_contigs
+    meta_lines = [f"##caduceus_{k}={' '.join(str(v).split())}" for k, v in meta.items()]
+    return "\n".join(body + info_lines + meta_lines + [chrom]) + "\n"
+
+
+def add_info(line: str, items: list[str], drop_info: set[str]) -> str:
+    """Append ``items`` (``KEY=value`` or ``FLAG``) to the INFO column of a VCF text record."""
+    cols = line.rstrip("\n").split("\t")
+    if len(cols) < 8:
+        cols += ["."] * (8 - len(cols))
+    old = [] if cols[7] in (".", "") else cols[7].split(";")
+    if drop_info:
+        old = [kv for kv in old if kv.split("=", 1)[0] not in drop_info]
+    new = old + items
+    cols[7] = ";".join(new) if new else "."
+    return "\t".join(cols) + "\n"
+
+
+# -- writers ---------------------------------------------------------------------------------------
+
+def output_format(path: str, fmt: str | None) -> str:
+    """The output format from ``--format`` or the file name (stdout: vcf unless told tsv)."""
+    if fmt:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise CaduceusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if path == "-" and fmt in ("vcf.gz", "bcf"):
+            raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
+        return fmt
+    name = str(path).lower()
+    if name.endswith((".vcf.gz", ".vcf.bgz")):
+        return "vcf.gz"
+    if name.endswith(".bcf"):
+        return "bcf"
+    if name.endswith((".tsv", ".tsv.gz", ".txt")):
+        return "tsv"
+    return "vcf"
+
+
+class RecordSink:
+    """Where annotated text goes: ``write(text)``; ``commit()`` finishes the file (rename, index).
+
+    Use as a context manager: leaving it with an exception removes the temporary file.
+    """
+
+    def __init__(self, path: str, fmt: str, write_index: bool = False, contig_lengths: dict[str, int] | None = None):
+        self.path, self.fmt, self.write_index = str(path), fmt, write_index
+        self.contig_lengths = contig_lengths or {}
+        self.seen_contigs: dict[str, None] = {}
+        if write_index and fmt not in ("vcf.gz", "bcf"):
+            raise CaduceusError("--write-index needs a .vcf.gz or .bcf output (-o FILE)")
+        if self.path != "-":
+            check_writable(self.path)
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "RecordSink":
+        if self.path == "-":
+            self._stream = sys.stdout
+            self._tmp = None
+            return self
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        if self.fmt == "vcf.gz":
+            import pysam
+
+            self._stream = pysam.BGZFile(str(self._tmp), "wb")
+        elif self.fmt == "bcf":
+            self._text_tmp = Path(str(self._tmp) + ".text.vcf")
+            self._stack.callback(lambda: self._text_tmp.unlink(missing_ok=True))
+            self._stream = open(self._text_tmp, "w")
+        else:
+            self._stream = open(self._tmp, "w")
+        return self
+
+    def write(self, text: str) -> None:
+        if self.fmt == "vcf.gz" and self.path != "-":
+            self._stream.write(text.encode())
+        else:
+            self._stream.write(text)
+
+    def note_contig(self, chrom: str) -> None:
+        self.seen_contigs.setdefault(chrom)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.path == "-":
+                self._stream.flush()
+                return
+            self._stream.close()
+            if exc_type is None:
+                if self.fmt == "bcf":
+                    self._convert_to_bcf()
+                if self.write_index:
+                    self._index()
+        finally:
+            index_tmp = getattr(self, "_index_tmp", None)
+            try:
+                self._stack.__exit__(exc_type if exc_type else None, exc, tb)
+            except BaseException:
+                if index_tmp and index_tmp.exists():
+                    index_tmp.unlink()
+                raise
+            if index_tmp and index_tmp.exists():
+                if exc_type is None and Path(self.path).exists():
+                    os.replace(index_tmp, self._index_name)
+                else:
+                    index_tmp.unlink()
+
+    def _convert_to_bcf(self) -> None:
+        import cyvcf2
+
+        reader = cyvcf2.VCF(str(self._text_tmp), lazy=True)
+        declared = set(reader.seqnames)
+        for chrom in self.seen_contigs:
+            if chrom not in declared:
+                length = self.contig_lengths.get(chrom)
+                reader.add_to_header(f"##contig=<ID={chrom}" + (f",length={length}>" if length else ">"))
+        writer = cyvcf2.Writer(str(self._tmp), reader, mode="wb")
+        try:
+            for variant in reader:
+                writer.write_record(variant)
+        finally:
+            writer.close()
+            reader.close()
+
+    def _index(self) -> None:
+        tmp = Path(self._tmp)
+        if self.fmt == "vcf.gz":
+            import pysam
+
+            pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
+            self._index_tmp, self._index_name = Path(str(tmp) + ".tbi"), self.path + ".tbi"
+        else:
+            import cyvcf2.cyvcf2 as ext
+
+            lib = ctypes.CDLL(ext.__file__)
+            lib.bcf_index_build.argtypes = [ctypes.c_char_p, ctypes.c_int]
+            if lib.bcf_index_build(str(tmp).encode(), 14) != 0:
+                raise CaduceusError(f"{self.path}: could not build the .csi index (is the BCF sorted by position?)")
+            self._index_tmp, self._index_name = Path(str(tmp) + ".csi"), self.path + ".csi"

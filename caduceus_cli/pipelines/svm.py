@@ -1,0 +1,395 @@
+"""The paper's variant-effect SVM (Schiff et al. 2024, vep_svm.ipynb), as an engine function.
+
+Features per ALT allele: the mean over the window of the last-layer embeddings of the reference
+window and of the alternative window, concatenated (2 x d_model), each averaged over the two strands
+(PS: its two strands; Ph: post-hoc conjoining), optionally followed by the tissue (an integer code).
+Separate classifiers per distance-to-TSS bucket [0, 30 kbp), [30, 100 kbp), [100 kbp, inf):
+StandardScaler + SVC (RBF kernel), C in {1, 5, 10}, seeds 1..5, each fit on a training subsample of
+5,000 drawn as the notebook does (``np.random.choice`` after seeding; with replacement when the
+bucket has fewer). AUROC on the test set is reported from the decision function and, as the published
+notebook computed it, from hard labels. The C with the best mean AUROC (decision function) is kept.
+
+Saved without pickle: ``svm.json`` (feature definition, model id and sha256, buckets, metrics) and
+``bucket-<k>.npz`` (per seed: scaler mean/scale, support vectors, dual coefficients, intercept,
+gamma); the decision function is recomputed from those arrays, exactly as scikit-learn does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import CaduceusError
+from ..genome.vcf import VcfReader, VcfRecord
+from ..io import provenance
+
+log = logging.getLogger("caduceus")
+
+BUCKETS = ((0, 30_000), (30_000, 100_000), (100_000, None))
+BUCKET_NAMES = ("0-30kbp", "30-100kbp", ">100kbp")
+CS = (1, 5, 10)
+SEEDS = (1, 2, 3, 4, 5)
+N_TRAIN = 5000
+FEATURE_DEFINITION = ("concat(mean_L(strand_avg(last_hidden(ref_window))), mean_L(strand_avg(last_hidden(alt_window))))"
+                      " [+ tissue code]; window centred on the variant (centre token = first REF base), indels "
+                      "length-matched")
+FORMAT_VERSION = 1
+
+
+def bucket_of(distance: int | None) -> int | None:
+    if distance is None or distance < 0:
+        return None
+    for k, (lo, hi) in enumerate(BUCKETS):
+        if distance >= lo and (hi is None or distance < hi):
+            return k
+    return None
+
+
+@dataclass
+class LabeledVariant:
+    record: VcfRecord  # one ALT
+    label: int
+    tissue: str | None = None
+
+
+def _parse_label(value, where: str) -> int:
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "true", "yes", "pos", "positive"):
+        return 1
+    if text in ("0", "0.0", "false", "no", "neg", "negative"):
+        return 0
+    raise CaduceusError(f"{where}: label {value!r} is not 0/1 (or true/false)")
+
+
+def read_labeled(path: str, label_field: str = "label") -> list[LabeledVariant]:
+    """Labeled variants from a TSV (chrom, pos, ref, alt, label[, tissue]; header optional) or a VCF
+    whose INFO field ``label_field`` holds 0/1 (Number=1, or Number=A for one label per ALT)."""
+    p = Path(path)
+    if not p.exists():
+        raise CaduceusError(f"{p}: no such labeled-variant file")
+    name = p.name.lower()
+    if name.endswith((".vcf", ".vcf.gz", ".bcf", ".vcf.bgz")):
+        return _read_labeled_vcf(path, label_field)
+    out: list[LabeledVariant] = []
+    import gzip
+
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(p, "rt") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            cols = line.rstrip("\r\n").split("\t")
+            if len(cols) < 5:
+                raise CaduceusError(f"{p}: line {lineno}: expected tab-separated chrom, pos, ref, alt, label[, tissue]; "
+                                    f"got {line.strip()[:60]!r}")
+            if not out and not cols[1].strip().isdigit():
+                if cols[1].strip().lower() != "pos":
+                    raise CaduceusError(f"{p}: line {lineno}: pos {cols[1]!r} is not a positive integer")
+                continue  # header
+            if not cols[1].strip().isdigit() or int(cols[1]) < 1:
+                raise CaduceusError(f"{p}: line {lineno}: pos {cols[1]!r} is not a positive integer (1-based)")
+            rec = VcfRecord(cols[0], int(cols[1]), cols[2].strip(), [cols[3].strip()], lineno)
+            out.append(LabeledVariant(rec, _parse_label(cols[4], f"{p}: line {lineno}"),
+                                      cols[5].strip() if len(cols) > 5 and cols[5].strip() else None))
+    if not out:
+        raise CaduceusError(f"{p}: no labeled variants")
+    return out
+
+
+def _read_labeled_vcf(path: str, label_field: str) -> list[LabeledVariant]:
+    reader = VcfReader(path)
+    out = []
+    try:
+        for variant, rec in reader:
+            value = variant.INFO.get(label_field)
+            if value is None:
+                raise CaduceusError(f"{path}: line {rec.line}: no INFO field {label_field!r} (give --label-field)")
+            values = list(value) if isinstance(value, (tuple, list)) else [value] * len(rec.alts)
+            if len(values) != len(rec.alts):
+                raise CaduceusError(f"{path}: line {rec.line}: {len(values)} labels for {len(rec.alts)} ALT alleles")
+            for alt, v in zip(rec.alts, values):
+                out.append(LabeledVariant(VcfRecord(rec.chrom, rec.pos, rec.ref, [alt], rec.line, rec.id),
+                                          _parse_label(v, f"{path}: line {rec.line}")))
+    finally:
+        reader.close()
+    if not out:
+        raise CaduceusError(f"{path}: no labeled variants")
+    return out
+
+
+def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int, batch_size: int = 64,
+                     chunk: int = 512, progress: Callable[[int], None] | None = None,
+                     source: str = "labeled") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N, 2d) float32 with NaN rows for unscorable variants, TSS distances (N,) with -1
+    where unknown, keep mask (N,) bool)."""
+    from .variants import VariantScorer
+
+    scorer = VariantScorer(model, reference, ("embed_l2",), window, batch_size, tss=tss, keep_features=True,
+                           missing_contig="skip", source=source)
+    d = 2 * model.config.d_model
+    feats = np.full((len(variants), d), np.nan, dtype=np.float32)
+    dist = np.full(len(variants), -1, dtype=np.int64)
+    for start in range(0, len(variants), chunk):
+        part = variants[start:start + chunk]
+        for j, result in enumerate(scorer.score([v.record for v in part])):
+            if result.features[0] is not None:
+                feats[start + j] = result.features[0]
+            if result.tss_distance is not None:
+                dist[start + j] = result.tss_distance
+        if progress:
+            progress(len(part))
+    keep = ~np.isnan(feats).any(1) & (dist >= 0)
+    return feats, dist, keep
+
+
+def _tissue_column(variants, vocab: list[str]) -> np.ndarray:
+    index = {t: i for i, t in enumerate(vocab)}
+    return np.array([index.get(v.tissue, -1) for v in variants], dtype=np.float32)[:, None]
+
+
+def _split(variants: Sequence[LabeledVariant], test_fraction: float) -> np.ndarray:
+    """Test mask: per contig, the variants at the last ``test_fraction`` of positions (a genomic
+    hold-out, as the paper's chromosome split, not a random one)."""
+    is_test = np.zeros(len(variants), dtype=bool)
+    by_contig: dict[str, list[int]] = {}
+    for i, v in enumerate(variants):
+        by_contig.setdefault(v.record.chrom, []).append(i)
+    for idx in by_contig.values():
+        pos = np.array([variants[i].record.pos for i in idx])
+        cut = np.quantile(pos, 1 - test_fraction)
+        is_test[np.array(idx)[pos >= cut]] = True
+    return is_test
+
+
+def _fit_one(X, y, C, seed, n_train):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    np.random.seed(seed)  # the notebook's subsampling, bit for bit
+    mask = np.random.choice(len(X), size=n_train, replace=n_train > len(X))
+    clf = make_pipeline(StandardScaler(), SVC(C=C, random_state=seed))
+    clf.fit(X[mask], y[mask])
+    return clf
+
+
+def _auroc(y, score) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else None
+
+
+def fit_bucket_models(X_train, y_train, X_test, y_test, Cs=CS, seeds=SEEDS, n_train=N_TRAIN):
+    """All (C, seed) fits of one bucket -> (metrics per C, fitted pipelines of the best C)."""
+    per_c = {}
+    fitted = {}
+    for C in Cs:
+        rows = []
+        for seed in seeds:
+            clf = _fit_one(X_train, y_train, C, seed, n_train)
+            rows.append({"seed": seed, "auroc_decision": _auroc(y_test, clf.decision_function(X_test)),
+                         "auroc_hard_labels": _auroc(y_test, clf.predict(X_test))})
+            fitted.setdefault(C, []).append(clf)
+        dec = [r["auroc_decision"] for r in rows]
+        hard = [r["auroc_hard_labels"] for r in rows]
+        per_c[C] = {"auroc_decision_mean": float(np.mean(dec)), "auroc_decision_std": float(np.std(dec)),
+                    "auroc_hard_labels_mean": float(np.mean(hard)), "auroc_hard_labels_std": float(np.std(hard)),
+                    "per_seed": rows}
+    best = max(Cs, key=lambda c: per_c[c]["auroc_decision_mean"])
+    return per_c, best, fitted[best]
+
+
+def _export(pipelines) -> dict[str, np.ndarray]:
+    arrays = {}
+    for i, clf in enumerate(pipelines):
+        scaler, svc = clf.steps[0][1], clf.steps[1][1]
+        arrays[f"s{i}_mean"] = scaler.mean_.astype(np.float64)
+        arrays[f"s{i}_scale"] = scaler.scale_.astype(np.float64)
+        arrays[f"s{i}_support_vectors"] = svc.support_vectors_.astype(np.float64)
+        arrays[f"s{i}_dual_coef"] = svc.dual_coef_[0].astype(np.float64)
+        arrays[f"s{i}_intercept"] = np.asarray(svc.intercept_, dtype=np.float64)
+        arrays[f"s{i}_gamma"] = np.asarray([svc._gamma], dtype=np.float64)
+        arrays[f"s{i}_classes"] = np.asarray(svc.classes_, dtype=np.int64)
+    return arrays
+
+
+def rbf_decision(arrays: dict[str, np.ndarray], i: int, X: np.ndarray) -> np.ndarray:
+    """scikit-learn's binary SVC decision function, recomputed from the saved arrays of model ``i``."""
+    Z = (np.asarray(X, dtype=np.float64) - arrays[f"s{i}_mean"]) / arrays[f"s{i}_scale"]
+    sv = arrays[f"s{i}_support_vectors"]
+    sq = (Z ** 2).sum(1)[:, None] + (sv ** 2).sum(1)[None, :] - 2.0 * Z @ sv.T
+    K = np.exp(-arrays[f"s{i}_gamma"][0] * np.maximum(sq, 0.0))
+    return K @ arrays[f"s{i}_dual_coef"] + arrays[f"s{i}_intercept"][0]
+
+
+class SvmModel:
+    """A saved SVM folder: ``decision(X, distances, tissues)`` averages the seeds' decision functions
+    of the bucket of each variant (NaN where the bucket has no model)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        meta_path = self.folder / "svm.json"
+        if not meta_path.is_file():
+            raise CaduceusError(f"{self.folder}: not a caduceus SVM folder (no svm.json); train one with "
+                                "`caduceus finetune svm`")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CaduceusError(f"{meta_path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        if self.meta.get("format") != "caduceus-svm" or self.meta.get("format_version") != FORMAT_VERSION:
+            raise CaduceusError(f"{meta_path}: format {self.meta.get('format')!r} version {self.meta.get('format_version')!r} "
+                                f"is not caduceus-svm version {FORMAT_VERSION}")
+        digest = hashlib.sha256(meta_path.read_bytes())
+        self.buckets: dict[int, dict[str, np.ndarray]] = {}
+        for k_str, info in sorted(self.meta["buckets"].items()):
+            if info.get("file"):
+                path = self.folder / info["file"]
+                if not path.is_file():
+                    raise CaduceusError(f"{path}: missing (listed in {meta_path})")
+                digest.update(path.read_bytes())
+                with np.load(path, allow_pickle=False) as z:
+                    self.buckets[int(k_str)] = {k: z[k] for k in z.files}
+        self.sha256 = digest.hexdigest()
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.meta["seeds"])
+
+    def check_compatible(self, model, window: int, tissue: str | None) -> None:
+        want = self.meta["model_sha256"]
+        have = (getattr(model, "source", {}) or {}).get("sha256")
+        if want != have:
+            raise CaduceusError(f"{self.folder}: this SVM was trained on features of model {self.meta['model']} "
+                                f"(sha256 {str(want)[:12]}...), not of the model given ({(model.source or {}).get('id')}, "
+                                f"sha256 {str(have)[:12]}...); use --model {self.meta['model']} or retrain")
+        if window != self.meta["window"]:
+            raise CaduceusError(f"{self.folder}: trained with --window {self.meta['window']}, not {window}")
+        if self.meta["use_tissue"] and tissue is None:
+            raise CaduceusError(f"{self.folder}: trained with the tissue as a feature: give --tissue "
+                                f"(one of {', '.join(self.meta['tissues'])})")
+        if self.meta["use_tissue"] and tissue not in self.meta["tissues"]:
+            raise CaduceusError(f"--tissue {tissue!r} was not in the training set ({', '.join(self.meta['tissues'])})")
+
+    def decision(self, X: np.ndarray, distances: Sequence[int], tissues: Sequence[str | None] | None = None) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if self.meta["use_tissue"]:
+            index = {t: i for i, t in enumerate(self.meta["tissues"])}
+            X = np.concatenate([X, np.array([[index.get(t, -1)] for t in tissues], dtype=np.float64)], axis=1)
+        out = np.full(len(X), np.nan)
+        buckets = np.array([-1 if bucket_of(d) is None else bucket_of(d) for d in distances])
+        for k, arrays in self.buckets.items():
+            sel = buckets == k
+            if sel.any():
+                out[sel] = np.mean([rbf_decision(arrays, i, X[sel]) for i in range(self.n_seeds)], axis=0)
+        return out
+
+
+def load_svm(folder: str | os.PathLike) -> SvmModel:
+    return SvmModel(folder)
+
+
+def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model="bundled", window: int = 1536,
+              test: str | None = None, test_fraction: float = 0.2, label_field: str = "label",
+              use_tissue: bool = False, Cs: Sequence[float] = CS, seeds: Sequence[int] = SEEDS, n_train: int = N_TRAIN,
+              batch_size: int = 64, device: str | None = None, backend: str = "auto",
+              progress: Callable[[int], None] | None = None) -> dict:
+    """Fit the paper's TSS-bucketed SVMs on ``labeled`` variants and save them to ``output_dir``.
+
+    Test set: ``test`` (a second labeled file) or, without it, the last ``test_fraction`` of
+    positions of each contig. Returns the report (also written to ``output_dir/report.json``).
+    """
+    from ..genome.fasta import Reference
+    from ..genome.tss import read_tss
+
+    out_dir = Path(output_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CaduceusError(f"{out_dir}: exists and is not an empty folder; choose a new -o")
+    if not out_dir.parent.exists():
+        raise CaduceusError(f"{out_dir}: folder {out_dir.parent} does not exist")
+    if not 0 < test_fraction < 1:
+        raise CaduceusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    train_set = read_labeled(labeled, label_field)
+    test_set = read_labeled(test, label_field) if test else None
+    if use_tissue and any(v.tissue is None for v in train_set + (test_set or [])):
+        raise CaduceusError(f"{labeled}: --use-tissue needs a tissue column (6th) for every variant")
+    reference = Reference(fasta)
+    tss_index = read_tss(tss)
+    if isinstance(model, (str, os.PathLike)):
+        from ..model.checkpoint import load_model
+
+        import torch
+
+        model = load_model(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"), backend=backend)
+    started = time.perf_counter()
+    variants = train_set + (test_set or [])
+    X, dist, keep = extract_features(model, reference, variants, tss_index, window, batch_size, progress=progress,
+                                     source=labeled)
+    y = np.array([v.label for v in variants], dtype=np.int64)
+    is_test = np.zeros(len(variants), dtype=bool)
+    if test_set:
+        is_test[len(train_set):] = True
+    else:
+        is_test = _split(train_set, test_fraction)
+    tissues = sorted({v.tissue for v in variants if v.tissue}) if use_tissue else []
+    if use_tissue:
+        X = np.concatenate([X, _tissue_column(variants, tissues)], axis=1)
+    n_dropped = int((~keep).sum())
+    report = {"labeled": labeled, "test": test or f"last {test_fraction:g} of positions per contig",
+              "n_variants": len(variants), "n_unscorable_dropped": n_dropped, "buckets": {}}
+    meta_buckets = {}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for k, name in enumerate(BUCKET_NAMES):
+            in_bucket = keep & np.array([bucket_of(int(d)) == k for d in dist])
+            tr, te = in_bucket & ~is_test, in_bucket & is_test
+            entry = {"range_bp": list(BUCKETS[k]), "n_train": int(tr.sum()), "n_test": int(te.sum()),
+                     "train_positives": int(y[tr].sum()), "test_positives": int(y[te].sum())}
+            problem = None
+            if len(np.unique(y[tr])) < 2:
+                problem = "training set has fewer than two classes"
+            elif len(np.unique(y[te])) < 2:
+                problem = "test set has fewer than two classes"
+            if problem:
+                entry["skipped"] = problem
+                report["buckets"][name] = entry
+                meta_buckets[str(k)] = {"name": name, "file": None, "skipped": problem}
+                continue
+            per_c, best, fitted = fit_bucket_models(X[tr], y[tr], X[te], y[te], Cs, seeds, n_train)
+            entry.update({"best_C": best, "auroc_decision": per_c[best]["auroc_decision_mean"],
+                          "auroc_hard_labels": per_c[best]["auroc_hard_labels_mean"],
+                          "per_C": {str(c): v for c, v in per_c.items()}})
+            report["buckets"][name] = entry
+            fname = f"bucket-{k}.npz"
+            np.savez(tmp / fname, **_export(fitted))
+            meta_buckets[str(k)] = {"name": name, "file": fname, "C": best}
+        if not any(b.get("file") for b in meta_buckets.values()):
+            raise CaduceusError(f"{labeled}: no distance-to-TSS bucket has both classes in training and test sets; "
+                                "nothing to fit")
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        meta = {"format": "caduceus-svm", "format_version": FORMAT_VERSION, "features": FEATURE_DEFINITION,
+                "n_features": int(X.shape[1]), "window": window, "pool": "mean", "layer": "last",
+                "use_tissue": use_tissue, "tissues": tissues, "Cs": list(Cs), "seeds": list(seeds),
+                "n_train": n_train, "buckets": meta_buckets,
+                "bucket_ranges_bp": [list(b) for b in BUCKETS], "model": (model.source or {}).get("id"),
+                "model_sha256": (model.source or {}).get("sha256"), "provenance": provenance(model, window=window),
+                "report": report}
+        (tmp / "svm.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        reference.close()
+    return report
