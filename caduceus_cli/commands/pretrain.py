@@ -1,0 +1,82 @@
+"""`caduceus pretrain`: masked-LM pretraining on genomes (one GPU, CPU, or many GPUs through torchrun)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import Progress, print_table
+
+
+def pretrain_command(
+    genomes: Optional[List[Path]] = typer.Argument(None, help="Genome FASTA files (plain, bgzip or gzip). "
+                                                   "May be left out with --resume."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="Run folder: checkpoints, metrics.jsonl, final/."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="ps (RC-equivariant, parameter sharing) or ph "
+                                          "(trained with RC augmentation). [default: ps]"),
+    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width. [default: 128]"),
+    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Number of Caduceus blocks. [default: 4]"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length in bp. [default: 1024]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, in windows, over all "
+                                             "processes. [default: 256]"),
+    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Windows per forward pass "
+                                                   "and process (gradient accumulation). [default: no accumulation]"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps. [default: 10000]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. [default: 8e-3]"),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup steps, then cosine decay. "
+                                         "[default: 5% of --steps]"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (not on norms, "
+                                                 "biases, embeddings, A_log, D). [default: 0.1]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the weights and of the data. [default: 0]"),
+    intervals: Optional[Path] = typer.Option(None, "--intervals", help="BED with a split column (chrom start end "
+                                             "train|valid|test), as the HyenaDNA hg38 bed."),
+    valid_contigs: Optional[str] = typer.Option(None, "--valid-contigs", help="Comma-separated contigs held out "
+                                                "for validation (default: the last 1% of every long contig)."),
+    valid_windows: Optional[int] = typer.Option(None, "--valid-windows", help="Validation windows. [default: 256]"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints. "
+                                                   "[default: 1000]"),
+    valid_every: Optional[int] = typer.Option(None, "--valid-every", help="Steps between validations. [default: 500]"),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines. [default: 50]"),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept. [default: 2]"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly (checkpoint + final model) once "
+                                           "this wall time has passed: 420, 7m, 1h30m."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (same "
+                                          "configuration; a different one is refused)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
+                                         "under torchrun each process takes cuda:LOCAL_RANK)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+) -> None:
+    """Masked-LM pretraining of a Caduceus model on random windows of genomes.
+
+    15% of real bases are targets (80% [MASK], 10% random base, 10% unchanged); Ph trains with RC
+    augmentation. Many GPUs: torchrun --nproc-per-node N -m caduceus_cli pretrain ...
+    """
+    from ..errors import CaduceusError
+    from ..io import command_line
+    from ..pipelines.pretrain import parse_duration, pretrain
+
+    if variant is not None and variant.lower() not in ("ps", "ph"):
+        raise CaduceusError(f"--variant must be ps or ph, got {variant!r}")
+    contigs = [c.strip() for c in valid_contigs.split(",") if c.strip()] if valid_contigs else None
+    options = dict(variant=variant.lower() if variant else None, d_model=d_model, n_layer=n_layer, seq_len=seq_len,
+                   batch_size=batch_size, micro_batch_size=micro_batch_size, steps=steps, lr=lr, warmup=warmup,
+                   weight_decay=weight_decay, seed=seed, intervals=str(intervals) if intervals else None,
+                   valid_contigs=contigs, valid_windows=valid_windows, checkpoint_every=checkpoint_every,
+                   valid_every=valid_every, log_every=log_every, keep_checkpoints=keep_checkpoints,
+                   max_time=parse_duration(max_time), device=device, backend=backend)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with Progress("pretrain", unit="steps", quiet=quiet or not is_main) as bar:
+        summary = pretrain([str(g) for g in genomes or []], str(out_dir) if out_dir else None,
+                           resume=str(resume) if resume else None, progress=bar, set_total=bar.set_total,
+                           command=command_line(), **options)
+    if is_main:
+        print_table(summary, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain_command)
