@@ -116,6 +116,14 @@ def tile_cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int
     return [(bounds[k], bounds[k + 1]) for k in range(len(starts))]
 
 
+def central_width(length: int, width: int) -> int:
+    """Width of the central window of a ``length`` bp sequence for pool='center': ``width``, plus
+    one when the two differ in parity, so that the window is symmetric and a sequence and its
+    reverse complement pool the same positions (Caduceus-PS stays exactly RC-invariant)."""
+    width = min(max(1, width), length)
+    return width + 1 if (length - width) % 2 else width
+
+
 def window_of(start: int, end: int, window: int | None) -> tuple[int, int]:
     """[start, end) itself, or ``window`` bp centred on its midpoint (may reach past contig ends)."""
     if window is None:
@@ -333,7 +341,7 @@ class _Accumulator:
         self.pool, self.length = settings.pool, job.length
         self.cores = tile_cores(job.tile_starts, tile, job.length)
         self.remaining = len(job.tile_starts)
-        width = min(max(1, settings.center_width), self.length)
+        width = central_width(self.length, settings.center_width)
         c0 = (self.length - width) // 2
         self.center = (c0, c0 + width)
         self.value = None
@@ -405,7 +413,7 @@ class Embedder:
             done = 0
             if all(k < 0 for _, k, _ in batch):
                 out = embed_tokens(model, ids, pool=s.pool, layer=s.layer, conjoin=s.conjoin,
-                                   center_width=s.center_width).cpu().numpy()
+                                   center_width=central_width(ids.shape[1], s.center_width)).cpu().numpy()
                 for row, (pos, _, _) in enumerate(batch):
                     results[pos] = out[row]
                 done = len(batch)
@@ -413,7 +421,8 @@ class Embedder:
                 feats = strand_features(model, ids, s.layer, s.conjoin)  # (B, T, d, S)
                 for row, (pos, k, _) in enumerate(batch):
                     if k < 0:  # a whole region as long as a tile: pooled as embed_tokens does
-                        pooled = pool_positions(feats[row:row + 1], s.pool, s.center_width).mean(-1)
+                        width = central_width(feats.shape[1], s.center_width)
+                        pooled = pool_positions(feats[row:row + 1], s.pool, width).mean(-1)
                         results[pos] = pooled[0].cpu().numpy()
                         done += 1
                         continue
