@@ -99,7 +99,7 @@ class VcfReader:
                                 "(a VCF starts with '##fileformat=VCF' header lines)") from None
         self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
         self.raw_header = self.vcf.raw_header
-        self.n_header_lines = self.raw_header.count("\n")
+        self.n_header_lines = self._count_header_lines()
         self.contigs = set(self.vcf.seqnames)
 
     def _first_line_hint(self) -> str:
@@ -115,13 +115,33 @@ class VcfReader:
             return f": its first line {first[:60]!r} looks like BED"
         return f": first line {first[:60]!r}"
 
+    def _count_header_lines(self) -> int | None:
+        """Header lines as written in a text file (htslib may add some, e.g. FILTER=PASS); None for
+        stdin and BCF, whose records are then numbered instead."""
+        if self.kind not in ("vcf", "vcf.gz"):
+            return None
+        n = 0
+        try:
+            opener = gzip.open if self.kind == "vcf.gz" else open
+            with opener(self.path, "rt", errors="replace") as f:
+                for text in f:
+                    if not text.startswith("#"):
+                        break
+                    n += 1
+        except (OSError, EOFError):
+            return self.raw_header.count("\n")
+        return n
+
     def line_of(self, index: int) -> int:
-        """1-based line number of the record at 0-based ``index`` (text VCF)."""
-        return self.n_header_lines + index + 1
+        """1-based line number of the record at 0-based ``index`` (text VCF), else its record number."""
+        return (self.n_header_lines or 0) + index + 1
+
+    def where(self, line: int) -> str:
+        return f"line {line}" if self.n_header_lines is not None else f"record {line}"
 
     def _failed_line(self, index: int) -> str:
         """Why record ``index`` could not be read: its text, or that the file is truncated."""
-        if self.path == "-" or self.kind == "bcf":
+        if self.n_header_lines is None:
             return ""
         target = self.line_of(index)
         try:
@@ -143,7 +163,7 @@ class VcfReader:
             except StopIteration:
                 return
             except Exception:  # cyvcf2 raises a bare Exception on a parse failure
-                where = f"line {self.line_of(index)}" if self.kind != "bcf" else f"record {index + 1}"
+                where = self.where(self.line_of(index))
                 detail = self._failed_line(index)
                 if "truncated" in detail:
                     raise CaduceusError(f"{self.label}: {where}: cannot read further{detail}; "

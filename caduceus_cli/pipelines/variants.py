@@ -139,7 +139,8 @@ class VariantScorer:
 
     def __init__(self, model, reference, scores: Iterable[str] = DEFAULT_SCORES, window: int = DEFAULT_WINDOW,
                  batch_size: int = 64, tss=None, svm=None, tissue: str | None = None, strict_ref: bool = False,
-                 missing_contig: str = "error", source: str = "VCF", keep_features: bool = False):
+                 missing_contig: str = "error", source: str = "VCF", keep_features: bool = False,
+                 where: Callable[[int], str] = lambda line: f"line {line}"):
         self.model, self.reference = model, reference
         self.scores = validate_scores(scores)
         if window < 3:
@@ -153,7 +154,7 @@ class VariantScorer:
         self.window, self.centre, self.batch_size = window, window // 2, batch_size
         self.tss, self.svm, self.tissue = tss, svm, tissue
         self.strict_ref, self.missing_contig, self.source = strict_ref, missing_contig, source
-        self.keep_features = keep_features
+        self.keep_features, self.where = keep_features, where
         self.need_embed = keep_features or any(s in self.scores for s in ("embed_cos", "embed_l2", "svm"))
         self.complement = torch.tensor(model.config.complement_list(), dtype=torch.long)
         self.n_ref_mismatch = 0
@@ -238,7 +239,7 @@ class VariantScorer:
                 if self.missing_contig == "error":
                     shown = ", ".join(list(self.reference.contigs)[:5])
                     more = "" if len(self.reference.contigs) <= 5 else f", ... ({len(self.reference.contigs)} in all)"
-                    raise CaduceusError(f"{self.source}: line {rec.line}: contig {rec.chrom!r} is not in the reference "
+                    raise CaduceusError(f"{self.source}: {self.where(rec.line)}: contig {rec.chrom!r} is not in the reference "
                                         f"{self.reference.path} (it has {shown}{more}); give the matching FASTA, "
                                         "or --missing-contig skip to pass such records through unscored")
                 for k in scorable:
@@ -254,7 +255,7 @@ class VariantScorer:
                     self.n_ref_mismatch += 1
                     result.ref_mismatch = True
                     if self.strict_ref:
-                        raise CaduceusError(f"{self.source}: line {rec.line}: REF {rec.ref[:20]!r} at {rec.chrom}:{rec.pos} "
+                        raise CaduceusError(f"{self.source}: {self.where(rec.line)}: REF {rec.ref[:20]!r} at {rec.chrom}:{rec.pos} "
                                             f"does not match the reference {self.reference.path} ({seen[:20]!r}); "
                                             "is it the same genome build? (drop --strict-ref to skip such records)")
                     for k in scorable:
@@ -449,7 +450,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
         svm_model.check_compatible(model, window, tissue)
     reader = VcfReader(vcf)
     scorer = VariantScorer(model, reference, scores, window, batch_size, tss_index, svm_model, tissue, strict_ref,
-                           missing_contig, source=reader.label)
+                           missing_contig, source=reader.label, where=reader.where)
     meta = provenance(model, window=window, scores=",".join(scores), reference=fasta,
                       **({"tss": tss} if tss else {}), **({"svm": f"{svm} sha256={svm_model.sha256}"} if svm_model else {}))
     started = time.perf_counter()
