@@ -733,6 +733,10 @@ class Distributed:
 
         rank = int(os.environ.get("RANK", "0"))
         owns = False
+        if dist.is_initialized() and dist.get_backend() == "nccl":
+            import torch
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))  # NCCL object broadcasts need it
         if not dist.is_initialized():
             # gloo: only barriers and one broadcast travel between ranks; no GPU memory for NCCL.
             dist.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
@@ -911,7 +915,7 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
             rc_conjoin=("ps-strands-averaged" if model.config.rcps else str(settings.conjoin).lower()),
             window=settings.window or "region", tile=str(settings.tile).lower(),
             tile_overlap=settings.overlap if settings.tile else "", max_length=settings.max_length,
-            embedding_dim=model.config.d_model, variant=model.config.variant,
+            embedding_dim=model.config.d_model, variant=model.config.variant, batch_size=settings.batch_size,
             fasta=str(fasta), regions=str(regions) if regions is not None else "(every FASTA record)",
         )
         metadata = {k: v for k, v in metadata.items() if v != ""}
