@@ -26,6 +26,7 @@ from ..errors import CaduceusError
 from ..io import atomic_path, check_writable
 
 FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
 def quiet_htslib() -> None:
@@ -139,8 +140,16 @@ class VcfReader:
     def where(self, line: int) -> str:
         return f"line {line}" if self.n_header_lines is not None else f"record {line}"
 
+    def _bgzf_truncated(self) -> bool:
+        """A complete BGZF file ends with the 28-byte empty EOF block."""
+        with open(self.path, "rb") as f:
+            f.seek(max(0, os.path.getsize(self.path) - 28))
+            return f.read() != BGZF_EOF
+
     def _failed_line(self, index: int) -> str:
         """Why record ``index`` could not be read: its text, or that the file is truncated."""
+        if self.path != "-" and self.kind in ("vcf.gz", "bcf") and self._bgzf_truncated():
+            return ": the compressed file is truncated or corrupt"
         if self.n_header_lines is None:
             return ""
         target = self.line_of(index)

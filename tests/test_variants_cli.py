@@ -1,0 +1,130 @@
+"""`caduceus score-variants` on the command line: stdin to stdout, bad input, interrupted runs."""
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from caduceus_cli.cli import main
+from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, save_model
+
+DATA = Path("../shared/data/variants")
+VCF = DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz"
+FA = str(DATA / "1kgp_grch37_chr20_1-2Mb.fa")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 1)), folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def vcf_lines():
+    lines = gzip.open(VCF, "rt").read().splitlines()
+    return [ln for ln in lines if ln.startswith("#")], [ln for ln in lines if not ln.startswith("#")]
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def common(model_dir):
+    return ["--fasta", FA, "--model", model_dir, "--window", "32", "--quiet"]
+
+
+def test_stdin_to_stdout(model_dir, vcf_lines):
+    header, body = vcf_lines
+    text = "\n".join(header + body[:40]) + "\n"
+    proc = subprocess.run([sys.executable, "-m", "caduceus_cli", "score-variants", "-", *common(model_dir)],
+                          input=text, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [ln for ln in proc.stdout.splitlines() if not ln.startswith("#")]
+    assert [r.split("\t")[:5] for r in records] == [b.split("\t")[:5] for b in body[:40]]
+    assert all("CADUCEUS_EMBED_L2=" in r for r in records)
+    assert "##caduceus_command=" in proc.stdout
+
+
+def _one_line_error(code, err, *needles):
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("caduceus: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_malformed_line_is_one_line_error_and_leaves_no_output(model_dir, vcf_lines, tmp_path, capsys):
+    header, body = vcf_lines
+    bad = body[:300]
+    bad[250] = "z\tabc\t.\tA\tT\t100\tPASS\t."
+    vcf = tmp_path / "bad.vcf"
+    vcf.write_text("\n".join(header + bad) + "\n")
+    out = tmp_path / "out.vcf"
+    code, _, err = run(["score-variants", str(vcf), "-o", str(out), "--chunk-size", "50", *common(model_dir)], capsys)
+    _one_line_error(code, err, f"bad.vcf: line {len(header) + 251}", "'z\\tabc")
+    assert list(tmp_path.iterdir()) == [vcf]  # chunks were written before the error: nothing is left
+
+
+def test_contig_missing_from_fasta(model_dir, vcf_lines, tmp_path, capsys):
+    header, body = vcf_lines
+    vcf = tmp_path / "chr.vcf"
+    vcf.write_text("\n".join(header + body[:3] + ["1" + body[3][1:]]) + "\n")
+    code, _, err = run(["score-variants", str(vcf), "-o", str(tmp_path / "o.vcf"), *common(model_dir)], capsys)
+    _one_line_error(code, err, f"line {len(header) + 4}", "contig '1' is not in the reference", "--missing-contig skip")
+    assert not (tmp_path / "o.vcf").exists()
+    code, out, err = run(["score-variants", str(vcf), "--missing-contig", "skip", *common(model_dir)], capsys)
+    assert code == 0 and "CADUCEUS_SKIP=missing_contig" in out.splitlines()[-1]
+
+
+def test_truncated_bgzip(model_dir, tmp_path, capsys):
+    data = VCF.read_bytes()
+    trunc = tmp_path / "trunc.vcf.gz"
+    trunc.write_bytes(data[: len(data) // 40])
+    code, _, err = run(["score-variants", str(trunc), "-o", str(tmp_path / "o.vcf"), *common(model_dir)], capsys)
+    _one_line_error(code, err, "trunc.vcf.gz: line", "truncated or corrupt")
+    assert not (tmp_path / "o.vcf").exists()
+
+
+def test_bed_given_as_vcf(model_dir, tmp_path, capsys):
+    bed = tmp_path / "regions.bed"
+    bed.write_text("z\t100\t200\tpeak1\nz\t300\t400\tpeak2\n")
+    code, _, err = run(["score-variants", str(bed), *common(model_dir)], capsys)
+    _one_line_error(code, err, "regions.bed: not a VCF/BCF file", "looks like BED")
+
+
+def test_interrupted_run_leaves_no_output(model_dir, vcf_lines, tmp_path, capsys, monkeypatch):
+    from caduceus_cli.pipelines import variants
+
+    header, body = vcf_lines
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text("\n".join(header + body[:120]) + "\n")
+    calls = {"n": 0}
+    original = variants.VariantScorer.score
+
+    def interrupted(self, records):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, records)
+
+    monkeypatch.setattr(variants.VariantScorer, "score", interrupted)
+    out = tmp_path / "out.vcf.gz"
+    code, _, err = run(["score-variants", str(vcf), "-o", str(out), "--write-index", "--chunk-size", "40",
+                        *common(model_dir)], capsys)
+    assert code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.vcf"]
+
+
+def test_bad_options_fail_before_work(model_dir, tmp_path, capsys):
+    code, _, err = run(["score-variants", str(VCF), "--scores", "llr,foo", *common(model_dir)], capsys)
+    _one_line_error(code, err, "unknown score foo")
+    code, _, err = run(["score-variants", str(VCF), "--scores", "svm", *common(model_dir)], capsys)
+    _one_line_error(code, err, "--svm DIR")
