@@ -237,6 +237,8 @@ def test_resume_refuses_a_different_configuration(sac_run, capsys):
     assert_one_line_error(code, err, "--d-model 32, not 64", "new run folder")
     code, err = cli("pretrain", "--resume", str(run), "--valid-contigs", "chrI", capsys=capsys)
     assert_one_line_error(code, err, "another train/validation split")
+    code, err = cli("pretrain", "--resume", str(run), capsys=capsys)
+    assert_one_line_error(code, err, "already finished its 24 steps")
     code, err = cli("pretrain", str(need_data("genomes", "sacCer3.fa.gz")), "-o", str(run), capsys=capsys)
     assert_one_line_error(code, err, "already holds a pretraining run", "--resume")
 

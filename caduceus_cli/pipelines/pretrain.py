@@ -606,7 +606,7 @@ class Trainer:
                                            eps=1e-8, **fused)
         self.step = 0
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # since the last report
-        self.target_count = 0
+        self.target_count: float | torch.Tensor = 0.0  # targets since the last report, all ranks
         self.last_lr = 0.0
 
     def autocast(self):
@@ -622,8 +622,17 @@ class Trainer:
             group["lr"] = lr
         if n_targets is None:
             n_targets = int((labels != IGNORE_INDEX).sum())
-        global_targets = int(self.dist.all_reduce([float(n_targets)])[0])
-        scale = self.dist.world_size / max(1, global_targets)  # DDP averages gradients over ranks
+        if self.dist.world_size > 1:
+            # The loss is a mean over every target of the global batch; the count is reduced on the
+            # device without a host sync, so the CPU keeps queueing work ahead of the GPU.
+            import torch.distributed as dist
+
+            global_targets = torch.tensor(float(n_targets), dtype=torch.float64, device=self.device)
+            dist.all_reduce(global_targets)
+            scale = (self.dist.world_size / global_targets.clamp(min=1)).float()  # DDP averages over ranks
+        else:
+            global_targets = float(n_targets)
+            scale = 1.0 / max(1, n_targets)
         inputs = inputs.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         chunks = list(zip(inputs.split(self.micro_batch_size), labels.split(self.micro_batch_size)))
@@ -647,9 +656,10 @@ class Trainer:
     def take_train_loss(self) -> float:
         """Mean loss per masked target over all ranks since the previous call (syncs the device)."""
         total = self.dist.all_reduce([float(self.loss_sum)])[0]
-        mean = total / self.target_count if self.target_count else float("nan")
+        count = float(self.target_count)  # already summed over ranks
+        mean = total / count if count else float("nan")
         self.loss_sum.zero_()
-        self.target_count = 0
+        self.target_count = 0.0
         return mean
 
     @torch.no_grad()
@@ -687,7 +697,7 @@ class Trainer:
                           "steps": self.steps, "next_step": self.step},
             "torch_rng": torch.get_rng_state(),
             "loss_sum": float(self.loss_sum),
-            "target_count": self.target_count,
+            "target_count": float(self.target_count),
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -700,7 +710,7 @@ class Trainer:
         if self.device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.loss_sum.fill_(float(state["loss_sum"]))
-        self.target_count = int(state["target_count"])
+        self.target_count = float(state["target_count"])
 
 
 # -- the run folder -----------------------------------------------------------------------------
@@ -791,7 +801,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines written after the checkpoint a run resumes from."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by the interruption
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
@@ -912,6 +928,9 @@ def _run(settings, data, train, valid, split_how, digest, run_dir, saved, starte
                 load_state_dict_strict(trainer.model, {k: v.to(dist.device) for k, v in state_dict.items()}, str(path))
                 trainer.load_state_dict(load_trainer_state(ckpt))
                 resumed_from = ckpt.name
+                if trainer.step >= settings.steps:
+                    raise CaduceusError(f"{run_dir}: this run already finished its {settings.steps} steps: nothing "
+                                        f"to resume (its model is in {run_dir / FINAL_DIR})")
         train_sampler = WindowSampler(data, train, settings.seq_len)
         valid_set = validation_set(WindowSampler(data, valid, settings.seq_len), settings.seed,
                                    settings.valid_windows) if len(valid) else None
