@@ -16,31 +16,31 @@ def pretrain_command(
                                                    "May be left out with --resume."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="Run folder: checkpoints, metrics.jsonl, final/."),
     variant: Optional[str] = typer.Option(None, "--variant", help="ps (RC-equivariant, parameter sharing) or ph "
-                                          "(trained with RC augmentation). [default: ps]"),
-    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width. [default: 128]"),
-    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Number of Caduceus blocks. [default: 4]"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length in bp. [default: 1024]"),
+                                          "(trained with RC augmentation). (default: ps)"),
+    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width. (default: 128)"),
+    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Number of Caduceus blocks. (default: 4)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length in bp. (default: 1024)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, in windows, over all "
-                                             "processes. [default: 256]"),
+                                             "processes. (default: 256)"),
     micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Windows per forward pass "
-                                                   "and process (gradient accumulation). [default: no accumulation]"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps. [default: 10000]"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. [default: 8e-3]"),
+                                                   "and process (gradient accumulation). (default: no accumulation)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps. (default: 10000)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. (default: 8e-3)"),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup steps, then cosine decay. "
-                                         "[default: 5% of --steps]"),
+                                         "(default: 5% of --steps)"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (not on norms, "
-                                                 "biases, embeddings, A_log, D). [default: 0.1]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the weights and of the data. [default: 0]"),
+                                                 "biases, embeddings, A_log, D). (default: 0.1)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the weights and of the data. (default: 0)"),
     intervals: Optional[Path] = typer.Option(None, "--intervals", help="BED with a split column (chrom start end "
                                              "train|valid|test), as the HyenaDNA hg38 bed."),
     valid_contigs: Optional[str] = typer.Option(None, "--valid-contigs", help="Comma-separated contigs held out "
                                                 "for validation (default: the last 1% of every long contig)."),
-    valid_windows: Optional[int] = typer.Option(None, "--valid-windows", help="Validation windows. [default: 256]"),
+    valid_windows: Optional[int] = typer.Option(None, "--valid-windows", help="Validation windows. (default: 256)"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints. "
-                                                   "[default: 1000]"),
-    valid_every: Optional[int] = typer.Option(None, "--valid-every", help="Steps between validations. [default: 500]"),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines. [default: 50]"),
-    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept. [default: 2]"),
+                                                   "(default: 1000)"),
+    valid_every: Optional[int] = typer.Option(None, "--valid-every", help="Steps between validations. (default: 500)"),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines. (default: 50)"),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept. (default: 2)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly (checkpoint + final model) once "
                                            "this wall time has passed: 420, 7m, 1h30m."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (same "
