@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -97,17 +98,27 @@ def run(args) -> dict:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     if args.threads:
         torch.set_num_threads(args.threads)
-    if world > 1:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
+    if world > 1:
         # One process group for the warm-up and the timed run (embed_regions reuses it).
         dist.init_process_group("gloo")
     model, model_id = build_model(args)
     regions = sample_regions(Path(args.genome), args.regions + args.warmup, args.length, args.seed)
-    with tempfile.TemporaryDirectory(prefix="caduceus-embed-speed-", dir=args.tmpdir) as tmp:
-        warm_bed, bed = Path(tmp) / "warmup.bed", Path(tmp) / "regions.bed"
+    # Under torchrun every rank must see the same BED and write its part beside the same output:
+    # rank 0 makes the folder and tells the others where it is.
+    tmp = tempfile.mkdtemp(prefix="caduceus-embed-speed-", dir=args.tmpdir) if rank == 0 else None
+    if world > 1:
+        box = [tmp]
+        dist.broadcast_object_list(box, src=0)
+        tmp = box[0]
+    warm_bed, bed = Path(tmp) / "warmup.bed", Path(tmp) / "regions.bed"
+    if rank == 0:
         warm_bed.write_text("".join(f"{c}\t{s}\t{e}\n" for c, s, e in regions[:args.warmup]))
         bed.write_text("".join(f"{c}\t{s}\t{e}\n" for c, s, e in regions[args.warmup:]))
+    if world > 1:
+        dist.barrier()
+    try:
         out = Path(args.output) if args.output else Path(tmp) / "embeddings.parquet"
         opts = dict(model=model, batch_size=args.batch_size, pool=args.pool, rc=not args.no_rc)
         if args.warmup:
@@ -115,11 +126,18 @@ def run(args) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        if world > 1:
+            dist.barrier()
         t0 = time.perf_counter()
         result = embed_regions(args.genome, bed, out, **opts)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+    finally:
+        if world > 1:
+            dist.barrier()
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
     n = args.regions
     return {
         "model": model_id, "variant": model.config.variant, "d_model": model.config.d_model,
