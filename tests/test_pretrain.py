@@ -249,18 +249,19 @@ def _weights(folder: Path) -> dict:
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     genome = str(need_data("genomes", "sacCer3.fa.gz"))
-    opts = dict(TINY, steps=6, log_every=1, valid_every=3, checkpoint_every=3, keep_checkpoints=3, device="cpu")
+    # Checkpoint-3 falls between metric lines (2, 4, 5, 6): the loss accumulator must be restored too.
+    opts = dict(TINY, steps=6, log_every=2, valid_every=5, checkpoint_every=3, keep_checkpoints=3, device="cpu")
     whole = pt.pretrain([genome], str(tmp_path / "whole"), **opts)
 
     def interrupt(n=1, **fields):
         interrupt.calls += n
-        if interrupt.calls == 4:  # after step 4: checkpoint-3 exists, metric line 4 must be dropped
+        if interrupt.calls == 4:  # after step 4: checkpoint-3 is the latest, metric line 4 must be dropped
             raise KeyboardInterrupt
     interrupt.calls = 0
     with pytest.raises(KeyboardInterrupt):
         pt.pretrain([genome], str(tmp_path / "split"), progress=interrupt, **opts)
     assert (tmp_path / "split" / "latest").read_text().strip() == "checkpoint-3"
-    assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 2
     resumed = pt.pretrain([], None, resume=str(tmp_path / "split"), device="cpu")
     assert resumed["resumed_from"] == "checkpoint-3" and resumed["steps"] == 6
 
@@ -275,7 +276,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         keep = ("step", "train_loss", "valid_loss", "valid_masked_accuracy", "lr", "tokens")
         return [{k: r[k] for k in keep} for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
     assert metrics(tmp_path / "whole") == metrics(tmp_path / "split")
-    assert [r["step"] for r in metrics(tmp_path / "whole")] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in metrics(tmp_path / "whole")] == [2, 4, 5, 6]
     for key in ("train_loss", "valid_loss", "valid_masked_accuracy"):
         assert whole[key] == resumed[key]
 
