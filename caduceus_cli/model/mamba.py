@@ -2,9 +2,8 @@
 
 Parameter names follow mamba-ssm / the official Caduceus code so checkpoints load name by name.
 The bi-directional forward runs both directions as one wider scan: the two directions' channels
-are concatenated (the kernels treat them as two groups of B/C), so one conv, one scan and, when
-``in_proj``/``out_proj`` are tied as in the released checkpoints, one input and one output
-projection serve both directions.
+are concatenated (the kernels treat them as two groups of B/C), so one conv, one scan and one
+batched matmul per projection serve both directions, tied or not.
 """
 
 from __future__ import annotations
@@ -97,54 +96,69 @@ class Mamba(nn.Module):
         return mamba_directions(hidden, [self], backend)[0]
 
 
-def _scan_inputs(mixer: Mamba, x: torch.Tensor):
-    """x_proj / dt_proj of one direction; x: (B, d_inner, L) -> delta (B, d_inner, L), B, C (B, N, L)."""
-    x_dbl = F.linear(x.transpose(1, 2), mixer.x_proj.weight)  # (B, L, R + 2N)
-    dt, Bm, Cm = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
-    delta = F.linear(dt, mixer.dt_proj.weight).transpose(1, 2)
-    return delta, Bm.transpose(1, 2), Cm.transpose(1, 2)
+def _stacked(mixers: list[Mamba], name: str) -> torch.Tensor:
+    """One weight of every direction, stacked on a leading dimension: (k, ...)."""
+    mods = name.split(".")
+    tensors = []
+    for m in mixers:
+        t = m
+        for attr in mods:
+            t = getattr(t, attr)
+        tensors.append(t)
+    return torch.stack(tensors)
 
 
 def mamba_directions(hidden: torch.Tensor, mixers: list[Mamba], backend: str = "auto",
                      flip_second: bool = False) -> list[torch.Tensor]:
-    """Run one mixer per direction over ``hidden`` as a single wide scan.
+    """Run one mixer per direction over ``hidden`` as a single scan of k * d_inner channels.
 
     hidden: (B, L, d_model). Mixer k reads ``hidden`` (flipped along L for the second mixer when
-    ``flip_second``). Returns each mixer's output before ``out_proj`` as (B, L, d_inner) when
-    several mixers are given, already in the original position order; a single mixer's output is
-    returned after ``out_proj``.
+    ``flip_second``). Returns each mixer's output (B, L, d_model) in the original position order.
+
+    Directions live on a leading stack dimension and every activation is produced by a batched
+    matmul directly in the (k, channels, B*L) layout the kernels read, so nothing wide is ever
+    transposed or flipped: only the d_model-wide input and output of the reversed direction are.
     """
-    first = mixers[0]
-    di = first.d_inner
-    tied_in = len(mixers) > 1 and mixers[1].in_proj.weight is first.in_proj.weight
-    xz_first = F.linear(hidden, first.in_proj.weight, first.in_proj.bias)  # (B, L, 2*di)
-    xzs = [xz_first]
-    for k, m in enumerate(mixers[1:], start=1):
-        if tied_in:
-            xzs.append(xz_first.flip(1) if flip_second else xz_first)
-        else:
-            h = hidden.flip(1) if flip_second else hidden
-            xzs.append(F.linear(h, m.in_proj.weight, m.in_proj.bias))
-    x = torch.cat([xz[..., :di] for xz in xzs], dim=-1).transpose(1, 2).contiguous()  # (B, k*di, L)
-    z = torch.cat([xz[..., di:] for xz in xzs], dim=-1).transpose(1, 2).contiguous()
+    k, first = len(mixers), mixers[0]
+    di, r, n = first.d_inner, first.dt_rank, first.d_state
+    b, length, _ = hidden.shape
+    if k > 1 and flip_second:
+        stacked_in = torch.stack([hidden, hidden.flip(1)])
+    else:
+        stacked_in = hidden.unsqueeze(0).expand(k, -1, -1, -1)
+    tokens = stacked_in.reshape(k, b * length, -1).transpose(1, 2)  # (k, d_model, B*L)
+    w_in = _stacked(mixers, "in_proj.weight")  # (k, 2*di, d_model)
+    x = torch.bmm(w_in[:, :di], tokens)  # (k, di, B*L)
+    z = torch.bmm(w_in[:, di:], tokens)
+    if first.in_proj.bias is not None:
+        bias = _stacked(mixers, "in_proj.bias")
+        x, z = x + bias[:, :di, None], z + bias[:, di:, None]
+
+    def channels_view(t: torch.Tensor) -> torch.Tensor:  # (k, di, B*L) -> (B, k*di, L), no copy
+        return t.reshape(k * di, b, length).permute(1, 0, 2)
+
+    def stack_view(t: torch.Tensor) -> torch.Tensor:  # (B, k*di, L) -> (k, di, B*L)
+        return t.permute(1, 0, 2).reshape(k, di, b * length)
+
     conv_w = torch.cat([m.conv1d.weight.squeeze(1) for m in mixers])
     conv_b = None if first.conv1d.bias is None else torch.cat([m.conv1d.bias for m in mixers])
-    x = causal_conv1d(x, conv_w, conv_b, activation="silu", backend=backend)
-    parts = [_scan_inputs(m, x[:, k * di:(k + 1) * di]) for k, m in enumerate(mixers)]
-    delta = torch.cat([p[0] for p in parts], dim=1)
-    Bm = torch.stack([p[1] for p in parts], dim=1)  # (B, groups, N, L)
-    Cm = torch.stack([p[2] for p in parts], dim=1)
+    u = causal_conv1d(channels_view(x), conv_w, conv_b, activation="silu", backend=backend)
+    x_dbl = torch.bmm(_stacked(mixers, "x_proj.weight"), stack_view(u))  # (k, r + 2n, B*L)
+    delta = torch.bmm(_stacked(mixers, "dt_proj.weight"), x_dbl[:, :r])  # (k, di, B*L)
+    Bm = x_dbl[:, r:r + n].reshape(k, n, b, length).permute(2, 0, 1, 3)  # (B, k, n, L)
+    Cm = x_dbl[:, r + n:].reshape(k, n, b, length).permute(2, 0, 1, 3)
+    if k == 1:
+        Bm, Cm = Bm[:, 0], Cm[:, 0]
     A = -torch.exp(torch.cat([m.A_log for m in mixers]).float())
     D = torch.cat([m.D for m in mixers]).float()
     delta_bias = torch.cat([m.dt_proj.bias for m in mixers]).float()
-    if len(mixers) == 1:
-        Bm, Cm = Bm[:, 0], Cm[:, 0]
-    y = selective_scan(x, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus=True, backend=backend)
-    y = y.transpose(1, 2)  # (B, L, k*di)
-    if len(mixers) == 1:
-        return [F.linear(y, first.out_proj.weight, first.out_proj.bias)]
-    outs = [y[..., k * di:(k + 1) * di] for k in range(len(mixers))]
-    if flip_second:
+    y = selective_scan(u, channels_view(delta), A, Bm, Cm, D, channels_view(z), delta_bias,
+                       delta_softplus=True, backend=backend)
+    out = torch.bmm(stack_view(y).transpose(1, 2), _stacked(mixers, "out_proj.weight").transpose(1, 2))
+    if first.out_proj.bias is not None:
+        out = out + _stacked(mixers, "out_proj.bias")[:, None]
+    outs = list(out.reshape(k, b, length, -1).unbind(0))  # each (B, L, d_model)
+    if k > 1 and flip_second:
         outs[1] = outs[1].flip(1)
     return outs
 
@@ -172,12 +186,5 @@ class BiMambaWrapper(nn.Module):
         fwd, rev = self.mamba_fwd, self.mamba_rev
         if rev is None:
             return fwd(hidden, backend)
-        y_fwd, y_rev = mamba_directions(hidden, [fwd, rev], backend, flip_second=True)
-        tied_out = rev.out_proj.weight is fwd.out_proj.weight
-        if self.bidirectional_strategy == "add" and tied_out:
-            # out_proj is linear: one projection of the sum, the bias counted once per direction.
-            out = F.linear(y_fwd + y_rev, fwd.out_proj.weight)
-            return out if fwd.out_proj.bias is None else out + 2 * fwd.out_proj.bias
-        o_fwd = fwd.out_proj(y_fwd)
-        o_rev = rev.out_proj(y_rev)
+        o_fwd, o_rev = mamba_directions(hidden, [fwd, rev], backend, flip_second=True)
         return o_fwd + o_rev if self.bidirectional_strategy == "add" else o_fwd * o_rev
