@@ -75,27 +75,34 @@ def resolve_backend(backend: str, device: torch.device | str | None) -> str:
 # -- causal depthwise convolution -------------------------------------------------------------
 
 
+# How the PyTorch backend convolves on GPU: "shift" (K shifted multiply-adds) or "grouped"
+# (PyTorch's depthwise convolution). Both compute the same function; see docs/models.md for timings.
+GPU_CONV = os.environ.get("CADUCEUS_GPU_CONV", "shift")
+
+
 def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                         activation: str | None = None) -> torch.Tensor:
     """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t.
 
-    On GPU: K shifted multiply-adds instead of a grouped convolution. With K = 4 these are a few
-    bandwidth-bound elementwise passes, several times faster than PyTorch's depthwise convolution
-    kernels there, and autograd differentiates them as they are. On CPU the grouped convolution
-    is the faster of the two (measured: 8 ms against 27 ms for (8, 512, 1536)).
+    On GPU (``GPU_CONV == "shift"``): K shifted multiply-adds over the (D, B, L) view, which is
+    contiguous in the layout the mixer produces, instead of a grouped convolution; autograd
+    differentiates them as they are. On CPU the grouped convolution is faster (8 ms against
+    27 ms for (8, 512, 1536) on this project's 2-core machine).
     """
     k, length = weight.shape[-1], x.shape[-1]
-    if not x.is_cuda:
+    if not x.is_cuda or GPU_CONV != "shift":
         out = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1).to(x.dtype),
                        None if bias is None else bias.to(x.dtype), groups=x.shape[1])
         return F.silu(out) if activation in ("silu", "swish") else out
-    w = weight.to(x.dtype).unsqueeze(-1)  # (D, K, 1)
-    out = x * w[:, k - 1]
+    xt = x.transpose(0, 1)  # (D, B, L)
+    w = weight.to(x.dtype)[:, :, None, None]  # (D, K, 1, 1)
+    out = xt * w[:, k - 1]
     if bias is not None:
-        out = out + bias.to(x.dtype)[:, None]
+        out = out + bias.to(x.dtype)[:, None, None]
     for lag in range(1, min(k, length)):
-        out[..., lag:] += x[..., :-lag] * w[:, k - 1 - lag]
-    return F.silu(out) if activation in ("silu", "swish") else out
+        out[..., lag:] += xt[..., :-lag] * w[:, k - 1 - lag]
+    out = F.silu(out) if activation in ("silu", "swish") else out
+    return out.transpose(0, 1)
 
 
 def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto"):
