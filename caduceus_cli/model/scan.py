@@ -75,19 +75,19 @@ def resolve_backend(backend: str, device: torch.device | str | None) -> str:
 # -- causal depthwise convolution -------------------------------------------------------------
 
 
-# How the PyTorch backend convolves on GPU: "shift" (K shifted multiply-adds) or "grouped"
-# (PyTorch's depthwise convolution). Both compute the same function; see docs/models.md for timings.
-GPU_CONV = os.environ.get("CADUCEUS_GPU_CONV", "shift")
+# How the PyTorch backend convolves on GPU when causal-conv1d is absent: "grouped" (PyTorch's
+# depthwise convolution, the default) or "shift" (K shifted multiply-adds). Same function; on the
+# H200 "grouped" measured faster (PS 256x16 forward 0.446 against 0.400 M tokens/s; docs/models.md).
+GPU_CONV = os.environ.get("CADUCEUS_GPU_CONV", "grouped")
 
 
 def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                         activation: str | None = None) -> torch.Tensor:
     """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t.
 
-    On GPU (``GPU_CONV == "shift"``): K shifted multiply-adds over the (D, B, L) view, which is
-    contiguous in the layout the mixer produces, instead of a grouped convolution; autograd
-    differentiates them as they are. On CPU the grouped convolution is faster (8 ms against
-    27 ms for (8, 512, 1536) on this project's 2-core machine).
+    The grouped convolution by default; with ``GPU_CONV == "shift"`` on GPU, K shifted
+    multiply-adds over the (D, B, L) view (kept because it needs no convolution kernel at all;
+    measured slower on the H200 and 3x slower on CPU).
     """
     k, length = weight.shape[-1], x.shape[-1]
     if not x.is_cuda or GPU_CONV != "shift":
