@@ -30,3 +30,16 @@ def tiny_model_dir(tmp_path):
     torch.manual_seed(0)
     model = CaduceusForMaskedLM(CaduceusConfig.small("ps", d_model=16, n_layer=2))
     return save_model(model, tmp_path / "tiny_ps")
+
+
+@pytest.fixture(scope="module")
+def small_ps_dir(tmp_path_factory):
+    """A random PS model (d_model 16, 1 layer, seed 0) saved once per test module."""
+    import torch
+
+    from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 1)), folder)
+    return folder

@@ -12,8 +12,8 @@ import torch
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.tss import read_tss
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model
-from caduceus_cli.model.tokenizer import VOCAB, encode
+from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
+from caduceus_cli.model.tokenizer import encode
 from caduceus_cli.pipelines.features import embed_tokens
 from caduceus_cli.pipelines.svm import (LabeledVariant, _export, _fit_one, bucket_of, extract_features, load_svm,
                                         rbf_decision, read_labeled, train_svm)
@@ -63,11 +63,8 @@ def labeled_snvs(path, n_per_class):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 1)), folder)
-    return load_model(folder)
+def model(small_ps_dir):
+    return load_model(small_ps_dir)
 
 
 def test_bucket_boundaries():

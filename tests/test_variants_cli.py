@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from caduceus_cli.cli import main
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, save_model
 
 DATA = Path("../shared/data/variants")
 VCF = DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz"
@@ -17,11 +15,8 @@ FA = str(DATA / "1kgp_grch37_chr20_1-2Mb.fa")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 1)), folder)
-    return str(folder)
+def model_dir(small_ps_dir):
+    return str(small_ps_dir)
 
 
 @pytest.fixture(scope="module")
