@@ -67,19 +67,3 @@ def test_backends_agree_on_ps_256x16(length, batch):
     # backends within the same bound of each other (measured values are in docs/backends.md).
     assert err_torch_bf16 < 3e-2 and err_cuda_bf16 < 3e-2 and between < 3e-2
 
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-def test_shifted_causal_conv_matches_grouped_conv_on_gpu(dtype, tol):
-    import torch.nn.functional as F
-
-    from caduceus_cli.model.scan import causal_conv1d_torch
-
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(3, 64, 777, device="cuda", generator=g).to(dtype).requires_grad_()
-    w, b = torch.randn(64, 4, device="cuda", generator=g), torch.randn(64, device="cuda", generator=g)
-    got = causal_conv1d_torch(x, w, b, "silu")
-    want = F.silu(F.conv1d(F.pad(x.float(), (3, 0)), w.unsqueeze(1), b, groups=64))
-    assert rel_err(got, want) < tol
-    (grad_got,) = torch.autograd.grad(got.float().square().sum(), x)
-    (grad_want,) = torch.autograd.grad(want.square().sum(), x)
-    assert rel_err(grad_got, grad_want) < tol

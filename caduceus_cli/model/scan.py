@@ -75,34 +75,13 @@ def resolve_backend(backend: str, device: torch.device | str | None) -> str:
 # -- causal depthwise convolution -------------------------------------------------------------
 
 
-# How the PyTorch backend convolves on GPU when causal-conv1d is absent: "grouped" (PyTorch's
-# depthwise convolution, the default) or "shift" (K shifted multiply-adds). Same function; on the
-# H200 "grouped" measured faster (PS 256x16 forward 0.446 against 0.400 M tokens/s; docs/models.md).
-GPU_CONV = os.environ.get("CADUCEUS_GPU_CONV", "grouped")
-
-
 def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                         activation: str | None = None) -> torch.Tensor:
-    """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t.
-
-    The grouped convolution by default; with ``GPU_CONV == "shift"`` on GPU, K shifted
-    multiply-adds over the (D, B, L) view (kept because it needs no convolution kernel at all;
-    measured slower on the H200 and 3x slower on CPU).
-    """
-    k, length = weight.shape[-1], x.shape[-1]
-    if not x.is_cuda or GPU_CONV != "shift":
-        out = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1).to(x.dtype),
-                       None if bias is None else bias.to(x.dtype), groups=x.shape[1])
-        return F.silu(out) if activation in ("silu", "swish") else out
-    xt = x.transpose(0, 1)  # (D, B, L)
-    w = weight.to(x.dtype)[:, :, None, None]  # (D, K, 1, 1)
-    out = xt * w[:, k - 1]
-    if bias is not None:
-        out = out + bias.to(x.dtype)[:, None, None]
-    for lag in range(1, min(k, length)):
-        out[..., lag:] += xt[..., :-lag] * w[:, k - 1 - lag]
-    out = F.silu(out) if activation in ("silu", "swish") else out
-    return out.transpose(0, 1)
+    """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t."""
+    k = weight.shape[-1]
+    out = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1).to(x.dtype),
+                   None if bias is None else bias.to(x.dtype), groups=x.shape[1])
+    return F.silu(out) if activation in ("silu", "swish") else out
 
 
 def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto"):
