@@ -151,3 +151,14 @@ def test_train_svm_end_to_end_and_score_with_it(model, tmp_path):
         score_variants(str(vcf), FA, str(tmp_path / "x.vcf"), model=other, window=W, svm=str(out), tss=str(tss))
     with pytest.raises(CaduceusError, match="exists and is not an empty folder"):
         train_svm(str(labeled), FA, str(tss), str(out), model=model, window=W)
+
+
+def test_read_labeled_detects_gzip_by_content_not_name(tmp_path):
+    import gzip
+
+    text = "chrom\tpos\tref\talt\tlabel\nz\t100\tA\tG\t1\nz\t200\tC\tT\t0\n"
+    plain, packed = tmp_path / "labels.tsv", tmp_path / "labels_gzipped.tsv"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert read_labeled(str(packed)) == read_labeled(str(plain))
+    assert [v.label for v in read_labeled(str(plain))] == [1, 0]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from ..errors import CaduceusError
+from .fasta import open_text
 
 STRANDS = ("+", "-", ".")
 
@@ -61,11 +62,7 @@ def _open_text(path: str | os.PathLike, stdin: IO | None = None) -> tuple[IO[str
         raise CaduceusError(f"{p}: no such BED file")
     if p.is_dir():
         raise CaduceusError(f"{p}: is a folder, not a BED file")
-    with open(p, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(p, "rt", encoding="utf-8", errors="replace"), str(p), True
-    return open(p, encoding="utf-8", errors="replace"), str(p), True
+    return open_text(p), str(p), True
 
 
 def _parse_int(text: str, what: str, where: str) -> int:

@@ -37,6 +37,13 @@ def compression(path: Path) -> str:
     return "gzip"
 
 
+def open_text(path: str | os.PathLike):
+    """A text stream of a plain or gzip/bgzip file (recognised by its first bytes, not its name)."""
+    if compression(Path(path)) != "plain":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
 def contig_candidates(name: str) -> list[str]:
     """Other spellings of a contig name: chr1 <-> 1, chrM <-> MT."""
     out = [name[3:]] if name.startswith("chr") else ["chr" + name]
@@ -177,8 +184,7 @@ def read_fasta_records(path: str | os.PathLike, stdin=None):
         p = Path(path)
         if not p.exists():
             raise CaduceusError(f"{p}: no such FASTA file")
-        stream = gzip.open(p, "rt", encoding="ascii", errors="replace") if compression(p) != "plain" \
-            else open(p, encoding="ascii", errors="replace")
+        stream = open_text(p)
         label = str(p)
     name, chunks, lineno = None, [], 0
     try:

@@ -9,7 +9,6 @@ Coordinates are converted once, here: every TSS is a 0-based position.
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CaduceusError
-from .fasta import contig_candidates
+from .fasta import contig_candidates, open_text
 
 GTF_SUFFIXES = (".gtf", ".gtf.gz", ".gff", ".gff.gz", ".gff3", ".gff3.gz")
-
-
-def _open_text(path: Path):
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 @dataclass
@@ -95,7 +86,7 @@ def read_tss(path: str | os.PathLike, feature: str | None = None) -> TssIndex:
 
 def _read_bed(path: Path) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip() or line.startswith(("#", "track", "browser")):
                 continue
@@ -125,7 +116,7 @@ def _read_gtf(path: Path, feature: str | None) -> dict[str, list[int]]:
     by_feature: dict[str, dict[str, list[int]]] = {"transcript": {}, "gene": {}}
     if feature:
         by_feature.setdefault(feature, {})
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip() or line.startswith("#"):
                 continue

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import CaduceusError
+from ..genome.fasta import open_text
 from ..genome.vcf import VcfReader, VcfRecord
 from ..io import provenance
 
@@ -81,10 +82,7 @@ def read_labeled(path: str, label_field: str = "label") -> list[LabeledVariant]:
     if name.endswith((".vcf", ".vcf.gz", ".bcf", ".vcf.bgz")):
         return _read_labeled_vcf(path, label_field)
     out: list[LabeledVariant] = []
-    import gzip
-
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(p, "rt") as f:
+    with open_text(p) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip() or line.startswith("#"):
                 continue
