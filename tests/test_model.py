@@ -41,8 +41,7 @@ def test_golden_ps_fused_reproduces_the_official_half_swap():
     folder = GOLDEN / "ps_fused"
     cfg = json.loads((folder / "checkpoint" / "config.json").read_text())
     model = load_model(folder / "checkpoint")
-    for layer in model.backbone.layers:
-        layer.fused_add_norm = False  # the block then reads channels [:d] as forward: no swap
+    model.backbone.config.fused_add_norm = False  # blocks then read channels [:d] as forward: no swap
     ids = torch.from_numpy(np.load(folder / "input_ids.npy"))
     with torch.no_grad():
         wrong = model(ids).last_hidden_state.numpy()

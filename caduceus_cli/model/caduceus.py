@@ -8,7 +8,9 @@ Two model families share this code (Schiff et al., 2024):
 - Caduceus-Ph (``rcps=False``): bi-directional, not equivariant; RC invariance is obtained post hoc
   by running both strands and averaging (``conjoin``).
 
-A PS layer applies one shared mixer to both strands; here the two strands run as one batch of 2B.
+A PS layer applies one shared mixer to both strands; here the two strands run as one batch of 2B
+for the whole depth of the network (see ``CaduceusBackbone.forward`` for how the official fused
+block's per-layer strand swap is followed without moving any data).
 """
 
 from __future__ import annotations
@@ -60,9 +62,25 @@ class RCPSEmbedding(nn.Module):
         return self.complement_map[input_ids.flip(-1)]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        fwd = self.embedding(input_ids)
-        rc = self.embedding(self.rc(input_ids))
-        return torch.cat([fwd, rc_hidden(rc)], dim=-1)
+        return unstack_strands(self.stacked(input_ids))
+
+    def stacked(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(2B, L, d): embed(x) over embed(rc(x)), each strand in its own frame."""
+        return self.embedding(torch.cat([input_ids, self.rc(input_ids)]))
+
+
+def unstack_strands(stacked: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
+    """(2B, L, d) strands stacked on batch -> the PS layout (B, L, 2d).
+
+    Rows [:B] hold the forward strand, rows [B:] the RC strand in its own frame; the PS layout keeps
+    the forward strand in channels [:d] and the RC strand flipped along length and channels in [d:].
+    With ``conjugate`` the stack is in the exchanged-and-flipped frame of an odd number of fused
+    blocks: the true strands are rc(rows [B:]) and rc(rows [:B]).
+    """
+    a, b = stacked.chunk(2, dim=0)
+    if conjugate:
+        a, b = rc_hidden(b), rc_hidden(a)
+    return torch.cat([a, rc_hidden(b)], dim=-1)
 
 
 class CaduceusEmbeddings(nn.Module):
@@ -79,17 +97,14 @@ class CaduceusEmbeddings(nn.Module):
 
 
 class RCPSWrapper(nn.Module):
-    """Apply ``submodule`` to both strands of a PS tensor, as one batch of 2B."""
+    """A PS mixer: one shared ``submodule`` for both strands, which arrive stacked on batch (2B, L, d)."""
 
     def __init__(self, submodule: nn.Module):
         super().__init__()
         self.submodule = submodule
 
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        fwd, rc = _split_strands(x)
-        both = self.submodule(torch.cat([fwd, rc_hidden(rc)], dim=0), **kwargs)
-        out_fwd, out_rc = both.chunk(2, dim=0)
-        return torch.cat([out_fwd, rc_hidden(out_rc)], dim=-1)
+        return self.submodule(x, **kwargs)
 
 
 class RCPSAddNormWrapper(nn.Module):
@@ -100,36 +115,11 @@ class RCPSAddNormWrapper(nn.Module):
         self.submodule = norm
 
 
-def _ps_add_norm(x, residual, norm, residual_in_fp32, backend, swap: bool):
-    """Residual add + norm on both strands of a PS tensor (..., L, 2d).
-
-    The stream read as "forward" is channels [:d], or [d:] when ``swap`` (the official fused
-    block's convention); the other half is the RC strand, flipped before the norm and back after.
-    The outputs put the stream read as forward first.
-    """
-    first, second = _split_strands(x)
-    fwd_x, rc_x = (second, first) if swap else (first, second)
-    if residual is None:
-        fwd_r = rc_r = None
-    else:
-        r1, r2 = _split_strands(residual)
-        fwd_r, rc_r = (r2, r1) if swap else (r1, r2)
-        fwd_r, rc_r = fwd_r, rc_hidden(rc_r)
-    both_x = torch.cat([fwd_x, rc_hidden(rc_x)], dim=0)
-    both_r = None if residual is None else torch.cat([fwd_r, rc_r], dim=0)
-    normed, res = add_norm(both_x, both_r, norm, residual_in_fp32, backend)
-    n_fwd, n_rc = normed.chunk(2, dim=0)
-    r_fwd, r_rc = res.chunk(2, dim=0)
-    return torch.cat([n_fwd, rc_hidden(n_rc)], dim=-1), torch.cat([r_fwd, rc_hidden(r_rc)], dim=-1)
-
-
 class CaduceusBlock(nn.Module):
     """Pre-norm residual block: (hidden, residual) -> (mixer(norm(hidden + residual)), hidden + residual)."""
 
     def __init__(self, config: CaduceusConfig, layer_idx: int, device=None, dtype=None):
         super().__init__()
-        self.rcps = config.rcps
-        self.fused_add_norm = config.fused_add_norm
         self.residual_in_fp32 = config.residual_in_fp32
         ssm = {k: v for k, v in config.ssm_cfg.items() if k != "layer_idx"}
         mixer = BiMambaWrapper(
@@ -148,15 +138,12 @@ class CaduceusBlock(nn.Module):
     def norm_module(self) -> nn.Module:
         return self.norm.submodule if isinstance(self.norm, RCPSAddNormWrapper) else self.norm
 
-    def forward(self, hidden, residual=None, backend: str = "auto"):
-        if self.rcps:
-            # The official fused PS block reads the second channel half as the forward stream, so
-            # the halves trade places at every fused block; the unfused block keeps them in place.
-            hidden, residual = _ps_add_norm(hidden, residual, self.norm_module, self.residual_in_fp32,
-                                            backend, swap=self.fused_add_norm)
-        else:
-            hidden, residual = add_norm(hidden, residual, self.norm_module, self.residual_in_fp32, backend)
-        return self.mixer(hidden, backend=backend), residual
+    def forward(self, hidden, residual=None, backend: str = "auto", conjugate: bool = False):
+        """PS: hidden and residual are both strands stacked on batch (2B, L, d); ``conjugate`` runs
+        the block in the flipped frame (norm and mixer with channel-reversed weights)."""
+        hidden, residual = add_norm(hidden, residual, self.norm_module, self.residual_in_fp32, backend,
+                                    flip_channels=conjugate)
+        return self.mixer(hidden, backend=backend, conjugate=conjugate), residual
 
 
 class CaduceusBackbone(nn.Module):
@@ -175,33 +162,43 @@ class CaduceusBackbone(nn.Module):
         With ``output_hidden_states``, entry k of the list is the residual stream entering layer k
         (entry 0: the embeddings; the last entry: the final hidden state after the norm), each in
         the standard PS orientation (forward strand first) so that every entry is RC-equivariant.
+
+        PS runs both strands stacked on batch, (2B, L, d), from the embedding to the final norm.
+        The official fused block reads channels [d:] of the PS layout as the forward strand, so
+        every fused block exchanges the strands and flips both (length and channels). Instead of
+        moving data, the stack is left where it is and ``conjugate`` records that the true strands
+        are the exchanged, flipped rows: a norm then uses its weights reversed and a mixer its
+        channel-conjugated weights (``BiMambaWrapper.forward``), which is the same function. Only
+        the final output (and a requested intermediate stream) is converted to the PS layout.
         """
-        hidden = self.embeddings(input_ids)
+        rcps = self.config.rcps
+        if rcps:
+            hidden = self.embeddings.word_embeddings.stacked(input_ids)
+        else:
+            hidden = self.embeddings(input_ids)
         residual = None
-        streams = [hidden] if output_hidden_states else None
+        conjugate = False
+        streams = [self._output(hidden)] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
-            hidden, residual = layer(hidden, residual, backend)
+            if rcps and self.config.fused_add_norm:
+                conjugate = not conjugate
+            hidden, residual = layer(hidden, residual, backend, conjugate=conjugate)
             if output_hidden_states and i + 1 < len(self.layers):
-                streams.append(self._stream(hidden, residual, i))
-        hidden = self._final_norm(hidden, residual, backend)
+                streams.append(self._output((hidden.float() + residual.float()).to(hidden.dtype)))
+        norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f
+        # The official final norm reads channels [:d] of the PS layout as forward, fused or not.
+        hidden = add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend,
+                          flip_channels=conjugate)[0]
+        hidden = unstack_strands(hidden, conjugate) if rcps else hidden
         if output_hidden_states:
             streams.append(hidden)
         return hidden, streams
 
-    def _stream(self, hidden, residual, layer_idx):
-        total = hidden.float() + residual.float()
-        if self.config.rcps and self.config.fused_add_norm and layer_idx % 2 == 0:
-            # After an odd number of fused blocks the halves are in swapped orientation.
-            fwd, rc = _split_strands(total)
-            total = torch.cat([rc, fwd], dim=-1)
-        return total.to(hidden.dtype)
-
-    def _final_norm(self, hidden, residual, backend):
-        norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f
-        if self.config.rcps:
-            # The official final norm reads channels [:d] as forward, fused or not.
-            return _ps_add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend, swap=False)[0]
-        return add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend)[0]
+    def _output(self, stream: torch.Tensor) -> torch.Tensor:
+        """An intermediate residual stream in the output layout. Between fused blocks the stack is
+        in the exchanged, flipped frame; read without that conversion it is the stream in the
+        standard orientation (forward strand first), which is what the streams report."""
+        return unstack_strands(stream) if self.config.rcps else stream
 
 
 class Caduceus(nn.Module):

@@ -34,23 +34,30 @@ class LayerNorm(nn.Module):
 
 
 def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | LayerNorm,
-             residual_in_fp32: bool, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+             residual_in_fp32: bool, backend: str = "auto",
+             flip_channels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(norm(x + residual), x + residual): the pre-norm residual step, computed in fp32.
 
     x, residual: (..., D). The normalised output has x's dtype; the residual is fp32 when
     ``residual_in_fp32`` (or when the incoming residual already is), else x's dtype.
+    ``flip_channels`` applies the norm with its weight and bias reversed, which equals flipping the
+    channels of x before a normal norm and back after (the statistics ignore channel order).
     """
     is_rms = isinstance(norm, RMSNorm)
+    weight, bias = norm.weight, norm.bias
+    if flip_channels:
+        weight = weight.flip(0)
+        bias = None if bias is None else bias.flip(0)
     if use_cuda_kernel("layer_norm", x, backend):
         return cuda_kernels()["layer_norm"](
-            x, norm.weight, norm.bias, residual=residual, eps=norm.eps, prenorm=True,
+            x, weight, bias, residual=residual, eps=norm.eps, prenorm=True,
             residual_in_fp32=residual_in_fp32, is_rms_norm=is_rms,
         )
     total = x.float() if residual is None else x.float() + residual.float()
     if is_rms:
-        normed = total * torch.rsqrt(total.square().mean(-1, keepdim=True) + norm.eps) * norm.weight.float()
+        normed = total * torch.rsqrt(total.square().mean(-1, keepdim=True) + norm.eps) * weight.float()
     else:
-        normed = F.layer_norm(total, total.shape[-1:], norm.weight.float(), norm.bias.float(), norm.eps)
+        normed = F.layer_norm(total, total.shape[-1:], weight.float(), bias.float(), norm.eps)
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
     return normed.to(x.dtype), total.to(res_dtype)
 
@@ -93,7 +100,7 @@ class Mamba(nn.Module):
 
     def forward(self, hidden: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         """hidden: (B, L, d_model) -> (B, L, d_model), causal along L."""
-        return mamba_directions(hidden, [self], backend)[0]
+        return mamba_directions(hidden, [(self, False)], backend)[0]
 
 
 def _stacked(mixers: list[Mamba], name: str) -> torch.Tensor:
@@ -108,26 +115,32 @@ def _stacked(mixers: list[Mamba], name: str) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def mamba_directions(hidden: torch.Tensor, mixers: list[Mamba], backend: str = "auto",
-                     flip_second: bool = False) -> list[torch.Tensor]:
+def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
+                     conjugate: bool = False) -> list[torch.Tensor]:
     """Run one mixer per direction over ``hidden`` as a single scan of k * d_inner channels.
 
-    hidden: (B, L, d_model). Mixer k reads ``hidden`` (flipped along L for the second mixer when
-    ``flip_second``). Returns each mixer's output (B, L, d_model) in the original position order.
+    hidden: (B, L, d_model). ``directions``: (mixer, reversed) pairs; a reversed mixer reads
+    ``hidden`` flipped along L. Returns each mixer's output (B, L, d_model) in the original
+    position order. ``conjugate`` runs every mixer with its d_model channels reversed, i.e. computes
+    ``flip_C(m(flip_C(x)))`` by reversing in_proj's input columns and out_proj's output rows: this is
+    how a Caduceus-PS block works on a strand held in the flipped frame (see caduceus.py).
 
     Directions live on a leading stack dimension and every activation is produced by a batched
     matmul directly in the (k, channels, B*L) layout the kernels read, so nothing wide is ever
-    transposed or flipped: only the d_model-wide input and output of the reversed direction are.
+    transposed or flipped: only the d_model-wide input and output of a reversed direction are.
     """
+    mixers = [m for m, _ in directions]
     k, first = len(mixers), mixers[0]
     di, r, n = first.d_inner, first.dt_rank, first.d_state
     b, length, _ = hidden.shape
-    if k > 1 and flip_second:
-        stacked_in = torch.stack([hidden, hidden.flip(1)])
+    if any(rev for _, rev in directions) and not all(rev for _, rev in directions):
+        stacked_in = torch.stack([hidden.flip(1) if rev else hidden for _, rev in directions])
     else:
-        stacked_in = hidden.unsqueeze(0).expand(k, -1, -1, -1)
+        stacked_in = (hidden.flip(1) if directions[0][1] else hidden).unsqueeze(0).expand(k, -1, -1, -1)
     tokens = stacked_in.reshape(k, b * length, -1).transpose(1, 2)  # (k, d_model, B*L)
     w_in = _stacked(mixers, "in_proj.weight")  # (k, 2*di, d_model)
+    if conjugate:
+        w_in = w_in.flip(2)
     x = torch.bmm(w_in[:, :di], tokens)  # (k, di, B*L)
     z = torch.bmm(w_in[:, di:], tokens)
     if first.in_proj.bias is not None:
@@ -154,13 +167,15 @@ def mamba_directions(hidden: torch.Tensor, mixers: list[Mamba], backend: str = "
     delta_bias = torch.cat([m.dt_proj.bias for m in mixers]).float()
     y = selective_scan(u, channels_view(delta), A, Bm, Cm, D, channels_view(z), delta_bias,
                        delta_softplus=True, backend=backend)
-    out = torch.bmm(stack_view(y).transpose(1, 2), _stacked(mixers, "out_proj.weight").transpose(1, 2))
+    w_out = _stacked(mixers, "out_proj.weight")  # (k, d_model, di)
+    if conjugate:
+        w_out = w_out.flip(1)
+    out = torch.bmm(stack_view(y).transpose(1, 2), w_out.transpose(1, 2))
     if first.out_proj.bias is not None:
-        out = out + _stacked(mixers, "out_proj.bias")[:, None]
+        b_out = _stacked(mixers, "out_proj.bias")
+        out = out + (b_out.flip(1) if conjugate else b_out)[:, None]
     outs = list(out.reshape(k, b, length, -1).unbind(0))  # each (B, L, d_model)
-    if k > 1 and flip_second:
-        outs[1] = outs[1].flip(1)
-    return outs
+    return [o.flip(1) if rev else o for o, (_, rev) in zip(outs, directions)]
 
 
 class BiMambaWrapper(nn.Module):
@@ -181,10 +196,19 @@ class BiMambaWrapper(nn.Module):
                 self.mamba_rev.out_proj.weight = self.mamba_fwd.out_proj.weight
                 self.mamba_rev.out_proj.bias = self.mamba_fwd.out_proj.bias
 
-    def forward(self, hidden: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-        """hidden: (B, L, d_model) -> (B, L, d_model)."""
+    def forward(self, hidden: torch.Tensor, backend: str = "auto", conjugate: bool = False) -> torch.Tensor:
+        """hidden: (B, L, d_model) -> (B, L, d_model).
+
+        ``conjugate`` computes ``rc(self(rc(hidden)))`` (rc: flip length and channels) without
+        flipping anything wide: reversing the sequence turns the forward mixer into a reverse-
+        direction one and vice versa, and the channel flip moves into in_proj/out_proj.
+        """
         fwd, rev = self.mamba_fwd, self.mamba_rev
-        if rev is None:
-            return fwd(hidden, backend)
-        o_fwd, o_rev = mamba_directions(hidden, [fwd, rev], backend, flip_second=True)
-        return o_fwd + o_rev if self.bidirectional_strategy == "add" else o_fwd * o_rev
+        if conjugate:
+            directions = [(fwd, True)] if rev is None else [(rev, False), (fwd, True)]
+        else:
+            directions = [(fwd, False)] if rev is None else [(fwd, False), (rev, True)]
+        outs = mamba_directions(hidden, directions, backend, conjugate=conjugate)
+        if len(outs) == 1:
+            return outs[0]
+        return outs[0] + outs[1] if self.bidirectional_strategy == "add" else outs[0] * outs[1]
