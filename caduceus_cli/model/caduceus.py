@@ -296,10 +296,12 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
                 compute_logits: bool = True) -> CaduceusOutput:
         """input_ids: (B, L) int64 -> last_hidden_state (B, L, H) and logits (B, L, vocab)."""
         hidden, streams = self.caduceus(input_ids, self.backend, output_hidden_states)
-        logits = None
-        if compute_logits:
-            logits = self.lm_head(hidden) if self.config.rcps else F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
+        logits = self.logits(hidden) if compute_logits else None
         return CaduceusOutput(last_hidden_state=hidden, logits=logits, hidden_states=streams)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The masked-LM head on hidden states (..., H) -> (..., vocab), e.g. only at masked positions."""
+        return self.lm_head(hidden) if self.config.rcps else F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
 
 
 POOLINGS = ("mean", "max", "first", "last")

@@ -573,14 +573,16 @@ def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
 
 
 class _Logits(nn.Module):
-    """The masked-LM model returning a plain tensor (what DDP wraps best)."""
+    """The masked-LM model returning a plain tensor (what DDP wraps best): the logits at the flat
+    positions ``targets`` (indices into B*L) only, since the loss reads nothing else."""
 
     def __init__(self, model: CaduceusForMaskedLM):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids).logits
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids, compute_logits=False).last_hidden_state
+        return self.model.logits(hidden.flatten(0, 1)[targets])
 
 
 class Trainer:
@@ -633,17 +635,23 @@ class Trainer:
         else:
             global_targets = float(n_targets)
             scale = 1.0 / max(1, n_targets)
+        # Target positions of each micro-batch, found on the host (labels arrive there) and copied
+        # from pinned memory, so that no step waits for the device.
+        pin = self.device.type == "cuda"
+        positions = []
+        for lab in labels.split(self.micro_batch_size):
+            where = torch.nonzero(lab.flatten() != IGNORE_INDEX).squeeze(1)
+            positions.append((where.pin_memory() if pin else where).to(self.device, non_blocking=True))
         inputs = inputs.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        chunks = list(zip(inputs.split(self.micro_batch_size), labels.split(self.micro_batch_size)))
-        for i, (ids, lab) in enumerate(chunks):
+        chunks = list(zip(inputs.split(self.micro_batch_size), labels.split(self.micro_batch_size), positions))
+        for i, (ids, lab, where) in enumerate(chunks):
             sync = i == len(chunks) - 1 or self.dist.world_size == 1
             ctx = contextlib.nullcontext() if sync else self.net.no_sync()
             with ctx:
                 with self.autocast():
-                    logits = self.net(ids.long())
-                loss = F.cross_entropy(logits.float().flatten(0, 1), lab.flatten(), ignore_index=IGNORE_INDEX,
-                                       reduction="sum")
+                    logits = self.net(ids.long(), where)
+                loss = F.cross_entropy(logits.float(), lab.flatten()[where], reduction="sum")
                 (loss * scale).backward()
             self.loss_sum += loss.detach().double()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
