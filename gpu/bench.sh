@@ -11,8 +11,8 @@ for what in "$@"; do
     pretrain) for mb in 128 64; do
                 python benchmarks/pretrain_speed.py --micro-batch-size $mb --json "$out/pretrain_mb$mb.json" | head -4
               done 2>&1 | tee "$out/pretrain.txt" ;;
-    profile)  { python gpu/profile.py ps:256x16 1536 64; python gpu/profile.py ph:256x16 131072 2
-                python gpu/profile.py ps:128x4 1024 128 train; python gpu/profile.py ph:128x4 1024 128 train; } 2>&1 | tee "$out/profile.txt" ;;
+    profile)  { python gpu/kernel_profile.py ps:256x16 1536 64; python gpu/kernel_profile.py ph:256x16 131072 2
+                python gpu/kernel_profile.py ps:128x4 1024 128 train; python gpu/kernel_profile.py ph:128x4 1024 128 train; } 2>&1 | tee "$out/profile.txt" ;;
     embed)    python benchmarks/embed_speed.py --regions 10000 --device cuda --max-length 1536 --json "$out/embed_bundled.json" 2>&1 | tail -25
               python benchmarks/embed_speed.py --regions 10000 --device cuda --random-model ps:256x16 --json "$out/embed_ps256x16.json" 2>&1 | tail -25 ;;
     variants) python benchmarks/variants_speed.py --model random-ps-256x16 --device cuda --n 5000 --batch-size 512 2>&1 | tee "$out/variants_ps256x16.txt" | tail -3

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .flipops import flip_add, stack_flip
 from .scan import causal_conv1d, cuda_kernels, selective_scan, use_cuda_kernel
 
 
@@ -120,8 +121,8 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     """Run one mixer per direction over ``hidden`` as a single scan of k * d_inner channels.
 
     hidden: (B, L, d_model). ``directions``: (mixer, reversed) pairs; a reversed mixer reads
-    ``hidden`` flipped along L. Returns each mixer's output (B, L, d_model) in the original
-    position order. ``conjugate`` runs every mixer with its d_model channels reversed, i.e. computes
+    ``hidden`` flipped along L. Returns each mixer's output (B, L, d_model) in the order it read
+    its input (a reversed mixer's output is still reversed), as a strided view. ``conjugate`` runs every mixer with its d_model channels reversed, i.e. computes
     ``flip_C(m(flip_C(x)))`` by reversing in_proj's input columns and out_proj's output rows: this is
     how a Caduceus-PS block works on a strand held in the flipped frame (see caduceus.py).
 
@@ -133,7 +134,9 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     k, first = len(mixers), mixers[0]
     di, r, n = first.d_inner, first.dt_rank, first.d_state
     b, length, _ = hidden.shape
-    if any(rev for _, rev in directions) and not all(rev for _, rev in directions):
+    if [rev for _, rev in directions] == [False, True]:
+        stacked_in = stack_flip(hidden, backend)
+    elif any(rev for _, rev in directions) and not all(rev for _, rev in directions):
         stacked_in = torch.stack([hidden.flip(1) if rev else hidden for _, rev in directions])
     else:
         stacked_in = (hidden.flip(1) if directions[0][1] else hidden).unsqueeze(0).expand(k, -1, -1, -1)
@@ -170,12 +173,13 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     w_out = _stacked(mixers, "out_proj.weight")  # (k, d_model, di)
     if conjugate:
         w_out = w_out.flip(1)
-    out = torch.bmm(stack_view(y).transpose(1, 2), w_out.transpose(1, 2))
+    # (k, d_model, B*L): the gradient this hands the scan is then contiguous along L, as its
+    # backward kernel needs; the (B, L, d_model) outputs are transposed views of it.
+    out = torch.bmm(w_out, stack_view(y))
     if first.out_proj.bias is not None:
         b_out = _stacked(mixers, "out_proj.bias")
-        out = out + (b_out.flip(1) if conjugate else b_out)[:, None]
-    outs = list(out.reshape(k, b, length, -1).unbind(0))  # each (B, L, d_model)
-    return [o.flip(1) if rev else o for o, (_, rev) in zip(outs, directions)]
+        out = out + (b_out.flip(1) if conjugate else b_out)[:, :, None]
+    return list(out.transpose(1, 2).reshape(k, b, length, -1).unbind(0))
 
 
 class BiMambaWrapper(nn.Module):
@@ -210,5 +214,7 @@ class BiMambaWrapper(nn.Module):
             directions = [(fwd, False)] if rev is None else [(fwd, False), (rev, True)]
         outs = mamba_directions(hidden, directions, backend, conjugate=conjugate)
         if len(outs) == 1:
-            return outs[0]
-        return outs[0] + outs[1] if self.bidirectional_strategy == "add" else outs[0] * outs[1]
+            return outs[0].flip(1) if directions[0][1] else outs[0]
+        if self.bidirectional_strategy == "add":
+            return flip_add(outs[0], outs[1], backend)  # the second direction read the sequence reversed
+        return outs[0] * outs[1].flip(1)

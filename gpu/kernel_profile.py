@@ -1,8 +1,8 @@
 """Top CUDA kernels of one bf16 forward pass, or of one training step (diagnostics for the benchmarks).
 
-    python gpu/profile.py ps:256x16 1536 64          # variant:DxL, length, batch
-    python gpu/profile.py ph:256x16 131072 2
-    python gpu/profile.py ps:128x4 1024 128 train    # forward + backward + optimiser step
+    python gpu/kernel_profile.py ps:256x16 1536 64          # variant:DxL, length, batch
+    python gpu/kernel_profile.py ph:256x16 131072 2
+    python gpu/kernel_profile.py ps:128x4 1024 128 train    # forward + backward + optimiser step
 
 Also prints the wall time of the profiled call and the summed kernel time, which tells whether the
 GPU is kept busy (kernel time close to wall time) or waits for the Python side to launch work.
