@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caduceus_cli.model.scan import resolve_backend  # noqa: E402
 from caduceus_cli.pipelines.pretrain import (RC_AUGMENT_PROB, BatchPrefetcher, GenomeSet, Trainer,  # noqa: E402
-                                             WindowSampler, new_model, setup_distributed, split_regions)
+                                             WindowSampler, default_micro_batch, new_model, setup_distributed,
+                                             split_regions)
 
 DEFAULT_GENOMES = sorted(glob.glob(str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" /
                                        "genomes" / "*.fa.gz")))
@@ -35,7 +36,7 @@ DEFAULT_GENOMES = sorted(glob.glob(str(Path(__file__).resolve().parent.parent.pa
 
 def bench_variant(variant: str, args, dist, data: GenomeSet, regions: np.ndarray) -> dict:
     local_batch = args.batch_size // dist.world_size
-    micro = args.micro_batch_size or local_batch
+    micro = args.micro_batch_size or default_micro_batch(local_batch, args.seq_len, variant)
     total_steps = args.warmup_steps + args.steps
     model = new_model(variant, args.d_model, args.n_layer, args.seq_len, seed=0)
     trainer = Trainer(model, lr=args.lr, warmup=10, steps=10 * total_steps, weight_decay=0.1,
@@ -89,7 +90,8 @@ def main() -> None:
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=256, help="global batch (windows)")
-    p.add_argument("--micro-batch-size", type=int, default=None)
+    p.add_argument("--micro-batch-size", type=int, default=None,
+                   help="windows per forward pass (default: what `caduceus pretrain` picks)")
     p.add_argument("--steps", type=int, default=30, help="timed steps")
     p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first")
     p.add_argument("--lr", type=float, default=8e-3)

@@ -9,7 +9,7 @@ for what in "$@"; do
     parity)   python -m pytest -q tests/test_gpu.py -rs 2>&1 | tail -15 | tee "$out/test_gpu.log" ;;
     model)    python benchmarks/model_speed.py --device cuda --dtype bf16 --backend cuda --json "$out/model_speed.json" 2>/dev/null | tee "$out/model_speed.txt" ;;
     pretrain) for mb in 128 64; do
-                python benchmarks/pretrain_speed.py --micro-batch-size $mb --json "$out/pretrain_mb$mb.json" | head -4
+                python benchmarks/pretrain_speed.py --micro-batch-size $mb --json "$out/pretrain_mb$mb.json" > "$out/pretrain_mb$mb.txt"; head -4 "$out/pretrain_mb$mb.txt"
               done 2>&1 | tee "$out/pretrain.txt" ;;
     profile)  { python gpu/kernel_profile.py ps:256x16 1536 64; python gpu/kernel_profile.py ph:256x16 131072 2
                 python gpu/kernel_profile.py ps:128x4 1024 128 train; python gpu/kernel_profile.py ph:128x4 1024 128 train; } 2>&1 | tee "$out/profile.txt" ;;

@@ -354,3 +354,13 @@ def test_benchmark_runs_the_engine_step_on_cpu(tmp_path):
     doc = json.loads(out.read_text())
     (r,) = doc["results"]
     assert r["variant"] == "Caduceus-Ph" and r["tokens_per_s"] > 0 and doc["data"] == "random bases"
+
+
+def test_default_micro_batch_holds_at_most_128k_tokens_per_pass_and_divides_the_batch():
+    from caduceus_cli.pipelines.pretrain import default_micro_batch
+
+    assert default_micro_batch(256, 1024, "ps") == 64  # both strands: 64 x 1,024 x 2 = 131,072
+    assert default_micro_batch(256, 1024, "ph") == 128
+    assert default_micro_batch(100, 1024, "ps") == 50  # the largest divisor of 100 not above 64
+    assert default_micro_batch(3, 200_000, "ph") == 1  # a window longer than the budget runs alone
+    assert default_micro_batch(8, 128, "ph") == 8  # small batches are not split

@@ -23,7 +23,9 @@ def pretrain_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, in windows, over all "
                                              "processes. (default: 256)"),
     micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Windows per forward pass "
-                                                   "and process (gradient accumulation). (default: no accumulation)"),
+                                                   "and process (gradient accumulation). (default: the largest divisor of the "
+                                                   "per-process batch with at most 131,072 tokens per pass, a "
+                                                   "PS window counting twice)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps. (default: 10000)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. (default: 8e-3)"),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup steps, then cosine decay. "

@@ -564,6 +564,19 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# Tokens per forward pass (both strands count for PS) when --micro-batch-size is not given.
+MICRO_BATCH_TOKENS = 131072
+
+
+def default_micro_batch(local_batch: int, seq_len: int, variant: str) -> int:
+    """The largest divisor of ``local_batch`` whose forward pass holds at most MICRO_BATCH_TOKENS
+    tokens (a PS window counts twice: it runs both strands). On the H200 this was the fastest
+    setting for both variants (docs/pretrain.md), and it bounds activation memory on any device."""
+    per_window = seq_len * (2 if variant == "ps" else 1)
+    cap = max(1, min(local_batch, MICRO_BATCH_TOKENS // per_window))
+    return max(d for d in range(1, cap + 1) if local_batch % d == 0)
+
+
 def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
     """Learning rate of 0-based ``step``: linear warmup to ``lr``, then cosine decay to 0 at ``total``."""
     if step < warmup:
@@ -917,7 +930,7 @@ def _run(settings, data, train, valid, split_how, digest, run_dir, saved, starte
             raise CaduceusError(f"--batch-size {settings.batch_size} is not divisible by the number of "
                                 f"processes ({dist.world_size})")
         local_batch = settings.batch_size // dist.world_size
-        micro = settings.micro_batch_size or local_batch
+        micro = settings.micro_batch_size or default_micro_batch(local_batch, settings.seq_len, settings.variant)
         if local_batch % micro:
             raise CaduceusError(f"--micro-batch-size {micro} does not divide the per-process batch of {local_batch} "
                                 f"(--batch-size {settings.batch_size} over {dist.world_size} process(es))")
