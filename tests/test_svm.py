@@ -3,7 +3,6 @@ an end-to-end fit on a labeled set built from the real 1000 Genomes records, and
 
 import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,10 @@ from caduceus_cli.pipelines.svm import (LabeledVariant, _export, _fit_one, bucke
 from caduceus_cli.genome.vcf import VcfRecord
 from caduceus_cli.pipelines.variants import score_variants
 
-DATA = Path("../shared/data")
+from .conftest import DATA as SHARED_DATA
+from .conftest import need_data
+
+DATA = SHARED_DATA
 VCF = DATA / "variants/1kgp_grch37_chr20_1-2Mb.vcf.gz"
 FA = str(DATA / "variants/1kgp_grch37_chr20_1-2Mb.fa")
 TSS_HG38 = DATA / "annotation/hg38_refGene_tss.bed.gz"
@@ -73,6 +75,7 @@ def test_bucket_boundaries():
 
 
 def test_features_equal_direct_embedding_of_ref_and_alt_windows(model, tmp_path):
+    need_data("variants", "1kgp_grch37_chr20_1-2Mb.fa")
     ref = Reference(FA)
     tss = read_tss(derived_tss_bed(tmp_path / "tss.bed"))
     variants = []
@@ -116,6 +119,8 @@ def test_read_labeled_errors(tmp_path):
 
 
 def test_train_svm_end_to_end_and_score_with_it(model, tmp_path):
+    need_data("variants", "1kgp_grch37_chr20_1-2Mb.vcf.gz")
+    need_data("annotation", "hg38_refGene_tss.bed.gz")
     tss = derived_tss_bed(tmp_path / "z_tss.bed")
     labeled = labeled_snvs(tmp_path / "labeled.tsv", 60)
     out = tmp_path / "svm"

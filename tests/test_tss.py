@@ -8,10 +8,14 @@ import pytest
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.genome.tss import read_tss
 
-TSS_BED = "../shared/data/annotation/hg38_refGene_tss.bed.gz"
+from .conftest import DATA as SHARED_DATA
+from .conftest import need_data
+
+TSS_BED = str(SHARED_DATA / "annotation" / "hg38_refGene_tss.bed.gz")
 
 
 def test_real_refgene_bed_reads_every_site_including_alt_contigs():
+    need_data("annotation", "hg38_refGene_tss.bed.gz")
     index = read_tss(TSS_BED)
     rows = [ln.split("\t") for ln in gzip.open(TSS_BED, "rt") if not ln.startswith("#")]
     assert len(index) == len({(r[0], int(r[1])) for r in rows})
@@ -21,6 +25,7 @@ def test_real_refgene_bed_reads_every_site_including_alt_contigs():
 
 
 def test_nearest_matches_brute_force_and_reconciles_chr_prefix():
+    need_data("annotation", "hg38_refGene_tss.bed.gz")
     index = read_tss(TSS_BED)
     sites = index.positions["chr2"]
     rng = np.random.default_rng(0)

@@ -1,7 +1,6 @@
 """score-variants engine: real 1000 Genomes records, RC handling of llr, batching, sharding, outputs."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pysam
@@ -16,9 +15,19 @@ from caduceus_cli.model.tokenizer import MASK, VOCAB, encode, reverse_complement
 from caduceus_cli.pipelines.features import embed_tokens
 from caduceus_cli.pipelines.variants import VariantScorer, score_variants
 
-DATA = Path("../shared/data/variants")
+from .conftest import DATA as SHARED_DATA
+from .conftest import need_data
+
+DATA = SHARED_DATA / "variants"
 VCF = str(DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz")
 FA = str(DATA / "1kgp_grch37_chr20_1-2Mb.fa")
+
+
+@pytest.fixture(autouse=True)
+def real_variants():
+    """Every test here reads the real 1000 Genomes VCF and its reference, or skips saying so."""
+    need_data("variants", "1kgp_grch37_chr20_1-2Mb.vcf.gz")
+    need_data("variants", "1kgp_grch37_chr20_1-2Mb.fa")
 W = 48  # small windows: the window size is not the point of these tests
 
 

@@ -9,9 +9,19 @@ import pytest
 
 from caduceus_cli.cli import main
 
-DATA = Path("../shared/data/variants")
+from .conftest import DATA as SHARED_DATA
+from .conftest import need_data
+
+DATA = SHARED_DATA / "variants"
 VCF = DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz"
 FA = str(DATA / "1kgp_grch37_chr20_1-2Mb.fa")
+
+
+@pytest.fixture(autouse=True)
+def real_variants():
+    """Every test here reads the real 1000 Genomes VCF and its reference, or skips saying so."""
+    need_data("variants", VCF.name)
+    need_data("variants", Path(FA).name)
 
 
 @pytest.fixture(scope="module")
