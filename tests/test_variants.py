@@ -23,7 +23,7 @@ VCF = str(DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz")
 FA = str(DATA / "1kgp_grch37_chr20_1-2Mb.fa")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def real_variants():
     """Every test here reads the real 1000 Genomes VCF and its reference, or skips saying so."""
     need_data("variants", "1kgp_grch37_chr20_1-2Mb.vcf.gz")
