@@ -47,7 +47,8 @@ class CaduceusOutput:
 
 
 class RCPSEmbedding(nn.Module):
-    """Token embedding of both strands: [embed(x), flip_LC(embed(rc(x)))]."""
+    """Token embedding of both strands, stacked on batch: (2B, L, d) = embed(x) over embed(rc(x)),
+    each strand in its own frame (``unstack_strands`` gives the PS layout)."""
 
     def __init__(self, vocab_size: int, d_model: int, complement_map: list[int], device=None, dtype=None):
         super().__init__()
@@ -62,10 +63,6 @@ class RCPSEmbedding(nn.Module):
         return self.complement_map[input_ids.flip(-1)]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return unstack_strands(self.stacked(input_ids))
-
-    def stacked(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(2B, L, d): embed(x) over embed(rc(x)), each strand in its own frame."""
         return self.embedding(torch.cat([input_ids, self.rc(input_ids)]))
 
 
@@ -172,10 +169,7 @@ class CaduceusBackbone(nn.Module):
         the final output (and a requested intermediate stream) is converted to the PS layout.
         """
         rcps = self.config.rcps
-        if rcps:
-            hidden = self.embeddings.word_embeddings.stacked(input_ids)
-        else:
-            hidden = self.embeddings(input_ids)
+        hidden = self.embeddings(input_ids)  # PS: (2B, L, d), both strands stacked
         residual = None
         conjugate = False
         streams = [self._output(hidden)] if output_hidden_states else None

@@ -134,12 +134,13 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     k, first = len(mixers), mixers[0]
     di, r, n = first.d_inner, first.dt_rank, first.d_state
     b, length, _ = hidden.shape
-    if [rev for _, rev in directions] == [False, True]:
+    reversed_ = [rev for _, rev in directions]
+    if reversed_ == [False, True]:
         stacked_in = stack_flip(hidden, backend)
-    elif any(rev for _, rev in directions) and not all(rev for _, rev in directions):
-        stacked_in = torch.stack([hidden.flip(1) if rev else hidden for _, rev in directions])
+    elif len(set(reversed_)) == 1:
+        stacked_in = (hidden.flip(1) if reversed_[0] else hidden).unsqueeze(0).expand(k, -1, -1, -1)
     else:
-        stacked_in = (hidden.flip(1) if directions[0][1] else hidden).unsqueeze(0).expand(k, -1, -1, -1)
+        raise ValueError(f"directions must all read the same way, or forward then reversed; got {reversed_}")
     tokens = stacked_in.reshape(k, b * length, -1).transpose(1, 2)  # (k, d_model, B*L)
     w_in = _stacked(mixers, "in_proj.weight")  # (k, 2*di, d_model)
     if conjugate:

@@ -648,23 +648,23 @@ class Trainer:
         else:
             global_targets = float(n_targets)
             scale = 1.0 / max(1, n_targets)
-        # Target positions of each micro-batch, found on the host (labels arrive there) and copied
-        # from pinned memory, so that no step waits for the device.
+        # Each micro-batch's target positions and their labels, found on the host (labels arrive
+        # there) and copied from pinned memory, so that no step waits for the device.
         pin = self.device.type == "cuda"
-        positions = []
+        targets = []
         for lab in labels.split(self.micro_batch_size):
             where = torch.nonzero(lab.flatten() != IGNORE_INDEX).squeeze(1)
-            positions.append((where.pin_memory() if pin else where).to(self.device, non_blocking=True))
+            pair = (where, lab.flatten()[where])
+            targets.append([(t.pin_memory() if pin else t).to(self.device, non_blocking=True) for t in pair])
         inputs = inputs.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        chunks = list(zip(inputs.split(self.micro_batch_size), labels.split(self.micro_batch_size), positions))
-        for i, (ids, lab, where) in enumerate(chunks):
+        chunks = list(zip(inputs.split(self.micro_batch_size), targets))
+        for i, (ids, (where, lab)) in enumerate(chunks):
             sync = i == len(chunks) - 1 or self.dist.world_size == 1
             ctx = contextlib.nullcontext() if sync else self.net.no_sync()
             with ctx:
                 with self.autocast():
                     logits = self.net(ids.long(), where)
-                loss = F.cross_entropy(logits.float(), lab.flatten()[where], reduction="sum")
+                loss = F.cross_entropy(logits.float(), lab, reduction="sum")
                 (loss * scale).backward()
             self.loss_sum += loss.detach().double()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
