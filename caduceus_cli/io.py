@@ -1,12 +1,31 @@
-"""Output files that never look finished unless they are, and provenance for every output."""
+"""Writing outputs: never a file that looks finished unless it is; provenance for every output.
+
+One mechanism for every command (``atomic_file``, ``atomic_folder``, ``write_json``,
+``open_output``):
+
+- A regular file (or a new path) is written to a hidden temporary file in the same folder and
+  renamed over the target only when complete; an error or an interrupt removes the temporary.
+- A symlink is written through: the file it points to is replaced, the link stays.
+- A character device, FIFO or socket (``/dev/null``, ``/dev/stdout``, a named pipe) is written
+  directly: a rename would replace the device node (as root) with a regular file.
+- Final permissions come from the umask (0666/0777 masked), as a plain ``open()`` or ``mkdir`` would
+  give, not the 0600/0700 of ``mkstemp``/``mkdtemp``; a file that is replaced keeps its mode.
+- An OSError while writing (disk full, I/O error, permission) becomes one CaduceusError naming the
+  path; a broken pipe stays a BrokenPipeError, which ``cli.py`` turns into the shell's exit 141.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import json
 import os
 import shlex
+import shutil
+import stat
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -14,48 +33,212 @@ from ._version import __version__
 from .errors import CaduceusError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import, on the main thread (os.umask is process-wide)
+_LIVE: set[Path] = set()  # temporaries being written now: removed on error, interrupt or signal
+
+
+def is_special(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a character/block device, FIFO or socket (written directly, never renamed over)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def final_path(path: str | os.PathLike) -> Path:
+    """The file that will really be written: symlinks followed (a dangling one to its target)."""
+    return Path(os.path.realpath(path))
+
+
 def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early (before any work) if ``path`` cannot be created."""
+    """Fail early (before any work) if ``path`` cannot be written; returns it as a Path."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
-        raise CaduceusError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise CaduceusError(f"{path}: folder {folder} is not writable")
-    if path.is_dir():
+    if is_special(path):
+        if not os.access(path, os.W_OK):
+            raise CaduceusError(f"{path}: not writable")
+        return path
+    target = final_path(path)
+    folder = target.parent
+    if target.is_dir():
         raise CaduceusError(f"{path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise CaduceusError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CaduceusError(f"{path}: folder {folder} is not writable")
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path in the target folder; rename it to ``path`` only on success.
-
-    On any exception (including KeyboardInterrupt) the temporary file is removed and the target
-    is left untouched.
-    """
-    path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
+def same_file(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
+    """Whether two paths name the same existing file (through symlinks and hard links); '-' never does."""
+    if a is None or b is None or str(a) == "-" or str(b) == "-":
+        return False
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        return os.path.samefile(a, b)
+    except OSError:
+        return final_path(a) == final_path(b)
+
+
+def refuse_overwriting_inputs(output: str | os.PathLike | None, *inputs: str | os.PathLike | None) -> None:
+    """Raise before any work when ``output`` would replace one of ``inputs``."""
+    for src in inputs:
+        if same_file(src, output):
+            raise CaduceusError(f"{output}: the output would overwrite the input {src}; choose another output name")
+
+
+def write_error(path: str | os.PathLike, error: OSError) -> CaduceusError:
+    """One line for an OSError met while writing ``path``."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif error.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    return CaduceusError(f"{path}: cannot write: {reason}")
 
 
 @contextlib.contextmanager
-def atomic_text(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """A writable stream for ``path`` ('-' is stdout, written directly) committed atomically."""
-    if str(path) == "-":
-        stream = sys.stdout.buffer if "b" in mode else sys.stdout
-        yield stream
-        stream.flush()
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn OSErrors raised inside into one CaduceusError naming ``path`` (broken pipes pass through)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def _new_temporary(target: Path, suffix: str = "") -> Path:
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:10]}{suffix}.tmp"
+
+
+def _remove(path: Path) -> None:
+    _LIVE.discard(path)
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_temporaries() -> None:
+    """Remove every temporary being written now (for a signal handler that must exit at once)."""
+    for path in list(_LIVE):
+        _remove(path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield the path to write ``path``'s content to; it becomes ``path`` only on success.
+
+    For a device, FIFO or socket the path itself is yielded and written in place. Otherwise a
+    hidden temporary in the target's folder is renamed over the target (through symlinks) when the
+    block ends without an error; on any exception, KeyboardInterrupt included, it is removed and
+    the target is untouched. OSErrors become one-line CaduceusErrors.
+    """
+    check_writable(path)
+    if is_special(path):
+        with writing(path):
+            yield Path(path)
         return
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
-        yield f
+    target = final_path(path)
+    tmp = _new_temporary(target, suffix)
+    _LIVE.add(tmp)
+    try:
+        with writing(path):
+            yield tmp
+            if not tmp.exists():  # the writer produced nothing: an empty output
+                tmp.touch()
+            mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o666 & ~_UMASK
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+    finally:
+        if tmp in _LIVE:
+            _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``path``; it becomes ``path`` only on success.
+
+    ``path`` must not exist yet, or be an empty folder (checked before any work, so call this
+    first). On error the temporary folder and all it holds are removed.
+    """
+    target = Path(path)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise CaduceusError(f"{path}: already exists; give a new folder name")
+    parent = final_path(target).parent
+    if not parent.is_dir():
+        raise CaduceusError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CaduceusError(f"{path}: folder {parent} is not writable")
+    tmp = _new_temporary(final_path(target))
+    _LIVE.add(tmp)
+    try:
+        with writing(path):
+            tmp.mkdir(mode=0o700)
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_UMASK)
+            if target.is_dir():
+                target.rmdir()
+            os.replace(tmp, final_path(target))
+            _LIVE.discard(tmp)
+    finally:
+        if tmp in _LIVE:
+            _remove(tmp)
+
+
+def write_json(path: str | os.PathLike, data, *, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (newline-terminated)."""
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=indent, default=str)
+        f.write("\n")
+
+
+def _compressed_by_name(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith((".gz", ".bgz"))
+
+
+@contextlib.contextmanager
+def open_output(path: str | os.PathLike, mode: str = "w", *, compress: bool | None = None) -> Iterator[IO]:
+    """A stream for ``path`` ('-' is stdout), committed atomically when the block ends.
+
+    ``compress`` (default: the name ends in .gz or .bgz) writes BGZF, which gzip tools read and
+    tabix can index. Text mode is UTF-8 with '\\n' line ends.
+    """
+    if compress is None:
+        compress = _compressed_by_name(path)
+    if str(path) == "-":
+        raw = sys.stdout.buffer
+        if compress:
+            stream = _bgzf_stream(raw, mode)
+            yield stream
+            stream.close()
+        else:
+            stream = raw if "b" in mode else sys.stdout
+            yield stream
+            stream.flush()
+        return
+    with atomic_file(path) as tmp:
+        if compress:
+            with open(tmp, "wb") as f, contextlib.closing(_bgzf_stream(f, mode)) as stream:
+                yield stream
+        else:
+            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as stream:
+                yield stream
+
+
+def _bgzf_stream(raw: IO[bytes], mode: str) -> IO:
+    """A BGZF writer over ``raw`` (left open), in text or binary ``mode``."""
+    from ._bgzf import BgzfWriter
+
+    writer = BgzfWriter(raw)
+    return writer if "b" in mode else io.TextIOWrapper(writer, encoding="utf-8", newline="\n")
 
 
 def command_line() -> str:
@@ -69,11 +252,15 @@ def command_line() -> str:
 
 
 def provenance(model=None, **extra) -> dict[str, str]:
-    """Model id/revision/hash, tool version and command line, plus any extra settings (as strings)."""
+    """Model id/revision/hash, tool version and command line, plus any extra settings (as strings).
+
+    Unknown values (a local folder has no revision) are left out rather than written as 'None'.
+    """
     out = {"tool": "caduceus-cli", "tool_version": __version__, "command": command_line()}
     if model is not None:
         src = getattr(model, "source", {}) or {}
-        out.update({"model": str(src.get("id")), "model_revision": str(src.get("revision")),
-                    "model_sha256": str(src.get("sha256"))})
-    out.update({k: str(v) for k, v in extra.items()})
+        for key, name in (("id", "model"), ("revision", "model_revision"), ("sha256", "model_sha256")):
+            if src.get(key) is not None:
+                out[name] = str(src[key])
+    out.update({k: str(v) for k, v in extra.items() if v is not None})
     return out

@@ -54,7 +54,7 @@ def test_golden_ps_fused_reproduces_the_official_half_swap():
 def test_torch_scan_matches_stepwise_reference(groups, length, monkeypatch):
     import caduceus_cli.model.scan as scan
 
-    monkeypatch.setattr(scan, "_TORCH_SCAN_BLOCK", 50)  # force several channel blocks
+    monkeypatch.setenv("CADUCEUS_SCAN_BLOCK", "50")  # force several channel blocks
     g = torch.Generator().manual_seed(length * 10 + groups)
     b, d, n = 2, 6, 4
     u, delta, z = (torch.randn(b, d, length, generator=g) for _ in range(3))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaduceusError
-from ..io import atomic_path, check_writable
+from ..io import atomic_file, check_writable
 
 FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -277,7 +277,7 @@ class RecordSink:
             self._stream = sys.stdout
             self._tmp = None
             return self
-        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._tmp = self._stack.enter_context(atomic_file(self.path))
         if self.fmt == "vcf.gz":
             import pysam
 

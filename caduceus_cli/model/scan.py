@@ -9,7 +9,6 @@ recurrence is solved by recursive pairwise doubling, O(L) work in O(log L) tenso
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,6 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "torch", "cuda")
 # Elements of one (batch, channels, length, state) block of the PyTorch scan; bounds its memory
 # (about eight fp32 tensors of this size are alive at once): 32 MiB each on CPU, 256 MiB on GPU.
-_TORCH_SCAN_BLOCK = int(os.environ.get("CADUCEUS_SCAN_BLOCK", 0)) or None
 _DEFAULT_BLOCK = {"cpu": 1 << 23, "cuda": 1 << 26}
 
 
@@ -133,7 +131,9 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     batch, dim, length = u.shape
     groups, n = B.shape[1], A.shape[1]
     per_group = dim // groups
-    budget = _TORCH_SCAN_BLOCK or _DEFAULT_BLOCK.get(u.device.type, 1 << 23)
+    from ..runtime import env_int
+
+    budget = env_int("CADUCEUS_SCAN_BLOCK", minimum=1) or _DEFAULT_BLOCK.get(u.device.type, 1 << 23)
     block = max(1, min(per_group, budget // max(1, batch * length * n)))
     B_t = B.float().transpose(-1, -2)  # (batch, groups, L, N)
     C_t = C.float().transpose(-1, -2)

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CaduceusError
 from ..genome.bed import BedReader, Region
-from ..io import atomic_path, atomic_text, check_writable, provenance
+from ..io import atomic_file, check_writable, open_output, provenance
 
 log = logging.getLogger("caduceus")
 
@@ -682,16 +682,16 @@ def open_sink(output, fmt: str | None, dim: int, pool: str, metadata: dict, with
         if output is None:
             sink = MemorySink(dim, pool, metadata)
         elif fmt == "parquet":
-            tmp = stack.enter_context(atomic_path(output))
+            tmp = stack.enter_context(atomic_file(output))
             paths[:] = [tmp]
             sink = ParquetSink(tmp, dim, pool, metadata, with_index)
         elif fmt in ("npy", "npz"):
-            main = stack.enter_context(atomic_path(output))
-            side = stack.enter_context(atomic_path(sidecar_path(output)))
+            main = stack.enter_context(atomic_file(output))
+            side = stack.enter_context(atomic_file(sidecar_path(output)))
             paths[:] = [main, side]
             sink = NumpySink(main, side, dim, pool, metadata, npz=fmt == "npz")
         else:
-            stream = stack.enter_context(atomic_text(output))
+            stream = stack.enter_context(open_output(output))
             if str(output) != "-":
                 paths[:] = [Path(stream.name)]
             sink = TsvSink(stream, dim, pool, metadata)

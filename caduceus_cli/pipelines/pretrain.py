@@ -45,6 +45,7 @@ from ..model.caduceus import CaduceusForMaskedLM
 from ..model.checkpoint import save_model
 from ..model.config import CaduceusConfig
 from ..model.tokenizer import A, MASK, N, T, encode
+from ..runtime import env_int
 
 log = logging.getLogger("caduceus")
 
@@ -59,7 +60,7 @@ ADAM_BETAS = (0.95, 0.9)  # the Caduceus pretraining recipe
 GRAD_CLIP = 1.0
 DEFAULT_VALID_TAIL = 0.01  # default split: the last 1% of every contig >= 100 windows long
 # Genomes up to this many bases are read into memory (1 byte per base per process).
-MAX_IN_MEMORY_BASES = int(os.environ.get("CADUCEUS_PRETRAIN_MAX_BASES", 4_000_000_000))
+DEFAULT_MAX_IN_MEMORY_BASES = 4_000_000_000  # override with CADUCEUS_PRETRAIN_MAX_BASES (e.g. 8G)
 
 _COMPLEMENT_IDS = np.arange(256, dtype=np.uint8)
 _COMPLEMENT_IDS[[A, 8, 9, T]] = [T, 9, 8, A]
@@ -165,9 +166,11 @@ class GenomeSet:
     ``max_in_memory_bases``; otherwise every window is read from the indexed files.
     """
 
-    def __init__(self, paths: list[str], max_in_memory_bases: int = MAX_IN_MEMORY_BASES):
+    def __init__(self, paths: list[str], max_in_memory_bases: int | None = None):
         if not paths:
             raise CaduceusError("give at least one genome FASTA file (GENOME.fa[.gz])")
+        if max_in_memory_bases is None:
+            max_in_memory_bases = env_int("CADUCEUS_PRETRAIN_MAX_BASES", DEFAULT_MAX_IN_MEMORY_BASES)
         self.paths = [str(p) for p in paths]
         self.refs = [Reference(p) for p in self.paths]
         self.contigs: list[ContigEntry] = []
@@ -866,7 +869,7 @@ ProgressFn = Callable[..., None]
 
 def pretrain(genomes: list[str] | None = None, out_dir: str | None = None, *, resume: str | None = None,
              progress: ProgressFn | None = None, set_total: Callable[[int], None] | None = None,
-             command: str | None = None, max_in_memory_bases: int = MAX_IN_MEMORY_BASES, **options) -> dict:
+             command: str | None = None, max_in_memory_bases: int | None = None, **options) -> dict:
     """Pretrain a Caduceus masked-LM on ``genomes`` into the run folder ``out_dir`` (or continue the
     run in ``resume``). ``options`` are ``PretrainSettings`` fields; None means "not given".
 

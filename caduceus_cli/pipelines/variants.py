@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ..errors import CaduceusError
 from ..genome.vcf import (RecordSink, VcfReader, VcfRecord, add_info, annotated_header, info_header_line,
                           output_format)
-from ..io import atomic_path, check_writable, provenance
+from ..io import atomic_file, check_writable, provenance
 from ..model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
 from .features import autocast_for, embed_tokens
 
@@ -494,7 +494,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
 
 def _score_shard(items, path: Path, progress) -> Counter:
     counts: Counter = Counter()
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
         for _, rec, result in items:
             f.write(f"{rec.line}\t{result.to_json()}\n")
             counts["records"] += 1

@@ -1,0 +1,166 @@
+"""The shared runtime: environment settings, the device rule, torchrun context, prefetch, sharding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pyarrow as pa
+import pytest
+import torch
+
+from caduceus_cli.errors import CaduceusError
+from caduceus_cli.runtime import Runtime, env_int, prefetch, resolve_device, run_sharded, torchrun
+
+
+@pytest.mark.parametrize("text, value", [("1048576", 1 << 20), ("1_000", 1000), ("32M", 32 << 20), ("32m", 32 << 20),
+                                         ("4G", 4 << 30), ("8k", 8 << 10), ("2MiB", 2 << 20), (" 7 ", 7)])
+def test_env_int_reads_sizes(monkeypatch, text, value):
+    monkeypatch.setenv("CADUCEUS_TEST_SIZE", text)
+    assert env_int("CADUCEUS_TEST_SIZE") == value
+
+
+@pytest.mark.parametrize("text", ["32X", "1.5G", "-3", "lots"])
+def test_env_int_names_the_bad_variable(monkeypatch, text):
+    monkeypatch.setenv("CADUCEUS_TEST_SIZE", text)
+    with pytest.raises(CaduceusError, match=r"CADUCEUS_TEST_SIZE=.*is not a whole number"):
+        env_int("CADUCEUS_TEST_SIZE")
+
+
+def test_env_int_default_when_unset(monkeypatch):
+    monkeypatch.delenv("CADUCEUS_TEST_SIZE", raising=False)
+    assert env_int("CADUCEUS_TEST_SIZE", 5) == 5
+
+
+def test_size_suffixes_in_the_environment_do_not_break_import():
+    """Defect: CADUCEUS_SCAN_BLOCK=32M / CADUCEUS_PRETRAIN_MAX_BASES=4G crashed at import."""
+    code = ("import torch, caduceus_cli.pipelines.pretrain, caduceus_cli.model.scan as s;"
+            "x = torch.randn(1, 4, 9); A = -torch.rand(4, 2); B = torch.randn(1, 2, 9);"
+            "print(s.selective_scan_torch(x, x.abs(), A, B, B).shape)")
+    env = {"CADUCEUS_SCAN_BLOCK": "32M", "CADUCEUS_PRETRAIN_MAX_BASES": "4G", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "torch.Size([1, 4, 9])" in out.stdout
+
+
+def test_bad_scan_block_is_one_line_error_when_used(monkeypatch):
+    from caduceus_cli.model.scan import selective_scan_torch
+
+    monkeypatch.setenv("CADUCEUS_SCAN_BLOCK", "lots")
+    x = torch.randn(1, 4, 9)
+    with pytest.raises(CaduceusError, match="CADUCEUS_SCAN_BLOCK"):
+        selective_scan_torch(x, x.abs(), -torch.rand(4, 2), torch.randn(1, 2, 9), torch.randn(1, 2, 9))
+
+
+def test_default_device_is_cpu_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device, message", [("bogus", "is not a device"), ("cuda:x", "is not a device")])
+def test_bad_device_names_are_refused(device, message):
+    with pytest.raises(CaduceusError, match=message):
+        resolve_device(device)
+
+
+def test_cuda_refused_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(CaduceusError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(CaduceusError, match="CUDA is not available"):
+        resolve_device("cuda:1")
+
+
+def test_torchrun_single_process(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with torchrun("cpu") as rt:
+        assert (rt.rank, rt.world_size, rt.distributed, rt.is_main) == (0, 1, False, True)
+        assert rt.all_reduce([1.0, 2.0]) == [1.0, 2.0] and rt.broadcast(7) == 7
+    assert not torch.distributed.is_initialized()
+
+
+def test_torchrun_environment_is_validated(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(CaduceusError, match="WORLD_SIZE='two' is not an integer"):
+        with torchrun("cpu"):
+            pass
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(CaduceusError, match="RANK=2 must be smaller than WORLD_SIZE=2"):
+        with torchrun("cpu"):
+            pass
+
+
+def test_prefetch_keeps_order_and_reraises():
+    assert list(prefetch(range(50), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_leaves():
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    for item in prefetch(endless(), depth=2):
+        if item == 3:
+            break
+    assert threading.active_count() == before
+    assert len(produced) < 10
+
+
+class _Rank(Runtime):
+    """A rank of a pretend two-process run: no process group, a fixed token."""
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast(self, value):
+        return "tok"
+
+
+def _batch(values: list[int]) -> pa.RecordBatch:
+    return pa.record_batch({"value": pa.array(values, type=pa.int64())})
+
+
+@pytest.mark.parametrize("n_chunks", [0, 1, 2, 5, 6])
+def test_run_sharded_merges_parts_in_input_order(tmp_path, n_chunks):
+    chunks = [list(range(10 * i, 10 * i + (i % 3))) for i in range(n_chunks)]  # some chunks are empty
+    done = {0: [], 1: []}
+
+    def work_on(rank):
+        def work(chunk):
+            done[rank].append(chunk)
+            return _batch(chunk)
+        return work
+
+    assert list(run_sharded(chunks, work_on(1), _Rank(1, 2), tmp_path, "out")) == []  # rank 1: part only
+    merged = list(run_sharded(chunks, work_on(0), _Rank(0, 2), tmp_path, "out"))
+    assert done[0] == chunks[0::2] and done[1] == chunks[1::2]
+    assert [b.column("value").to_pylist() for b in merged] == chunks
+    assert list(tmp_path.iterdir()) == []  # parts removed
+
+
+def test_run_sharded_single_process_streams(tmp_path):
+    out = list(run_sharded([[1], [2, 3]], _batch, Runtime(), tmp_path, "out"))
+    assert [b.column("value").to_pylist() for b in out] == [[1], [2, 3]]
