@@ -6,7 +6,6 @@ import importlib
 import os
 import sys
 
-import click
 import typer
 
 from ._version import __version__
@@ -61,6 +60,40 @@ def _setup_logging() -> None:
     logging.addLevelName(logging.INFO, "info")
 
 
+def _click_exceptions():
+    """The exception module of the click that the installed Typer raises from: Typer 0.2x vendors
+    click as ``typer._click`` (and no longer depends on click); older Typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+_CLICK = _click_exceptions()
+
+
+def usage_line(error) -> str:
+    """One line for a usage error: the command, what is wrong, and where the help is."""
+    ctx = getattr(error, "ctx", None)
+    path = ctx.command_path if ctx is not None else "caduceus"
+    subcommand = path.partition(" ")[2]
+    message = " ".join(error.format_message().split()).rstrip(".")
+    return error_line(f"{subcommand + ': ' if subcommand else ''}{message} (see '{path} --help')")
+
+
+def _show_usage_error(error) -> int:
+    no_args = getattr(_CLICK, "NoArgsIsHelpError", None)
+    if no_args is not None and isinstance(error, no_args):
+        # A group without its subcommand: the help (Typer's rich help is printed while it is built).
+        text = error.format_message().rstrip("\n")
+        if text:
+            sys.stderr.write(text + "\n")
+    else:
+        sys.stderr.write(usage_line(error) + "\n")
+    return error.exit_code
+
+
 def main(argv: list[str] | None = None) -> None:
     _setup_logging()
     command = typer.main.get_command(app)
@@ -69,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     except CaduceusError as e:
         sys.stderr.write(error_line(str(e)) + "\n")
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:  # click's Abort in every Typer version
         sys.stderr.write("caduceus: interrupted\n")
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
+    except _CLICK.UsageError as e:
+        sys.exit(_show_usage_error(e))
+    except _CLICK.ClickException as e:
+        sys.stderr.write(error_line(e.format_message()) + "\n")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("caduceus: interrupted\n")

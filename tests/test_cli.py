@@ -1,0 +1,48 @@
+"""The root command through the real console script: usage errors are one line with exit status 2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import REPO
+
+SCRIPT = shutil.which("caduceus")
+
+
+def console(*args: str) -> subprocess.CompletedProcess:
+    """The installed `caduceus` script, running this checkout's code (PYTHONPATH wins over the install)."""
+    if SCRIPT is None:
+        pytest.skip("the caduceus console script is not installed (pip install -e .)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["nosuch"], ["No such command 'nosuch'", "caduceus --help"]),
+    (["embed", "--bogus-flag"], ["embed: No such option: --bogus-flag", "caduceus embed --help"]),
+    (["embed"], ["embed: Missing argument 'fasta'"]),
+    (["score-variants", "in.vcf"], ["score-variants: Missing option '--fasta'"]),
+    (["embed", "g.fa", "--window", "1.5"], ["embed: Invalid value for '--window'"]),
+    (["finetune", "svm", "x.tsv", "--n-train", "many"], ["finetune svm: Invalid value for '--n-train'"]),
+    (["models", "info", "--bogus"], ["models info: No such option: --bogus"]),
+])
+def test_usage_errors_are_one_line_with_exit_status_2(args, fragments):
+    """Defect: with Typer 0.29 (click vendored as typer._click) these printed a traceback."""
+    result = console(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("caduceus: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("args", [[], ["finetune"], ["models"]])
+def test_a_bare_group_prints_its_help(args):
+    result = console(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert "Usage:" in result.stderr + result.stdout  # rich help goes to stdout, plain click help to stderr
