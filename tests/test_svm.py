@@ -14,8 +14,8 @@ from caduceus_cli.genome.tss import read_tss
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
 from caduceus_cli.model.tokenizer import encode
 from caduceus_cli.pipelines.features import embed_tokens
-from caduceus_cli.pipelines.svm import (LabeledVariant, _export, _fit_one, bucket_of, extract_features, load_svm,
-                                        rbf_decision, read_labeled, train_svm)
+from caduceus_cli.genome.labeled import LabeledVariant, read_labeled
+from caduceus_cli.pipelines.svm import _export, _fit_one, bucket_of, extract_features, load_svm, rbf_decision, train_svm
 from caduceus_cli.genome.vcf import VcfRecord
 from caduceus_cli.pipelines.variants import score_variants
 

@@ -1,6 +1,7 @@
 """TSS reader: real refGene BED, GTF strands, nearest-TSS distances against brute force."""
 
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -59,3 +60,25 @@ def test_bed_interval_strand_and_errors(tmp_path):
         read_tss(bad)
     with pytest.raises(CaduceusError, match="no such TSS"):
         read_tss(tmp_path / "absent.bed")
+
+
+@pytest.mark.parametrize("strand", ["", "+-", "-+", "."])
+def test_gtf_strand_must_be_plus_or_minus(tmp_path, strand):
+    """Defect: the strand was tested with `in "+-"`, so '' and '+-' passed and '' was read as minus."""
+    gtf = tmp_path / "genes.gtf"
+    gtf.write_text(f'chr1\tHAVANA\ttranscript\t1200\t5000\t.\t{strand}\t.\tgene_id "G1";\n')
+    with pytest.raises(CaduceusError, match=rf"genes.gtf: line 1: strand '{re.escape(strand)}' must be \+ or -"):
+        read_tss(gtf)
+
+
+def test_bed_strand_outside_plus_minus_dot_is_refused(tmp_path):
+    bed = tmp_path / "tss.bed"
+    bed.write_text("chr1\t100\t200\tA\t0\t+-\n")
+    with pytest.raises(CaduceusError, match=r"tss.bed: line 1: strand '\+-' must be"):
+        read_tss(bed)
+
+
+def test_bed_line_with_an_empty_seventh_column_is_not_taken_for_gtf(tmp_path):
+    bed = tmp_path / "tss.bed"
+    bed.write_text("chr1\t100\t200\t7\t0\t-\t\t.\t0\n")
+    assert list(read_tss(bed).positions["chr1"]) == [199]

@@ -7,18 +7,16 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Iterator
 
 from ..errors import CaduceusError
-from .fasta import open_text
+from .lines import Line, check_input, parse_int, read_lines, split_fields
+from .windows import STRANDS
 
-STRANDS = ("+", "-", ".")
+BED_SKIPPED = ("#", "track", "browser")
+WHAT = "BED file"
 
 
 @dataclass(frozen=True)
@@ -46,58 +44,39 @@ class Region:
         return f"{self.source}: {self.unit} {self.line}"
 
 
-def _open_text(path: str | os.PathLike, stdin: IO | None = None) -> tuple[IO[str], str, bool]:
-    """(text stream, label for messages, whether we own the stream)."""
-    if str(path) == "-":
-        raw = stdin or sys.stdin
-        binary = getattr(raw, "buffer", None)
-        if binary is not None:
-            head = binary.peek(2)[:2] if hasattr(binary, "peek") else b""
-            if head == b"\x1f\x8b":
-                return io.TextIOWrapper(gzip.GzipFile(fileobj=binary), encoding="utf-8", errors="replace"), "<stdin>", True
-            return io.TextIOWrapper(binary, encoding="utf-8", errors="replace"), "<stdin>", False
-        return raw, "<stdin>", False
-    p = Path(path)
-    if not p.exists():
-        raise CaduceusError(f"{p}: no such BED file")
-    if p.is_dir():
-        raise CaduceusError(f"{p}: is a folder, not a BED file")
-    return open_text(p), str(p), True
-
-
-def _parse_int(text: str, what: str, where: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise CaduceusError(f"{where}: {what} {text!r} is not an integer (BED columns 2-3 are 0-based "
-                            "integer coordinates)") from None
+def _coordinate(text: str, what: str, where: str) -> int:
+    value = parse_int(text, what, where, hint=" (BED columns 2-3 are 0-based integer coordinates)")
     if value < 0:
         raise CaduceusError(f"{where}: {what} {value} is negative (BED coordinates are 0-based, >= 0)")
     return value
 
 
-def parse_bed_line(line: str, lineno: int, source: str) -> Region | None:
-    """The region of one BED line, None for a header/comment/blank line; raises CaduceusError."""
-    text = line.rstrip("\r\n")
-    if not text.strip() or text.startswith(("#", "track", "browser")):
-        return None
-    where = f"{source}: line {lineno}"
-    fields = text.split("\t") if "\t" in text else text.split()
+def region_of(line: Line) -> Region:
+    """The region of one BED data line; raises CaduceusError naming the file, line and value."""
+    fields, where = line.fields, line.where
     if len(fields) < 3:
         raise CaduceusError(f"{where}: expected at least 3 tab-separated columns (contig, start, end), "
-                            f"got {len(fields)}: {text[:60]!r}")
+                            f"got {len(fields)}: {line.text[:60]!r}")
     contig = fields[0].strip()
     if not contig:
         raise CaduceusError(f"{where}: empty contig name")
-    start = _parse_int(fields[1].strip(), "start", where)
-    end = _parse_int(fields[2].strip(), "end", where)
+    start = _coordinate(fields[1], "start", where)
+    end = _coordinate(fields[2], "end", where)
     if start > end:
         raise CaduceusError(f"{where}: start {start} > end {end} (BED is 0-based half-open: start <= end)")
     name = fields[3].strip() if len(fields) > 3 and fields[3].strip() else "."
     strand = fields[5].strip() if len(fields) > 5 and fields[5].strip() else "."
     if strand not in STRANDS:
         raise CaduceusError(f"{where}: strand {strand!r} must be '+', '-' or '.' (BED column 6)")
-    return Region(contig, start, end, name, strand, lineno, source)
+    return Region(contig, start, end, name, strand, line.number, line.source)
+
+
+def parse_bed_line(line: str, lineno: int, source: str) -> Region | None:
+    """The region of one BED line, None for a header/comment/blank line; raises CaduceusError."""
+    text = line.rstrip("\r\n")
+    if not text.strip() or text.startswith(BED_SKIPPED):
+        return None
+    return region_of(Line(source, lineno, split_fields(text, None), text))
 
 
 class BedReader:
@@ -115,7 +94,7 @@ class BedReader:
         self.first_problems: list[str] = []
         self.label = "<stdin>" if str(path) == "-" else str(path)
         if str(path) != "-":
-            _open_text(path)[0].close()  # fail now on a missing file, before any work
+            check_input(path, WHAT)  # fail now on a missing file, before any work
 
     def note_invalid(self, message: str) -> None:
         """Count a skipped record (also used for problems found later, e.g. unknown contigs)."""
@@ -124,25 +103,14 @@ class BedReader:
             self.first_problems.append(message)
 
     def __iter__(self) -> Iterator[Region]:
-        stream, label, owned = _open_text(self.path, self.stdin)
-        self.label = label
-        lineno = 0
-        try:
-            for lineno, line in enumerate(stream, start=1):
-                try:
-                    region = parse_bed_line(line, lineno, label)
-                except CaduceusError as e:
-                    if not self.skip_invalid:
-                        raise
-                    self.note_invalid(str(e))
-                    continue
-                if region is not None:
-                    yield region
-        except (OSError, EOFError, UnicodeError) as e:
-            raise CaduceusError(f"{label}: line {lineno + 1}: read failed ({e})") from None
-        finally:
-            if owned:
-                stream.close()
+        for line in read_lines(self.path, what=WHAT, skip_track=True, stdin=self.stdin):
+            self.label = line.source
+            try:
+                yield region_of(line)
+            except CaduceusError as e:
+                if not self.skip_invalid:
+                    raise
+                self.note_invalid(str(e))
 
 
 def read_bed(path: str | os.PathLike, skip_invalid: bool = False) -> Iterator[Region]:
@@ -151,14 +119,8 @@ def read_bed(path: str | os.PathLike, skip_invalid: bool = False) -> Iterator[Re
 
 
 def count_bed_records(path: str | os.PathLike) -> int | None:
-    """Number of data lines (for a progress bar); None if the file cannot be read cheaply."""
+    """Number of data lines (for a progress bar); None if the file cannot be read."""
     try:
-        stream, _, _ = _open_text(path)
+        return sum(1 for _ in read_lines(path, what=WHAT, skip_track=True))
     except CaduceusError:
         return None
-    try:
-        return sum(1 for line in stream if line.strip() and not line.startswith(("#", "track", "browser")))
-    except (OSError, EOFError, UnicodeError):
-        return None
-    finally:
-        stream.close()

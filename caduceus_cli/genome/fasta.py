@@ -19,29 +19,11 @@ from pathlib import Path
 import pysam
 
 from ..errors import CaduceusError
+from .lines import compression, open_text
 
 log = logging.getLogger("caduceus")
 
 _ALIASES = {"chrM": ["MT", "M", "chrMT"], "MT": ["chrM", "M"], "M": ["chrM", "MT"]}
-
-
-def compression(path: Path) -> str:
-    """'bgzip', 'gzip' or 'plain', from the file's first bytes."""
-    with open(path, "rb") as f:
-        head = f.read(18)
-    if head[:2] != b"\x1f\x8b":
-        return "plain"
-    # BGZF: gzip with FEXTRA and a 'BC' subfield.
-    if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC":
-        return "bgzip"
-    return "gzip"
-
-
-def open_text(path: str | os.PathLike):
-    """A text stream of a plain or gzip/bgzip file (recognised by its first bytes, not its name)."""
-    if compression(Path(path)) != "plain":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 def contig_candidates(name: str) -> list[str]:
@@ -173,19 +155,7 @@ def read_fasta_records(path: str | os.PathLike, stdin=None):
 
     The name is the header up to the first whitespace. Raises on a file that is not FASTA.
     """
-    import io
-    import sys
-
-    if str(path) == "-":
-        stream = io.TextIOWrapper((stdin or sys.stdin).buffer, encoding="ascii", errors="replace") \
-            if hasattr(stdin or sys.stdin, "buffer") else (stdin or sys.stdin)
-        label = "<stdin>"
-    else:
-        p = Path(path)
-        if not p.exists():
-            raise CaduceusError(f"{p}: no such FASTA file")
-        stream = open_text(p)
-        label = str(p)
+    stream, label, owned = open_text(path, "FASTA file", stdin)
     name, chunks, lineno = None, [], 0
     try:
         for lineno, line in enumerate(stream, start=1):
@@ -206,5 +176,5 @@ def read_fasta_records(path: str | os.PathLike, stdin=None):
     except (OSError, EOFError) as e:
         raise CaduceusError(f"{label}: line {lineno}: read failed ({e})") from None
     finally:
-        if stream is not sys.stdin and str(path) != "-":
+        if owned:
             stream.close()

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CaduceusError
-from .fasta import contig_candidates, open_text
+from .bed import region_of
+from .fasta import contig_candidates
+from .lines import check_input, parse_int, read_lines
+from .windows import STRANDS
 
 GTF_SUFFIXES = (".gtf", ".gtf.gz", ".gff", ".gff.gz", ".gff3", ".gff3.gz")
+WHAT = "TSS annotation file"
 
 
 @dataclass
@@ -71,11 +75,7 @@ def looks_like_gtf(path: Path) -> bool:
 def read_tss(path: str | os.PathLike, feature: str | None = None) -> TssIndex:
     """Read TSSs from a BED or a GTF (plain or gzip); the format is taken from the name
     (``.gtf``/``.gff`` -> GTF) and confirmed by the content."""
-    path = Path(path)
-    if not path.exists():
-        raise CaduceusError(f"{path}: no such TSS annotation file (give a BED of TSS or a GTF)")
-    if path.is_dir():
-        raise CaduceusError(f"{path}: is a folder, not a TSS annotation file")
+    path = check_input(path, WHAT)
     raw = _read_gtf(path, feature) if looks_like_gtf(path) else _read_bed(path)
     index = TssIndex(str(path), {c: np.unique(np.asarray(v, dtype=np.int64)) for c, v in raw.items()})
     if not len(index):
@@ -84,31 +84,19 @@ def read_tss(path: str | os.PathLike, feature: str | None = None) -> TssIndex:
     return index
 
 
+def _looks_like_gtf_line(fields: list[str]) -> bool:
+    return len(fields) >= 9 and fields[6] in STRANDS and fields[3].isdigit() and fields[4].isdigit()
+
+
 def _read_bed(path: Path) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            if len(cols) < 3:
-                cols = line.split()
-            if len(cols) < 3:
-                raise CaduceusError(f"{path}: line {lineno}: expected BED columns chrom, start, end; "
-                                    f"got {line.strip()[:60]!r}")
-            if len(cols) >= 9 and cols[6] in "+-." and cols[3].isdigit() and cols[4].isdigit():
-                raise CaduceusError(f"{path}: line {lineno}: looks like GTF/GFF, not BED; "
-                                    "name the file .gtf or .gff so it is read as one")
-            try:
-                start, end = int(cols[1]), int(cols[2])
-            except ValueError:
-                raise CaduceusError(f"{path}: line {lineno}: start/end {cols[1]!r}, {cols[2]!r} are not "
-                                    "integers (is this a BED file?)") from None
-            if start < 0 or end < start:
-                raise CaduceusError(f"{path}: line {lineno}: invalid interval {start}-{end}")
-            strand = cols[5] if len(cols) >= 6 else "."
-            tss = end - 1 if (strand == "-" and end - start > 1) else start
-            out.setdefault(cols[0], []).append(tss)
+    for line in read_lines(path, what=WHAT, skip_track=True):
+        if _looks_like_gtf_line(line.fields):
+            raise CaduceusError(f"{line.where}: looks like GTF/GFF, not BED; "
+                                "name the file .gtf or .gff so it is read as one")
+        region = region_of(line)
+        tss = region.end - 1 if (region.strand == "-" and region.length > 1) else region.start
+        out.setdefault(region.contig, []).append(tss)
     return out
 
 
@@ -116,25 +104,19 @@ def _read_gtf(path: Path, feature: str | None) -> dict[str, list[int]]:
     by_feature: dict[str, dict[str, list[int]]] = {"transcript": {}, "gene": {}}
     if feature:
         by_feature.setdefault(feature, {})
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            if len(cols) < 9:
-                raise CaduceusError(f"{path}: line {lineno}: expected 9 tab-separated GTF columns, got "
-                                    f"{len(cols)}: {line.strip()[:60]!r}")
-            if cols[2] not in by_feature:
-                continue
-            try:
-                start, end = int(cols[3]), int(cols[4])
-            except ValueError:
-                raise CaduceusError(f"{path}: line {lineno}: start/end {cols[3]!r}, {cols[4]!r} are not "
-                                    "integers") from None
-            if cols[6] not in "+-":
-                raise CaduceusError(f"{path}: line {lineno}: strand {cols[6]!r} must be + or - for a TSS")
-            tss = start - 1 if cols[6] == "+" else end - 1
-            by_feature[cols[2]].setdefault(cols[0], []).append(tss)
+    for line in read_lines(path, what=WHAT, sep="\t"):
+        cols = line.fields
+        if len(cols) < 9:
+            raise CaduceusError(f"{line.where}: expected 9 tab-separated GTF columns, got "
+                                f"{len(cols)}: {line.text[:60]!r}")
+        if cols[2] not in by_feature:
+            continue
+        start = parse_int(cols[3], "start", line.where)
+        end = parse_int(cols[4], "end", line.where)
+        if cols[6] not in ("+", "-"):
+            raise CaduceusError(f"{line.where}: strand {cols[6]!r} must be + or - for a TSS")
+        tss = start - 1 if cols[6] == "+" else end - 1
+        by_feature[cols[2]].setdefault(cols[0], []).append(tss)
     if feature:
         return by_feature[feature]
     return by_feature["transcript"] or by_feature["gene"]

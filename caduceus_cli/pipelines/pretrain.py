@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from .._version import __version__
 from ..errors import CaduceusError
 from ..genome.fasta import Reference
+from ..genome.split_bed import read_split_bed
 from ..model.caduceus import CaduceusForMaskedLM
 from ..model.checkpoint import save_model
 from ..model.config import CaduceusConfig
@@ -256,42 +257,17 @@ class GenomeSet:
 
 
 # -- the split ----------------------------------------------------------------------------------
-SPLITS = ("train", "valid", "test")
-
-
-def read_split_bed(path: str, genomes: GenomeSet) -> tuple[np.ndarray, np.ndarray]:
-    """(train, valid) global [start, end) arrays from a BED with a split column (chrom start end split),
-    as in the HyenaDNA / Caduceus hg38 ``sequences.bed``. 'test' rows are not used for pretraining."""
+def split_bed_regions(path: str, genomes: GenomeSet) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) global [start, end) arrays from a split BED; 'test' rows are not used for pretraining."""
     regions: dict[str, list[tuple[int, int]]] = {"train": [], "valid": [], "test": []}
-    p = Path(path)
-    if not p.is_file():
-        raise CaduceusError(f"{p}: no such BED file")
-    with open(p, encoding="ascii", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            cols = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
-            if len(cols) < 4:
-                raise CaduceusError(f"{p}: line {lineno}: expected 4 columns (chrom start end split), got "
-                                    f"{len(cols)}: {line.strip()[:60]!r}")
-            chrom, start, end, split = cols[0], cols[1], cols[2], cols[3].strip().lower()
-            if lineno == 1 and not start.isdigit():
-                continue  # a header line
-            if split not in SPLITS:
-                raise CaduceusError(f"{p}: line {lineno}: split {cols[3]!r} is not train, valid or test")
-            try:
-                s, e = int(start), int(end)
-            except ValueError:
-                raise CaduceusError(f"{p}: line {lineno}: start/end {start!r} {end!r} are not integers") from None
-            if s < 0 or e <= s:
-                raise CaduceusError(f"{p}: line {lineno}: interval {s}-{e} is empty or negative")
-            found = genomes.find(chrom)
-            if not found:
-                raise CaduceusError(f"{p}: line {lineno}: contig {chrom!r} is in none of the genomes")
-            c = found[0]
-            if e > c.length:
-                raise CaduceusError(f"{p}: line {lineno}: end {e} is past the end of {c.name} ({c.length} bp)")
-            regions[split].append((c.offset + s, c.offset + e))
+    for interval in read_split_bed(path):
+        found = genomes.find(interval.contig)
+        if not found:
+            raise CaduceusError(f"{interval.where}: contig {interval.contig!r} is in none of the genomes")
+        c = found[0]
+        if interval.end > c.length:
+            raise CaduceusError(f"{interval.where}: end {interval.end} is past the end of {c.name} ({c.length} bp)")
+        regions[interval.split].append((c.offset + interval.start, c.offset + interval.end))
     as_array = lambda r: np.array(r, dtype=np.int64).reshape(-1, 2)  # noqa: E731
     return as_array(regions["train"]), as_array(regions["valid"])
 
@@ -305,7 +281,7 @@ def split_regions(genomes: GenomeSet, seq_len: int, intervals: str | None = None
     100 windows long is validation and the rest training (no validation if no contig is that long).
     """
     if intervals:
-        train, valid = read_split_bed(intervals, genomes)
+        train, valid = split_bed_regions(intervals, genomes)
         how = f"split BED {Path(intervals).name}"
     elif valid_contigs:
         held: set[int] = set()

@@ -23,15 +23,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import CaduceusError
-from ..genome.fasta import open_text
-from ..genome.vcf import VcfReader, VcfRecord
+from ..genome.labeled import LabeledVariant, read_labeled
 from ..io import provenance
 
 log = logging.getLogger("caduceus")
@@ -54,75 +52,6 @@ def bucket_of(distance: int | None) -> int | None:
         if distance >= lo and (hi is None or distance < hi):
             return k
     return None
-
-
-@dataclass
-class LabeledVariant:
-    record: VcfRecord  # one ALT
-    label: int
-    tissue: str | None = None
-
-
-def _parse_label(value, where: str) -> int:
-    text = str(value).strip().lower()
-    if text in ("1", "1.0", "true", "yes", "pos", "positive"):
-        return 1
-    if text in ("0", "0.0", "false", "no", "neg", "negative"):
-        return 0
-    raise CaduceusError(f"{where}: label {value!r} is not 0/1 (or true/false)")
-
-
-def read_labeled(path: str, label_field: str = "label") -> list[LabeledVariant]:
-    """Labeled variants from a TSV (chrom, pos, ref, alt, label[, tissue]; header optional) or a VCF
-    whose INFO field ``label_field`` holds 0/1 (Number=1, or Number=A for one label per ALT)."""
-    p = Path(path)
-    if not p.exists():
-        raise CaduceusError(f"{p}: no such labeled-variant file")
-    name = p.name.lower()
-    if name.endswith((".vcf", ".vcf.gz", ".bcf", ".vcf.bgz")):
-        return _read_labeled_vcf(path, label_field)
-    out: list[LabeledVariant] = []
-    with open_text(p) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            if len(cols) < 5:
-                raise CaduceusError(f"{p}: line {lineno}: expected tab-separated chrom, pos, ref, alt, label[, tissue]; "
-                                    f"got {line.strip()[:60]!r}")
-            if not out and not cols[1].strip().isdigit():
-                if cols[1].strip().lower() != "pos":
-                    raise CaduceusError(f"{p}: line {lineno}: pos {cols[1]!r} is not a positive integer")
-                continue  # header
-            if not cols[1].strip().isdigit() or int(cols[1]) < 1:
-                raise CaduceusError(f"{p}: line {lineno}: pos {cols[1]!r} is not a positive integer (1-based)")
-            rec = VcfRecord(cols[0], int(cols[1]), cols[2].strip(), [cols[3].strip()], lineno)
-            out.append(LabeledVariant(rec, _parse_label(cols[4], f"{p}: line {lineno}"),
-                                      cols[5].strip() if len(cols) > 5 and cols[5].strip() else None))
-    if not out:
-        raise CaduceusError(f"{p}: no labeled variants")
-    return out
-
-
-def _read_labeled_vcf(path: str, label_field: str) -> list[LabeledVariant]:
-    reader = VcfReader(path)
-    out = []
-    try:
-        for variant, rec in reader:
-            value = variant.INFO.get(label_field)
-            if value is None:
-                raise CaduceusError(f"{path}: line {rec.line}: no INFO field {label_field!r} (give --label-field)")
-            values = list(value) if isinstance(value, (tuple, list)) else [value] * len(rec.alts)
-            if len(values) != len(rec.alts):
-                raise CaduceusError(f"{path}: line {rec.line}: {len(values)} labels for {len(rec.alts)} ALT alleles")
-            for alt, v in zip(rec.alts, values):
-                out.append(LabeledVariant(VcfRecord(rec.chrom, rec.pos, rec.ref, [alt], rec.line, rec.id),
-                                          _parse_label(v, f"{path}: line {rec.line}")))
-    finally:
-        reader.close()
-    if not out:
-        raise CaduceusError(f"{path}: no labeled variants")
-    return out
 
 
 def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int, batch_size: int = 64,
