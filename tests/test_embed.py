@@ -24,7 +24,8 @@ from caduceus_cli.cli import main
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model, tokenize
 from caduceus_cli.pipelines import embed as embed_mod
-from caduceus_cli.pipelines.embed import embed_regions, merge_parts, tile_cores, tile_starts
+from caduceus_cli.genome.windows import central_width, tile_cores, tile_starts
+from caduceus_cli.pipelines.embed import embed_regions, merge_parts
 from caduceus_cli.pipelines.features import embed_tokens, strand_features
 
 from .conftest import REPO, need_data
@@ -309,8 +310,6 @@ def test_tiling_refused_without_tile_and_stitched_with_it(tmp_path, ps):
 
 
 def test_central_window_is_symmetric():
-    from caduceus_cli.pipelines.embed import central_width
-
     for length in range(1, 60):
         for width in range(1, 70):
             w = central_width(length, width)

@@ -124,6 +124,18 @@ def test_pooled_outputs_are_strand_invariant(variant):
         assert not torch.allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("length, width", [(50, 9), (51, 10), (51, 9), (8, 30)])
+def test_centre_pooling_is_strand_invariant_for_any_parity(length, width):
+    """Defect: the shared centre pooling took an off-centre window when length and width differ in
+    parity, so PS centre-pooled features of x and rc(x) differed (only embed corrected it)."""
+    torch.manual_seed(5)
+    model = CaduceusForMaskedLM(CaduceusConfig.small("ps", d_model=16, n_layer=2)).eval()
+    ids = _rand_ids(np.random.default_rng(6), 2, length)
+    a = embed_tokens(model, ids, "center", center_width=width)
+    b = embed_tokens(model, reverse_complement_ids(ids), "center", center_width=width)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["ps", "ph"])
 @pytest.mark.parametrize("pooling,pooling_rc", [("mean", "mean"), ("max", "max"), ("first", "last"), ("last", "first")])
 def test_classifier_is_strand_invariant(variant, pooling, pooling_rc):

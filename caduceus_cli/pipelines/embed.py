@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CaduceusError
 from ..genome.bed import BedReader, Region
+from ..genome.windows import central_slice, centred_on, fetch_window, tile_cores, tile_starts
 from ..io import atomic_file, check_writable, open_output, provenance
 
 log = logging.getLogger("caduceus")
@@ -100,38 +101,6 @@ class Job:
         return self.window_end - self.window_start
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Starts of tiles of ``tile`` bp covering [0, length), consecutive tiles overlapping by at
-    least ``overlap``; the last tile ends exactly at ``length``."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    return list(range(0, length - tile, stride)) + [length - tile]
-
-
-def tile_cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
-    """For each tile, the positions [a, b) it contributes: those for which it is the most central
-    tile (boundaries halfway between consecutive tile centres). The cores partition [0, length)."""
-    bounds = [0] + [(starts[k] + starts[k + 1] + tile) // 2 for k in range(len(starts) - 1)] + [length]
-    return [(bounds[k], bounds[k + 1]) for k in range(len(starts))]
-
-
-def central_width(length: int, width: int) -> int:
-    """Width of the central window of a ``length`` bp sequence for pool='center': ``width``, plus
-    one when the two differ in parity, so that the window is symmetric and a sequence and its
-    reverse complement pool the same positions (Caduceus-PS stays exactly RC-invariant)."""
-    width = min(max(1, width), length)
-    return width + 1 if (length - width) % 2 else width
-
-
-def window_of(start: int, end: int, window: int | None) -> tuple[int, int]:
-    """[start, end) itself, or ``window`` bp centred on its midpoint (may reach past contig ends)."""
-    if window is None:
-        return start, end
-    left = start + (end - start) // 2 - window // 2
-    return left, left + window
-
-
 def _check_length(job: Job, settings: EmbedSettings) -> None:
     if job.length == 0:
         raise CaduceusError(f"{job.region.where()}: empty region (start == end == {job.region.start}): "
@@ -157,17 +126,16 @@ def plan_bed_region(index: int, region: Region, reference, settings: EmbedSettin
     if region.start >= size and (region.length > 0 or region.start > size):
         raise CaduceusError(f"{region.where()}: region {region.contig}:{region.start}-{region.end} starts past "
                             f"the end of {contig} ({size:,} bp): wrong genome build?")
-    ws, we = window_of(region.start, region.end, settings.window)
+    ws, we = centred_on(region.start, region.end, settings.window)
     job = Job(index, region, ws, we, contig)
     _check_length(job, settings)
     return job
 
 
 def _encode(seq: str, job: Job) -> np.ndarray:
-    from ..model.tokenizer import encode, reverse_complement
+    """Token ids of the strand-oriented window sequence ``seq``."""
+    from ..model.tokenizer import encode
 
-    if job.region.strand == "-":
-        seq = reverse_complement(seq)
     r = job.region
     return encode(seq, source=f"{r.where()} ({r.contig}:{r.start}-{r.end})")
 
@@ -224,7 +192,7 @@ class RegionSource:
         label = "<stdin>" if str(self.fasta) == "-" else str(self.fasta)
         for recno, (name, seq) in enumerate(read_fasta_records(self.fasta, stdin=self.stdin), start=1):
             region = Region(name, 0, len(seq), name, "+", recno, label, unit="record")
-            ws, we = window_of(0, len(seq), self.settings.window)
+            ws, we = centred_on(0, len(seq), self.settings.window)
             job = Job(index, region, ws, we)
             try:
                 _check_length(job, self.settings)
@@ -244,7 +212,8 @@ class RegionSource:
             yield job
 
     def _fetch(self, job: Job) -> Job | CaduceusError:
-        seq, job.n_padded = self.reference.fetch(job.contig, job.window_start, job.window_end)
+        seq, job.n_padded = fetch_window(self.reference, job.contig, job.window_start, job.window_end,
+                                         job.region.strand)
         try:
             job.ids = _encode(seq, job)
         except CaduceusError as e:
@@ -341,9 +310,8 @@ class _Accumulator:
         self.pool, self.length = settings.pool, job.length
         self.cores = tile_cores(job.tile_starts, tile, job.length)
         self.remaining = len(job.tile_starts)
-        width = central_width(self.length, settings.center_width)
-        c0 = (self.length - width) // 2
-        self.center = (c0, c0 + width)
+        centre = central_slice(self.length, settings.center_width)
+        self.center = (centre.start, centre.stop)
         self.value = None
         self.pieces: dict[int, np.ndarray] = {}
 
@@ -413,7 +381,7 @@ class Embedder:
             done = 0
             if all(k < 0 for _, k, _ in batch):
                 out = embed_tokens(model, ids, pool=s.pool, layer=s.layer, conjoin=s.conjoin,
-                                   center_width=central_width(ids.shape[1], s.center_width)).cpu().numpy()
+                                   center_width=s.center_width).cpu().numpy()
                 for row, (pos, _, _) in enumerate(batch):
                     results[pos] = out[row]
                 done = len(batch)
@@ -421,8 +389,7 @@ class Embedder:
                 feats = strand_features(model, ids, s.layer, s.conjoin)  # (B, T, d, S)
                 for row, (pos, k, _) in enumerate(batch):
                     if k < 0:  # a whole region as long as a tile: pooled as embed_tokens does
-                        width = central_width(feats.shape[1], s.center_width)
-                        pooled = pool_positions(feats[row:row + 1], s.pool, width).mean(-1)
+                        pooled = pool_positions(feats[row:row + 1], s.pool, s.center_width).mean(-1)
                         results[pos] = pooled[0].cpu().numpy()
                         done += 1
                         continue

@@ -12,6 +12,7 @@ import contextlib
 
 import torch
 
+from ..genome.windows import central_slice
 from ..model.caduceus import CaduceusForMaskedLM, strand_stack
 from ..model.tokenizer import reverse_complement_ids
 
@@ -54,16 +55,14 @@ def strand_features(model: CaduceusForMaskedLM, input_ids: torch.Tensor, layer: 
 
 
 def pool_positions(features: torch.Tensor, pool: str, center_width: int = 0) -> torch.Tensor:
-    """Pool (B, L, ...) over positions: mean, max, or center (mean over the central ``center_width``)."""
+    """Pool (B, L, ...) over positions: mean, max, or center (mean over the central ``center_width``
+    positions, grown by one when needed to be symmetric, so that both strands pool the same bases)."""
     if pool == "mean":
         return features.mean(1)
     if pool == "max":
         return features.amax(1)
     if pool == "center":
-        length = features.shape[1]
-        width = min(max(1, center_width), length)
-        start = (length - width) // 2
-        return features[:, start:start + width].mean(1)
+        return features[:, central_slice(features.shape[1], center_width)].mean(1)
     if pool == "none":
         return features
     raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ..errors import CaduceusError
 from ..genome.vcf import (RecordSink, VcfReader, VcfRecord, add_info, annotated_header, info_header_line,
                           output_format)
+from ..genome.windows import fetch_window, variant_window
 from ..io import atomic_file, check_writable, provenance
 from ..model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
 from .features import autocast_for, embed_tokens
@@ -197,9 +198,10 @@ class VariantScorer:
 
     # -- records -------------------------------------------------------------------------------
     def _windows(self, rec: VcfRecord, contig: str) -> tuple[np.ndarray, str]:
-        """Token ids of [pos0 - centre, pos0 - centre + window + len(REF)) and the REF bases seen there."""
-        start = rec.pos - 1 - self.centre
-        seq, _ = self.reference.fetch(contig, start, start + self.window + len(rec.ref))
+        """Token ids of the variant's window plus len(REF) bases (room for the alternative window of a
+        deletion), and the REF bases seen at the centre."""
+        start, end = variant_window(rec.pos - 1, self.window)
+        seq, _ = fetch_window(self.reference, contig, start, end + len(rec.ref))
         return encode(seq, source=f"{self.reference.path}: {contig}:{start + 1}"), seq[self.centre:self.centre + len(rec.ref)]
 
     def _alt_window(self, ids: np.ndarray, ref: str, alt: str) -> np.ndarray:
