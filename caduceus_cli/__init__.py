@@ -22,7 +22,7 @@ _LAZY = {
     "doctor_report": ("model.info", "doctor_report"),
     "score_variants": ("pipelines.variants", "score_variants"),
     "train_svm": ("pipelines.svm", "train_svm"),
-    "load_svm": ("pipelines.svm", "load_svm"),
+    "load_svm": ("pipelines.svm_model", "load_svm"),
     "read_tss": ("genome.tss", "read_tss"),
     "embed_regions": ("pipelines.embed", "embed_regions"),
 }

@@ -31,36 +31,16 @@ import numpy as np
 from ..errors import CaduceusError
 from ..genome.labeled import LabeledVariant, read_labeled
 from ..io import provenance
+from .svm_model import BUCKET_NAMES, BUCKETS, CS, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN, SEEDS, bucket_of
+from .variants import VariantScorer
 
 log = logging.getLogger("caduceus")
-
-BUCKETS = ((0, 30_000), (30_000, 100_000), (100_000, None))
-BUCKET_NAMES = ("0-30kbp", "30-100kbp", ">100kbp")
-CS = (1, 5, 10)
-SEEDS = (1, 2, 3, 4, 5)
-N_TRAIN = 5000
-FEATURE_DEFINITION = ("concat(mean_L(strand_avg(last_hidden(ref_window))), mean_L(strand_avg(last_hidden(alt_window))))"
-                      " [+ tissue code]; window centred on the variant (centre token = first REF base), indels "
-                      "length-matched")
-FORMAT_VERSION = 1
-
-
-def bucket_of(distance: int | None) -> int | None:
-    if distance is None or distance < 0:
-        return None
-    for k, (lo, hi) in enumerate(BUCKETS):
-        if distance >= lo and (hi is None or distance < hi):
-            return k
-    return None
-
 
 def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int, batch_size: int = 64,
                      chunk: int = 512, progress: Callable[[int], None] | None = None,
                      source: str = "labeled") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, 2d) float32 with NaN rows for unscorable variants, TSS distances (N,) with -1
     where unknown, keep mask (N,) bool)."""
-    from .variants import VariantScorer
-
     scorer = VariantScorer(model, reference, ("embed_l2",), window, batch_size, tss=tss, keep_features=True,
                            missing_contig="skip", source=source)
     d = 2 * model.config.d_model
@@ -148,81 +128,6 @@ def _export(pipelines) -> dict[str, np.ndarray]:
         arrays[f"s{i}_gamma"] = np.asarray([svc._gamma], dtype=np.float64)
         arrays[f"s{i}_classes"] = np.asarray(svc.classes_, dtype=np.int64)
     return arrays
-
-
-def rbf_decision(arrays: dict[str, np.ndarray], i: int, X: np.ndarray) -> np.ndarray:
-    """scikit-learn's binary SVC decision function, recomputed from the saved arrays of model ``i``."""
-    Z = (np.asarray(X, dtype=np.float64) - arrays[f"s{i}_mean"]) / arrays[f"s{i}_scale"]
-    sv = arrays[f"s{i}_support_vectors"]
-    sq = (Z ** 2).sum(1)[:, None] + (sv ** 2).sum(1)[None, :] - 2.0 * Z @ sv.T
-    K = np.exp(-arrays[f"s{i}_gamma"][0] * np.maximum(sq, 0.0))
-    return K @ arrays[f"s{i}_dual_coef"] + arrays[f"s{i}_intercept"][0]
-
-
-class SvmModel:
-    """A saved SVM folder: ``decision(X, distances, tissues)`` averages the seeds' decision functions
-    of the bucket of each variant (NaN where the bucket has no model)."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        meta_path = self.folder / "svm.json"
-        if not meta_path.is_file():
-            raise CaduceusError(f"{self.folder}: not a caduceus SVM folder (no svm.json); train one with "
-                                "`caduceus finetune svm`")
-        try:
-            self.meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CaduceusError(f"{meta_path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        if self.meta.get("format") != "caduceus-svm" or self.meta.get("format_version") != FORMAT_VERSION:
-            raise CaduceusError(f"{meta_path}: format {self.meta.get('format')!r} version {self.meta.get('format_version')!r} "
-                                f"is not caduceus-svm version {FORMAT_VERSION}")
-        digest = hashlib.sha256(meta_path.read_bytes())
-        self.buckets: dict[int, dict[str, np.ndarray]] = {}
-        for k_str, info in sorted(self.meta["buckets"].items()):
-            if info.get("file"):
-                path = self.folder / info["file"]
-                if not path.is_file():
-                    raise CaduceusError(f"{path}: missing (listed in {meta_path})")
-                digest.update(path.read_bytes())
-                with np.load(path, allow_pickle=False) as z:
-                    self.buckets[int(k_str)] = {k: z[k] for k in z.files}
-        self.sha256 = digest.hexdigest()
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.meta["seeds"])
-
-    def check_compatible(self, model, window: int, tissue: str | None) -> None:
-        want = self.meta["model_sha256"]
-        have = (getattr(model, "source", {}) or {}).get("sha256")
-        if want != have:
-            raise CaduceusError(f"{self.folder}: this SVM was trained on features of model {self.meta['model']} "
-                                f"(sha256 {str(want)[:12]}...), not of the model given ({(model.source or {}).get('id')}, "
-                                f"sha256 {str(have)[:12]}...); use --model {self.meta['model']} or retrain")
-        if window != self.meta["window"]:
-            raise CaduceusError(f"{self.folder}: trained with --window {self.meta['window']}, not {window}")
-        if self.meta["use_tissue"] and tissue is None:
-            raise CaduceusError(f"{self.folder}: trained with the tissue as a feature: give --tissue "
-                                f"(one of {', '.join(self.meta['tissues'])})")
-        if self.meta["use_tissue"] and tissue not in self.meta["tissues"]:
-            raise CaduceusError(f"--tissue {tissue!r} was not in the training set ({', '.join(self.meta['tissues'])})")
-
-    def decision(self, X: np.ndarray, distances: Sequence[int], tissues: Sequence[str | None] | None = None) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if self.meta["use_tissue"]:
-            index = {t: i for i, t in enumerate(self.meta["tissues"])}
-            X = np.concatenate([X, np.array([[index.get(t, -1)] for t in tissues], dtype=np.float64)], axis=1)
-        out = np.full(len(X), np.nan)
-        buckets = np.array([-1 if bucket_of(d) is None else bucket_of(d) for d in distances])
-        for k, arrays in self.buckets.items():
-            sel = buckets == k
-            if sel.any():
-                out[sel] = np.mean([rbf_decision(arrays, i, X[sel]) for i in range(self.n_seeds)], axis=0)
-        return out
-
-
-def load_svm(folder: str | os.PathLike) -> SvmModel:
-    return SvmModel(folder)
 
 
 def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model="bundled", window: int = 1536,

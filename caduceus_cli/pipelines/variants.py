@@ -43,6 +43,7 @@ from ..genome.windows import fetch_window, variant_window
 from ..io import atomic_file, check_writable, provenance
 from ..model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
 from .features import autocast_for, embed_tokens
+from .svm_model import load_svm
 
 log = logging.getLogger("caduceus")
 
@@ -437,8 +438,6 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
     tss_index = read_tss(tss) if tss else None
     svm_model = None
     if svm:
-        from .svm import load_svm
-
         svm_model = load_svm(svm)
         if "svm" not in scores:
             scores = scores + ("svm",)
