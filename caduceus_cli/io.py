@@ -163,15 +163,18 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``path``; it becomes ``path`` only on success.
 
     ``path`` must not exist yet, or be an empty folder (checked before any work, so call this
-    first). On error the temporary folder and all it holds are removed.
+    first); with ``replace`` an existing folder is replaced as a whole once the new one is complete
+    (a checkpoint written again). On error the temporary folder and all it holds are removed.
     """
     target = Path(path)
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        raise CaduceusError(f"{path}: already exists; give a new folder name")
+    if target.exists() and not replace and not (target.is_dir() and not any(target.iterdir())):
+        raise CaduceusError(f"{path}: already exists and is not an empty folder; give a new folder name")
+    if target.exists() and not target.is_dir():
+        raise CaduceusError(f"{path}: exists and is not a folder")
     parent = final_path(target).parent
     if not parent.is_dir():
         raise CaduceusError(f"{path}: folder {parent} does not exist")
@@ -184,13 +187,36 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             tmp.mkdir(mode=0o700)
             yield tmp
             os.chmod(tmp, 0o777 & ~_UMASK)
-            if target.is_dir():
-                target.rmdir()
-            os.replace(tmp, final_path(target))
+            _move_aside_and_replace(tmp, final_path(target))
             _LIVE.discard(tmp)
     finally:
         if tmp in _LIVE:
             _remove(tmp)
+
+
+def _move_aside_and_replace(new: Path, target: Path) -> None:
+    """Rename the folder ``new`` to ``target``; an existing ``target`` is moved aside first and
+    removed after, so that ``target`` is never a half-written folder."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = _new_temporary(target, ".old")
+    _LIVE.add(old)
+    os.replace(target, old)
+    os.replace(new, target)
+    _remove(old)
+
+
+@contextlib.contextmanager
+def temporary_file(near: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A hidden scratch path beside ``near`` (not created), removed when the block ends, on error,
+    interrupt or signal too (for intermediate files such as the text of a BCF being converted)."""
+    tmp = _new_temporary(final_path(near), suffix)
+    _LIVE.add(tmp)
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
 
 
 def write_json(path: str | os.PathLike, data, *, indent: int | None = 2) -> None:
@@ -224,13 +250,20 @@ def open_output(path: str | os.PathLike, mode: str = "w", *, compress: bool | No
             yield stream
             stream.flush()
         return
-    with atomic_file(path) as tmp:
-        if compress:
-            with open(tmp, "wb") as f, contextlib.closing(_bgzf_stream(f, mode)) as stream:
-                yield stream
-        else:
-            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as stream:
-                yield stream
+    with atomic_file(path) as tmp, open_file(tmp, mode, compress=compress) as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def open_file(path: str | os.PathLike, mode: str = "w", *, compress: bool = False) -> Iterator[IO]:
+    """A stream writing ``path`` itself (no temporary: for the temporary of an :func:`atomic_file`);
+    BGZF with ``compress``. Text mode is UTF-8 with '\\n' line ends."""
+    if compress:
+        with open(path, "wb") as f, contextlib.closing(_bgzf_stream(f, mode)) as stream:
+            yield stream
+    else:
+        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as stream:
+            yield stream
 
 
 def _bgzf_stream(raw: IO[bytes], mode: str) -> IO:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,49 @@ def small_ps_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     save_model(CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 1)), folder)
     return folder
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the command line in this process: ``run_cli("embed", ...)`` -> (exit code, stdout, stderr)."""
+    from caduceus_cli.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return info.value.code, out, err
+
+    return run
+
+
+def console(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """The installed `caduceus` console script running this checkout's code (PYTHONPATH wins over the
+    installed package), for what only a real process shows: usage errors, devices, signals."""
+    script = shutil.which("caduceus")
+    if script is None:
+        pytest.skip("the caduceus console script is not installed (pip install -e .)")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout,
+                          **kwargs)
+
+
+DEVICES = {"null": (1, 3), "full": (1, 7)}
+
+
+@pytest.fixture
+def device(tmp_path):
+    """``device("full")``: a private copy of /dev/full (or /dev/null) in tmp_path, so that a test of
+    writing to devices as root can never replace the machine's own node; the real one where this
+    process may not create device nodes (and so, not being root, cannot replace them either)."""
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(*DEVICES[name]))
+        except OSError:
+            if os.geteuid() == 0:
+                pytest.skip("root without CAP_MKNOD: not writing to the machine's own device nodes")
+            return Path("/dev") / name
+        return path
+
+    return make

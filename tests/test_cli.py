@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 
-from .conftest import REPO
-
-SCRIPT = shutil.which("caduceus")
-
-
-def console(*args: str) -> subprocess.CompletedProcess:
-    """The installed `caduceus` script, running this checkout's code (PYTHONPATH wins over the install)."""
-    if SCRIPT is None:
-        pytest.skip("the caduceus console script is not installed (pip install -e .)")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=120)
-
+from .conftest import console
 
 @pytest.mark.parametrize("args, fragments", [
     (["nosuch"], ["No such command 'nosuch'", "caduceus --help"]),

@@ -61,23 +61,25 @@ def test_replaced_file_keeps_its_mode(tmp_path):
     assert _mode(target) == 0o640 and json.loads(target.read_text()) == {"b": 2}
 
 
-def test_devices_are_written_in_place_not_replaced():
+def test_devices_are_written_in_place_not_replaced(device):
     """Defect: as root, -o /dev/null replaced the device node with a regular file."""
-    before = os.stat("/dev/null")
-    with atomic_file("/dev/null") as tmp:
-        assert str(tmp) == "/dev/null"
+    null = device("null")
+    before = os.stat(null)
+    with atomic_file(null) as tmp:
+        assert str(tmp) == str(null)
         tmp.write_text("discarded")
-    after = os.stat("/dev/null")
+    after = os.stat(null)
     assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
-def test_full_disk_is_one_error_naming_the_path():
+def test_full_disk_is_one_error_naming_the_path(device):
     """Defect: writing to a full disk succeeded silently."""
-    with pytest.raises(CaduceusError, match=r"/dev/full: cannot write: no space left on device"):
-        with open_output("/dev/full") as f:
+    full = device("full")
+    with pytest.raises(CaduceusError, match=rf"{full}: cannot write: no space left on device"):
+        with open_output(full) as f:
             f.write("x" * 100_000)
-    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    assert stat.S_ISCHR(os.stat(full).st_mode)
 
 
 def test_fifo_is_written_directly(tmp_path):

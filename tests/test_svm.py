@@ -3,11 +3,13 @@ an end-to-end fit on a labeled set built from the real 1000 Genomes records, and
 
 import gzip
 import json
+import stat
 
 import numpy as np
 import pytest
 import torch
 
+from caduceus_cli import io as caduceus_io
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.tss import read_tss
@@ -119,8 +121,9 @@ def test_read_labeled_errors(tmp_path):
         read_labeled(str(bad))
 
 
-def test_train_svm_end_to_end_and_score_with_it(model, tmp_path):
+def test_train_svm_end_to_end_and_score_with_it(model, tmp_path, monkeypatch):
     need_data("variants", "1kgp_grch37_chr20_1-2Mb.vcf.gz")
+    monkeypatch.setattr(caduceus_io, "_UMASK", 0o002)  # the folder's mode follows the umask (was mkdtemp's 0700)
     need_data("annotation", "hg38_refGene_tss.bed.gz")
     tss = derived_tss_bed(tmp_path / "z_tss.bed")
     labeled = labeled_snvs(tmp_path / "labeled.tsv", 60)
@@ -131,6 +134,7 @@ def test_train_svm_end_to_end_and_score_with_it(model, tmp_path):
     for b in fitted.values():
         assert 0.0 <= b["auroc_decision"] <= 1.0 and 0.0 <= b["auroc_hard_labels"] <= 1.0
         assert set(b["per_C"]) == {"1", "5", "10"} and len(b["per_C"]["1"]["per_seed"]) == 5
+    assert stat.S_IMODE(out.stat().st_mode) == 0o775
     meta = json.loads((out / "svm.json").read_text())
     assert meta["model_sha256"] == model.source["sha256"] and meta["window"] == W
     for f in out.glob("*.npz"):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaduceusError
-from ..io import atomic_file, check_writable
+from ..io import atomic_file, check_writable, open_file, open_output, temporary_file
 
 FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -257,9 +257,11 @@ def output_format(path: str, fmt: str | None) -> str:
 
 
 class RecordSink:
-    """Where annotated text goes: ``write(text)``; ``commit()`` finishes the file (rename, index).
+    """Where annotated text goes: ``write(text)``; leaving the ``with`` block finishes the output
+    (BCF conversion, index) and commits it through io's atomic outputs.
 
-    Use as a context manager: leaving it with an exception removes the temporary file.
+    Leaving it with an exception leaves no output and no temporary file. ``vcf.gz``, and TSV under
+    a ``.gz`` name, are BGZF; '-' is stdout.
     """
 
     def __init__(self, path: str, fmt: str, write_index: bool = False, contig_lengths: dict[str, int] | None = None):
@@ -270,64 +272,55 @@ class RecordSink:
             raise CaduceusError("--write-index needs a .vcf.gz or .bcf output (-o FILE)")
         if self.path != "-":
             check_writable(self.path)
-        self._stack = contextlib.ExitStack()
+        self._outputs = contextlib.ExitStack()  # the output and its temporaries
+        self._streams = contextlib.ExitStack()  # the text stream, closed before the output is finished
+
+    @property
+    def index_path(self) -> str:
+        return self.path + (".csi" if self.fmt == "bcf" else ".tbi")
 
     def __enter__(self) -> "RecordSink":
         if self.path == "-":
-            self._stream = sys.stdout
-            self._tmp = None
+            self._stream = self._outputs.enter_context(open_output("-"))
             return self
-        self._tmp = self._stack.enter_context(atomic_file(self.path))
-        if self.fmt == "vcf.gz":
-            import pysam
-
-            self._stream = pysam.BGZFile(str(self._tmp), "wb")
-        elif self.fmt == "bcf":
-            self._text_tmp = Path(str(self._tmp) + ".text.vcf")
-            self._stack.callback(lambda: self._text_tmp.unlink(missing_ok=True))
-            self._stream = open(self._text_tmp, "w")
-        else:
-            self._stream = open(self._tmp, "w")
+        if self.write_index:  # committed right after the output (exit callbacks run last-in, first-out)
+            self._index_tmp = self._outputs.enter_context(temporary_file(self.index_path))
+            self._outputs.push(self._commit_index)
+        self._tmp = self._outputs.enter_context(atomic_file(self.path))
+        self._text = self._outputs.enter_context(temporary_file(self.path, ".vcf")) if self.fmt == "bcf" else self._tmp
+        compress = self.fmt == "vcf.gz" or (self.fmt == "tsv" and self.path.lower().endswith((".gz", ".bgz")))
+        self._stream = self._streams.enter_context(open_file(self._text, "w", compress=compress))
         return self
 
     def write(self, text: str) -> None:
-        if self.fmt == "vcf.gz" and self.path != "-":
-            self._stream.write(text.encode())
-        else:
-            self._stream.write(text)
+        self._stream.write(text)
 
     def note_contig(self, chrom: str) -> None:
         self.seen_contigs.setdefault(chrom)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self.path == "-":
-                self._stream.flush()
-                return
-            self._stream.close()
-            if exc_type is None:
+            self._streams.__exit__(exc_type, exc, tb)
+            if exc_type is None and self.path != "-":
                 if self.fmt == "bcf":
                     self._convert_to_bcf()
                 if self.write_index:
                     self._index()
-        finally:
-            index_tmp = getattr(self, "_index_tmp", None)
-            try:
-                self._stack.__exit__(exc_type if exc_type else None, exc, tb)
-            except BaseException:
-                if index_tmp and index_tmp.exists():
-                    index_tmp.unlink()
+        except BaseException:
+            if not self._outputs.__exit__(*sys.exc_info()):
                 raise
-            if index_tmp and index_tmp.exists():
-                if exc_type is None and Path(self.path).exists():
-                    os.replace(index_tmp, self._index_name)
-                else:
-                    index_tmp.unlink()
+            return
+        self._outputs.__exit__(exc_type, exc, tb)  # commits the output, or removes it with the temporaries
+
+    def _commit_index(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            with atomic_file(self.index_path) as tmp:
+                os.replace(self._index_tmp, tmp)
 
     def _convert_to_bcf(self) -> None:
         import cyvcf2
 
-        reader = cyvcf2.VCF(str(self._text_tmp), lazy=True)
+        reader = cyvcf2.VCF(str(self._text), lazy=True)
         declared = set(reader.seqnames)
         for chrom in self.seen_contigs:
             if chrom not in declared:
@@ -342,17 +335,15 @@ class RecordSink:
             reader.close()
 
     def _index(self) -> None:
-        tmp = Path(self._tmp)
+        """The .tbi (vcf.gz) or .csi (bcf) of the finished temporary output, into its own temporary."""
         if self.fmt == "vcf.gz":
             import pysam
 
-            pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
-            self._index_tmp, self._index_name = Path(str(tmp) + ".tbi"), self.path + ".tbi"
-        else:
-            import cyvcf2.cyvcf2 as ext
+            pysam.tabix_index(str(self._tmp), preset="vcf", force=True, keep_original=True, index=str(self._index_tmp))
+            return
+        import cyvcf2.cyvcf2 as ext
 
-            lib = ctypes.CDLL(ext.__file__)
-            lib.bcf_index_build.argtypes = [ctypes.c_char_p, ctypes.c_int]
-            if lib.bcf_index_build(str(tmp).encode(), 14) != 0:
-                raise CaduceusError(f"{self.path}: could not build the .csi index (is the BCF sorted by position?)")
-            self._index_tmp, self._index_name = Path(str(tmp) + ".csi"), self.path + ".csi"
+        lib = ctypes.CDLL(ext.__file__)
+        lib.bcf_index_build3.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        if lib.bcf_index_build3(str(self._tmp).encode(), str(self._index_tmp).encode(), 14, 0) != 0:
+            raise CaduceusError(f"{self.path}: could not build the .csi index (is the BCF sorted by position?)")

@@ -189,18 +189,20 @@ def _hub_commit(folder: Path) -> str | None:
 def save_model(model: CaduceusForMaskedLM, folder: str | os.PathLike) -> Path:
     """Write config.json + model.safetensors (tied LM head omitted, as released checkpoints do).
 
-    Files are written under temporary names and renamed, so a crash never leaves a half checkpoint.
+    Each file is written to a temporary name and renamed (io.atomic_file), so a crash never leaves
+    a half-written weights file; use io.atomic_folder around this for a whole new checkpoint.
     """
     from safetensors.torch import save_file
 
+    from ..io import atomic_file, writing
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     tied = model.tied_parameter_names()
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if k not in tied}
-    tmp_weights = folder / ".model.safetensors.tmp"
-    tmp_config = folder / ".config.json.tmp"
-    save_file(state, str(tmp_weights), metadata={"format": "pt"})
-    model.config.to_json(tmp_config)
-    os.replace(tmp_weights, folder / "model.safetensors")
-    os.replace(tmp_config, folder / "config.json")
+    with atomic_file(folder / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_file(folder / "config.json") as tmp:
+        model.config.to_json(tmp)
     return folder

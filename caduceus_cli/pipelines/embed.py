@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from ..errors import CaduceusError
 from ..genome.bed import BedReader, Region
 from ..genome.windows import central_slice, centred_on, fetch_window, tile_cores, tile_starts
-from ..io import atomic_file, check_writable, open_output, provenance
+from ..io import atomic_file, check_writable, open_output, provenance, temporary_file
 
 log = logging.getLogger("caduceus")
 
@@ -474,7 +474,7 @@ class _Sink:
         """Complete the file(s); ``extra`` metadata (counts) is known only now."""
 
     def discard(self) -> None:
-        """Release handles after an error (the temporary files are removed by atomic_path)."""
+        """Release handles after an error (io.atomic_file removes the temporary files)."""
 
 
 class MemorySink(_Sink):
@@ -556,10 +556,12 @@ class NumpySink(_Sink):
     """Embeddings in .npy (or .npz: ``embeddings`` + ``metadata``), regions in a sidecar BED whose
     row i describes embeddings[i]; provenance as ``#`` lines in the BED (and in the .npz)."""
 
-    def __init__(self, path: Path, sidecar: Path, dim, pool, metadata, npz: bool):
+    def __init__(self, path: Path, sidecar: Path, array_path: Path, dim, pool, metadata):
+        """``array_path``: where the array is streamed; ``path`` itself for .npy, a scratch file
+        packed into the ``path`` zip at the end for .npz."""
         super().__init__(dim, pool, metadata)
-        self.path, self.npz = path, npz
-        self.array_path = path.with_name(path.name + ".npy.tmp") if npz else path
+        self.path, self.npz = path, array_path != path
+        self.array_path = array_path
         self.array = NpyStream(self.array_path)
         self.bed = open(sidecar, "w")
         for k, v in metadata.items():
@@ -583,14 +585,11 @@ class NumpySink(_Sink):
                 zf.write(self.array_path, "embeddings.npy")
                 with zf.open("metadata.npy", "w") as f:
                     np.lib.format.write_array(f, np.array(meta))
-            self.array_path.unlink()
 
     def discard(self):
         for f in (self.array.file, self.bed):
             with contextlib.suppress(Exception):
                 f.close()
-        if self.npz and self.array_path.exists():
-            self.array_path.unlink()
 
 
 class TsvSink(_Sink):
@@ -639,44 +638,28 @@ def sidecar_path(output: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def open_sink(output, fmt: str | None, dim: int, pool: str, metadata: dict, with_index: bool = False):
-    """The sink for ``output`` (None: in memory); temporary files are renamed only if the block
-    completes and ``finish`` was called."""
+    """The sink for ``output`` (None: in memory); its files become visible only if the block
+    completes (after ``finish``), through io's atomic outputs."""
     if fmt == "tsv" and pool == "none":
         raise CaduceusError("--pool none gives one vector per position, which TSV cannot hold: "
                             "write Parquet (-o out.parquet) or .npy/.npz with --window")
-    paths: list[Path] = []  # temporary files, renamed into place when the block completes
     with contextlib.ExitStack() as stack:
         if output is None:
             sink = MemorySink(dim, pool, metadata)
         elif fmt == "parquet":
-            tmp = stack.enter_context(atomic_file(output))
-            paths[:] = [tmp]
-            sink = ParquetSink(tmp, dim, pool, metadata, with_index)
+            sink = ParquetSink(stack.enter_context(atomic_file(output)), dim, pool, metadata, with_index)
         elif fmt in ("npy", "npz"):
             main = stack.enter_context(atomic_file(output))
             side = stack.enter_context(atomic_file(sidecar_path(output)))
-            paths[:] = [main, side]
-            sink = NumpySink(main, side, dim, pool, metadata, npz=fmt == "npz")
+            array = stack.enter_context(temporary_file(output, ".npy")) if fmt == "npz" else main
+            sink = NumpySink(main, side, array, dim, pool, metadata)
         else:
-            stream = stack.enter_context(open_output(output))
-            if str(output) != "-":
-                paths[:] = [Path(stream.name)]
-            sink = TsvSink(stream, dim, pool, metadata)
+            sink = TsvSink(stack.enter_context(open_output(output)), dim, pool, metadata)
         try:
             yield sink
         except BaseException:
             sink.discard()
             raise
-        for tmp in paths:
-            _readable_mode(tmp)
-
-
-def _readable_mode(path: Path) -> None:
-    """mkstemp files are private (0600); give the output the mode a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from .._version import __version__
 from ..errors import CaduceusError
 from ..genome.fasta import Reference
 from ..genome.split_bed import read_split_bed
+from ..io import atomic_file, atomic_folder, write_json
 from ..model.caduceus import CaduceusForMaskedLM
 from ..model.checkpoint import save_model
 from ..model.config import CaduceusConfig
@@ -715,22 +716,15 @@ class Trainer:
 
 # -- the run folder -----------------------------------------------------------------------------
 def _prepare_out_dir(out: Path) -> None:
-    """Create the run folder and prove it is writable, before any work."""
+    """Create the run folder and check that it is writable, before any work."""
     if out.exists() and not out.is_dir():
         raise CaduceusError(f"{out}: exists and is not a folder; give a folder for -o")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
         raise CaduceusError(f"{out}: the run folder cannot be written ({e.strerror or e})") from None
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CaduceusError(f"{out}: the run folder cannot be written (permission denied)")
 
 
 def _checkpoint_step(path: Path) -> int | None:
@@ -749,20 +743,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: Path, model: CaduceusForMaskedLM, trainer_state: dict, keep: int) -> Path:
-    """checkpoint-STEP/ (config.json + model.safetensors + trainer_state.pt), written in a temporary
-    folder and renamed; then ``latest`` is pointed at it and older checkpoints beyond ``keep`` go."""
-    step = trainer_state["step"]
-    final = run_dir / f"checkpoint-{step}"
-    tmp = run_dir / f".checkpoint-{step}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp)
-    torch.save(trainer_state, tmp / STATE_FILE)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    pointer_tmp = run_dir / f".{LATEST_FILE}.{os.getpid()}.tmp"
-    pointer_tmp.write_text(final.name + "\n")
-    os.replace(pointer_tmp, run_dir / LATEST_FILE)
+    """checkpoint-STEP/ (config.json + model.safetensors + trainer_state.pt), written as one atomic
+    folder; then ``latest`` is pointed at it and older checkpoints beyond ``keep`` go."""
+    final = run_dir / f"checkpoint-{trainer_state['step']}"
+    with atomic_folder(final, replace=True) as tmp:
+        save_model(model, tmp)
+        torch.save(trainer_state, tmp / STATE_FILE)
+    with atomic_file(run_dir / LATEST_FILE) as tmp:
+        tmp.write_text(final.name + "\n")
     old = sorted((s, p) for p in run_dir.glob("checkpoint-*") if (s := _checkpoint_step(p)) is not None)
     for s, p in old[:-keep]:
         if p != final:
@@ -786,14 +774,8 @@ def save_final(run_dir: Path, model: CaduceusForMaskedLM, training: dict) -> Pat
     copied as-is into caduceus_cli/data/default_model/."""
     model.config.extra["training"] = training
     final = run_dir / FINAL_DIR
-    tmp = run_dir / f".{FINAL_DIR}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp)
-    old = run_dir / f".{FINAL_DIR}.{os.getpid()}.old"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(final, replace=True) as tmp:
+        save_model(model, tmp)
     return final
 
 
@@ -808,9 +790,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut short by the interruption
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
 
 
 def _resolve_settings(options: dict, saved: dict | None, run_dir: Path) -> PretrainSettings:
@@ -958,7 +939,7 @@ def _run(settings, data, train, valid, split_how, digest, run_dir, saved, starte
                 "world_size": dist.world_size,
                 "created": (saved or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            _write_json_atomic(run_dir / RUN_FILE, run_info)
+            write_json(run_dir / RUN_FILE, run_info)
             if saved is not None:
                 _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
             elif (run_dir / METRICS_FILE).exists():
@@ -1054,6 +1035,6 @@ def _train_loop(settings, trainer, sampler, valid_set, baseline, run_dir, dist, 
                                                                 "valid_masked_accuracy", "unigram_baseline_base",
                                                                 "unigram_baseline_accuracy")}}
         summary["final"] = str(save_final(run_dir, model, record))
-        _write_json_atomic(run_dir / "summary.json", summary)
+        write_json(run_dir / "summary.json", summary)
     dist.barrier()
     return summary

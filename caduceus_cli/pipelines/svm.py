@@ -16,13 +16,8 @@ gamma); the decision function is recomputed from those arrays, exactly as scikit
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-import shutil
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,11 +25,12 @@ import numpy as np
 
 from ..errors import CaduceusError
 from ..genome.labeled import LabeledVariant, read_labeled
-from ..io import provenance
+from ..io import atomic_folder, provenance, write_json
+from ..runtime import resolve_model
 from .svm_model import BUCKET_NAMES, BUCKETS, CS, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN, SEEDS, bucket_of
-from .variants import VariantScorer
+from .variants import DEFAULT_BATCH, DEFAULT_WINDOW, VariantScorer
 
-log = logging.getLogger("caduceus")
+DEFAULT_TEST_FRACTION = 0.2  # genomic hold-out when no --test set is given
 
 def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int, batch_size: int = 64,
                      chunk: int = 512, progress: Callable[[int], None] | None = None,
@@ -130,98 +126,125 @@ def _export(pipelines) -> dict[str, np.ndarray]:
     return arrays
 
 
-def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model="bundled", window: int = 1536,
-              test: str | None = None, test_fraction: float = 0.2, label_field: str = "label",
-              use_tissue: bool = False, Cs: Sequence[float] = CS, seeds: Sequence[int] = SEEDS, n_train: int = N_TRAIN,
-              batch_size: int = 64, device: str | None = None, backend: str = "auto",
-              progress: Callable[[int], None] | None = None) -> dict:
-    """Fit the paper's TSS-bucketed SVMs on ``labeled`` variants and save them to ``output_dir``.
+@dataclass
+class Dataset:
+    """Features and labels of every labeled variant, with the train/test split and the buckets."""
 
-    Test set: ``test`` (a second labeled file) or, without it, the last ``test_fraction`` of
-    positions of each contig. Returns the report (also written to ``output_dir/report.json``).
-    """
-    from ..genome.fasta import Reference
-    from ..genome.tss import read_tss
+    X: np.ndarray  # (N, 2d [+1]) float32; NaN rows for unscorable variants
+    y: np.ndarray  # (N,) 0/1
+    bucket: np.ndarray  # (N,) distance-to-TSS bucket, -1 where unknown or unscorable
+    is_test: np.ndarray  # (N,) bool
+    tissues: list[str]
 
-    out_dir = Path(output_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise CaduceusError(f"{out_dir}: exists and is not an empty folder; choose a new -o")
-    if not out_dir.parent.exists():
-        raise CaduceusError(f"{out_dir}: folder {out_dir.parent} does not exist")
-    if not 0 < test_fraction < 1:
-        raise CaduceusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    train_set = read_labeled(labeled, label_field)
-    test_set = read_labeled(test, label_field) if test else None
-    if use_tissue and any(v.tissue is None for v in train_set + (test_set or [])):
-        raise CaduceusError(f"{labeled}: --use-tissue needs a tissue column (6th) for every variant")
-    reference = Reference(fasta)
-    tss_index = read_tss(tss)
-    if isinstance(model, (str, os.PathLike)):
-        from ..model.checkpoint import load_model
+    def rows(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, test) masks of bucket ``k``."""
+        in_bucket = self.bucket == k
+        return in_bucket & ~self.is_test, in_bucket & self.is_test
 
-        import torch
 
-        model = load_model(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"), backend=backend)
-    started = time.perf_counter()
+def build_dataset(model, reference, tss_index, train_set: list[LabeledVariant], test_set: list[LabeledVariant] | None,
+                  *, window: int, batch_size: int, test_fraction: float, use_tissue: bool, source: str,
+                  progress: Callable[[int], None] | None = None) -> Dataset:
     variants = train_set + (test_set or [])
     X, dist, keep = extract_features(model, reference, variants, tss_index, window, batch_size, progress=progress,
-                                     source=labeled)
-    y = np.array([v.label for v in variants], dtype=np.int64)
-    is_test = np.zeros(len(variants), dtype=bool)
+                                     source=source)
     if test_set:
-        is_test[len(train_set):] = True
+        is_test = np.arange(len(variants)) >= len(train_set)
     else:
         is_test = _split(train_set, test_fraction)
     tissues = sorted({v.tissue for v in variants if v.tissue}) if use_tissue else []
     if use_tissue:
         X = np.concatenate([X, _tissue_column(variants, tissues)], axis=1)
-    n_dropped = int((~keep).sum())
-    report = {"labeled": labeled, "test": test or f"last {test_fraction:g} of positions per contig",
-              "n_variants": len(variants), "n_unscorable_dropped": n_dropped, "buckets": {}}
-    meta_buckets = {}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for k, name in enumerate(BUCKET_NAMES):
-            in_bucket = keep & np.array([bucket_of(int(d)) == k for d in dist])
-            tr, te = in_bucket & ~is_test, in_bucket & is_test
-            entry = {"range_bp": list(BUCKETS[k]), "n_train": int(tr.sum()), "n_test": int(te.sum()),
-                     "train_positives": int(y[tr].sum()), "test_positives": int(y[te].sum())}
-            problem = None
-            if len(np.unique(y[tr])) < 2:
-                problem = "training set has fewer than two classes"
-            elif len(np.unique(y[te])) < 2:
-                problem = "test set has fewer than two classes"
-            if problem:
-                entry["skipped"] = problem
-                report["buckets"][name] = entry
-                meta_buckets[str(k)] = {"name": name, "file": None, "skipped": problem}
-                continue
-            per_c, best, fitted = fit_bucket_models(X[tr], y[tr], X[te], y[te], Cs, seeds, n_train)
+    bucket = np.array([-1 if not k or bucket_of(int(d)) is None else bucket_of(int(d)) for d, k in zip(dist, keep)])
+    return Dataset(X, np.array([v.label for v in variants], dtype=np.int64), bucket, is_test, tissues)
+
+
+def fit_buckets(data: Dataset, Cs: Sequence[float], seeds: Sequence[int], n_train: int
+                ) -> tuple[dict[str, dict], dict[int, dict[str, np.ndarray]]]:
+    """(report entry per bucket name, exported arrays per fitted bucket); a bucket without both
+    classes in training and test sets is reported as skipped."""
+    entries, arrays = {}, {}
+    for k, name in enumerate(BUCKET_NAMES):
+        tr, te = data.rows(k)
+        y = data.y
+        entry = {"range_bp": list(BUCKETS[k]), "n_train": int(tr.sum()), "n_test": int(te.sum()),
+                 "train_positives": int(y[tr].sum()), "test_positives": int(y[te].sum())}
+        if len(np.unique(y[tr])) < 2:
+            entry["skipped"] = "training set has fewer than two classes"
+        elif len(np.unique(y[te])) < 2:
+            entry["skipped"] = "test set has fewer than two classes"
+        else:
+            per_c, best, fitted = fit_bucket_models(data.X[tr], y[tr], data.X[te], y[te], Cs, seeds, n_train)
             entry.update({"best_C": best, "auroc_decision": per_c[best]["auroc_decision_mean"],
                           "auroc_hard_labels": per_c[best]["auroc_hard_labels_mean"],
                           "per_C": {str(c): v for c, v in per_c.items()}})
-            report["buckets"][name] = entry
-            fname = f"bucket-{k}.npz"
-            np.savez(tmp / fname, **_export(fitted))
-            meta_buckets[str(k)] = {"name": name, "file": fname, "C": best}
-        if not any(b.get("file") for b in meta_buckets.values()):
+            arrays[k] = _export(fitted)
+        entries[name] = entry
+    return entries, arrays
+
+
+def _save(folder: Path, model, data: Dataset, report: dict, arrays: dict[int, dict[str, np.ndarray]], *,
+          window: int, use_tissue: bool, Cs, seeds, n_train: int) -> None:
+    """svm.json, report.json and bucket-<k>.npz into ``folder``."""
+    meta_buckets = {}
+    for k, name in enumerate(BUCKET_NAMES):
+        entry = report["buckets"][name]
+        if k in arrays:
+            np.savez(folder / f"bucket-{k}.npz", **arrays[k])
+            meta_buckets[str(k)] = {"name": name, "file": f"bucket-{k}.npz", "C": entry["best_C"]}
+        else:
+            meta_buckets[str(k)] = {"name": name, "file": None, "skipped": entry["skipped"]}
+    source = model.source or {}
+    meta = {"format": "caduceus-svm", "format_version": FORMAT_VERSION, "features": FEATURE_DEFINITION,
+            "n_features": int(data.X.shape[1]), "window": window, "pool": "mean", "layer": "last",
+            "use_tissue": use_tissue, "tissues": data.tissues, "Cs": list(Cs), "seeds": list(seeds),
+            "n_train": n_train, "buckets": meta_buckets, "bucket_ranges_bp": [list(b) for b in BUCKETS],
+            "model": source.get("id"), "model_sha256": source.get("sha256"),
+            "provenance": provenance(model, window=window), "report": report}
+    write_json(folder / "svm.json", meta)
+    write_json(folder / "report.json", report)
+
+
+def _read_sets(labeled: str, test: str | None, label_field: str, use_tissue: bool):
+    train_set = read_labeled(labeled, label_field)
+    test_set = read_labeled(test, label_field) if test else None
+    if use_tissue and any(v.tissue is None for v in train_set + (test_set or [])):
+        raise CaduceusError(f"{labeled}: --use-tissue needs a tissue column (6th) for every variant")
+    return train_set, test_set
+
+
+def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model="bundled", window: int = DEFAULT_WINDOW,
+              test: str | None = None, test_fraction: float = DEFAULT_TEST_FRACTION, label_field: str = "label",
+              use_tissue: bool = False, Cs: Sequence[float] = CS, seeds: Sequence[int] = SEEDS, n_train: int = N_TRAIN,
+              batch_size: int = DEFAULT_BATCH, device: str | None = None, backend: str = "auto",
+              revision: str | None = None, progress: Callable[[int], None] | None = None) -> dict:
+    """Fit the paper's TSS-bucketed SVMs on ``labeled`` variants and save them to ``output_dir``.
+
+    Test set: ``test`` (a second labeled file) or, without it, the last ``test_fraction`` of
+    positions of each contig. ``model``: a name, folder or hub id (at ``revision``) or a loaded
+    model. Returns the report (also written to ``output_dir/report.json``).
+    """
+    from ..genome.fasta import Reference
+    from ..genome.tss import read_tss
+
+    if not 0 < test_fraction < 1:
+        raise CaduceusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    with atomic_folder(output_dir) as folder:
+        train_set, test_set = _read_sets(labeled, test, label_field, use_tissue)
+        tss_index = read_tss(tss)
+        model = resolve_model(model, device=device, backend=backend, revision=revision)
+        started = time.perf_counter()
+        with Reference(fasta) as reference:
+            data = build_dataset(model, reference, tss_index, train_set, test_set, window=window,
+                                 batch_size=batch_size, test_fraction=test_fraction, use_tissue=use_tissue,
+                                 source=labeled, progress=progress)
+        buckets, arrays = fit_buckets(data, Cs, seeds, n_train)
+        if not arrays:
             raise CaduceusError(f"{labeled}: no distance-to-TSS bucket has both classes in training and test sets; "
                                 "nothing to fit")
-        report["seconds"] = round(time.perf_counter() - started, 2)
-        meta = {"format": "caduceus-svm", "format_version": FORMAT_VERSION, "features": FEATURE_DEFINITION,
-                "n_features": int(X.shape[1]), "window": window, "pool": "mean", "layer": "last",
-                "use_tissue": use_tissue, "tissues": tissues, "Cs": list(Cs), "seeds": list(seeds),
-                "n_train": n_train, "buckets": meta_buckets,
-                "bucket_ranges_bp": [list(b) for b in BUCKETS], "model": (model.source or {}).get("id"),
-                "model_sha256": (model.source or {}).get("sha256"), "provenance": provenance(model, window=window),
-                "report": report}
-        (tmp / "svm.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        reference.close()
+        report = {"labeled": labeled, "test": test or f"last {test_fraction:g} of positions per contig",
+                  "n_variants": len(data.y), "n_unscorable_dropped": int((data.bucket < 0).sum()),
+                  "buckets": buckets, "seconds": round(time.perf_counter() - started, 2)}
+        _save(folder, model, data, report, arrays, window=window, use_tissue=use_tissue, Cs=Cs, seeds=seeds,
+              n_train=n_train)
     return report

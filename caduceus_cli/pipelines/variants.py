@@ -51,6 +51,7 @@ SCORES = ("llr", "embed_cos", "embed_l2", "svm")
 DEFAULT_SCORES = ("llr", "embed_cos", "embed_l2")
 DEFAULT_WINDOW = 1536
 DEFAULT_CHUNK = 1024
+DEFAULT_BATCH = 64
 MISSING_CONTIG = ("error", "skip")
 
 INFO_FIELDS = {

@@ -1,0 +1,109 @@
+"""Outputs of the commands go through io.py: modes from the umask, BGZF for .gz names, symlinks
+written through, devices written in place, disk errors on one line."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+
+import pytest
+
+from caduceus_cli import io
+
+from .conftest import DATA, console, need_data
+
+VCF = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.vcf.gz"
+FA = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.fa"
+
+
+@pytest.fixture(scope="module")
+def few_vcf(tmp_path_factory):
+    """The real header and the first 12 records."""
+    need_data("variants", VCF.name)
+    need_data("variants", FA.name)
+    lines = gzip.open(VCF, "rt").read().splitlines()
+    header = [ln for ln in lines if ln.startswith("#")]
+    body = [ln for ln in lines if not ln.startswith("#")][:12]
+    path = tmp_path_factory.mktemp("vcf") / "few.vcf"
+    path.write_text("\n".join(header + body) + "\n")
+    return path
+
+
+def score(run_cli, model_dir, vcf, output, *extra):
+    return run_cli("score-variants", vcf, "--fasta", FA, "-m", model_dir, "--window", "32", "-q", "-o", output, *extra)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_output_modes_follow_the_umask(run_cli, small_ps_dir, few_vcf, tmp_path, monkeypatch):
+    """Defect: outputs were 0600 and SVM folders 0700 whatever the umask."""
+    monkeypatch.setattr(io, "_UMASK", 0o002)
+    for name in ("out.vcf", "out.vcf.gz", "out.bcf", "out.tsv"):
+        code, _, err = score(run_cli, small_ps_dir, few_vcf, tmp_path / name)
+        assert code == 0, err
+        assert _mode(tmp_path / name) == 0o664, name
+    examples = io.Path(__file__).resolve().parent.parent / "caduceus_cli" / "data" / "examples"
+    for name in ("emb.parquet", "emb.npz", "emb.tsv"):
+        code, _, err = run_cli("embed", examples / "synthetic_genome.fa", examples / "synthetic_regions.bed",
+                               "-m", small_ps_dir, "--window", "64", "-q", "-o", tmp_path / name)
+        assert code == 0, err
+        assert _mode(tmp_path / name) == 0o664, name
+    assert _mode(tmp_path / "emb.regions.bed") == 0o664
+
+
+def test_gz_tsv_output_is_bgzf(run_cli, small_ps_dir, few_vcf, tmp_path):
+    """Defect: -o scores.tsv.gz wrote plain text under a .gz name."""
+    out = tmp_path / "scores.tsv.gz"
+    code, _, err = score(run_cli, small_ps_dir, few_vcf, out)
+    assert code == 0, err
+    raw = out.read_bytes()
+    assert raw[:4] == b"\x1f\x8b\x08\x04" and raw[12:14] == b"BC"
+    rows = [ln for ln in gzip.decompress(raw).decode().splitlines() if not ln.startswith("##")]
+    assert rows[0].startswith("chrom\tpos\tid\tref\talt") and len(rows) > 12  # header + one row per ALT
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", ["score-variants", "embed-tsv", "embed-parquet"])
+def test_full_disk_is_one_line_and_exit_1(run_cli, small_ps_dir, few_vcf, command, device):
+    """Defect: `score-variants ... -o /dev/full` exited 0 having written nothing (and, as root,
+    replaced the device with a regular file)."""
+    full = device("full")
+    if command == "score-variants":
+        code, _, err = score(run_cli, small_ps_dir, few_vcf, full)
+    else:
+        examples = io.Path(__file__).resolve().parent.parent / "caduceus_cli" / "data" / "examples"
+        code, _, err = run_cli("embed", examples / "synthetic_genome.fa", examples / "synthetic_regions.bed",
+                               "-m", small_ps_dir, "--window", "64", "-q", "-o", full,
+                               "--format", command.split("-")[1])
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0] == f"caduceus: error: {full}: cannot write: no space left on device"
+    assert stat.S_ISCHR(os.stat(full).st_mode)
+
+
+def test_output_through_a_symlink_replaces_the_target_and_keeps_the_link(run_cli, small_ps_dir, few_vcf, tmp_path):
+    real = tmp_path / "real.vcf.gz"
+    real.write_text("old")
+    link = tmp_path / "link.vcf.gz"
+    link.symlink_to(real)
+    code, _, err = score(run_cli, small_ps_dir, few_vcf, link, "--write-index")
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert gzip.decompress(real.read_bytes()).decode().startswith("##fileformat=VCF")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.vcf.gz", "link.vcf.gz.tbi", "real.vcf.gz"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can replace a device node")
+def test_dev_null_as_root_is_written_not_replaced(small_ps_dir, few_vcf, tmp_path, device):
+    """Defect: as root, -o /dev/null replaced the device node with a regular file. The real console
+    script writes to a private copy of /dev/null (same device numbers) so that a regression cannot
+    break the machine's own /dev/null."""
+    null = device("null")
+    for args in (["score-variants", str(few_vcf), "--fasta", str(FA)], ["embed", str(FA), "--format", "tsv"]):
+        result = console(*args, "-m", str(small_ps_dir), "--window", "32", "-q", "-o", str(null))
+        assert result.returncode == 0, result.stderr
+        assert stat.S_ISCHR(os.stat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
