@@ -90,12 +90,11 @@ def run(args) -> dict:
 
     from caduceus_cli.pipelines.embed import embed_regions
 
+    from caduceus_cli.runtime import resolve_device
+
     rank = int(os.environ.get("RANK", "0") or 0)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and world > 1:
-        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    args.device = str(resolve_device(args.device))  # cuda:LOCAL_RANK under torchrun
     if args.threads:
         torch.set_num_threads(args.threads)
     import torch.distributed as dist

@@ -55,7 +55,9 @@ def main() -> None:
 
     from caduceus_cli.pipelines.variants import score_variants
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from caduceus_cli.runtime import resolve_device
+
+    device = str(resolve_device(args.device))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = build_model(args.model, device, tmp / "model")

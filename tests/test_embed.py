@@ -25,10 +25,10 @@ from caduceus_cli.errors import CaduceusError
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model, tokenize
 from caduceus_cli.pipelines import embed as embed_mod
 from caduceus_cli.genome.windows import central_width, tile_cores, tile_starts
-from caduceus_cli.pipelines.embed import embed_regions, merge_parts
+from caduceus_cli.pipelines.embed import embed_regions
 from caduceus_cli.pipelines.features import embed_tokens, strand_features
 
-from .conftest import REPO, need_data
+from .conftest import REPO, need_data, pretend_rank
 
 torch.set_num_threads(1)  # the test machine is shared; the models here are tiny
 
@@ -453,29 +453,27 @@ def test_bundled_examples_run_with_a_tiny_model(tmp_path, capsys, ps_dir):
 # ------------------------------------------------------------------------------------------------
 # multi-GPU path: sharding by rank and merging in input order (exercised on CPU with gloo)
 # ------------------------------------------------------------------------------------------------
-def test_merge_parts_restores_input_order(tmp_path):
-    rng = np.random.default_rng(0)
-    n, world, dim = 103, 3, 4
-    emb = rng.normal(size=(n, dim)).astype(np.float32)
-    jobs = [embed_mod.Job(i, embed_mod.Region("c", i, i + 5, f"r{i}", "+", i + 1, "x.bed"), i, i + 5) for i in range(n)]
-    parts = []
-    for rank in range(world):
-        mine = [j for j in jobs if j.index % world == rank]
-        path = tmp_path / f"part{rank}.parquet"
-        writer = pq.ParquetWriter(str(path), embed_mod.schema_for(dim, "mean", with_index=True))
-        for k in range(0, len(mine), 7):  # several row groups per part
-            chunk = mine[k:k + 7]
-            writer.write_batch(embed_mod.rows_batch(chunk, [emb[j.index] for j in chunk], dim, "mean", True))
-        writer.close()
-        parts.append(path)
-    merged = list(merge_parts(parts, batch_rows=5))
-    names = [x for b in merged for x in b.column("name").to_pylist()]
-    assert names == [f"r{i}" for i in range(n)]
-    got = np.concatenate([embed_mod.embedding_values(b.column("embedding"), dim, "mean") for b in merged])
-    np.testing.assert_array_equal(got, emb)
-    assert "index" not in merged[0].schema.names
+def test_ranks_merge_their_chunks_in_input_order(tmp_path, ps, monkeypatch):
+    """Two pretend ranks (no process group) run one after the other: rank 1 leaves its part, rank 0
+    computes its own and writes every row in input order, equal to a single-process run."""
+    fasta = need_data("genomes", "sacCer3.fa.gz")
+    rows = [("chrVI", 1000 + 90 * i, 1000 + 90 * i + 60 + 10 * (i % 3), f"r{i}", 0, "+-"[i % 2]) for i in range(11)]
+    bed = write_bed(tmp_path / "r.bed", rows)
+    monkeypatch.setattr(embed_mod.EmbedSettings, "chunk_regions", property(lambda self: 2))  # 6 chunks
+    single = embed_regions(fasta, bed, tmp_path / "single.parquet", model=ps)
+    out = tmp_path / "sharded.parquet"
+    assert embed_regions(fasta, bed, out, model=ps, runtime=pretend_rank(1, 2)).output is None
+    sharded = embed_regions(fasta, bed, out, model=ps, runtime=pretend_rank(0, 2))
+    assert single.n_regions == sharded.n_regions == len(rows)
+    a, b = pq.read_table(tmp_path / "single.parquet"), pq.read_table(out)
+    assert b.column("name").to_pylist() == [r[3] for r in rows]
+    np.testing.assert_allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
+                               np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-6)
+    assert pq.read_metadata(out).metadata[b"world_size"] == b"2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bed", "sharded.parquet", "single.parquet"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_single_process(tmp_path, ps_dir):
     fasta = need_data("genomes", "sacCer3.fa.gz")
     rows = [(c, s, s + 70 + 10 * (i % 3), f"r{i}", 0, "+-"[i % 2])

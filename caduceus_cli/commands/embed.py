@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -53,21 +51,15 @@ def embed(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:
     """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV."""
-    from ..genome.bed import count_bed_records
     from ..pipelines.embed import embed_regions
 
-    total = count_bed_records(regions) if regions and regions != "-" and Path(regions).is_file() else None
-    rank = int(os.environ.get("RANK", "0") or 0)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if total is not None and world > 1:
-        total = (total + world - 1 - rank) // world
-    with Progress("embed" if world == 1 else f"embed [rank {rank}]", total=total, unit="regions",
-                  quiet=quiet) as progress:
+    with Progress("embed", unit="regions", quiet=quiet) as progress:
         result = embed_regions(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,
             pool=pool, center_width=center_width, layer=layer, rc=not no_rc, window=window, tile=tile,
             tile_overlap=tile_overlap, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
             output_format_=output_format, skip_invalid=skip_invalid, io_threads=io_threads, progress=progress,
+            set_total=progress.set_total,
         )
     if not quiet and result.output is not None:
         rate = result.n_regions / result.seconds if result.seconds else 0.0

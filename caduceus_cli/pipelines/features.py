@@ -15,8 +15,8 @@ import torch
 from ..genome.windows import central_slice
 from ..model.caduceus import CaduceusForMaskedLM, strand_stack
 from ..model.tokenizer import reverse_complement_ids
+from .embed.settings import POOLS
 
-POOLS = ("mean", "max", "center", "none")
 
 
 def autocast_for(model: CaduceusForMaskedLM, dtype: torch.dtype | None = None):

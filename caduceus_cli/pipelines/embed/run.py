@@ -1,0 +1,220 @@
+"""``embed_regions``: the whole run, from the options to the written output.
+
+Under torchrun (WORLD_SIZE > 1) chunk i of the regions is embedded by rank ``i % WORLD_SIZE`` and
+rank 0 writes every row in input order (runtime.run_sharded); the other ranks return no rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ...errors import CaduceusError
+from ...io import check_writable, provenance, refuse_overwriting_inputs
+from ...runtime import Runtime, prefetch, resolve_model, run_sharded, torchrun
+from .compute import Embedder
+from .settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
+                       DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, EmbedSettings)
+from .sinks import MemorySink, _Sink, embedding_values, open_sink, output_format, rows_batch, sidecar_path
+from .source import RegionSource
+
+log = logging.getLogger("caduceus")
+
+
+@dataclass
+class EmbedResult:
+    """What ``embed_regions`` did. ``table`` holds the rows when no output file was given."""
+
+    output: str | None
+    format: str | None
+    n_regions: int
+    n_skipped: int
+    n_padded: int
+    n_tiled: int
+    bases: int
+    seconds: float
+    dim: int
+    pool: str
+    metadata: dict[str, str]
+    table: pa.Table | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def embeddings(self) -> np.ndarray | list[np.ndarray]:
+        """(n_regions, d) float32 (a list of (L, d) arrays with pool='none'); in-memory results only."""
+        if self.table is None:
+            raise CaduceusError("embeddings were written to a file; read them from there")
+        return embedding_values(self.table.column("embedding").combine_chunks(), self.dim, self.pool)
+
+
+class _Counter(_Sink):
+    """Counts the rows a rank computed (the ranks that write no output)."""
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        pass
+
+
+def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = None,
+                  output: str | os.PathLike | None = None, *, model="bundled", device: str | None = None,
+                  dtype: str | None = None, backend: str = "auto", revision: str | None = None,
+                  pool: str = DEFAULT_POOL, center_width: int = DEFAULT_CENTER_WIDTH, layer: int | None = None,
+                  rc: bool = True, window: int | None = None, tile: bool = False, tile_overlap: int | None = None,
+                  max_length: int | None = None, batch_size: int | None = None, max_tokens: int | None = None,
+                  output_format_: str | None = None, skip_invalid: bool = False, io_threads: int = DEFAULT_IO_THREADS,
+                  progress: Callable[[int], None] | None = None, set_total: Callable[[int], None] | None = None,
+                  stdin=None, runtime: Runtime | None = None) -> EmbedResult:
+    """Embed every region of ``regions`` (BED; None: every record of ``fasta``) with a Caduceus model.
+
+    ``output``: a .parquet/.npy/.npz/.tsv path, '-' for TSV on stdout, or None to return the rows in
+    ``EmbedResult.table`` (``.embeddings`` gives the matrix). ``model``: 'bundled', a folder, a hub id
+    (at ``revision``), or a loaded CaduceusForMaskedLM. Rows keep the input order. ``device``: None
+    picks cuda:LOCAL_RANK when CUDA is there. Under torchrun (WORLD_SIZE > 1; or a given ``runtime``)
+    each rank embeds its share and rank 0 writes the output (other ranks get ``output=None`` and no
+    table). ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
+    """
+    fmt = output_format(output, output_format_)
+    _check_output(output, fmt, fasta, regions)
+    with _runtime(runtime, device) as rt:
+        loaded = resolve_model(model, device=device if _is_loaded(model) else rt.device, dtype=dtype,
+                               backend=backend, revision=revision)
+        started = time.perf_counter()  # rates exclude loading the model
+        settings = EmbedSettings(
+            pool=pool, center_width=center_width, layer=layer, conjoin=rc, window=window, tile=tile,
+            tile_overlap=tile_overlap, max_length=max_length or _trained_length(loaded),
+            batch_size=batch_size or (DEFAULT_BATCH_CUDA if loaded.device.type == "cuda" else DEFAULT_BATCH_CPU),
+            max_tokens=max_tokens or DEFAULT_MAX_TOKENS, skip_invalid=skip_invalid, io_threads=io_threads,
+        ).validate(loaded.config.n_layer)
+        if loaded.config.rcps and not rc:
+            log.info("--no-rc has no effect on Caduceus-PS: both strands come from one pass and are averaged")
+        source = RegionSource(fasta, regions, settings, stdin=stdin)
+        try:
+            if set_total is not None and not rt.distributed and regions is not None and str(regions) != "-":
+                _report_total(regions, set_total)
+            return _embed(source, Embedder(loaded, settings), rt, output, fmt,
+                          _metadata(loaded, settings, fasta, regions), progress, started)
+        finally:
+            source.close()
+
+
+def _is_loaded(model) -> bool:
+    import torch.nn as nn
+
+    return isinstance(model, nn.Module)
+
+
+def _check_output(output, fmt: str | None, fasta, regions) -> None:
+    """Refuse, before any work, an output that would replace an input or cannot be written."""
+    if output is None or str(output) == "-":
+        return
+    refuse_overwriting_inputs(output, fasta, regions)
+    check_writable(output)
+    if fmt in ("npy", "npz"):
+        refuse_overwriting_inputs(sidecar_path(output), fasta, regions)
+        check_writable(sidecar_path(output))
+
+
+@contextlib.contextmanager
+def _runtime(runtime: Runtime | None, device) -> Iterator[Runtime]:
+    """The given runtime, or this process's under torchrun (gloo: ranks exchange only barriers, a
+    token and three counts, so NCCL's GPU memory is not needed)."""
+    if runtime is not None:
+        if runtime.device is None:
+            from ...runtime import resolve_device
+
+            runtime.device = resolve_device(device, runtime.local_rank)
+        yield runtime
+        return
+    with torchrun(device, collectives="gloo") as rt:
+        yield rt
+
+
+def _trained_length(model) -> int:
+    extra = model.config.extra
+    return int(extra.get("max_seq_len") or extra.get("max_position_embeddings") or DEFAULT_MAX_LENGTH)
+
+
+def _metadata(model, settings: EmbedSettings, fasta, regions) -> dict[str, str]:
+    metadata = provenance(
+        model, pool=settings.pool, center_width=settings.center_width if settings.pool == "center" else "",
+        layer="last" if settings.layer in (None, -1) else settings.layer,
+        rc_conjoin=("ps-strands-averaged" if model.config.rcps else str(settings.conjoin).lower()),
+        window=settings.window or "region", tile=str(settings.tile).lower(),
+        tile_overlap=settings.overlap if settings.tile else "", max_length=settings.max_length,
+        embedding_dim=model.config.d_model, variant=model.config.variant, batch_size=settings.batch_size,
+        fasta=str(fasta), regions=str(regions) if regions is not None else "(every FASTA record)",
+    )
+    return {k: v for k, v in metadata.items() if v != ""}
+
+
+def _report_total(regions, set_total: Callable[[int], None]) -> None:
+    from ...genome.bed import count_bed_records
+
+    total = count_bed_records(regions)
+    if total is not None:
+        set_total(total)
+
+
+def _part_location(output) -> tuple[Path, str]:
+    """Where ranks leave their parts: beside the output (a folder every rank sees), or the
+    temporary folder for stdout and in-memory results."""
+    if output is None or str(output) == "-":
+        return Path(tempfile.gettempdir()), "caduceus-embed"
+    return Path(output).parent, Path(output).name
+
+
+def _embed(source: RegionSource, embedder: Embedder, rt: Runtime, output, fmt, metadata: dict[str, str],
+           progress, started: float) -> EmbedResult:
+    settings, mine = embedder.settings, _Counter(embedder.dim, embedder.settings.pool, metadata)
+
+    def work(chunk):
+        batch = rows_batch(chunk, embedder.embed_chunk(chunk, progress), embedder.dim, settings.pool)
+        mine.write(batch)
+        return batch
+
+    batches = run_sharded(prefetch(source.chunks(rt)), work, rt, *_part_location(output))
+    if not rt.is_main:
+        for _ in batches:  # computes and writes this rank's part
+            pass
+        skipped = _skipped_everywhere(source, rt)
+        return _result(None, None, mine, skipped, source, started, metadata)
+    with open_sink(output, fmt, embedder.dim, settings.pool, metadata) as sink:
+        for batch in batches:
+            sink.write(batch)
+        skipped = _skipped_everywhere(source, rt)
+        sink.finish({**sink.counts(), "n_skipped": str(skipped),
+                     **({"world_size": str(rt.world_size)} if rt.distributed else {})})
+    _warn(source, sink, skipped)
+    return _result(output, fmt, sink, skipped, source, started, metadata)
+
+
+def _skipped_everywhere(source: RegionSource, rt: Runtime) -> int:
+    """Regions skipped by every rank: problems found while validating are seen by all ranks, those
+    found while reading a rank's own sequences only by that rank."""
+    found_while_reading = int(rt.all_reduce([float(source.skipped_fetched)])[0])
+    return source.skipped - source.skipped_fetched + found_while_reading
+
+
+def _warn(source: RegionSource, sink: _Sink, skipped: int) -> None:
+    if skipped:
+        log.warning("skipped %d invalid region(s) (--skip-invalid); first: %s", skipped,
+                    "; ".join(source.first_problems))
+    if sink.padded_rows:
+        log.warning("%d region(s) reach past a contig end and were padded with N (column n_padded)", sink.padded_rows)
+
+
+def _result(output, fmt, sink: _Sink, skipped: int, source: RegionSource, started: float,
+            metadata: dict[str, str]) -> EmbedResult:
+    return EmbedResult(
+        output=None if output is None else str(output), format=fmt, n_regions=sink.rows, n_skipped=skipped,
+        n_padded=sink.padded_rows, n_tiled=sink.tiled_rows, bases=sink.bases, seconds=time.perf_counter() - started,
+        dim=sink.dim, pool=sink.pool, metadata={**metadata, **sink.counts(), "n_skipped": str(skipped)},
+        table=sink.table() if isinstance(sink, MemorySink) else None, problems=list(source.first_problems))

@@ -1,0 +1,71 @@
+"""What `caduceus embed` can be asked to do, its defaults, and their validation.
+
+Light on purpose (no numpy, no torch): the command line builds its help text from these constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import CaduceusError
+
+DEFAULT_MAX_LENGTH = 131072  # the published Caduceus checkpoints were trained on 131,072 bp
+DEFAULT_CENTER_WIDTH = 1536  # the paper's VEP features: mean over 1,536 bp around the centre
+DEFAULT_BATCH_CUDA = 64
+DEFAULT_BATCH_CPU = 8
+DEFAULT_MAX_TOKENS = 1 << 17  # bases per batch
+DEFAULT_IO_THREADS = 2
+DEFAULT_POOL = "mean"
+FORMATS = ("parquet", "npy", "npz", "tsv")
+POOLS = ("mean", "max", "center", "none")
+
+
+@dataclass
+class EmbedSettings:
+    pool: str = DEFAULT_POOL
+    center_width: int = DEFAULT_CENTER_WIDTH
+    layer: int | None = None
+    conjoin: bool = True
+    window: int | None = None
+    tile: bool = False
+    tile_overlap: int | None = None
+    max_length: int = DEFAULT_MAX_LENGTH
+    batch_size: int = DEFAULT_BATCH_CPU
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    skip_invalid: bool = False
+    io_threads: int = DEFAULT_IO_THREADS
+
+    @property
+    def overlap(self) -> int:
+        """Overlap of consecutive tiles: ``tile_overlap``, by default an eighth of the tile."""
+        return self.tile_overlap if self.tile_overlap is not None else self.max_length // 8
+
+    @property
+    def chunk_bases(self) -> int:
+        """Bases read ahead per chunk: bounds memory (per-position output is d floats per base)."""
+        return 1 << 18 if self.pool == "none" else 1 << 24
+
+    @property
+    def chunk_regions(self) -> int:
+        return max(1024, 8 * self.batch_size)
+
+    def validate(self, n_layer: int) -> "EmbedSettings":
+        """Raise a CaduceusError naming the option for any value that cannot work with a model of
+        ``n_layer`` layers; returns self."""
+        if self.pool not in POOLS:
+            raise CaduceusError(f"--pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if self.layer is not None and not -n_layer <= self.layer <= n_layer:
+            raise CaduceusError(f"--layer {self.layer}: this model has {n_layer} layers: give 0 (token embeddings) "
+                                f"to {n_layer} (last, after the final norm), or -1 for the last")
+        for name, value, low in (("--window", self.window, 1), ("--center-width", self.center_width, 1),
+                                 ("--max-length", self.max_length, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--max-tokens", self.max_tokens, 1), ("--tile-overlap", self.tile_overlap, 0),
+                                 ("--io-threads", self.io_threads, 1)):
+            if value is not None and value < low:
+                raise CaduceusError(f"{name} must be >= {low}, got {value}")
+        if self.overlap >= self.max_length:
+            raise CaduceusError(f"--tile-overlap {self.overlap} must be smaller than the tile length {self.max_length}")
+        if self.window is not None and self.window > self.max_length and not self.tile:
+            raise CaduceusError(f"--window {self.window} is longer than the model's trained length "
+                                f"({self.max_length:,} bp): use --tile, a smaller --window, or --max-length")
+        return self
