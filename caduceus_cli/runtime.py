@@ -294,6 +294,17 @@ def part_paths(folder: str | os.PathLike, stem: str, token: str, world: int) -> 
     return [Path(folder) / f".{stem}.{token}.part{r}-of-{world}.arrow" for r in range(world)]
 
 
+def shard_location(output: str | os.PathLike | None, stem: str) -> tuple[Path, str]:
+    """(folder, stem) for the parts of a sharded run writing ``output``: beside it (a folder every
+    rank sees, as torchrun runs on one machine or a shared file system), or the temporary folder
+    for stdout ('-') and in-memory results (None), with ``stem``."""
+    if output is None or str(output) == "-":
+        import tempfile
+
+        return Path(tempfile.gettempdir()), stem
+    return Path(output).parent, Path(output).name
+
+
 def owns(chunk_index: int, runtime: Runtime) -> bool:
     """Whether this rank computes chunk ``chunk_index`` (chunk i belongs to rank ``i % world``)."""
     return chunk_index % runtime.world_size == runtime.rank

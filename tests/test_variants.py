@@ -16,7 +16,7 @@ from caduceus_cli.pipelines.features import embed_tokens
 from caduceus_cli.pipelines.variants import VariantScorer, score_variants
 
 from .conftest import DATA as SHARED_DATA
-from .conftest import need_data
+from .conftest import need_data, pretend_rank
 
 DATA = SHARED_DATA / "variants"
 VCF = str(DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz")
@@ -222,9 +222,10 @@ def test_sharded_scoring_merges_to_the_single_process_output(ps, small_vcf, tmp_
     score_variants(str(small_vcf), FA, str(single), model=ps, window=W, chunk_size=16)
     sharded = tmp_path / "sharded.vcf"
     for rank in (2, 1, 0):  # rank 0 merges once the other shards exist
-        score_variants(str(small_vcf), FA, str(sharded), model=ps, window=W, chunk_size=16, rank=rank, world_size=3)
+        score_variants(str(small_vcf), FA, str(sharded), model=ps, window=W, chunk_size=16,
+                       runtime=pretend_rank(rank, 3))
     assert sharded.read_text() == single.read_text()
-    assert not list(tmp_path.glob(".*shard*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.vcf", "single.vcf"]  # no shards left
 
 
 def test_bgzip_with_tabix_index_and_bcf_outputs(ps, small_vcf, tmp_path):

@@ -133,3 +133,56 @@ def test_bad_options_fail_before_work(model_dir, tmp_path, capsys):
     _one_line_error(code, err, "unknown score foo")
     code, _, err = run(["score-variants", str(VCF), "--scores", "svm", *common(model_dir)], capsys)
     _one_line_error(code, err, "--svm DIR")
+
+
+class _Loaded(Exception):
+    """Raised by a stand-in for resolve_model, carrying the device the engine chose."""
+
+
+@pytest.mark.parametrize("command", ["score-variants", "embed"])
+def test_under_torchrun_each_rank_takes_cuda_local_rank(model_dir, monkeypatch, command):
+    """Defect: score-variants resolved the device in the command, so every torchrun rank ran on
+    cuda:0; the engine now picks cuda:LOCAL_RANK (checked without a GPU: CUDA is pretended)."""
+    import torch
+
+    from caduceus_cli.pipelines.embed import run as embed_run
+    from caduceus_cli.pipelines.variants import run as variants_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+    def stand_in(model, device=None, **options):
+        raise _Loaded(device)
+
+    monkeypatch.setattr(variants_run, "resolve_model", stand_in)
+    monkeypatch.setattr(embed_run, "resolve_model", stand_in)
+    args = ([command, str(VCF), "--fasta", FA, "-m", model_dir] if command == "score-variants"
+            else [command, FA, "-m", model_dir, "--format", "tsv"])
+    with pytest.raises(_Loaded) as loaded:
+        main(args)
+    assert loaded.value.args[0] == torch.device("cuda", 1)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_single_process(model_dir, vcf_lines, tmp_path):
+    header, body = vcf_lines
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text("\n".join(header + body[:150]) + "\n")
+    args = [str(vcf), *common(model_dir), "--chunk-size", "16", "--device", "cpu"]
+    single, multi = tmp_path / "single.vcf", tmp_path / "multi.vcf"
+    subprocess.run([sys.executable, "-m", "caduceus_cli", "score-variants", *args, "-o", str(single)],
+                   check=True, timeout=300, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "caduceus_cli", "score-variants", *args, "-o", str(multi)],
+                          timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    def without_command(path):  # the provenance line holds each run's own -o
+        return [ln for ln in path.read_text().splitlines() if not ln.startswith("##caduceus_command=")]
+
+    assert without_command(multi) == without_command(single)
+    assert sum(not ln.startswith("#") for ln in without_command(single)) == 150
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.vcf", "multi.vcf", "single.vcf"]

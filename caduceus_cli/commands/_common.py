@@ -13,14 +13,6 @@ DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (defau
 BackendOption = typer.Option("auto", "--backend", help="Selective scan: auto, torch or cuda (mamba-ssm kernels).")
 
 
-def default_device(device: str | None) -> str:
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def print_table(rows: dict[str, Any], as_json: bool) -> None:
     """Key/value report to stdout: aligned text, or JSON with --json."""
     if as_json:

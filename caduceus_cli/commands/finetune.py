@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ._common import BackendOption, DeviceOption, ModelOption, Progress, default_device
+from ._common import BackendOption, DeviceOption, ModelOption, Progress
 
 finetune_app = typer.Typer(help="Fine-tune or fit classifiers on Caduceus features.", no_args_is_help=True)
 
@@ -25,6 +25,7 @@ def svm_command(
     n_train: int = typer.Option(5000, "--n-train", help="Training subsample per fit (the paper: 5,000)."),
     window: int = typer.Option(1536, "--window", help="Window (bp) centred on the variant."),
     model: str = ModelOption,
+    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of --model."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOption,
     backend: str = BackendOption,
@@ -37,7 +38,7 @@ def svm_command(
     with Progress("features", unit="variants", quiet=quiet) as progress:
         report = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
-                           n_train=n_train, batch_size=batch_size, device=default_device(device), backend=backend,
+                           n_train=n_train, batch_size=batch_size, device=device, revision=revision, backend=backend,
                            progress=progress)
     if as_json:
         json.dump(report, sys.stdout, indent=2)

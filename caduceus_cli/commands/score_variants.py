@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ._common import BackendOption, DeviceOption, ModelOption, Progress, default_device
+from ._common import BackendOption, DeviceOption, ModelOption, Progress
 
 
 def score_variants_command(
@@ -17,6 +17,7 @@ def score_variants_command(
     fmt: str = typer.Option(None, "--format", help="vcf, vcf.gz, bcf or tsv (default: from the -o name; stdout: vcf)."),
     scores: str = typer.Option("llr,embed_cos,embed_l2", "--scores", help="Comma-separated: llr, embed_cos, embed_l2, svm."),
     model: str = ModelOption,
+    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of --model."),
     window: int = typer.Option(1536, "--window", help="Window (bp) centred on the variant."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
     chunk_size: int = typer.Option(1024, "--chunk-size", help="Records read and scored together (bounds memory)."),
@@ -37,7 +38,7 @@ def score_variants_command(
     with Progress("scoring", unit="records", quiet=quiet) as progress:
         summary = score_variants(
             vcf, fasta, output, model=model, scores=scores, window=window, batch_size=batch_size,
-            chunk_size=chunk_size, device=default_device(device), dtype=dtype, backend=backend, tss=tss, svm=svm,
+            chunk_size=chunk_size, device=device, dtype=dtype, backend=backend, revision=revision, tss=tss, svm=svm,
             tissue=tissue, strict_ref=strict_ref, missing_contig=missing_contig, fmt=fmt, write_index=write_index,
             progress=progress)
     if not quiet and summary["rank"] == 0:

@@ -28,7 +28,8 @@ from ..genome.labeled import LabeledVariant, read_labeled
 from ..io import atomic_folder, provenance, write_json
 from ..runtime import resolve_model
 from .svm_model import BUCKET_NAMES, BUCKETS, CS, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN, SEEDS, bucket_of
-from .variants import DEFAULT_BATCH, DEFAULT_WINDOW, VariantScorer
+from .variants.scorer import VariantScorer
+from .variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
 
 DEFAULT_TEST_FRACTION = 0.2  # genomic hold-out when no --test set is given
 

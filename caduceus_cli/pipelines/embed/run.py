@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -20,7 +18,7 @@ import pyarrow as pa
 
 from ...errors import CaduceusError
 from ...io import check_writable, provenance, refuse_overwriting_inputs
-from ...runtime import Runtime, prefetch, resolve_model, run_sharded, torchrun
+from ...runtime import Runtime, prefetch, resolve_device, resolve_model, run_sharded, shard_location, torchrun
 from .compute import Embedder
 from .settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, EmbedSettings)
@@ -128,8 +126,6 @@ def _runtime(runtime: Runtime | None, device) -> Iterator[Runtime]:
     token and three counts, so NCCL's GPU memory is not needed)."""
     if runtime is not None:
         if runtime.device is None:
-            from ...runtime import resolve_device
-
             runtime.device = resolve_device(device, runtime.local_rank)
         yield runtime
         return
@@ -163,14 +159,6 @@ def _report_total(regions, set_total: Callable[[int], None]) -> None:
         set_total(total)
 
 
-def _part_location(output) -> tuple[Path, str]:
-    """Where ranks leave their parts: beside the output (a folder every rank sees), or the
-    temporary folder for stdout and in-memory results."""
-    if output is None or str(output) == "-":
-        return Path(tempfile.gettempdir()), "caduceus-embed"
-    return Path(output).parent, Path(output).name
-
-
 def _embed(source: RegionSource, embedder: Embedder, rt: Runtime, output, fmt, metadata: dict[str, str],
            progress, started: float) -> EmbedResult:
     settings, mine = embedder.settings, _Counter(embedder.dim, embedder.settings.pool, metadata)
@@ -180,7 +168,7 @@ def _embed(source: RegionSource, embedder: Embedder, rt: Runtime, output, fmt, m
         mine.write(batch)
         return batch
 
-    batches = run_sharded(prefetch(source.chunks(rt)), work, rt, *_part_location(output))
+    batches = run_sharded(prefetch(source.chunks(rt)), work, rt, *shard_location(output, "caduceus-embed"))
     if not rt.is_main:
         for _ in batches:  # computes and writes this rank's part
             pass

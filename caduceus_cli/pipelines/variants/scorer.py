@@ -1,0 +1,276 @@
+"""Scores of VCF records from a Caduceus masked LM: LLR at the masked centre, embedding distances,
+SVM decisions, per ALT allele, with the windows of a chunk de-duplicated and run in batches.
+
+LLR and embeddings come from the model's own heads: ``model.logits`` (the masked-LM head) and the
+shared feature code (``features.embed_tokens``: strand-averaged mean of the last layer).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ...errors import CaduceusError
+from ...genome.vcf import VcfRecord
+from ...genome.windows import fetch_window, variant_window
+from ...model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
+from ..features import autocast_for, embed_tokens
+from .settings import DEFAULT_BATCH, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
+
+_BASES_RE = re.compile(r"^[ACGTNacgtn]+$")
+_TOKEN = {b: VOCAB[b] for b in "ACGTN"}
+EMBEDDING_SCORES = ("embed_cos", "embed_l2", "svm")
+
+
+def classify_alt(ref: str, alt: str | None) -> tuple[str | None, str | None]:
+    """(kind, reason): kind is 'snv', 'mnv' or 'indel'; reason says why an allele cannot be scored."""
+    if alt is None or alt in ("", "."):
+        return None, "missing_alt"
+    if alt == "*":
+        return None, "star_allele"
+    if alt.startswith("<") or "[" in alt or "]" in alt or alt.startswith(".") or alt.endswith("."):
+        return None, "symbolic"
+    if not _BASES_RE.match(alt):
+        return None, "invalid_alt"
+    if not ref or not _BASES_RE.match(ref):
+        return None, "invalid_ref"
+    if len(ref) == len(alt):
+        return ("snv" if len(ref) == 1 else "mnv"), None
+    return "indel", None
+
+
+@dataclass
+class RecordResult:
+    """Scores of one record: ``scores[name][k]`` for ALT k (None: not computed)."""
+
+    scores: dict[str, list[float | None]]
+    reasons: list[str | None]
+    tss_distance: int | None = None
+    features: list[np.ndarray | None] | None = None
+    ref_mismatch: bool = False
+
+
+@dataclass
+class _Planned:
+    """What one scorable ALT allele needs: rows of the masked and embedding windows of the chunk."""
+
+    kind: str
+    alt: str
+    mask_row: int | None
+    ref_row: int | None
+    alt_row: int | None
+
+
+@dataclass
+class _Windows:
+    """The distinct windows of a chunk: masked windows for LLR, plain ones for embeddings."""
+
+    masked: list[np.ndarray] = field(default_factory=list)
+    plain: list[np.ndarray] = field(default_factory=list)
+    _masked_at: dict[tuple, int] = field(default_factory=dict)
+    _plain_at: dict[tuple, int] = field(default_factory=dict)
+
+    def masked_row(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
+        return self._row(self._masked_at, self.masked, key, make)
+
+    def plain_row(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
+        return self._row(self._plain_at, self.plain, key, make)
+
+    @staticmethod
+    def _row(index: dict, rows: list, key: tuple, make) -> int:
+        if key not in index:
+            index[key] = len(rows)
+            rows.append(make())
+        return index[key]
+
+
+def _cos_l2(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+    cos = 1.0 - float(a64 @ b64 / (na * nb)) if na > 0 and nb > 0 else 0.0
+    return cos, float(np.linalg.norm(a64 - b64))
+
+
+def _masked(ids: np.ndarray, centre: int) -> np.ndarray:
+    out = ids.copy()
+    out[centre] = MASK
+    return out
+
+
+class VariantScorer:
+    """Scores lists of :class:`VcfRecord` with one model and one reference.
+
+    ``score(records)`` returns one :class:`RecordResult` per record, in order. ``tss`` (a TssIndex)
+    adds the distance to the nearest TSS; ``svm`` (a saved SVM) the svm score; ``keep_features``
+    keeps each ALT's [ref, alt] embedding (the SVM's features).
+    """
+
+    def __init__(self, model, reference, scores: Iterable[str] = DEFAULT_SCORES, window: int = DEFAULT_WINDOW,
+                 batch_size: int = DEFAULT_BATCH, *, tss=None, svm=None, tissue: str | None = None,
+                 strict_ref: bool = False, missing_contig: str = "error", source: str = "VCF",
+                 keep_features: bool = False, where: Callable[[int], str] = lambda line: f"line {line}"):
+        self.settings = ScoreSettings(tuple(scores), window, batch_size, strict_ref=strict_ref,
+                                      missing_contig=missing_contig, tissue=tissue).validate()
+        if "svm" in self.settings.scores and (svm is None or tss is None):
+            raise CaduceusError("the svm score needs a trained model (--svm DIR) and TSS annotation (--tss FILE)")
+        self.model, self.reference, self.tss, self.svm = model, reference, tss, svm
+        self.source, self.where, self.keep_features = source, where, keep_features
+        self.scores, self.window, self.centre = self.settings.scores, window, self.settings.centre
+        self.need_embed = keep_features or any(s in self.scores for s in EMBEDDING_SCORES)
+        self.complement = torch.tensor(model.config.complement_list(), dtype=torch.long)
+
+    # -- model passes --------------------------------------------------------------------------
+    @torch.no_grad()
+    def centre_logits(self, ids: np.ndarray) -> np.ndarray:
+        """(N, L) uint8 windows (masked at the centre) -> (N, vocab) logits at the centre, both
+        strands combined (PS: one pass, its LM head is equivariant; Ph: the forward pass and the
+        reverse-complement pass averaged)."""
+        model, c = self.model, self.centre
+        out = []
+        for start in range(0, len(ids), self.settings.batch_size):
+            x = torch.from_numpy(ids[start:start + self.settings.batch_size]).to(model.device).long()
+            with autocast_for(model):
+                hidden, _ = model.caduceus(x, model.backend, False)
+                logits = model.logits(hidden[:, c]).float()
+                if not model.config.rcps:
+                    complement = self.complement.to(x.device)
+                    hidden_rc, _ = model.caduceus(reverse_complement_ids(x, complement), model.backend, False)
+                    logits_rc = model.logits(hidden_rc[:, x.shape[1] - 1 - c]).float()
+                    logits = 0.5 * (logits + logits_rc[:, complement])
+            out.append(logits.cpu())
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 16))
+
+    @torch.no_grad()
+    def embeddings(self, ids: np.ndarray) -> np.ndarray:
+        """(N, L) uint8 windows -> (N, d) strand-averaged mean embeddings of the last layer."""
+        out = []
+        for start in range(0, len(ids), self.settings.batch_size):
+            x = torch.from_numpy(ids[start:start + self.settings.batch_size]).to(self.model.device).long()
+            out.append(embed_tokens(self.model, x, pool="mean").cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.model.config.d_model), dtype=np.float32)
+
+    # -- windows -------------------------------------------------------------------------------
+    def _windows(self, rec: VcfRecord, contig: str) -> tuple[np.ndarray, str]:
+        """Token ids of the variant's window plus len(REF) bases (room for the alternative window of a
+        deletion), and the REF bases seen at the centre."""
+        start, end = variant_window(rec.pos - 1, self.window)
+        seq, _ = fetch_window(self.reference, contig, start, end + len(rec.ref))
+        return encode(seq, source=f"{self.reference.path}: {contig}:{start + 1}"), seq[self.centre:self.centre + len(rec.ref)]
+
+    def _alt_window(self, ids: np.ndarray, ref: str, alt: str) -> np.ndarray:
+        """The alternative window: the same left flank, ALT, then as much right flank as keeps it
+        ``window`` bp long (length-matched for indels; a long insertion is cut to fit)."""
+        c, w = self.centre, self.window
+        tail = ids[c + len(ref): c + len(ref) + max(0, w - c - len(alt))]
+        return np.concatenate([ids[:c], encode(alt), tail])[:w]
+
+    # -- records -------------------------------------------------------------------------------
+    def score(self, records: list[VcfRecord]) -> list[RecordResult]:
+        windows = _Windows()
+        results, plans = [], []
+        for rec in records:
+            result, plan = self._plan(rec, windows)
+            results.append(result)
+            plans.append(plan)
+        logits = self.centre_logits(np.stack(windows.masked)) if windows.masked else None
+        emb = self.embeddings(np.stack(windows.plain)) if windows.plain else None
+        for rec, result, plan in zip(records, results, plans):
+            for k, item in enumerate(plan):
+                if item is not None:
+                    self._fill(rec, result, k, item, logits, emb)
+        return results
+
+    def _plan(self, rec: VcfRecord, windows: _Windows) -> tuple[RecordResult, list[_Planned | None]]:
+        """The record's result, with the reasons of the ALTs that cannot be scored, and the windows
+        each scorable ALT needs (added to ``windows``)."""
+        alts = rec.alts or [None]
+        n = len(alts)
+        result = RecordResult({s: [None] * n for s in self.scores}, [None] * n,
+                              features=[None] * n if self.keep_features else None)
+        if self.tss is not None and rec.pos >= 1:
+            result.tss_distance = self.tss.nearest(rec.chrom, rec.pos - 1)
+        kinds = [classify_alt(rec.ref, a) for a in alts]
+        result.reasons = [reason for _, reason in kinds]
+        scorable = [k for k, (kind, _) in enumerate(kinds) if kind]
+        found = self._reference_window(rec, result, scorable) if scorable else None
+        plan: list[_Planned | None] = [None] * n
+        if found is None:
+            return result, plan
+        contig, ids = found
+        for k in scorable:
+            plan[k] = self._plan_alt(rec, result, k, kinds[k][0], alts[k], contig, ids, windows)
+        return result, plan
+
+    def _reference_window(self, rec: VcfRecord, result: RecordResult, scorable: list[int]
+                          ) -> tuple[str, np.ndarray] | None:
+        """(contig, window ids) of a record, or None with the scorable ALTs' reasons set (missing
+        contig, REF too long, REF not matching the reference)."""
+        contig = self.reference.resolve_contig(rec.chrom)
+        reason = None
+        if contig is None:
+            if self.settings.missing_contig == "error":
+                self._refuse_missing_contig(rec)
+            reason = "missing_contig"
+        elif rec.pos < 1 or len(rec.ref) > self.window:
+            reason = "longer_than_window" if rec.pos >= 1 else "invalid_ref"
+        else:
+            ids, seen = self._windows(rec, contig)
+            if seen.upper() == rec.ref.upper():
+                return contig, ids
+            result.ref_mismatch = True
+            if self.settings.strict_ref:
+                raise CaduceusError(f"{self.source}: {self.where(rec.line)}: REF {rec.ref[:20]!r} at {rec.chrom}:{rec.pos} "
+                                    f"does not match the reference {self.reference.path} ({seen[:20]!r}); "
+                                    "is it the same genome build? (drop --strict-ref to skip such records)")
+            reason = "ref_mismatch"
+        for k in scorable:
+            result.reasons[k] = reason
+        return None
+
+    def _refuse_missing_contig(self, rec: VcfRecord) -> None:
+        names = list(self.reference.contigs)
+        shown = ", ".join(names[:5]) + ("" if len(names) <= 5 else f", ... ({len(names)} in all)")
+        raise CaduceusError(f"{self.source}: {self.where(rec.line)}: contig {rec.chrom!r} is not in the reference "
+                            f"{self.reference.path} (it has {shown}); give the matching FASTA, "
+                            "or --missing-contig skip to pass such records through unscored")
+
+    def _plan_alt(self, rec: VcfRecord, result: RecordResult, k: int, kind: str, alt: str, contig: str,
+                  ids: np.ndarray, windows: _Windows) -> _Planned | None:
+        if len(alt) > self.window:
+            result.reasons[k] = "longer_than_window"
+            return None
+        key = (contig, rec.pos)
+        mask_row = ref_row = alt_row = None
+        if "llr" in self.scores and kind == "snv":
+            mask_row = windows.masked_row(key, lambda: _masked(ids[:self.window], self.centre))
+        if self.need_embed:
+            ref_row = windows.plain_row(key, lambda: ids[:self.window])
+            alt_row = windows.plain_row(key + (rec.ref.upper(), alt.upper()),
+                                        lambda: self._alt_window(ids, rec.ref, alt))
+        if mask_row is None and ref_row is None:
+            result.reasons[k] = f"llr_undefined_for_{kind}"
+            return None
+        return _Planned(kind, alt, mask_row, ref_row, alt_row)
+
+    def _fill(self, rec: VcfRecord, result: RecordResult, k: int, item: _Planned, logits, emb) -> None:
+        """The scores of ALT ``k`` from the model outputs of the chunk."""
+        if item.mask_row is not None:
+            row = logits[item.mask_row]
+            result.scores["llr"][k] = float(row[_TOKEN[item.alt.upper()]] - row[_TOKEN[rec.ref.upper()]])
+        if item.ref_row is None:
+            return
+        cos, l2 = _cos_l2(emb[item.ref_row], emb[item.alt_row])
+        if "embed_cos" in self.scores:
+            result.scores["embed_cos"][k] = cos
+        if "embed_l2" in self.scores:
+            result.scores["embed_l2"][k] = l2
+        features = np.concatenate([emb[item.ref_row], emb[item.alt_row]]).astype(np.float32)
+        if self.keep_features:
+            result.features[k] = features
+        if "svm" in self.scores and result.tss_distance is not None:
+            result.scores["svm"][k] = float(self.svm.decision(features[None], [result.tss_distance],
+                                                              tissues=[self.settings.tissue])[0])

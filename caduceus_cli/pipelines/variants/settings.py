@@ -1,0 +1,60 @@
+"""What `caduceus score-variants` can compute, its defaults and their validation.
+
+Light on purpose (no numpy, no torch): the command line builds its help text from these constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from ...errors import CaduceusError
+
+SCORES = ("llr", "embed_cos", "embed_l2", "svm")
+DEFAULT_SCORES = ("llr", "embed_cos", "embed_l2")
+DEFAULT_WINDOW = 1536  # the paper's VEP window, centred on the variant
+DEFAULT_CHUNK = 1024  # records read and scored together
+DEFAULT_BATCH = 64  # windows per forward pass
+MISSING_CONTIG = ("error", "skip")
+
+
+def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
+    """The scores asked for, without repeats; a comma-separated string is accepted."""
+    if isinstance(scores, str):
+        scores = [s.strip() for s in scores.split(",") if s.strip()]
+    scores = tuple(dict.fromkeys(scores))
+    bad = [s for s in scores if s not in SCORES]
+    if bad or not scores:
+        raise CaduceusError(f"--scores: unknown score {', '.join(bad) or '(none given)'}; choose from {', '.join(SCORES)}")
+    return scores
+
+
+@dataclass
+class ScoreSettings:
+    """How records are scored; ``validate`` names the option of any value that cannot work."""
+
+    scores: tuple[str, ...] = DEFAULT_SCORES
+    window: int = DEFAULT_WINDOW
+    batch_size: int = DEFAULT_BATCH
+    chunk_size: int = DEFAULT_CHUNK
+    strict_ref: bool = False
+    missing_contig: str = "error"
+    tissue: str | None = None
+
+    @property
+    def centre(self) -> int:
+        """Index of the variant's first REF base in its window."""
+        return self.window // 2
+
+    def validate(self) -> "ScoreSettings":
+        self.scores = validate_scores(self.scores)
+        if self.window < 3:
+            raise CaduceusError(f"--window must be at least 3 bp, got {self.window}")
+        if self.batch_size < 1:
+            raise CaduceusError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.chunk_size < 1:
+            raise CaduceusError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+        if self.missing_contig not in MISSING_CONTIG:
+            raise CaduceusError(f"--missing-contig must be one of {', '.join(MISSING_CONTIG)}, "
+                                f"got {self.missing_contig!r}")
+        return self
