@@ -26,51 +26,51 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caduceus_cli.model.scan import resolve_backend  # noqa: E402
-from caduceus_cli.pipelines.pretrain import (RC_AUGMENT_PROB, BatchPrefetcher, GenomeSet, Trainer,  # noqa: E402
-                                             WindowSampler, default_micro_batch, new_model, setup_distributed,
-                                             split_regions)
+from caduceus_cli.pipelines.pretrain import (RC_AUGMENT_PROB, GenomeSet, Trainer, WindowSampler,  # noqa: E402
+                                             batch_stream, default_micro_batch, new_model, split_regions)
+from caduceus_cli.runtime import prefetch, torchrun  # noqa: E402
 
 DEFAULT_GENOMES = sorted(glob.glob(str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" /
                                        "genomes" / "*.fa.gz")))
 
 
-def bench_variant(variant: str, args, dist, data: GenomeSet, regions: np.ndarray) -> dict:
-    local_batch = args.batch_size // dist.world_size
+def bench_variant(variant: str, args, rt, data: GenomeSet, regions: np.ndarray) -> dict:
+    local_batch = args.batch_size // rt.world_size
     micro = args.micro_batch_size or default_micro_batch(local_batch, args.seq_len, variant)
     total_steps = args.warmup_steps + args.steps
     model = new_model(variant, args.d_model, args.n_layer, args.seq_len, seed=0)
     trainer = Trainer(model, lr=args.lr, warmup=10, steps=10 * total_steps, weight_decay=0.1,
-                      micro_batch_size=micro, dist=dist, backend=args.backend)
+                      micro_batch_size=micro, runtime=rt, backend=args.backend)
     sampler = WindowSampler(data, regions, args.seq_len)
-    cuda = dist.device.type == "cuda"
-    prefetch = BatchPrefetcher(sampler, 0, dist.rank, local_batch, 0, total_steps,
-                               RC_AUGMENT_PROB if variant == "ph" else 0.0, pin=cuda)
+    cuda = rt.device.type == "cuda"
+    batches = prefetch(batch_stream(sampler, 0, rt.rank, local_batch, 0, total_steps,
+                                    RC_AUGMENT_PROB if variant == "ph" else 0.0, pin=cuda), depth=4)
     try:
         for _ in range(args.warmup_steps):
-            _, inputs, labels, n_targets = prefetch.get()
+            _, inputs, labels, n_targets = next(batches)
             trainer.train_step(inputs, labels, n_targets)
         trainer.take_train_loss()  # syncs the device
-        dist.barrier()
+        rt.barrier()
         if cuda:
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(dist.device)
+            torch.cuda.reset_peak_memory_stats(rt.device)
         start = time.perf_counter()
         for _ in range(args.steps):
-            _, inputs, labels, n_targets = prefetch.get()
+            _, inputs, labels, n_targets = next(batches)
             trainer.train_step(inputs, labels, n_targets)
         loss = trainer.take_train_loss()
         if cuda:
             torch.cuda.synchronize()
-        dist.barrier()
+        rt.barrier()
         seconds = time.perf_counter() - start
     finally:
-        prefetch.close()
+        batches.close()
     tokens = args.steps * args.batch_size * args.seq_len
-    peak = torch.cuda.max_memory_allocated(dist.device) / 2**30 if cuda else None
+    peak = torch.cuda.max_memory_allocated(rt.device) / 2**30 if cuda else None
     return {
         "variant": "Caduceus-PS" if variant == "ps" else "Caduceus-Ph",
         "d_model": args.d_model, "n_layer": args.n_layer, "seq_len": args.seq_len,
-        "global_batch": args.batch_size, "micro_batch": micro, "processes": dist.world_size,
+        "global_batch": args.batch_size, "micro_batch": micro, "processes": rt.world_size,
         "precision": "bf16 autocast" if cuda else "fp32",
         "steps_timed": args.steps, "warmup_steps": args.warmup_steps,
         "seconds": round(seconds, 3),
@@ -78,8 +78,8 @@ def bench_variant(variant: str, args, dist, data: GenomeSet, regions: np.ndarray
         "step_ms": 1000 * seconds / args.steps,
         "peak_memory_gib_per_gpu": None if peak is None else round(peak, 2),
         "train_loss_timed_steps": loss,
-        "device": torch.cuda.get_device_name(dist.device) if cuda else "cpu",
-        "backend": resolve_backend(args.backend, dist.device),
+        "device": torch.cuda.get_device_name(rt.device) if cuda else "cpu",
+        "backend": resolve_backend(args.backend, rt.device),
     }
 
 
@@ -102,7 +102,11 @@ def main() -> None:
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON here")
     args = p.parse_args()
 
-    dist = setup_distributed(args.device)
+    with torchrun(args.device) as rt:
+        run(args, rt)
+
+
+def run(args, rt) -> None:
     genomes = DEFAULT_GENOMES if args.genome is None else args.genome
     if genomes:
         data = GenomeSet(genomes)
@@ -114,11 +118,10 @@ def main() -> None:
         regions = np.array([[0, data.total]], dtype=np.int64)
         source = "random bases"
     try:
-        results = [bench_variant(v, args, dist, data, regions) for v in args.variant]
+        results = [bench_variant(v, args, rt, data, regions) for v in args.variant]
     finally:
         data.close()
-        dist.close()
-    if dist.rank != 0:
+    if rt.rank != 0:
         return
     cols = ["variant", "processes", "global_batch", "micro_batch", "precision", "tokens_per_s", "step_ms",
             "peak_memory_gib_per_gpu", "backend"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import sys
 import tempfile
 import time
@@ -54,7 +53,6 @@ def main() -> None:
     import torch
 
     from caduceus_cli.pipelines.variants import score_variants
-
     from caduceus_cli.runtime import resolve_device
 
     device = str(resolve_device(args.device))

@@ -10,6 +10,7 @@ from pathlib import Path
 from .conftest import REPO
 
 PACKAGE = REPO / "caduceus_cli"
+MAX_PIPELINE_LINES = 400
 
 
 def module_name(path: Path) -> str:
@@ -92,6 +93,11 @@ def test_no_import_cycles_in_the_package():
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_pipeline_module_is_over_400_lines():
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in (PACKAGE / "pipelines").rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v > MAX_PIPELINE_LINES} == {}
 
 
 def test_engine_never_imports_typer_or_rich():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -58,25 +57,19 @@ def pretrain_command(
     15% of real bases are targets (80% [MASK], 10% random base, 10% unchanged); Ph trains with RC
     augmentation. Many GPUs: torchrun --nproc-per-node N -m caduceus_cli pretrain ...
     """
-    from ..errors import CaduceusError
-    from ..io import command_line
-    from ..pipelines.pretrain import parse_duration, pretrain
+    from ..pipelines.pretrain import pretrain
 
-    if variant is not None and variant.lower() not in ("ps", "ph"):
-        raise CaduceusError(f"--variant must be ps or ph, got {variant!r}")
     contigs = [c.strip() for c in valid_contigs.split(",") if c.strip()] if valid_contigs else None
-    options = dict(variant=variant.lower() if variant else None, d_model=d_model, n_layer=n_layer, seq_len=seq_len,
-                   batch_size=batch_size, micro_batch_size=micro_batch_size, steps=steps, lr=lr, warmup=warmup,
-                   weight_decay=weight_decay, seed=seed, intervals=str(intervals) if intervals else None,
-                   valid_contigs=contigs, valid_windows=valid_windows, checkpoint_every=checkpoint_every,
-                   valid_every=valid_every, log_every=log_every, keep_checkpoints=keep_checkpoints,
-                   max_time=parse_duration(max_time), device=device, backend=backend)
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    with Progress("pretrain", unit="steps", quiet=quiet or not is_main) as bar:
+    options = dict(variant=variant, d_model=d_model, n_layer=n_layer, seq_len=seq_len, batch_size=batch_size,
+                   micro_batch_size=micro_batch_size, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                   seed=seed, intervals=str(intervals) if intervals else None, valid_contigs=contigs,
+                   valid_windows=valid_windows, checkpoint_every=checkpoint_every, valid_every=valid_every,
+                   log_every=log_every, keep_checkpoints=keep_checkpoints, max_time=max_time, device=device,
+                   backend=backend)
+    with Progress("pretrain", unit="steps", quiet=quiet) as bar:
         summary = pretrain([str(g) for g in genomes or []], str(out_dir) if out_dir else None,
-                           resume=str(resume) if resume else None, progress=bar, set_total=bar.set_total,
-                           command=command_line(), **options)
-    if is_main:
+                           resume=str(resume) if resume else None, progress=bar, set_total=bar.set_total, **options)
+    if summary["rank"] == 0:
         print_table(summary, as_json)
 
 

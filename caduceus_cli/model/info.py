@@ -20,12 +20,13 @@ def rc_mode(config) -> str:
 
 def model_info(name_or_path: str = "bundled", device: str | None = None, revision: str | None = None) -> dict:
     """Variant, sizes, parameter count, RC mode, provenance and the backend that would run."""
+    from ..runtime import resolve_device
     from .checkpoint import DEFAULT_MODEL, load_model
 
     model = load_model(name_or_path, revision=revision)
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or str(resolve_device(None))
     return {
         "model": model.source["id"],
         "default": model.source["id"] == DEFAULT_MODEL,
