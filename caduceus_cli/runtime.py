@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
+DEFAULT_MODEL = "bundled"  # the small model shipped inside the package
+
 # ---------------------------------------------------------------------------------------------
 # settings from the environment
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ def torchrun(device: "str | torch.device | None" = None, *, collectives: str | N
 # ---------------------------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------------------------
-def resolve_model(model: Any = "bundled", *, device: "str | torch.device | None" = None, dtype: str | None = None,
+def resolve_model(model: Any = DEFAULT_MODEL, *, device: "str | torch.device | None" = None, dtype: str | None = None,
                   backend: str = "auto", revision: str | None = None, train: bool = False):
     """A loaded model on ``device``: ``model`` is 'bundled', a folder, a hub id (at ``revision``) or
     an already loaded module (moved to ``device`` when one is given; ``revision`` must then be None).

@@ -53,6 +53,18 @@ def small_ps_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def caduceus_logger():
+    """cli.main() sends the 'caduceus' logger to stderr without propagation; put it back after each
+    test so that caplog sees the engine's warnings whatever ran before."""
+    import logging
+
+    logger = logging.getLogger("caduceus")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run the command line in this process: ``run_cli("embed", ...)`` -> (exit code, stdout, stderr)."""

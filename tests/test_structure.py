@@ -111,3 +111,12 @@ def test_engine_never_imports_typer_or_rich():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """Help, version and usage errors stay fast: defaults come from light settings modules."""
+    code = ("import sys, caduceus_cli.cli\n"
+            "heavy = [m for m in ('numpy', 'torch', 'pyarrow', 'pysam', 'cyvcf2') if m in sys.modules]\n"
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

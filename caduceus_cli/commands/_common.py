@@ -8,9 +8,16 @@ from typing import Any
 
 import typer
 
-ModelOption = typer.Option("bundled", "--model", "-m", help="'bundled' (the default model shipped with the tool), a local folder, or a HuggingFace hub id.")
-DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu).")
+from ..runtime import DEFAULT_MODEL
+
+ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help=f"'{DEFAULT_MODEL}' (the default model shipped with "
+                           "the tool), a local folder, or a HuggingFace hub id.")
+RevisionOption = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of the model.")
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu; "
+                            "under torchrun each process takes cuda:LOCAL_RANK).")
 BackendOption = typer.Option("auto", "--backend", help="Selective scan: auto, torch or cuda (mamba-ssm kernels).")
+DtypeOption = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 (on CUDA the model "
+                           "runs under bf16 autocast anyway).")
 
 
 def print_table(rows: dict[str, Any], as_json: bool) -> None:
@@ -29,12 +36,13 @@ def print_table(rows: dict[str, Any], as_json: bool) -> None:
 
 
 class Progress:
-    """A rich progress bar on stderr, driven by the engine's ``progress(n)`` callbacks.
+    """A rich progress bar on stderr, driven by the engine's ``progress(n)`` and ``set_total(n)``.
 
-    Quiet (no bar) when stderr is not a terminal unless ``force``; the engine never imports rich.
+    Quiet (no bar) when stderr is not a terminal; shown from the first report only, so that a
+    process that never reports (a torchrun rank other than 0) draws nothing.
     """
 
-    def __init__(self, description: str, total: int | None = None, unit: str = "items", quiet: bool = False):
+    def __init__(self, description: str, unit: str = "items", quiet: bool = False):
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
@@ -47,21 +55,28 @@ class Progress:
             console=self.console, disable=not self.enabled, transient=False,
         )
         self.unit = unit
-        self._task = self._bar.add_task(description, total=total, rate="")
+        self._task = self._bar.add_task(description, total=None, rate="")
+        self._shown = False
 
     def __enter__(self) -> "Progress":
-        self._bar.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._bar.__exit__(*exc)
+        if self._shown:
+            self._bar.__exit__(*exc)
+
+    def _show(self) -> None:
+        if not self._shown:
+            self._bar.start()
+            self._shown = True
 
     def __call__(self, advance: int = 1, **fields) -> None:
-        task = self._bar.tasks[0]
-        speed = task.speed
+        self._show()
+        speed = self._bar.tasks[0].speed
         rate = f"{speed:,.1f} {self.unit}/s" if speed else ""
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         self._bar.update(self._task, advance=advance, rate=(rate + " " + extra).strip())
 
     def set_total(self, total: int | None) -> None:
+        self._show()
         self._bar.update(self._task, total=total)

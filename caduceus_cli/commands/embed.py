@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from ._common import BackendOption, DeviceOption, ModelOption, Progress
+from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
+                                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS, POOLS)
+from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption
 
 
 def embed(
@@ -14,18 +16,18 @@ def embed(
                                           "Without REGIONS: a FASTA of sequences, every record embedded ('-' for stdin)."),
     regions: Optional[str] = typer.Argument(None, help="BED3 or BED6+ regions (gzip ok, '-' for stdin). Name and strand "
                                                        "are used; minus-strand regions are reverse-complemented."),
-    output: str = typer.Option("-", "--output", "-o", help="Output: .parquet (default choice), .npy/.npz (+ a sidecar "
-                                                          ".regions.bed), .tsv; '-' writes TSV to stdout."),
+    output: str = typer.Option("-", "--output", "-o", help="Output: .parquet (the recommended format), .npy/.npz "
+                                                          "(+ a sidecar .regions.bed), .tsv; '-' writes TSV to stdout."),
     model: str = ModelOption,
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    revision: Optional[str] = RevisionOption,
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 "
-                                                               "(on CUDA the model already runs under bf16 autocast)."),
-    pool: str = typer.Option("mean", "--pool", help="mean, max, center (mean over the central --center-width bp) "
-                                                    "or none (one vector per position; Parquet or .npy/.npz)."),
-    center_width: int = typer.Option(1536, "--center-width", help="Width of the central window for --pool center "
-                                                                   "(1536 bp as in the paper's VEP features)."),
+    dtype: Optional[str] = DtypeOption,
+    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLS[:-1])} (center: mean over the central "
+                                                          "--center-width bp) or none (one vector per position; "
+                                                          "Parquet or .npy/.npz)."),
+    center_width: int = typer.Option(DEFAULT_CENTER_WIDTH, "--center-width", help="Width of the central window for "
+                                     "--pool center (the paper's VEP features average 1,536 bp)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Hidden layer: 0 = token embeddings ... n_layer = last "
                                                               "(default; after the final norm); -1 = last."),
     no_rc: bool = typer.Option(False, "--no-rc", help="Caduceus-Ph: skip the reverse-complement pass (post-hoc "
@@ -37,17 +39,17 @@ def embed(
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Overlap of consecutive tiles in bp "
                                                                             "(default: max length / 8)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Longest sequence given to the model "
-                                                                        "(default: the model's trained length, "
-                                                                        "131072 if its config does not say)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per batch (default 64 on "
-                                                                              "CUDA, 8 on CPU)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="At most this many bases per batch "
-                                                                        "(default 131072)."),
-    output_format: Optional[str] = typer.Option(None, "--format", help="parquet, npy, npz or tsv (default: from "
+                                             "(default: the model's trained length, "
+                                             f"{DEFAULT_MAX_LENGTH} if its config does not say)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=f"Sequences per batch (default "
+                                             f"{DEFAULT_BATCH_CUDA} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=f"At most this many bases per batch "
+                                             f"(default {DEFAULT_MAX_TOKENS})."),
+    output_format: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from "
                                                                        "the output file name)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
                                                                     "stopping: bad lines, unknown contigs, too long."),
-    io_threads: int = typer.Option(2, "--io-threads", help="Threads reading sequences from the FASTA."),
+    io_threads: int = typer.Option(DEFAULT_IO_THREADS, "--io-threads", help="Threads reading sequences from the FASTA."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:
     """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV."""

@@ -7,32 +7,32 @@ import sys
 
 import typer
 
-from ._common import BackendOption, DeviceOption, ModelOption, Progress
+from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
+from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
+from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption
 
 finetune_app = typer.Typer(help="Fine-tune or fit classifiers on Caduceus features.", no_args_is_help=True)
 
 
-@finetune_app.command("svm")
 def svm_command(
     labeled: str = typer.Argument(..., help="Labeled variants: TSV (chrom, pos, ref, alt, label[, tissue]) or VCF with a label INFO field."),
     fasta: str = typer.Option(..., "--fasta", "-f", help="Reference FASTA."),
     tss: str = typer.Option(..., "--tss", help="TSS annotation (BED of TSS or GTF) for the distance buckets."),
     output: str = typer.Option(..., "--output", "-o", help="New folder for the fitted models (svm.json, bucket-*.npz, report.json)."),
     test: str = typer.Option(None, "--test", help="Labeled test set (default: the last --test-fraction of positions per contig)."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Genomic hold-out fraction when --test is not given."),
+    test_fraction: float = typer.Option(DEFAULT_TEST_FRACTION, "--test-fraction", help="Genomic hold-out fraction when --test is not given."),
     label_field: str = typer.Option("label", "--label-field", help="INFO field with the 0/1 label (VCF input)."),
     use_tissue: bool = typer.Option(False, "--use-tissue", help="Add the tissue (6th TSV column) as a feature."),
-    n_train: int = typer.Option(5000, "--n-train", help="Training subsample per fit (the paper: 5,000)."),
-    window: int = typer.Option(1536, "--window", help="Window (bp) centred on the variant."),
+    n_train: int = typer.Option(N_TRAIN, "--n-train", help="Training subsample per fit (the paper's value is the default)."),
+    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Window (bp) centred on the variant."),
     model: str = ModelOption,
-    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of --model."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
+    revision: str = RevisionOption,
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOption,
     backend: str = BackendOption,
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Fit the paper's distance-to-TSS bucketed SVMs (StandardScaler + RBF SVC, C in 1/5/10, 5 seeds)."""
     from ..pipelines.svm import train_svm
 
     with Progress("features", unit="variants", quiet=quiet) as progress:
@@ -51,6 +51,11 @@ def svm_command(
         else:
             sys.stdout.write(f"{name}\t{b['n_train']}\t{b['n_test']}\t{b['best_C']}\t{b['auroc_decision']:.4f}\t"
                              f"{b['auroc_hard_labels']:.4f}\n")
+
+
+svm_command.__doc__ = (f"Fit the paper's distance-to-TSS bucketed SVMs (StandardScaler + RBF SVC, C in "
+                       f"{'/'.join(map(str, CS))}, {len(SEEDS)} seeds).")
+finetune_app.command("svm")(svm_command)
 
 
 def register(app: typer.Typer) -> None:

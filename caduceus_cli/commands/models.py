@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from ._common import print_table
+from ..runtime import DEFAULT_MODEL
+from ._common import RevisionOption, print_table
 
 models_app = typer.Typer(help="Inspect models: the bundled default, local folders, HuggingFace hub ids.", no_args_is_help=True)
 
 
 @models_app.command("info")
 def info(
-    model: str = typer.Argument("bundled", help="'bundled', a local folder, or a HuggingFace hub id."),
-    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    model: str = typer.Argument(DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}', a local folder, or a HuggingFace hub id."),
+    revision: str = RevisionOption,
     device: str = typer.Option(None, "--device", help="Device to report the backend for."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:

@@ -7,7 +7,15 @@ from typing import List, Optional
 
 import typer
 
-from ._common import Progress, print_table
+from ..pipelines.pretrain.settings import DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, WARMUP_FRACTION, PretrainSettings
+from ._common import DeviceOption, Progress, print_table
+
+
+_DEFAULTS = PretrainSettings()
+
+
+def _default(name: str) -> str:
+    return f" (default: {getattr(_DEFAULTS, name)})"
 
 
 def pretrain_command(
@@ -15,40 +23,46 @@ def pretrain_command(
                                                    "May be left out with --resume."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="Run folder: checkpoints, metrics.jsonl, final/."),
     variant: Optional[str] = typer.Option(None, "--variant", help="ps (RC-equivariant, parameter sharing) or ph "
-                                          "(trained with RC augmentation). (default: ps)"),
-    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width. (default: 128)"),
-    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Number of Caduceus blocks. (default: 4)"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length in bp. (default: 1024)"),
+                                          "(trained with RC augmentation)." + _default("variant")),
+    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width." + _default("d_model")),
+    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Number of Caduceus blocks." + _default("n_layer")),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length in bp." + _default("seq_len")),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, in windows, over all "
-                                             "processes. (default: 256)"),
+                                             "processes." + _default("batch_size")),
     micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Windows per forward pass "
-                                                   "and process (gradient accumulation). (default: the largest divisor of the "
-                                                   "per-process batch with at most 131,072 tokens per pass, a "
-                                                   "PS window counting twice)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps. (default: 10000)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. (default: 8e-3)"),
+                                                   "and process (gradient accumulation). (default: the largest "
+                                                   "divisor of the per-process batch with at most "
+                                                   f"{MICRO_BATCH_TOKENS:,} tokens per pass, a PS window counting "
+                                                   "twice)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps." + _default("steps")),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate." + _default("lr")),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup steps, then cosine decay. "
-                                         "(default: 5% of --steps)"),
+                                         f"(default: {WARMUP_FRACTION:.0%} of --steps)"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (not on norms, "
-                                                 "biases, embeddings, A_log, D). (default: 0.1)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the weights and of the data. (default: 0)"),
+                                                 "biases, embeddings, A_log, D)." + _default("weight_decay")),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the weights and of the data." + _default("seed")),
     intervals: Optional[Path] = typer.Option(None, "--intervals", help="BED with a split column (chrom start end "
                                              "train|valid|test), as the HyenaDNA hg38 bed."),
     valid_contigs: Optional[str] = typer.Option(None, "--valid-contigs", help="Comma-separated contigs held out "
-                                                "for validation (default: the last 1% of every long contig)."),
-    valid_windows: Optional[int] = typer.Option(None, "--valid-windows", help="Validation windows. (default: 256)"),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints. "
-                                                   "(default: 1000)"),
-    valid_every: Optional[int] = typer.Option(None, "--valid-every", help="Steps between validations. (default: 500)"),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines. (default: 50)"),
-    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept. (default: 2)"),
+                                                f"for validation (default: the last {DEFAULT_VALID_TAIL:.0%} of "
+                                                "every long contig)."),
+    valid_windows: Optional[int] = typer.Option(None, "--valid-windows", help="Validation windows."
+                                                + _default("valid_windows")),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."
+                                                   + _default("checkpoint_every")),
+    valid_every: Optional[int] = typer.Option(None, "--valid-every", help="Steps between validations."
+                                              + _default("valid_every")),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines."
+                                            + _default("log_every")),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept."
+                                                   + _default("keep_checkpoints")),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly (checkpoint + final model) once "
                                            "this wall time has passed: 420, 7m, 1h30m."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (same "
                                           "configuration; a different one is refused)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
-                                         "under torchrun each process takes cuda:LOCAL_RANK)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."),
+    device: Optional[str] = DeviceOption,
+    backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
+                                          + _default("backend")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
 ) -> None:

@@ -7,28 +7,33 @@ import sys
 
 import typer
 
-from ._common import BackendOption, DeviceOption, ModelOption, Progress
+from ..genome.vcf import FORMATS
+from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, MISSING_CONTIG,
+                                           SCORES)
+from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption
 
 
 def score_variants_command(
     vcf: str = typer.Argument(..., help="VCF, VCF.gz or BCF ('-' for stdin); unsorted input is fine."),
     fasta: str = typer.Option(..., "--fasta", "-f", help="Reference FASTA (plain or bgzip, indexed on first use)."),
-    output: str = typer.Option("-", "--output", "-o", help="Output: '-' (stdout, VCF), .vcf, .vcf.gz, .bcf or .tsv."),
-    fmt: str = typer.Option(None, "--format", help="vcf, vcf.gz, bcf or tsv (default: from the -o name; stdout: vcf)."),
-    scores: str = typer.Option("llr,embed_cos,embed_l2", "--scores", help="Comma-separated: llr, embed_cos, embed_l2, svm."),
+    output: str = typer.Option("-", "--output", "-o", help="Output: '-' (stdout, VCF), .vcf, .vcf.gz, .bcf, .tsv "
+                                                          "or .tsv.gz (BGZF)."),
+    fmt: str = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from the -o name; stdout: vcf)."),
+    scores: str = typer.Option(",".join(DEFAULT_SCORES), "--scores", help=f"Comma-separated: {', '.join(SCORES)}."),
     model: str = ModelOption,
-    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of --model."),
-    window: int = typer.Option(1536, "--window", help="Window (bp) centred on the variant."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
-    chunk_size: int = typer.Option(1024, "--chunk-size", help="Records read and scored together (bounds memory)."),
+    revision: str = RevisionOption,
+    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Window (bp) centred on the variant."),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
+    chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Records read and scored together (bounds memory)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED of TSS, or GENCODE/Ensembl GTF): adds CADUCEUS_TSS_DIST."),
     svm: str = typer.Option(None, "--svm", help="Folder of a classifier trained by `caduceus finetune svm` (needs --tss)."),
     tissue: str = typer.Option(None, "--tissue", help="Tissue of every variant, for an SVM trained with tissues."),
     strict_ref: bool = typer.Option(False, "--strict-ref", help="Stop at the first REF that does not match the FASTA."),
-    missing_contig: str = typer.Option("error", "--missing-contig", help="A contig absent from the FASTA: error or skip."),
+    missing_contig: str = typer.Option(MISSING_CONTIG[0], "--missing-contig",
+                                       help=f"A contig absent from the FASTA: {' or '.join(MISSING_CONTIG)}."),
     write_index: bool = typer.Option(False, "--write-index", help="Write a .tbi (vcf.gz) or .csi (bcf) index."),
     device: str = DeviceOption,
-    dtype: str = typer.Option(None, "--dtype", help="Weights dtype (float32, bfloat16); CUDA runs under bf16 autocast anyway."),
+    dtype: str = DtypeOption,
     backend: str = BackendOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:

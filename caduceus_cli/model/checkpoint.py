@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CaduceusError
+from ..runtime import DEFAULT_MODEL
 from .caduceus import CaduceusForMaskedLM
 from .config import CaduceusConfig
 
@@ -28,7 +29,6 @@ def bundled_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "default_model"
 
 
-DEFAULT_MODEL = "bundled"
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> tuple[Path, dict]:

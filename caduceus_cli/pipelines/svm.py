@@ -27,11 +27,10 @@ from ..errors import CaduceusError
 from ..genome.labeled import LabeledVariant, read_labeled
 from ..io import atomic_folder, provenance, write_json
 from ..runtime import resolve_model
-from .svm_model import BUCKET_NAMES, BUCKETS, CS, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN, SEEDS, bucket_of
+from .svm_model import (BUCKET_NAMES, BUCKETS, CS, DEFAULT_TEST_FRACTION, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN,
+                        SEEDS, bucket_of)
 from .variants.scorer import VariantScorer
 from .variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
-
-DEFAULT_TEST_FRACTION = 0.2  # genomic hold-out when no --test set is given
 
 def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int, batch_size: int = 64,
                      chunk: int = 512, progress: Callable[[int], None] | None = None,

@@ -22,7 +22,8 @@ BUCKETS = ((0, 30_000), (30_000, 100_000), (100_000, None))
 BUCKET_NAMES = ("0-30kbp", "30-100kbp", ">100kbp")
 CS = (1, 5, 10)
 SEEDS = (1, 2, 3, 4, 5)
-N_TRAIN = 5000
+N_TRAIN = 5000  # training subsample per fit, as the paper's notebook
+DEFAULT_TEST_FRACTION = 0.2  # genomic hold-out when no --test set is given
 FEATURE_DEFINITION = ("concat(mean_L(strand_avg(last_hidden(ref_window))), mean_L(strand_avg(last_hidden(alt_window))))"
                       " [+ tissue code]; window centred on the variant (centre token = first REF base), indels "
                       "length-matched")

@@ -19,7 +19,7 @@ _NAMES = {
     "make_batch": "data", "reverse_complement_rows": "data", "validation_set": "data",
     "unigram_baseline": "data", "batch_stream": "data",
     "Trainer": "trainer", "new_model": "trainer", "parameter_groups": "trainer", "lr_at": "trainer",
-    "default_micro_batch": "trainer", "MICRO_BATCH_TOKENS": "trainer",
+    "default_micro_batch": "trainer", "MICRO_BATCH_TOKENS": "settings",
     "latest_checkpoint": "checkpoints", "save_checkpoint": "checkpoints", "save_final": "checkpoints",
 }
 

@@ -21,6 +21,9 @@ IGNORE_INDEX = -100
 ADAM_BETAS = (0.95, 0.9)  # the Caduceus pretraining recipe
 GRAD_CLIP = 1.0
 DEFAULT_VALID_TAIL = 0.01  # default split: the last 1% of every contig >= 100 windows long
+WARMUP_FRACTION = 0.05  # default warmup: 5% of the steps
+# Tokens per forward pass (both strands count for PS) when --micro-batch-size is not given.
+MICRO_BATCH_TOKENS = 131072
 # Genomes up to this many bases are read into memory (1 byte per base per process).
 DEFAULT_MAX_IN_MEMORY_BASES = 4_000_000_000  # override with CADUCEUS_PRETRAIN_MAX_BASES (e.g. 8G)
 
@@ -44,7 +47,7 @@ class PretrainSettings:
     batch_size: int = 256
     steps: int = 10_000
     lr: float = 8e-3
-    warmup: int | None = None  # None: 5% of steps
+    warmup: int | None = None  # None: WARMUP_FRACTION of the steps
     weight_decay: float = 0.1
     seed: int = 0
     intervals: str | None = None
@@ -64,7 +67,7 @@ class PretrainSettings:
                 "weight_decay", "seed", "valid_windows")
 
     def resolved_warmup(self) -> int:
-        return max(0, round(0.05 * self.steps)) if self.warmup is None else self.warmup
+        return max(0, round(WARMUP_FRACTION * self.steps)) if self.warmup is None else self.warmup
 
     def validate(self) -> None:
         if self.variant not in ("ps", "ph"):

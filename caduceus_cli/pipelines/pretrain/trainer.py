@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ...model.caduceus import CaduceusForMaskedLM
 from ...model.config import CaduceusConfig
 from ...runtime import Runtime
-from .settings import ADAM_BETAS, GRAD_CLIP, IGNORE_INDEX
+from .settings import ADAM_BETAS, GRAD_CLIP, IGNORE_INDEX, MICRO_BATCH_TOKENS
 
 
 def new_model(variant: str, d_model: int, n_layer: int, seq_len: int, seed: int) -> CaduceusForMaskedLM:
@@ -40,10 +40,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         else:
             decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-# Tokens per forward pass (both strands count for PS) when --micro-batch-size is not given.
-MICRO_BATCH_TOKENS = 131072
 
 
 def default_micro_batch(local_batch: int, seq_len: int, variant: str) -> int:
