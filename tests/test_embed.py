@@ -476,12 +476,14 @@ def test_ranks_merge_their_chunks_in_input_order(tmp_path, ps, monkeypatch):
 @pytest.mark.slow
 def test_torchrun_two_ranks_equal_single_process(tmp_path, ps_dir):
     fasta = need_data("genomes", "sacCer3.fa.gz")
-    rows = [(c, s, s + 70 + 10 * (i % 3), f"r{i}", 0, "+-"[i % 2])
-            for i, (c, s) in enumerate([("chrI", 500), ("chrII", 900), ("chrM", 85_740), ("chrIV", 10), ("chrV", 77),
-                                        ("chrVI", 5000), ("chrXVI", 12_345)])]
+    sites = [("chrI", 500), ("chrII", 900), ("chrM", 85_740), ("chrIV", 10), ("chrV", 77), ("chrVI", 5000),
+             ("chrXVI", 12_345)]
+    shift = {c: (-200 if c == "chrM" else 200) for c, _ in sites}  # chrM's first region reaches past its end
+    rows = [(c, s + shift[c] * k, s + shift[c] * k + 70 + 10 * (i % 3), f"r{k}_{i}", 0, "+-"[i % 2])
+            for k in range(10) for i, (c, s) in enumerate(sites)]  # 70 regions: two chunks of up to 64
     bed = write_bed(tmp_path / "r.bed", rows + [("chrNope", 0, 10, "bad", 0, "+")])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [str(fasta), str(bed), "-m", str(ps_dir), "--device", "cpu", "-q", "--skip-invalid"]
+    common = [str(fasta), str(bed), "-m", str(ps_dir), "--device", "cpu", "-q", "--skip-invalid", "-b", "4"]
     single = tmp_path / "single.parquet"
     subprocess.run([sys.executable, "-m", "caduceus_cli", "embed", *common, "-o", str(single)],
                    check=True, env=env, timeout=120, capture_output=True)
@@ -498,7 +500,7 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path, ps_dir):
     eb = np.stack(b.column("embedding").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(ea, eb, atol=1e-5)
     meta = pq.read_metadata(multi).metadata
-    assert meta[b"world_size"] == b"2" and meta[b"n_skipped"] == b"1" and meta[b"n_regions"] == b"7"
+    assert meta[b"world_size"] == b"2" and meta[b"n_skipped"] == b"1" and meta[b"n_regions"] == str(len(rows)).encode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi.parquet", "r.bed", "single.parquet"]
 
 

@@ -23,7 +23,7 @@ def embed(
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     dtype: Optional[str] = DtypeOption,
-    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLS[:-1])} (center: mean over the central "
+    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLS[:-1])} (the mean over the central "
                                                           "--center-width bp) or none (one vector per position; "
                                                           "Parquet or .npy/.npz)."),
     center_width: int = typer.Option(DEFAULT_CENTER_WIDTH, "--center-width", help="Width of the central window for "

@@ -47,7 +47,9 @@ class EmbedSettings:
 
     @property
     def chunk_regions(self) -> int:
-        return max(1024, 8 * self.batch_size)
+        """Regions per chunk: eight batches, so that under torchrun (chunk i on rank i % world)
+        the ranks share even a small BED."""
+        return max(64, 8 * self.batch_size)
 
     def validate(self, n_layer: int) -> "EmbedSettings":
         """Raise a CaduceusError naming the option for any value that cannot work with a model of
