@@ -28,29 +28,46 @@ def need_data(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path):
-    """A random PS model (d_model 16, 2 layers) saved in the HuggingFace layout."""
+def save_tiny(folder: Path, variant: str, seed: int, d_model: int = 16, n_layer: int = 2) -> Path:
+    """A random Caduceus model (``variant`` ps or ph) saved in the HuggingFace layout."""
     import torch
 
     from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, save_model
 
-    torch.manual_seed(0)
-    model = CaduceusForMaskedLM(CaduceusConfig.small("ps", d_model=16, n_layer=2))
-    return save_model(model, tmp_path / "tiny_ps")
+    torch.manual_seed(seed)
+    return save_model(CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model=d_model, n_layer=n_layer)), folder)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def ps_dir(tmp_path_factory):
+    """A random PS model (d_model 16, 2 layers, seed 1), saved once for the whole run."""
+    return save_tiny(tmp_path_factory.mktemp("models") / "ps", "ps", 1)
+
+
+@pytest.fixture(scope="session")
+def ph_dir(tmp_path_factory):
+    """A random Ph model (d_model 16, 2 layers, seed 2), saved once for the whole run."""
+    return save_tiny(tmp_path_factory.mktemp("models") / "ph", "ph", 2)
+
+
+@pytest.fixture(scope="session")
+def ps(ps_dir):
+    from caduceus_cli.model import load_model
+
+    return load_model(ps_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ph(ph_dir):
+    from caduceus_cli.model import load_model
+
+    return load_model(ph_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def small_ps_dir(tmp_path_factory):
-    """A random PS model (d_model 16, 1 layer, seed 0) saved once per test module."""
-    import torch
-
-    from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, save_model
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 1)), folder)
-    return folder
+    """A random PS model (d_model 16, 1 layer, seed 0): the fastest one, for command-line tests."""
+    return save_tiny(tmp_path_factory.mktemp("models") / "small_ps", "ps", 0, n_layer=1)
 
 
 @pytest.fixture(autouse=True)

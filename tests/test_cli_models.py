@@ -1,4 +1,5 @@
-"""`caduceus --version`, `models info`, `doctor`, and their error lines."""
+"""`caduceus --version`, `models info`, `doctor`, and their error lines (in this process; the hub
+tests run a process of their own because huggingface_hub reads its cache location at import)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,24 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from .conftest import GOLDEN
 
 
-def run(*args, env=None):
+@pytest.fixture
+def run(run_cli):
+    def in_process(*args):
+        code, out, err = run_cli(*args)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return in_process
+
+
+def run_process(*args, env=None):
     return subprocess.run([sys.executable, "-m", "caduceus_cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
 
@@ -28,14 +40,14 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def test_version():
+def test_version(run):
     from caduceus_cli import __version__
 
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"caduceus-cli {__version__}"
 
 
-def test_models_info_reports_variant_sizes_and_backend():
+def test_models_info_reports_variant_sizes_and_backend(run):
     result = run("models", "info", str(GOLDEN / "ps_fused" / "checkpoint"), "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -47,7 +59,7 @@ def test_models_info_reports_variant_sizes_and_backend():
     assert ph["parameters"] < info["parameters"] + 1000
 
 
-def test_doctor_names_what_is_missing():
+def test_doctor_names_what_is_missing(run):
     result = run("doctor", "--json")
     assert result.returncode == 0
     report = json.loads(result.stdout)
@@ -56,11 +68,11 @@ def test_doctor_names_what_is_missing():
         assert report["backend"].startswith("PyTorch") and report["fixes"]
 
 
-def test_missing_folder():
+def test_missing_folder(run):
     assert_one_line_error(run("models", "info", "./no/such/model"), "./no/such/model", "no such model folder")
 
 
-def test_config_without_required_fields(tmp_path):
+def test_config_without_required_fields(tmp_path, run):
     folder = tmp_path / "m"
     shutil.copytree(GOLDEN / "ps_fused" / "checkpoint", folder)
     cfg = json.loads((folder / "config.json").read_text())
@@ -69,14 +81,14 @@ def test_config_without_required_fields(tmp_path):
     assert_one_line_error(run("models", "info", str(folder)), "config.json", "d_model")
 
 
-def test_config_that_is_not_json(tmp_path):
+def test_config_that_is_not_json(tmp_path, run):
     folder = tmp_path / "m"
     shutil.copytree(GOLDEN / "ps_fused" / "checkpoint", folder)
     (folder / "config.json").write_text('{"d_model": 32,\n oops}')
     assert_one_line_error(run("models", "info", str(folder)), "config.json", "line 2")
 
 
-def test_state_dict_with_a_wrong_shape(tmp_path):
+def test_state_dict_with_a_wrong_shape(tmp_path, run):
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "m"
@@ -88,7 +100,7 @@ def test_state_dict_with_a_wrong_shape(tmp_path):
     assert_one_line_error(run("models", "info", str(folder)), key, "(3, 3)", "wrong shape")
 
 
-def test_state_dict_with_missing_and_unexpected_keys(tmp_path):
+def test_state_dict_with_missing_and_unexpected_keys(tmp_path, run):
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "m"
@@ -100,7 +112,7 @@ def test_state_dict_with_missing_and_unexpected_keys(tmp_path):
 
 
 def test_hub_id_while_offline(tmp_path):
-    result = run("models", "info", "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16",
+    result = run_process("models", "info", "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16",
                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
     assert_one_line_error(result, "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16", "HF_HUB_OFFLINE")
 
@@ -114,7 +126,7 @@ def test_hub_id_from_local_cache_offline(tmp_path):
     shutil.copytree(GOLDEN / "ph_fused" / "checkpoint", snap)
     (cache / "refs").mkdir(parents=True)
     (cache / "refs" / "main").write_text(commit)
-    result = run("models", "info", repo, "--json", env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
+    result = run_process("models", "info", repo, "--json", env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["model"] == repo and info["revision"] == commit and info["variant"] == "Caduceus-Ph"

@@ -7,6 +7,7 @@ by the test) and reverse-complemented here, then passed to `embed_tokens` direct
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -20,9 +21,8 @@ import pysam
 import pytest
 import torch
 
-from caduceus_cli.cli import main
 from caduceus_cli.errors import CaduceusError
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model, tokenize
+from caduceus_cli.model import tokenize
 from caduceus_cli.pipelines import embed as embed_mod
 from caduceus_cli.genome.windows import central_width, tile_cores, tile_starts
 from caduceus_cli.pipelines.embed import embed_regions
@@ -39,31 +39,6 @@ def revcomp(seq: str) -> str:
     return seq.translate(_COMP)[::-1]
 
 
-def save_tiny(folder: Path, variant: str, seed: int) -> Path:
-    torch.manual_seed(seed)
-    return save_model(CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model=16, n_layer=2)), folder)
-
-
-@pytest.fixture(scope="module")
-def ps_dir(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models") / "ps", "ps", 1)
-
-
-@pytest.fixture(scope="module")
-def ph_dir(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models") / "ph", "ph", 2)
-
-
-@pytest.fixture(scope="module")
-def ps(ps_dir):
-    return load_model(ps_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ph(ph_dir):
-    return load_model(ph_dir, device="cpu")
-
-
 def direct(model, seq: str, pool: str = "mean", conjoin: bool = True, layer=None, center_width: int = 1536):
     return embed_tokens(model, tokenize([seq]), pool=pool, conjoin=conjoin, layer=layer,
                         center_width=center_width)[0].numpy()
@@ -77,13 +52,6 @@ def write_bed(path: Path, rows) -> Path:
 def write_fasta(path: Path, records) -> Path:
     path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
     return path
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def segments_subset(n_per_contig: int = 1, max_len: int = 200):
@@ -357,12 +325,12 @@ GOOD = "chrI\t100\t160\ta\t0\t+\n"
     ("chrI\t10\t4000\n", "line 3: region of 3,990 bp is longer than the model's trained length (1,000 bp)"),
 ])
 @pytest.mark.parametrize("suffix", [".parquet", ".npy"])
-def test_cli_bad_regions_fail_on_one_line_without_output(tmp_path, capsys, ps_dir, bad_line, message, suffix):
+def test_cli_bad_regions_fail_on_one_line_without_output(tmp_path, run_cli, ps_dir, bad_line, message, suffix):
     fasta = need_data("genomes", "sacCer3.fa.gz")
     bed = tmp_path / "bad.bed"
     bed.write_text(GOOD + "# comment\n" + bad_line + GOOD)
     out = tmp_path / f"out{suffix}"
-    code, stdout, err = run_cli(capsys, "embed", fasta, bed, "-m", ps_dir, "-o", out, "--max-length", "1000", "-q")
+    code, stdout, err = run_cli("embed", fasta, bed, "-m", ps_dir, "-o", out, "--max-length", "1000", "-q")
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("caduceus: error: ")
@@ -371,33 +339,33 @@ def test_cli_bad_regions_fail_on_one_line_without_output(tmp_path, capsys, ps_di
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.bed"]  # no output, no temporary file
 
 
-def test_cli_error_after_rows_were_written_leaves_no_file(tmp_path, capsys, ps_dir, monkeypatch):
+def test_cli_error_after_rows_were_written_leaves_no_file(tmp_path, run_cli, ps_dir, monkeypatch):
     fasta = need_data("genomes", "sacCer3.fa.gz")
     monkeypatch.setattr(embed_mod.EmbedSettings, "chunk_regions", property(lambda self: 2))
     bed = tmp_path / "late.bed"
     bed.write_text(GOOD * 6 + "chrI\t9\t3\n")
-    code, _, err = run_cli(capsys, "embed", fasta, bed, "-m", ps_dir, "-o", tmp_path / "out.parquet", "-q")
+    code, _, err = run_cli("embed", fasta, bed, "-m", ps_dir, "-o", tmp_path / "out.parquet", "-q")
     assert code != 0 and f"{bed}: line 7: start 9 > end 3" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.bed"]
 
 
-def test_cli_missing_fasta_and_unknown_format(tmp_path, capsys, ps_dir):
+def test_cli_missing_fasta_and_unknown_format(tmp_path, run_cli, ps_dir):
     bed = write_bed(tmp_path / "r.bed", [("chrI", 0, 10)])
-    code, _, err = run_cli(capsys, "embed", tmp_path / "absent.fa", bed, "-m", ps_dir, "-o", tmp_path / "o.parquet")
+    code, _, err = run_cli("embed", tmp_path / "absent.fa", bed, "-m", ps_dir, "-o", tmp_path / "o.parquet")
     assert code != 0 and err.count("\n") == 1 and "absent.fa: no such FASTA file" in err
-    code, _, err = run_cli(capsys, "embed", tmp_path / "absent.fa", "-m", ps_dir, "-o", tmp_path / "o.parquet")
+    code, _, err = run_cli("embed", tmp_path / "absent.fa", "-m", ps_dir, "-o", tmp_path / "o.parquet")
     assert code != 0 and "absent.fa: no such FASTA file" in err
-    code, _, err = run_cli(capsys, "embed", tmp_path / "absent.fa", bed, "-m", ps_dir, "-o", tmp_path / "o.h5")
+    code, _, err = run_cli("embed", tmp_path / "absent.fa", bed, "-m", ps_dir, "-o", tmp_path / "o.h5")
     assert code != 0 and "cannot tell the output format" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bed"]
 
 
-def test_cli_skip_invalid_counts_and_keeps_order(tmp_path, capsys, ps_dir):
+def test_cli_skip_invalid_counts_and_keeps_order(tmp_path, run_cli, ps_dir):
     fasta = need_data("genomes", "sacCer3.fa.gz")
     bed = tmp_path / "mixed.bed"
     bed.write_text("chrI\t100\t160\tfirst\nchrNope\t1\t50\nchrI\t9\t3\nchrII\t100\t150\tsecond\n")
     out = tmp_path / "o.parquet"
-    code, _, err = run_cli(capsys, "embed", fasta, bed, "-m", ps_dir, "-o", out, "--skip-invalid")
+    code, _, err = run_cli("embed", fasta, bed, "-m", ps_dir, "-o", out, "--skip-invalid")
     assert code == 0
     assert "skipped 2 invalid region(s)" in err and "line 2" in err and "line 3" in err
     table = pq.read_table(out)
@@ -406,12 +374,12 @@ def test_cli_skip_invalid_counts_and_keeps_order(tmp_path, capsys, ps_dir):
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".npy", ".tsv"])
-def test_cli_empty_bed_gives_empty_valid_output(tmp_path, capsys, ps_dir, suffix):
+def test_cli_empty_bed_gives_empty_valid_output(tmp_path, run_cli, ps_dir, suffix):
     fasta = need_data("genomes", "sacCer3.fa.gz")
     bed = tmp_path / "empty.bed"
     bed.write_text("track name=nothing\n# no regions\n")
     out = tmp_path / f"o{suffix}"
-    code, _, _ = run_cli(capsys, "embed", fasta, bed, "-m", ps_dir, "-o", out, "-q")
+    code, _, _ = run_cli("embed", fasta, bed, "-m", ps_dir, "-o", out, "-q")
     assert code == 0 and out.exists()
     if suffix == ".parquet":
         table = pq.read_table(out)
@@ -425,24 +393,23 @@ def test_cli_empty_bed_gives_empty_valid_output(tmp_path, capsys, ps_dir, suffix
         assert len(lines) == 1 and lines[0].startswith("contig\tstart\tend")
 
 
-def test_cli_tsv_on_stdout_with_bed_on_stdin(tmp_path, ps_dir):
+def test_cli_tsv_on_stdout_with_bed_on_stdin(tmp_path, run_cli, ps_dir, monkeypatch):
     fasta = need_data("genomes", "sacCer3.fa.gz")
-    proc = subprocess.run([sys.executable, "-m", "caduceus_cli", "embed", str(fasta), "-", "-m", str(ps_dir),
-                           "-o", "-", "--device", "cpu"], input="chrI\t100\t160\tx\t0\t-\nchrII\t0\t30\n",
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split("\t") for line in proc.stdout.splitlines() if not line.startswith("##")]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"chrI\t100\t160\tx\t0\t-\nchrII\t0\t30\n")))
+    code, out, err = run_cli("embed", fasta, "-", "-m", ps_dir, "-o", "-", "--device", "cpu")
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines() if not line.startswith("##")]
     assert rows[0][:5] == ["contig", "start", "end", "name", "strand"] and len(rows) == 3
     assert rows[1][:5] == ["chrI", "100", "160", "x", "-"] and len(rows[1]) == 9 + 16
-    assert "embedded 2 regions" in proc.stderr
+    assert "embedded 2 regions" in err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bundled_examples_run_with_a_tiny_model(tmp_path, capsys, ps_dir):
+def test_bundled_examples_run_with_a_tiny_model(tmp_path, run_cli, ps_dir):
     examples = REPO / "caduceus_cli" / "data" / "examples"
     out = tmp_path / "examples.parquet"
-    code, _, err = run_cli(capsys, "embed", examples / "synthetic_genome.fa", examples / "synthetic_regions.bed",
+    code, _, err = run_cli("embed", examples / "synthetic_genome.fa", examples / "synthetic_regions.bed",
                            "-m", ps_dir, "-o", out, "--window", "128")
     assert code == 0, err
     table = pq.read_table(out)
@@ -502,16 +469,6 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path, ps_dir):
     meta = pq.read_metadata(multi).metadata
     assert meta[b"world_size"] == b"2" and meta[b"n_skipped"] == b"1" and meta[b"n_regions"] == str(len(rows)).encode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi.parquet", "r.bed", "single.parquet"]
-
-
-# ------------------------------------------------------------------------------------------------
-# packaging
-# ------------------------------------------------------------------------------------------------
-def test_engine_does_not_import_typer_or_rich():
-    code = ("import sys, caduceus_cli.pipelines.embed, caduceus_cli.genome.bed; "
-            "print(sorted(m for m in ('typer', 'rich', 'click') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]"
 
 
 def test_python_api_is_exported_lazily():

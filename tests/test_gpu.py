@@ -64,7 +64,7 @@ def test_backends_agree_on_ps_256x16(length, batch):
     assert fp32_diff < 1e-3
     # bf16 keeps 8 bits of mantissa (relative rounding 2^-9 = 2e-3 per operation); 16 layers of
     # residual updates compound that, so each backend lands within 3e-2 of fp32 and the two bf16
-    # backends within the same bound of each other (measured values are in docs/backends.md).
+    # backends within the same bound of each other (measured values: docs/models.md, "Parity").
     assert err_torch_bf16 < 3e-2 and err_cuda_bf16 < 3e-2 and between < 3e-2
 
 

@@ -41,15 +41,6 @@ def random_dna(n: int, seed: int) -> str:
     return "".join(np.random.default_rng(seed).choice(list("ACGT"), n))
 
 
-def cli(*args, capsys):
-    """Run the CLI in-process; returns (exit code, stderr)."""
-    from caduceus_cli.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    return e.value.code, capsys.readouterr().err
-
-
 def assert_one_line_error(code, err, *fragments):
     assert code != 0
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -195,6 +186,7 @@ def sac_run(tmp_path_factory):
     return run, summary
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_sacCer3_and_metrics_are_logged(sac_run):
     run, summary = sac_run
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -231,15 +223,15 @@ def test_checkpoints_load_with_load_model_and_final_is_bundle_ready(sac_run):
     assert not list(run.glob(".*tmp"))  # no temporary leftovers
 
 
-def test_resume_refuses_a_different_configuration(sac_run, capsys):
+def test_resume_refuses_a_different_configuration(sac_run, run_cli):
     run, _ = sac_run
-    code, err = cli("pretrain", "--resume", str(run), "--d-model", "64", capsys=capsys)
+    code, _, err = run_cli("pretrain", "--resume", str(run), "--d-model", "64")
     assert_one_line_error(code, err, "--d-model 32, not 64", "new run folder")
-    code, err = cli("pretrain", "--resume", str(run), "--valid-contigs", "chrI", capsys=capsys)
+    code, _, err = run_cli("pretrain", "--resume", str(run), "--valid-contigs", "chrI")
     assert_one_line_error(code, err, "another train/validation split")
-    code, err = cli("pretrain", "--resume", str(run), capsys=capsys)
+    code, _, err = run_cli("pretrain", "--resume", str(run))
     assert_one_line_error(code, err, "already finished its 24 steps")
-    code, err = cli("pretrain", str(need_data("genomes", "sacCer3.fa.gz")), "-o", str(run), capsys=capsys)
+    code, _, err = run_cli("pretrain", str(need_data("genomes", "sacCer3.fa.gz")), "-o", str(run))
     assert_one_line_error(code, err, "already holds a pretraining run", "--resume")
 
 
@@ -289,6 +281,7 @@ def test_max_time_stops_cleanly_with_a_checkpoint_and_final_model(tmp_path):
     assert load_model(tmp_path / "run" / "final").config.extra["training"]["steps"] == 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     genome = str(need_data("genomes", "sacCer3.fa.gz"))
     run = tmp_path / "ddp"
@@ -308,22 +301,22 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 
 
 # -- bad input: one line, non-zero exit ---------------------------------------------------------
-def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(tmp_path, run_cli):
     empty = tmp_path / "empty.fa"
     empty.write_text("")
     no_bases = write_fasta(tmp_path / "nobases.fa", {"c": ""})
     all_n = write_fasta(tmp_path / "alln.fa", {"c1": "N" * 5000, "c2": "n" * 3000})
     small = write_fasta(tmp_path / "small.fa", {"c1": random_dna(3000, 0), "c2": random_dna(2000, 1)})
     for fasta, fragment in ((empty, "empty.fa"), (no_bases, "nobases.fa"), (all_n, "every base is N")):
-        code, err = cli("pretrain", str(fasta), "-o", str(tmp_path / "o"), "--device", "cpu", capsys=capsys)
+        code, _, err = run_cli("pretrain", str(fasta), "-o", str(tmp_path / "o"), "--device", "cpu")
         assert_one_line_error(code, err, fragment)
-    code, err = cli("pretrain", str(small), "-o", str(tmp_path / "o"), "--seq-len", "4096", capsys=capsys)
+    code, _, err = run_cli("pretrain", str(small), "-o", str(tmp_path / "o"), "--seq-len", "4096")
     assert_one_line_error(code, err, "--seq-len 4096 is longer than every training region", "3,000 bp")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    code, err = cli("pretrain", str(small), "-o", str(blocker / "run"), capsys=capsys)
+    code, _, err = run_cli("pretrain", str(small), "-o", str(blocker / "run"))
     assert_one_line_error(code, err, "cannot be written")
-    code, err = cli("pretrain", "--resume", str(tmp_path / "nothing-here"), capsys=capsys)
+    code, _, err = run_cli("pretrain", "--resume", str(tmp_path / "nothing-here"))
     assert_one_line_error(code, err, "not a pretraining run folder")
 
 
@@ -338,12 +331,7 @@ def test_unwritable_output_folder_exits_non_zero_from_the_shell(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "cannot be written" in result.stderr
 
 
-def test_engine_does_not_import_typer_or_rich():
-    code = ("import sys, caduceus_cli.pipelines.pretrain; "
-            "bad = [m for m in ('typer', 'rich', 'click') if m in sys.modules]; assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
-
-
+@pytest.mark.slow
 def test_benchmark_runs_the_engine_step_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "pretrain_speed.py"), "--variant", "ph",

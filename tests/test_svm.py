@@ -132,8 +132,8 @@ def test_train_svm_end_to_end_and_score_with_it(model, tmp_path, monkeypatch):
     fitted = {k: b for k, b in report["buckets"].items() if "skipped" not in b}
     assert "0-30kbp" in fitted
     for b in fitted.values():
-        assert 0.0 <= b["auroc_decision"] <= 1.0 and 0.0 <= b["auroc_hard_labels"] <= 1.0
         assert set(b["per_C"]) == {"1", "5", "10"} and len(b["per_C"]["1"]["per_seed"]) == 5
+    assert_reported_aurocs_are_those_of_the_saved_models(model, labeled, tss, out, report)
     assert stat.S_IMODE(out.stat().st_mode) == 0o775
     meta = json.loads((out / "svm.json").read_text())
     assert meta["model_sha256"] == model.source["sha256"] and meta["window"] == W
@@ -161,6 +161,45 @@ def test_train_svm_end_to_end_and_score_with_it(model, tmp_path, monkeypatch):
         score_variants(str(vcf), FA, str(tmp_path / "x.vcf"), model=other, window=W, svm=str(out), tss=str(tss))
     with pytest.raises(CaduceusError, match="exists and is not an empty folder"):
         train_svm(str(labeled), FA, str(tss), str(out), model=model, window=W)
+
+
+def assert_reported_aurocs_are_those_of_the_saved_models(model, labeled, tss, folder, report):
+    """The report's AUROCs (mean over seeds, from the decision function and from hard labels) are
+    recomputed from the saved arrays on the held-out variants of each fitted bucket."""
+    from sklearn.metrics import roc_auc_score
+
+    from caduceus_cli.pipelines.svm import _split
+
+    variants = read_labeled(str(labeled))
+    X, dist, keep = extract_features(model, Reference(FA), variants, read_tss(tss), W)
+    y = np.array([v.label for v in variants])
+    is_test = _split(variants, 0.2)
+    svm = load_svm(folder)
+    for k, arrays in svm.buckets.items():
+        rows = keep & is_test & np.array([bucket_of(int(d)) == k for d in dist])
+        entry = report["buckets"][svm.meta["buckets"][str(k)]["name"]]
+        decisions = [rbf_decision(arrays, i, X[rows]) for i in range(svm.n_seeds)]
+        assert entry["n_test"] == int(rows.sum())
+        assert entry["auroc_decision"] == pytest.approx(np.mean([roc_auc_score(y[rows], d) for d in decisions]))
+        assert entry["auroc_hard_labels"] == pytest.approx(np.mean([roc_auc_score(y[rows], d > 0) for d in decisions]))
+
+
+def test_fitted_buckets_separate_separable_classes():
+    """Two classes a few standard deviations apart: every C and seed reaches an AUROC near 1, and
+    the decision function ranks better than chance on the test half."""
+    from caduceus_cli.pipelines.svm import fit_bucket_models
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 200)
+    X = rng.normal(size=(400, 8)) + 4.0 * y[:, None] * np.eye(8)[0]
+    order = rng.permutation(400)
+    train, test = order[:300], order[300:]
+    per_c, best, fitted = fit_bucket_models(X[train], y[train], X[test], y[test], n_train=300)
+    assert all(per_c[c]["auroc_decision_mean"] > 0.95 for c in per_c)
+    assert per_c[best]["auroc_hard_labels_mean"] > 0.9 and len(fitted) == 5
+    shuffled = rng.permutation(y[train])  # labels unrelated to the features: nothing to learn
+    per_c, _, _ = fit_bucket_models(X[train], shuffled, X[test], y[test], n_train=300)
+    assert all(per_c[c]["auroc_decision_mean"] < 0.8 for c in per_c)
 
 
 def test_read_labeled_detects_gzip_by_content_not_name(tmp_path):

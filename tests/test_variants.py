@@ -10,7 +10,6 @@ import torch
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.vcf import VcfRecord
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model
 from caduceus_cli.model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
 from caduceus_cli.pipelines.features import embed_tokens
 from caduceus_cli.pipelines.variants import VariantScorer, score_variants
@@ -29,23 +28,6 @@ def real_variants():
     need_data("variants", "1kgp_grch37_chr20_1-2Mb.vcf.gz")
     need_data("variants", "1kgp_grch37_chr20_1-2Mb.fa")
 W = 48  # small windows: the window size is not the point of these tests
-
-
-def tiny_model(folder, variant="ps", seed=0):
-    torch.manual_seed(seed)
-    model = CaduceusForMaskedLM(CaduceusConfig.small(variant, 16, 2))
-    save_model(model, folder)
-    return load_model(folder)
-
-
-@pytest.fixture(scope="module")
-def ps(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("ps"), "ps")
-
-
-@pytest.fixture(scope="module")
-def ph(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("ph"), "ph", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +145,7 @@ def test_llr_equals_average_of_forward_and_reverse_complement_passes(variant, ps
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_scores_deterministic_across_batch_sizes_and_chunks(ps, small_vcf, tmp_path):
     outs = []
     for batch, chunk in ((1, 1024), (5, 7), (64, 50)):

@@ -35,18 +35,12 @@ def vcf_lines():
     return [ln for ln in lines if ln.startswith("#")], [ln for ln in lines if not ln.startswith("#")]
 
 
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
 def common(model_dir):
     return ["--fasta", FA, "--model", model_dir, "--window", "32", "--quiet"]
 
 
 def test_stdin_to_stdout(model_dir, vcf_lines):
+    """A real process: htslib reads the VCF from file descriptor 0, not from sys.stdin."""
     header, body = vcf_lines
     text = "\n".join(header + body[:40]) + "\n"
     proc = subprocess.run([sys.executable, "-m", "caduceus_cli", "score-variants", "-", *common(model_dir)],
@@ -66,46 +60,46 @@ def _one_line_error(code, err, *needles):
         assert n in lines[0], lines[0]
 
 
-def test_malformed_line_is_one_line_error_and_leaves_no_output(model_dir, vcf_lines, tmp_path, capsys):
+def test_malformed_line_is_one_line_error_and_leaves_no_output(model_dir, vcf_lines, tmp_path, run_cli):
     header, body = vcf_lines
     bad = body[:300]
     bad[250] = "z\tabc\t.\tA\tT\t100\tPASS\t."
     vcf = tmp_path / "bad.vcf"
     vcf.write_text("\n".join(header + bad) + "\n")
     out = tmp_path / "out.vcf"
-    code, _, err = run(["score-variants", str(vcf), "-o", str(out), "--chunk-size", "50", *common(model_dir)], capsys)
+    code, _, err = run_cli("score-variants", str(vcf), "-o", str(out), "--chunk-size", "50", *common(model_dir))
     _one_line_error(code, err, f"bad.vcf: line {len(header) + 251}", "'z\\tabc")
     assert list(tmp_path.iterdir()) == [vcf]  # chunks were written before the error: nothing is left
 
 
-def test_contig_missing_from_fasta(model_dir, vcf_lines, tmp_path, capsys):
+def test_contig_missing_from_fasta(model_dir, vcf_lines, tmp_path, run_cli):
     header, body = vcf_lines
     vcf = tmp_path / "chr.vcf"
     vcf.write_text("\n".join(header + body[:3] + ["1" + body[3][1:]]) + "\n")
-    code, _, err = run(["score-variants", str(vcf), "-o", str(tmp_path / "o.vcf"), *common(model_dir)], capsys)
+    code, _, err = run_cli("score-variants", str(vcf), "-o", str(tmp_path / "o.vcf"), *common(model_dir))
     _one_line_error(code, err, f"line {len(header) + 4}", "contig '1' is not in the reference", "--missing-contig skip")
     assert not (tmp_path / "o.vcf").exists()
-    code, out, err = run(["score-variants", str(vcf), "--missing-contig", "skip", *common(model_dir)], capsys)
+    code, out, err = run_cli("score-variants", str(vcf), "--missing-contig", "skip", *common(model_dir))
     assert code == 0 and "CADUCEUS_SKIP=missing_contig" in out.splitlines()[-1]
 
 
-def test_truncated_bgzip(model_dir, tmp_path, capsys):
+def test_truncated_bgzip(model_dir, tmp_path, run_cli):
     data = VCF.read_bytes()
     trunc = tmp_path / "trunc.vcf.gz"
     trunc.write_bytes(data[: len(data) // 40])
-    code, _, err = run(["score-variants", str(trunc), "-o", str(tmp_path / "o.vcf"), *common(model_dir)], capsys)
+    code, _, err = run_cli("score-variants", str(trunc), "-o", str(tmp_path / "o.vcf"), *common(model_dir))
     _one_line_error(code, err, "trunc.vcf.gz: line", "truncated or corrupt")
     assert not (tmp_path / "o.vcf").exists()
 
 
-def test_bed_given_as_vcf(model_dir, tmp_path, capsys):
+def test_bed_given_as_vcf(model_dir, tmp_path, run_cli):
     bed = tmp_path / "regions.bed"
     bed.write_text("z\t100\t200\tpeak1\nz\t300\t400\tpeak2\n")
-    code, _, err = run(["score-variants", str(bed), *common(model_dir)], capsys)
+    code, _, err = run_cli("score-variants", str(bed), *common(model_dir))
     _one_line_error(code, err, "regions.bed: not a VCF/BCF file", "looks like BED")
 
 
-def test_interrupted_run_leaves_no_output(model_dir, vcf_lines, tmp_path, capsys, monkeypatch):
+def test_interrupted_run_leaves_no_output(model_dir, vcf_lines, tmp_path, run_cli, monkeypatch):
     from caduceus_cli.pipelines import variants
 
     header, body = vcf_lines
@@ -122,16 +116,16 @@ def test_interrupted_run_leaves_no_output(model_dir, vcf_lines, tmp_path, capsys
 
     monkeypatch.setattr(variants.VariantScorer, "score", interrupted)
     out = tmp_path / "out.vcf.gz"
-    code, _, err = run(["score-variants", str(vcf), "-o", str(out), "--write-index", "--chunk-size", "40",
-                        *common(model_dir)], capsys)
+    code, _, err = run_cli("score-variants", str(vcf), "-o", str(out), "--write-index", "--chunk-size", "40",
+                        *common(model_dir))
     assert code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.vcf"]
 
 
-def test_bad_options_fail_before_work(model_dir, tmp_path, capsys):
-    code, _, err = run(["score-variants", str(VCF), "--scores", "llr,foo", *common(model_dir)], capsys)
+def test_bad_options_fail_before_work(model_dir, tmp_path, run_cli):
+    code, _, err = run_cli("score-variants", str(VCF), "--scores", "llr,foo", *common(model_dir))
     _one_line_error(code, err, "unknown score foo")
-    code, _, err = run(["score-variants", str(VCF), "--scores", "svm", *common(model_dir)], capsys)
+    code, _, err = run_cli("score-variants", str(VCF), "--scores", "svm", *common(model_dir))
     _one_line_error(code, err, "--svm DIR")
 
 

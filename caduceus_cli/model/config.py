@@ -114,9 +114,7 @@ class CaduceusConfig:
                 f"bidirectional_strategy must be one of {', '.join(BIDIRECTIONAL_STRATEGIES)}, "
                 f"got {self.bidirectional_strategy!r}"
             )
-        if self.rcps and not self.bidirectional:
-            # Allowed by the official code too; RC equivariance still holds per strand.
-            pass
+        # rcps without bidirectional is allowed, as in the official code: RC equivariance holds per strand.
         unknown = set(self.ssm_cfg) - set(DEFAULT_SSM_CFG) - {"layer_idx"}
         if unknown:
             raise bad(f"ssm_cfg has unknown keys {sorted(unknown)}")

@@ -92,10 +92,6 @@ class PretrainSettings:
         if self.intervals and self.valid_contigs:
             raise CaduceusError("give either --intervals (a split BED) or --valid-contigs, not both")
 
-    def identity(self) -> dict:
-        out = {k: getattr(self, k) for k in self.IDENTITY}
-        out["warmup"] = self.resolved_warmup()
-        return out
 
 
 def parse_duration(text: str | float | None) -> float | None:
