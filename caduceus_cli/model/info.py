@@ -20,10 +20,9 @@ def rc_mode(config) -> str:
 
 def model_info(name_or_path: str = "bundled", device: str | None = None, revision: str | None = None) -> dict:
     """Variant, sizes, parameter count, RC mode, provenance and the backend that would run."""
-    from ..runtime import resolve_device
-    from .checkpoint import DEFAULT_MODEL, load_model
+    from ..runtime import DEFAULT_MODEL, resolve_device, resolve_model
 
-    model = load_model(name_or_path, revision=revision)
+    model = resolve_model(name_or_path, device="cpu", revision=revision)
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
     device = device or str(resolve_device(None))

@@ -160,6 +160,37 @@ def split_bed_regions(path: str, genomes: GenomeSet) -> tuple[np.ndarray, np.nda
     return as_array(regions["train"]), as_array(regions["valid"])
 
 
+def _intervals(pairs) -> np.ndarray:
+    return np.array(list(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def _held_out_contigs(genomes: GenomeSet, valid_contigs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    held: set[int] = set()
+    for name in valid_contigs:
+        found = genomes.find(name)
+        if not found:
+            names = ", ".join(c.name for c in genomes.contigs[:8]) + (" ..." if len(genomes.contigs) > 8 else "")
+            raise CaduceusError(f"--valid-contigs: contig {name!r} is in none of the genomes (they have {names})")
+        held |= {c.offset for c in found}
+    whole = [(c.offset, c.offset + c.length, c.offset in held) for c in genomes.contigs]
+    return _intervals((a, b) for a, b, h in whole if not h), _intervals((a, b) for a, b, h in whole if h)
+
+
+def _contig_tails(genomes: GenomeSet, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last DEFAULT_VALID_TAIL of every contig at least 100 windows long for validation."""
+    train, valid = [], []
+    for c in genomes.contigs:
+        tail = math.ceil(c.length * DEFAULT_VALID_TAIL) if c.length >= 100 * seq_len else 0
+        train.append((c.offset, c.offset + c.length - tail))
+        if tail:
+            valid.append((c.offset + c.length - tail, c.offset + c.length))
+    return _intervals(train), _intervals(valid)
+
+
+def _longest(regions: np.ndarray) -> int:
+    return int((regions[:, 1] - regions[:, 0]).max()) if len(regions) else 0
+
+
 def split_regions(genomes: GenomeSet, seq_len: int, intervals: str | None = None,
                   valid_contigs: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(train, valid, description): global [start, end) intervals, each at least ``seq_len`` long.
@@ -169,42 +200,20 @@ def split_regions(genomes: GenomeSet, seq_len: int, intervals: str | None = None
     100 windows long is validation and the rest training (no validation if no contig is that long).
     """
     if intervals:
-        train, valid = split_bed_regions(intervals, genomes)
-        how = f"split BED {Path(intervals).name}"
+        (train, valid), how = split_bed_regions(intervals, genomes), f"split BED {Path(intervals).name}"
     elif valid_contigs:
-        held: set[int] = set()
-        for name in valid_contigs:
-            found = genomes.find(name)
-            if not found:
-                names = ", ".join(c.name for c in genomes.contigs[:8]) + (" ..." if len(genomes.contigs) > 8 else "")
-                raise CaduceusError(f"--valid-contigs: contig {name!r} is in none of the genomes (they have {names})")
-            held |= {c.offset for c in found}
-        train = np.array([(c.offset, c.offset + c.length) for c in genomes.contigs if c.offset not in held],
-                         dtype=np.int64).reshape(-1, 2)
-        valid = np.array([(c.offset, c.offset + c.length) for c in genomes.contigs if c.offset in held],
-                         dtype=np.int64).reshape(-1, 2)
-        how = f"held-out contigs {', '.join(valid_contigs)}"
+        (train, valid), how = _held_out_contigs(genomes, valid_contigs), f"held-out contigs {', '.join(valid_contigs)}"
     else:
-        train_l, valid_l = [], []
-        for c in genomes.contigs:
-            tail = math.ceil(c.length * DEFAULT_VALID_TAIL) if c.length >= 100 * seq_len else 0
-            train_l.append((c.offset, c.offset + c.length - tail))
-            if tail:
-                valid_l.append((c.offset + c.length - tail, c.offset + c.length))
-        train = np.array(train_l, dtype=np.int64).reshape(-1, 2)
-        valid = np.array(valid_l, dtype=np.int64).reshape(-1, 2)
-        how = "the last 1% of every contig of at least 100 windows"
-    longest = int((train[:, 1] - train[:, 0]).max()) if len(train) else 0
-    train = train[train[:, 1] - train[:, 0] >= seq_len]
+        (train, valid), how = _contig_tails(genomes, seq_len), "the last 1% of every contig of at least 100 windows"
+    longest, train = _longest(train), train[train[:, 1] - train[:, 0] >= seq_len]
     if not len(train):
         raise CaduceusError(f"--seq-len {seq_len} is longer than every training region (the longest is "
                             f"{longest:,} bp): use a shorter --seq-len")
-    if (intervals or valid_contigs):
-        vlongest = int((valid[:, 1] - valid[:, 0]).max()) if len(valid) else 0
-        valid = valid[valid[:, 1] - valid[:, 0] >= seq_len]
+    if intervals or valid_contigs:
+        longest, valid = _longest(valid), valid[valid[:, 1] - valid[:, 0] >= seq_len]
         if not len(valid):
             raise CaduceusError(f"no validation region holds a {seq_len}-bp window ({how}; the longest is "
-                                f"{vlongest:,} bp): hold out longer contigs or use a shorter --seq-len")
+                                f"{longest:,} bp): hold out longer contigs or use a shorter --seq-len")
     elif not len(valid):
         log.warning("no contig is at least %s bp long, so there is no validation set: pass --valid-contigs",
                     f"{100 * seq_len:,}")
