@@ -120,3 +120,16 @@ def test_the_command_line_starts_without_the_heavy_libraries():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_name_of_the_python_api_resolves():
+    """The lazy table of caduceus_cli keeps pointing at real objects after modules move."""
+    import caduceus_cli
+
+    missing = []
+    for name in caduceus_cli._LAZY:
+        try:
+            getattr(caduceus_cli, name)
+        except (ImportError, AttributeError) as e:
+            missing.append(f"{name}: {e}")
+    assert missing == []
