@@ -22,6 +22,7 @@ forward stored at the chunk's start (no (batch, channels, L, N) tensor ever exis
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -85,27 +86,29 @@ def _ld(ptrs, mask, MASKED: tl.constexpr):
 
 
 @triton.jit
-def _load_cols8(row, t0, sl, m, MASKED: tl.constexpr, VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
-    """Positions t0..t0+7 of the rows ``row`` ([R, BT] pointers) as 8 fp32 columns [R, BT].
+def _load_cols8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr, R: tl.constexpr,
+                BT: tl.constexpr):
+    """Positions t0..t0+7 (those < t_end when MASKED) of the rows ``row`` ([R, BT] pointers, rows
+    off where cm3 [R, BT, 1] is false) as 8 fp32 columns [R, BT].
 
     Loaded as VEC-wide pieces (16 bytes per thread: VEC = 8 for 16-bit types, 4 for fp32)."""
     offs = tl.arange(0, VEC)[None, None, :]
     if VEC == 8:
-        x = _ld(row[:, :, None] + (t0 + offs) * sl, m, MASKED)
+        x = _ld(row[:, :, None] + (t0 + offs) * sl, cm3 & (t0 + offs < t_end), MASKED)
         e, o = tl.split(tl.reshape(x, [R, BT, 4, 2]))
         c0, c2, c4, c6 = _cols4(e, R, BT)
         c1, c3, c5, c7 = _cols4(o, R, BT)
     else:
-        lo = _ld(row[:, :, None] + (t0 + offs) * sl, m, MASKED)
-        hi = _ld(row[:, :, None] + (t0 + 4 + offs) * sl, m, MASKED)
+        lo = _ld(row[:, :, None] + (t0 + offs) * sl, cm3 & (t0 + offs < t_end), MASKED)
+        hi = _ld(row[:, :, None] + (t0 + 4 + offs) * sl, cm3 & (t0 + 4 + offs < t_end), MASKED)
         c0, c1, c2, c3 = _cols4(lo, R, BT)
         c4, c5, c6, c7 = _cols4(hi, R, BT)
     return c0, c1, c2, c3, c4, c5, c6, c7
 
 
 @triton.jit
-def _store_cols8(row, t0, sl, m, c0, c1, c2, c3, c4, c5, c6, c7, MASKED: tl.constexpr, VEC: tl.constexpr,
-                 R: tl.constexpr, BT: tl.constexpr):
+def _store_cols8(row, t0, sl, cm3, t_end, c0, c1, c2, c3, c4, c5, c6, c7, MASKED: tl.constexpr,
+                 VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
     """Inverse of :func:`_load_cols8`."""
     offs = tl.arange(0, VEC)[None, None, :]
     ty = row.dtype.element_ty
@@ -114,15 +117,15 @@ def _store_cols8(row, t0, sl, m, c0, c1, c2, c3, c4, c5, c6, c7, MASKED: tl.cons
         o = tl.reshape(tl.join(tl.join(c1, c5), tl.join(c3, c7)), [R, BT, 4])
         x = tl.reshape(tl.join(e, o), [R, BT, 8]).to(ty)
         if MASKED:
-            tl.store(row[:, :, None] + (t0 + offs) * sl, x, mask=m)
+            tl.store(row[:, :, None] + (t0 + offs) * sl, x, mask=cm3 & (t0 + offs < t_end))
         else:
             tl.store(row[:, :, None] + (t0 + offs) * sl, x)
     else:
         lo = tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [R, BT, 4]).to(ty)
         hi = tl.reshape(tl.join(tl.join(c4, c6), tl.join(c5, c7)), [R, BT, 4]).to(ty)
         if MASKED:
-            tl.store(row[:, :, None] + (t0 + offs) * sl, lo, mask=m)
-            tl.store(row[:, :, None] + (t0 + 4 + offs) * sl, hi, mask=m)
+            tl.store(row[:, :, None] + (t0 + offs) * sl, lo, mask=cm3 & (t0 + offs < t_end))
+            tl.store(row[:, :, None] + (t0 + 4 + offs) * sl, hi, mask=cm3 & (t0 + 4 + offs < t_end))
         else:
             tl.store(row[:, :, None] + (t0 + offs) * sl, lo)
             tl.store(row[:, :, None] + (t0 + 4 + offs) * sl, hi)
@@ -134,6 +137,7 @@ def _load_states(base, sn, ok, MASKED: tl.constexpr, VEC: tl.constexpr, BT: tl.c
     holds all 16). Column p holds state ``state_order(VEC)[p]`` (the order the joins produce)."""
     offs = tl.arange(0, VEC)[None, None, :]
     zero = tl.zeros([1, BT, 1], dtype=tl.int32)
+    ok = ok & ((zero + offs) >= 0)  # a block mask (the interpreter does not broadcast scalar masks)
     if VEC == 8:
         lo = _ld(base + (zero + offs) * sn, ok, MASKED)
         hi = _ld(base + (zero + 8 + offs) * sn, ok, MASKED)
@@ -213,14 +217,8 @@ def _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end
           VEC_B: tl.constexpr, FAST: tl.constexpr):
     """Eight time steps t0..t0+7 of one channel block; returns (h, sum of dt over them)."""
     cm3 = cm[:, :, None]
-    if MASKED:
-        mu = cm3 & ((t0 + tl.arange(0, VEC_U))[None, None, :] < t_end)
-        md = cm3 & ((t0 + tl.arange(0, VEC_D))[None, None, :] < t_end)
-    else:
-        mu = cm3
-        md = cm3
-    u0, u1, u2, u3, u4, u5, u6, u7 = _load_cols8(u_row, t0, su_l, mu, MASKED, VEC_U, R, BT)
-    d0, d1, d2, d3, d4, d5, d6, d7 = _load_cols8(d_row, t0, sd_l, md, MASKED, VEC_D, R, BT)
+    u0, u1, u2, u3, u4, u5, u6, u7 = _load_cols8(u_row, t0, su_l, cm3, t_end, MASKED, VEC_U, R, BT)
+    d0, d1, d2, d3, d4, d5, d6, d7 = _load_cols8(d_row, t0, sd_l, cm3, t_end, MASKED, VEC_D, R, BT)
     d0 = _dt(d0, bias, t0, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     d1 = _dt(d1, bias, t0 + 1, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     d2 = _dt(d2, bias, t0 + 2, t_end, MASKED, HAS_BIAS, SOFTPLUS)
@@ -249,14 +247,8 @@ def _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end
             y5 += Dv * u5
             y6 += Dv * u6
             y7 += Dv * u7
-        if MASKED:
-            mz = cm3 & ((t0 + tl.arange(0, VEC_Z))[None, None, :] < t_end)
-            my = cm3 & ((t0 + tl.arange(0, VEC_Y))[None, None, :] < t_end)
-        else:
-            mz = cm3
-            my = cm3
         if HAS_Z:
-            z0, z1, z2, z3, z4, z5, z6, z7 = _load_cols8(z_row, t0, sz_l, mz, MASKED, VEC_Z, R, BT)
+            z0, z1, z2, z3, z4, z5, z6, z7 = _load_cols8(z_row, t0, sz_l, cm3, t_end, MASKED, VEC_Z, R, BT)
             y0 *= z0 * _sigmoid(z0)
             y1 *= z1 * _sigmoid(z1)
             y2 *= z2 * _sigmoid(z2)
@@ -265,7 +257,7 @@ def _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end
             y5 *= z5 * _sigmoid(z5)
             y6 *= z6 * _sigmoid(z6)
             y7 *= z7 * _sigmoid(z7)
-        _store_cols8(y_row, t0, sy_l, my, y0, y1, y2, y3, y4, y5, y6, y7, MASKED, VEC_Y, R, BT)
+        _store_cols8(y_row, t0, sy_l, cm3, t_end, y0, y1, y2, y3, y4, y5, y6, y7, MASKED, VEC_Y, R, BT)
     return h, ds
 
 
@@ -303,15 +295,18 @@ def _scan_fwd_kernel(
     bias = tl.load(bias_ptr + c, mask=cm, other=0.0) if HAS_BIAS else None
     Dv = tl.load(D_ptr + c, mask=cm, other=0.0) if HAS_D else None
     t_start = j * chunk_len
-    t_end = tl.minimum(t_start + chunk_len, L)
+    t_end = t_start + chunk_len
+    if t_end > L:
+        t_end = L
     h = tl.zeros([R, BT, 16], dtype=tl.float32)
     state_row = (b * channels + c) * n_chunks
     if CARRY:
         # the state entering chunk j: fold the end states of chunks 0..j-1 (each from zero) in order
-        for i in range(0, j):
-            he = _load_rows16(hend_ptr + (state_row + i) * 16, cm3, R, BT)
-            ds = tl.load(dtsum_ptr + state_row + i, mask=cm, other=0.0)
-            h = _exp2(ds[:, :, None] * A2, FAST) * h + he
+        for i in range(0, n_chunks - 1):  # (bounds from arguments only: the interpreter needs that)
+            if i < j:
+                he = _load_rows16(hend_ptr + (state_row + i) * 16, cm3, R, BT)
+                ds = tl.load(dtsum_ptr + state_row + i, mask=cm, other=0.0)
+                h = _exp2(ds[:, :, None] * A2, FAST) * h + he
     u_row = u_ptr + b * su_b + c * su_c
     d_row = d_ptr + b * sd_b + c * sd_c
     z_row = z_ptr + b * sz_b + c * sz_c
@@ -320,27 +315,316 @@ def _scan_fwd_kernel(
     c_base = C_ptr + b * sC_b + g * sC_g
     ckpt_row = (b * channels + c) * n_ckpt
     dsum = tl.zeros([R, BT], dtype=tl.float32)
-    n_full = (t_end - t_start) // 8
-    for k in range(0, n_full):
+    for k in range(0, chunk_len // 8):
         t0 = t_start + k * 8
-        if STORE_CKPT:
-            if t0 % CKPT == 0:
-                _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
-        h, ds = _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end,
-                      sB_n, sB_l, sC_n, sC_l, su_l, sd_l, sz_l, sy_l, cm,
-                      R, BT, not EVEN_C, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                      VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
-        dsum += ds
-    t0 = t_start + n_full * 8
-    if t0 < t_end:
-        if STORE_CKPT:
-            if t0 % CKPT == 0:
-                _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
-        h, ds = _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end,
-                      sB_n, sB_l, sC_n, sC_l, su_l, sd_l, sz_l, sy_l, cm,
-                      R, BT, True, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                      VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
-        dsum += ds
+        if t0 < t_end:
+            if STORE_CKPT:
+                if t0 % CKPT == 0:
+                    _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
+            if t0 + 8 <= t_end:
+                h, ds = _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end,
+                              sB_n, sB_l, sC_n, sC_l, su_l, sd_l, sz_l, sy_l, cm,
+                              R, BT, not EVEN_C, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
+                              VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+            else:
+                h, ds = _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end,
+                              sB_n, sB_l, sC_n, sC_l, su_l, sd_l, sz_l, sy_l, cm,
+                              R, BT, True, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
+                              VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+            dsum += ds
     if STATE_ONLY:
         _store_rows16(hend_ptr + (state_row + j) * 16, h, cm3, R, BT)
         tl.store(dtsum_ptr + state_row + j, dsum, mask=cm)
+
+
+# -- backward ------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _combine(a1, b1, a2, b2):
+    """(a1, b1) then (a2, b2) for h -> a h + b."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, d_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, ckpt_ptr,
+    du_ptr, dd_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, carry_ptr,
+    L, per_group, channels, n_ckpt, n_split, groups, batch,
+    su_b, su_c, su_l, sd_b, sd_c, sd_l, sz_b, sz_c, sz_l, so_b, so_c, so_l,
+    sdu_b, sdu_c, sdu_l, sdd_b, sdd_c, sdd_l, sdz_b, sdz_c, sdz_l,
+    sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
+    BD: tl.constexpr, CK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    FAST: tl.constexpr,
+):
+    """Grid (groups, batch, n_split). Program (g, b, s) walks the sequence from its end in chunks of
+    CK positions (the forward's checkpoint interval) over channel blocks s, s + n_split, ... of
+    group g. Per chunk and block it recomputes the states from the checkpoint with a forward scan,
+    their gradients with a reverse scan, and accumulates every input's gradient; dB and dC of the
+    chunk are summed over the program's channels in registers and written once (a partial per s).
+
+    dA, dD, dbias: per-(b, channel) partials (summed over batch by the caller); carry: per-(b,
+    channel, state) scratch holding a_t0 * dh_t0 of the chunk just done (the gradient the state
+    entering it receives)."""
+    g = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    s = tl.program_id(2)
+    n_blocks = tl.cdiv(per_group, BD)
+    ci = tl.arange(0, BD)
+    ti = tl.arange(0, CK)
+    ni = tl.arange(0, 16)
+    LOG2E_: tl.constexpr = 1.4426950408889634
+    for kk in range(0, n_ckpt):
+        k = n_ckpt - 1 - kk
+        t0 = k * CK
+        tt = t0 + ti
+        tm = tt < L
+        nx_ok = (tt + 1 < L) & (ti + 1 < CK)  # a_{t+1} inside this chunk; 1 at its last position
+        dB_acc = tl.zeros([16, CK], dtype=tl.float32)
+        dC_acc = tl.zeros([16, CK], dtype=tl.float32)
+        for blk0 in range(0, n_blocks, n_split):
+            cig = (blk0 + s) * BD + ci
+            cmask = cig < per_group
+            c = (g * per_group + cig).to(tl.int64)
+            m = cmask[:, None] & tm[None, :]
+            mnx = cmask[:, None] & nx_ok[None, :]
+            u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + tt[None, :] * su_l, mask=m, other=0.0).to(tl.float32)
+            draw = tl.load(d_ptr + b * sd_b + c[:, None] * sd_c + tt[None, :] * sd_l, mask=m, other=0.0).to(tl.float32)
+            dnx = tl.load(d_ptr + b * sd_b + c[:, None] * sd_c + (tt + 1)[None, :] * sd_l, mask=mnx, other=0.0).to(tl.float32)
+            dout = tl.load(dout_ptr + b * so_b + c[:, None] * so_c + tt[None, :] * so_l, mask=m, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                bias = tl.load(bias_ptr + c, mask=cmask, other=0.0)
+                draw = draw + bias[:, None]
+                dnx = dnx + bias[:, None]
+            if SOFTPLUS:
+                dt = _softplus(draw)
+                dtn = _softplus(dnx)
+            else:
+                dt = draw
+                dtn = dnx
+            dt = tl.where(m, dt, 0.0)
+            dtn = tl.where(mnx, dtn, 0.0)
+            if HAS_Z:
+                z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + tt[None, :] * sz_l, mask=m, other=0.0).to(tl.float32)
+                zs = _sigmoid(z)
+                dy = dout * (z * zs)
+            else:
+                dy = dout
+            if HAS_D:
+                Dv = tl.load(D_ptr + c, mask=cmask, other=0.0)
+                du = dy * Dv[:, None]
+                y = u * Dv[:, None]
+            else:
+                du = tl.zeros([BD, CK], dtype=tl.float32)
+                y = tl.zeros([BD, CK], dtype=tl.float32)
+            ddt = tl.zeros([BD, CK], dtype=tl.float32)
+            dtu = dt * u
+            srow = (b * channels + c) * 16  # [BD] rows of the (batch, channels, 16) scratch
+            for n in range(0, 16):
+                A2n = tl.load(A2_ptr + c * 16 + n, mask=cmask, other=0.0)
+                Bn = tl.load(B_ptr + b * sB_b + g * sB_g + n * sB_n + tt * sB_l, mask=tm, other=0.0).to(tl.float32)
+                Cn = tl.load(C_ptr + b * sC_b + g * sC_g + n * sC_n + tt * sC_l, mask=tm, other=0.0).to(tl.float32)
+                h0 = tl.load(ckpt_ptr + ((b * channels + c) * n_ckpt + k) * 16 + n, mask=cmask, other=0.0)
+                a = _exp2(dt * A2n[:, None], FAST)
+                bb = dtu * Bn[None, :]
+                pa, pb = tl.associative_scan((a, bb), 1, _combine)
+                h = pb + pa * h0[:, None]
+                y += h * Cn[None, :]
+                an = _exp2(dtn * A2n[:, None], FAST)
+                beta = dy * Cn[None, :]
+                ra, rb = tl.associative_scan((an, beta), 1, _combine, reverse=True)
+                if kk == 0:
+                    e = tl.zeros([BD], dtype=tl.float32)
+                else:
+                    e = tl.load(carry_ptr + srow + n, mask=cmask, other=0.0)
+                dh = rb + ra * e[:, None]
+                dh = tl.where(m, dh, 0.0)
+                hprev_a = h - bb  # a_t * h_{t-1}
+                du += dh * (dt * Bn[None, :])
+                ddt += dh * (u * Bn[None, :] + (A2n[:, None] / LOG2E_) * hprev_a)
+                dAn = tl.sum(dh * dt * hprev_a, axis=1)
+                da_prev = tl.load(dA_ptr + srow + n, mask=cmask, other=0.0)
+                tl.store(dA_ptr + srow + n, da_prev + dAn, mask=cmask)
+                e_new = tl.sum(tl.where(ti[None, :] == 0, a * dh, 0.0), axis=1)
+                tl.store(carry_ptr + srow + n, e_new, mask=cmask)
+                dBn = tl.sum(dh * dtu, axis=0)  # [CK]
+                dCn = tl.sum(tl.where(m, dy * h, 0.0), axis=0)
+                sel = (ni == n)[:, None]
+                dB_acc += tl.where(sel, dBn[None, :], 0.0)
+                dC_acc += tl.where(sel, dCn[None, :], 0.0)
+            if HAS_Z:
+                dz = dout * y * (zs * (1.0 + z * (1.0 - zs)))
+                tl.store(dz_ptr + b * sdz_b + c[:, None] * sdz_c + tt[None, :] * sdz_l,
+                         dz.to(dz_ptr.dtype.element_ty), mask=m)
+            if HAS_D:
+                dD_prev = tl.load(dD_ptr + b * channels + c, mask=cmask, other=0.0)
+                tl.store(dD_ptr + b * channels + c, dD_prev + tl.sum(tl.where(m, dy * u, 0.0), axis=1), mask=cmask)
+            if SOFTPLUS:
+                ddt = ddt * _sigmoid(draw)
+            ddt = tl.where(m, ddt, 0.0)
+            if HAS_BIAS:
+                db_prev = tl.load(dbias_ptr + b * channels + c, mask=cmask, other=0.0)
+                tl.store(dbias_ptr + b * channels + c, db_prev + tl.sum(ddt, axis=1), mask=cmask)
+            tl.store(du_ptr + b * sdu_b + c[:, None] * sdu_c + tt[None, :] * sdu_l,
+                     du.to(du_ptr.dtype.element_ty), mask=m)
+            tl.store(dd_ptr + b * sdd_b + c[:, None] * sdd_c + tt[None, :] * sdd_l,
+                     ddt.to(dd_ptr.dtype.element_ty), mask=m)
+        part = ((s * batch + b) * groups + g) * 16  # rows of the (n_split, batch, groups, 16, L) partials
+        tl.store(dB_ptr + (part + ni[:, None]) * L + tt[None, :], dB_acc, mask=tm[None, :])
+        tl.store(dC_ptr + (part + ni[:, None]) * L + tt[None, :], dC_acc, mask=tm[None, :])
+
+
+# -- host side -----------------------------------------------------------------------------------
+
+CKPT = 64  # positions between stored states (the backward's chunk): 64 B of fp32 state per 64 positions
+_MIN_CHUNK = 1024  # shortest time chunk the forward cuts a long sequence into
+
+
+def _vec(t: torch.Tensor) -> int:
+    return 8 if t.element_size() == 2 else 4
+
+
+def _states_last_fp32(x: torch.Tensor) -> torch.Tensor:
+    """(batch, groups, N, L) any dtype/strides -> the same values as fp32 with N contiguous (a view
+    of a (batch, groups, L, N) tensor), so one thread loads a position's 16 values as 4 vectors."""
+    if x.dtype == torch.float32 and x.stride(-2) == 1 and x.stride(-1) % 16 == 0 and x.data_ptr() % 16 == 0:
+        return x
+    out = torch.empty(x.shape[0], x.shape[1], x.shape[3], x.shape[2], device=x.device, dtype=torch.float32)
+    out.copy_(x.transpose(-1, -2))
+    return out.transpose(-1, -2)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    if not torch.cuda.is_available():  # the interpreter on CPU tensors
+        return 4
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _num_warps(per_group: int) -> int:
+    return 4 if per_group >= 128 else 2 if per_group >= 64 else 1
+
+
+def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                 keep_states: bool = False):
+    """The selective scan's forward. u, delta, z: (batch, channels, L), any batch/channel strides;
+    A: (channels, 16); B, C: (batch, groups, 16, L); D, delta_bias: (channels,).
+
+    Returns (y, checkpoints): y like u (same strides and dtype); checkpoints (batch, channels,
+    ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``."""
+    batch, channels, length = u.shape
+    groups, n = B.shape[1], A.shape[1]
+    if n != 16:
+        raise ValueError(f"the Triton scan is written for d_state 16, got {n}")
+    per_group = channels // groups
+    B32, C32 = _states_last_fp32(B), _states_last_fp32(C)
+    A2 = (A.float() * LOG2E).contiguous()
+    y = torch.empty_like(u)
+    num_warps = _num_warps(per_group)
+    bt = 32 * num_warps
+    blocks = groups * triton.cdiv(per_group, bt)
+    n_ckpt = triton.cdiv(length, CKPT)
+    ckpt = (torch.empty(batch, channels, n_ckpt, 16, device=u.device, dtype=torch.float32) if keep_states
+            else torch.empty(1, device=u.device, dtype=torch.float32))
+    # Enough programs to keep every multiprocessor busy; otherwise cut the sequence into chunks.
+    want = 8 * _sm_count(u.device.index or 0)
+    n_chunks = 1
+    if blocks * batch < want and length >= 2 * _MIN_CHUNK:
+        n_chunks = min(triton.cdiv(want, blocks * batch), length // _MIN_CHUNK)
+    chunk_len = triton.cdiv(triton.cdiv(length, n_chunks), CKPT) * CKPT
+    n_chunks = triton.cdiv(length, chunk_len)
+    dummy = A2
+    common = dict(
+        R=1, BT=bt, EVEN_C=per_group % bt == 0, CKPT=CKPT,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
+        VEC_U=_vec(u), VEC_D=_vec(delta), VEC_Z=_vec(z) if z is not None else 4, VEC_Y=_vec(y), VEC_B=4,
+        FAST=not _INTERPRET, num_warps=num_warps,
+    )
+    zz = z if z is not None else u
+    bias = delta_bias.float().contiguous() if delta_bias is not None else dummy
+    Dv = D.float().contiguous() if D is not None else dummy
+    strides = (*u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *B32.stride(), *C32.stride())
+    if n_chunks > 1:
+        hend = torch.empty(batch, channels, n_chunks, 16, device=u.device, dtype=torch.float32)
+        dtsum = torch.empty(batch, channels, n_chunks, device=u.device, dtype=torch.float32)
+        _scan_fwd_kernel[(blocks, batch, n_chunks - 1)](
+            u, delta, zz, y, A2, B32, C32, Dv, bias, hend, dtsum, ckpt,
+            length, chunk_len, n_chunks, per_group, channels, n_ckpt, *strides,
+            STATE_ONLY=True, CARRY=False, STORE_CKPT=False, **common)
+    else:
+        hend = dtsum = dummy
+    _scan_fwd_kernel[(blocks, batch, n_chunks)](
+        u, delta, zz, y, A2, B32, C32, Dv, bias, hend, dtsum, ckpt,
+        length, chunk_len, n_chunks, per_group, channels, n_ckpt, *strides,
+        STATE_ONLY=False, CARRY=n_chunks > 1, STORE_CKPT=keep_states, **common)
+    return y, (ckpt if keep_states else None)
+
+
+def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y."""
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    per_group = channels // groups
+    B32, C32 = _states_last_fp32(B), _states_last_fp32(C)
+    A2 = (A.float() * LOG2E).contiguous()
+    bd = 32
+    n_blocks = triton.cdiv(per_group, bd)
+    want = 4 * _sm_count(u.device.index or 0)
+    n_split = max(1, min(n_blocks, triton.cdiv(want, batch * groups)))
+    n_ckpt = ckpt.shape[2]
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du = torch.empty_like(u)
+    dd = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dB = torch.empty(n_split, batch, groups, 16, length, **f32)
+    dC = torch.empty(n_split, batch, groups, 16, length, **f32)
+    dA = torch.zeros(batch, channels, 16, **f32)
+    dD = torch.zeros(batch, channels, **f32)
+    dbias = torch.zeros(batch, channels, **f32)
+    carry = torch.empty(batch, channels, 16, **f32)
+    zz = z if z is not None else u
+    dzz = dz if dz is not None else du
+    dummy = A2
+    _scan_bwd_kernel[(groups, batch, n_split)](
+        u, delta, zz, dout, A2, B32, C32,
+        D.float().contiguous() if D is not None else dummy,
+        delta_bias.float().contiguous() if delta_bias is not None else dummy, ckpt,
+        du, dd, dzz, dB, dC, dA, dD, dbias, carry,
+        length, per_group, channels, n_ckpt, n_split, groups, batch,
+        *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
+        *du.stride(), *dd.stride(), *dzz.stride(), *B32.stride(), *C32.stride(),
+        BD=bd, CK=CKPT, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+        HAS_D=D is not None, HAS_Z=z is not None, FAST=not _INTERPRET, num_warps=4,
+    )
+    dB = dB.sum(0) if n_split > 1 else dB[0]
+    dC = dC.sum(0) if n_split > 1 else dC[0]
+    return (du, dd, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz,
+            dbias.sum(0) if delta_bias is not None else None)
+
+
+class SelectiveScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        train = any(ctx.needs_input_grad)
+        y, ckpt = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep_states=train)
+        if train:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+            ctx.delta_softplus = delta_softplus
+        return y
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        du, dd, dA, dB, dC, dD, dz, dbias = scan_backward(dout, u, delta, A, B, C, D, z, delta_bias,
+                                                          ctx.delta_softplus, ckpt)
+        return (du, dd, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+                None if D is None else dD.to(D.dtype), dz,
+                None if delta_bias is None else dbias.to(delta_bias.dtype), None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Same arguments and result as :func:`caduceus_cli.model.scan.selective_scan_torch`."""
+    if B.dim() == 3:  # one group
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    return SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
