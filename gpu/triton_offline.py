@@ -101,8 +101,29 @@ def main():
                                                                   "sy_b", "sy_c", "sB_b", "sB_g", "sB_n", "sB_l", "sC_l",
                                                                   "sC_b", "sC_g", "sC_n"]
         div = [d for d in div if d not in ce]
+    elif args.what == "bwd":
+        fn = st._scan_bwd_kernel
+        types = {n: "i32" for n in fn.arg_names}
+        for p in ["u_ptr", "d_ptr", "z_ptr", "dout_ptr", "du_ptr", "dd_ptr", "dz_ptr"]:
+            types[p] = f"*{dt}"
+        for p in ["A2_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "ckpt_ptr", "dB_ptr", "dC_ptr", "dA_ptr",
+                  "dD_ptr", "dbias_ptr", "carry_ptr"]:
+            types[p] = "*fp32"
+        ce = dict(su_l=1, sd_l=1, sz_l=1, so_l=1, sdu_l=1, sdd_l=1, sdz_l=1, sB_n=1, sC_n=1, BD=32, CK=64,
+                  HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True)
+        ce.update(extra)
+        div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
+        div = [d for d in div if d not in ce and d in types and d not in ("n_split",)]
     else:
-        raise SystemExit("not yet")
+        fn = st._conv_fwd_kernel if args.what == "conv_fwd" else st._conv_bwd_kernel
+        types = {n: "i32" for n in fn.arg_names}
+        for n in fn.arg_names:
+            if n.endswith("_ptr"):
+                types[n] = "*fp32" if n in ("w_ptr", "b_ptr", "dw_ptr", "db_ptr") else f"*{dt}"
+        ce = dict(sx_l=1, so_l=1, sg_l=1, sdx_l=1, HAS_BIAS=True, SILU=True, BC=16, BLT=256)
+        ce = {k: v for k, v in ce.items() if k in fn.arg_names}
+        ce.update(extra)
+        div = [n for n in fn.arg_names if n not in ce and (n.endswith("_ptr") or n in ("L", "D"))]
     k = compile_kernel(fn, types, ce, div, args.warps, args.stages)
     report(k, args.sass, args.ttgir)
 

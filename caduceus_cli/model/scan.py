@@ -213,14 +213,17 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   backend: str = "auto"):
+                   backend: str = "auto", out=None):
     """The selective scan on the backend ``backend`` resolves to for u's device (same math on all).
 
     u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L) or (batch, groups, N, L);
-    D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype (Triton: with u's strides)."""
+    D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype (Triton: with u's strides).
+    ``out``: a tensor the Triton backend may write y into when no gradient is needed (z or u
+    themselves are allowed); other backends ignore it, so always use the returned tensor."""
     name = resolve_backend(backend, u.device)
     if name == "triton" and A.shape[1] == 16:
-        return triton_kernels().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return triton_kernels().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                      out=out)
     if name == "numba":
         return numba_kernels().selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if name == "mamba-ssm":

@@ -507,11 +507,12 @@ def _num_warps(per_group: int) -> int:
 
 
 def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                 keep_states: bool = False):
+                 keep_states: bool = False, out: torch.Tensor | None = None):
     """The selective scan's forward. u, delta, z: (batch, channels, L), any batch/channel strides;
     A: (channels, 16); B, C: (batch, groups, 16, L); D, delta_bias: (channels,).
 
-    Returns (y, checkpoints): y like u (same strides and dtype); checkpoints (batch, channels,
+    Returns (y, checkpoints): y like u (same strides and dtype), or ``out`` (which may be z or u
+    themselves: every position is read before it is written); checkpoints (batch, channels,
     ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``."""
     batch, channels, length = u.shape
     groups, n = B.shape[1], A.shape[1]
@@ -520,7 +521,7 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     per_group = channels // groups
     B32, C32 = _states_last_fp32(B), _states_last_fp32(C)
     A2 = (A.float() * LOG2E).contiguous()
-    y = torch.empty_like(u)
+    y = torch.empty_like(u) if out is None else out
     num_warps = _num_warps(per_group)
     bt = 32 * num_warps
     blocks = groups * triton.cdiv(per_group, bt)
@@ -595,7 +596,7 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckp
         *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
         *du.stride(), *dd.stride(), *dzz.stride(), *B32.stride(), *C32.stride(),
         BD=bd, CK=CKPT, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-        HAS_D=D is not None, HAS_Z=z is not None, FAST=not _INTERPRET, num_warps=4,
+        HAS_D=D is not None, HAS_Z=z is not None, FAST=not _INTERPRET, num_warps=8,  # 8: few spills
     )
     dB = dB.sum(0) if n_split > 1 else dB[0]
     dC = dC.sum(0) if n_split > 1 else dC[0]
@@ -623,10 +624,15 @@ class SelectiveScanTriton(torch.autograd.Function):
                 None if delta_bias is None else dbias.to(delta_bias.dtype), None)
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Same arguments and result as :func:`caduceus_cli.model.scan.selective_scan_torch`."""
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, out=None):
+    """Same arguments and result as :func:`caduceus_cli.model.scan.selective_scan_torch`.
+
+    ``out`` (inference only; ignored when a gradient is needed): write y there, e.g. over z."""
     if B.dim() == 3:  # one group
         B, C = B.unsqueeze(1), C.unsqueeze(1)
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    if out is not None and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out=out)[0]
     return SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
@@ -728,12 +734,12 @@ def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, dw_ptr, db_ptr, L, D, b
     tl.store(db_ptr + part, tl.sum(gp0, axis=1), mask=cm)
 
 
-_CONV_BC, _CONV_BLT = 16, 256
+_CONV_BC, _CONV_BLT, _CONV_BLT_BWD = 16, 256, 64  # the backward holds more tiles: 64 positions keep it in registers
 
 
-def _conv_grid(x):
+def _conv_grid(x, blt=_CONV_BLT):
     batch, dim, length = x.shape
-    return (triton.cdiv(dim, _CONV_BC), batch, triton.cdiv(length, _CONV_BLT))
+    return (triton.cdiv(dim, _CONV_BC), batch, triton.cdiv(length, blt))
 
 
 class CausalConvTriton(torch.autograd.Function):
@@ -752,13 +758,13 @@ class CausalConvTriton(torch.autograd.Function):
     def backward(ctx, g):
         x, w, bias = ctx.saved_tensors
         batch, dim, length = x.shape
-        grid = _conv_grid(x)
+        grid = _conv_grid(x, _CONV_BLT_BWD)
         dx = torch.empty_like(x)
         dw = torch.empty(grid[2], batch, dim, 4, device=x.device, dtype=torch.float32)
         db = torch.empty(grid[2], batch, dim, device=x.device, dtype=torch.float32)
         _conv_bwd_kernel[grid](x, w, bias if bias is not None else w, g, dx, dw, db, length, dim, batch,
                                *x.stride(), *g.stride(), *dx.stride(), HAS_BIAS=bias is not None, SILU=ctx.silu,
-                               BC=_CONV_BC, BLT=_CONV_BLT, num_warps=4)
+                               BC=_CONV_BC, BLT=_CONV_BLT_BWD, num_warps=4)
         dweight = dw.sum((0, 1)).reshape(ctx.wshape).to(w.dtype)
         dbias = db.sum((0, 1)).to(bias.dtype) if bias is not None else None
         return dx, dweight, dbias, None
