@@ -229,6 +229,7 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     di = directions[0][0].d_inner
     budget = _SLICE_ELEMENTS.get(hidden.device.type, 1 << 24)
     per = max(1, min(b, budget // max(1, length * di)))
+    per = -(-b // -(-b // per))  # equal slices: ceil(b / number of slices)
     outs = []
     for mixer, rev in directions:
         if per >= b:

@@ -107,6 +107,41 @@ def _load_cols8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr
 
 
 @triton.jit
+def _raw8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr):
+    """Positions t0..t0+7 of the rows as loaded (input dtype), in one or two 16-byte pieces: a
+    pair (lo, hi); for VEC == 8 both are the whole tile. Kept raw so that a prefetched tile costs
+    few registers."""
+    offs = tl.arange(0, VEC)[None, None, :]
+    if VEC == 8:
+        if MASKED:
+            x = tl.load(row[:, :, None] + (t0 + offs) * sl, mask=cm3 & (t0 + offs < t_end), other=0.0)
+        else:
+            x = tl.load(row[:, :, None] + (t0 + offs) * sl)
+        return x, x
+    else:
+        if MASKED:
+            lo = tl.load(row[:, :, None] + (t0 + offs) * sl, mask=cm3 & (t0 + offs < t_end), other=0.0)
+            hi = tl.load(row[:, :, None] + (t0 + 4 + offs) * sl, mask=cm3 & (t0 + 4 + offs < t_end), other=0.0)
+        else:
+            lo = tl.load(row[:, :, None] + (t0 + offs) * sl)
+            hi = tl.load(row[:, :, None] + (t0 + 4 + offs) * sl)
+        return lo, hi
+
+
+@triton.jit
+def _cols8(lo, hi, VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
+    """A tile from :func:`_raw8` as 8 fp32 columns [R, BT] in time order."""
+    if VEC == 8:
+        e, o = tl.split(tl.reshape(lo.to(tl.float32), [R, BT, 4, 2]))
+        c0, c2, c4, c6 = _cols4(e, R, BT)
+        c1, c3, c5, c7 = _cols4(o, R, BT)
+    else:
+        c0, c1, c2, c3 = _cols4(lo.to(tl.float32), R, BT)
+        c4, c5, c6, c7 = _cols4(hi.to(tl.float32), R, BT)
+    return c0, c1, c2, c3, c4, c5, c6, c7
+
+
+@triton.jit
 def _store_cols8(row, t0, sl, cm3, t_end, c0, c1, c2, c3, c4, c5, c6, c7, MASKED: tl.constexpr,
                  VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
     """Inverse of :func:`_load_cols8`."""
@@ -209,16 +244,17 @@ def _step(h, A2, dt, du, b_base, c_base, t, sB_n, sC_n, ok, MASKED: tl.constexpr
 
 
 @triton.jit
-def _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end, sB_n, sB_l, sC_n, sC_l,
-          su_l, sd_l, sz_l, sy_l, cm,
+def _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end, sB_n, sB_l, sC_n, sC_l,
+          sy_l, cm,
           R: tl.constexpr, BT: tl.constexpr, MASKED: tl.constexpr, STATE_ONLY: tl.constexpr,
           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
           VEC_U: tl.constexpr, VEC_D: tl.constexpr, VEC_Z: tl.constexpr, VEC_Y: tl.constexpr,
           VEC_B: tl.constexpr, FAST: tl.constexpr):
-    """Eight time steps t0..t0+7 of one channel block; returns (h, sum of dt over them)."""
+    """Eight time steps t0..t0+7 of one channel block, from their u, delta, z tiles as loaded by
+    :func:`_raw8`; returns (h, sum of dt over them)."""
     cm3 = cm[:, :, None]
-    u0, u1, u2, u3, u4, u5, u6, u7 = _load_cols8(u_row, t0, su_l, cm3, t_end, MASKED, VEC_U, R, BT)
-    d0, d1, d2, d3, d4, d5, d6, d7 = _load_cols8(d_row, t0, sd_l, cm3, t_end, MASKED, VEC_D, R, BT)
+    u0, u1, u2, u3, u4, u5, u6, u7 = _cols8(ul, uh, VEC_U, R, BT)
+    d0, d1, d2, d3, d4, d5, d6, d7 = _cols8(dl, dh, VEC_D, R, BT)
     d0 = _dt(d0, bias, t0, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     d1 = _dt(d1, bias, t0 + 1, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     d2 = _dt(d2, bias, t0 + 2, t_end, MASKED, HAS_BIAS, SOFTPLUS)
@@ -248,7 +284,7 @@ def _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end
             y6 += Dv * u6
             y7 += Dv * u7
         if HAS_Z:
-            z0, z1, z2, z3, z4, z5, z6, z7 = _load_cols8(z_row, t0, sz_l, cm3, t_end, MASKED, VEC_Z, R, BT)
+            z0, z1, z2, z3, z4, z5, z6, z7 = _cols8(zl, zh, VEC_Z, R, BT)
             y0 *= z0 * _sigmoid(z0)
             y1 *= z1 * _sigmoid(z1)
             y2 *= z2 * _sigmoid(z2)
@@ -273,7 +309,7 @@ def _scan_fwd_kernel(
     STATE_ONLY: tl.constexpr, CARRY: tl.constexpr, STORE_CKPT: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     VEC_U: tl.constexpr, VEC_D: tl.constexpr, VEC_Z: tl.constexpr, VEC_Y: tl.constexpr,
-    VEC_B: tl.constexpr, FAST: tl.constexpr,
+    VEC_B: tl.constexpr, FAST: tl.constexpr, PREFETCH_BC: tl.constexpr,
 ):
     """Grid (groups * blocks per group, batch, time chunks); a block is R * BT channels of one group.
 
@@ -315,23 +351,59 @@ def _scan_fwd_kernel(
     c_base = C_ptr + b * sC_b + g * sC_g
     ckpt_row = (b * channels + c) * n_ckpt
     dsum = tl.zeros([R, BT], dtype=tl.float32)
-    for k in range(0, chunk_len // 8):
+    n_full = (t_end - t_start) // 8
+    # Full tiles, software-pipelined: the next tile's u, delta, z are loaded before this tile's
+    # arithmetic, and the next tile's B and C rows are touched so that the per-step loads of them
+    # hit L1 (their values are only kept alive by `junk`, stored under a condition that is false).
+    nul, nuh = _raw8(u_row, t_start, su_l, cm3, t_end, not EVEN_C, VEC_U)
+    ndl, ndh = _raw8(d_row, t_start, sd_l, cm3, t_end, not EVEN_C, VEC_D)
+    if HAS_Z and not STATE_ONLY:
+        nzl, nzh = _raw8(z_row, t_start, sz_l, cm3, t_end, not EVEN_C, VEC_Z)
+    else:
+        nzl, nzh = nul, nuh
+    lane = tl.arange(0, BT)
+    junk = tl.zeros([BT], dtype=tl.float32)
+    for k in range(0, n_full):
         t0 = t_start + k * 8
-        if t0 < t_end:
-            if STORE_CKPT:
-                if t0 % CKPT == 0:
-                    _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
-            if t0 + 8 <= t_end:
-                h, ds = _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end,
-                              sB_n, sB_l, sC_n, sC_l, su_l, sd_l, sz_l, sy_l, cm,
-                              R, BT, not EVEN_C, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                              VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
-            else:
-                h, ds = _tile(h, A2, bias, Dv, u_row, d_row, z_row, y_row, b_base, c_base, t0, t_end,
-                              sB_n, sB_l, sC_n, sC_l, su_l, sd_l, sz_l, sy_l, cm,
-                              R, BT, True, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                              VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
-            dsum += ds
+        ul, uh, dl, dh, zl, zh = nul, nuh, ndl, ndh, nzl, nzh
+        tn = t0 + 8
+        if k + 1 == n_full:
+            tn = t0  # nothing left to prefetch: reload this tile (cheap, in cache)
+        nul, nuh = _raw8(u_row, tn, su_l, cm3, t_end, not EVEN_C, VEC_U)
+        ndl, ndh = _raw8(d_row, tn, sd_l, cm3, t_end, not EVEN_C, VEC_D)
+        if HAS_Z and not STATE_ONLY:
+            nzl, nzh = _raw8(z_row, tn, sz_l, cm3, t_end, not EVEN_C, VEC_Z)
+        if PREFETCH_BC:
+            junk += tl.load(b_base + tn * sB_l + lane)
+            if not STATE_ONLY:
+                junk += tl.load(c_base + tn * sC_l + lane)
+        if STORE_CKPT:
+            if t0 % CKPT == 0:
+                _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
+        h, ds = _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end,
+                      sB_n, sB_l, sC_n, sC_l, sy_l, cm,
+                      R, BT, not EVEN_C, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
+                      VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+        dsum += ds
+    if PREFETCH_BC:
+        if L < 0:  # never: keeps the prefetching loads
+            tl.store(dtsum_ptr + lane, junk)
+    t0 = t_start + n_full * 8
+    if t0 < t_end:
+        if STORE_CKPT:
+            if t0 % CKPT == 0:
+                _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
+        ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, True, VEC_U)
+        dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, True, VEC_D)
+        if HAS_Z and not STATE_ONLY:
+            zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, True, VEC_Z)
+        else:
+            zl, zh = ul, uh
+        h, ds = _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end,
+                      sB_n, sB_l, sC_n, sC_l, sy_l, cm,
+                      R, BT, True, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
+                      VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+        dsum += ds
     if STATE_ONLY:
         _store_rows16(hend_ptr + (state_row + j) * 16, h, cm3, R, BT)
         tl.store(dtsum_ptr + state_row + j, dsum, mask=cm)
@@ -541,6 +613,8 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
         VEC_U=_vec(u), VEC_D=_vec(delta), VEC_Z=_vec(z) if z is not None else 4, VEC_Y=_vec(y), VEC_B=4,
         FAST=not _INTERPRET, num_warps=num_warps,
+        # touching a tile's B, C rows ahead needs rows of >= 16 floats (true of _states_last_fp32's)
+        PREFETCH_BC=not _INTERPRET and B32.stride(-1) >= 16 and C32.stride(-1) >= 16,
     )
     zz = z if z is not None else u
     bias = delta_bias.float().contiguous() if delta_bias is not None else dummy
