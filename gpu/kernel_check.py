@@ -102,6 +102,29 @@ def scan_speed():
     return ss.gpu(argparse.Namespace(length=1536, batch=64, dtype="bf16"))
 
 
+@part("bwd_variants")
+def bwd_variants():
+    """fwd+bwd of the scan on the scan_speed shape with the backward's state loop pipelined or not."""
+    from triton.testing import do_bench
+
+    from scan_speed import layer_inputs
+
+    st = triton_kernels()
+    args = [a.detach().requires_grad_() if a.is_floating_point() else a
+            for a in layer_inputs(128, 512, 1536, torch.bfloat16, torch.device("cuda"))]
+    g = torch.randn(args[0].shape, device="cuda", dtype=torch.bfloat16)
+    out = {}
+    for stages in (1, 2, 3):
+        st.BWD_STAGES = stages
+
+        def fb():
+            torch.autograd.grad(st.selective_scan_triton(*args, delta_softplus=True), args, g)
+        out[f"fwd_bwd_ms_stages{stages}"] = do_bench(fb, warmup=5, rep=40, return_mode="median")
+    st.BWD_STAGES = 2
+    out["fwd_ms"] = do_bench(lambda: st.selective_scan_triton(*args, delta_softplus=True), return_mode="median")
+    return out
+
+
 @part("model_forward")
 def model_forward():
     from model_speed import time_forward
@@ -169,7 +192,7 @@ def train_step():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu-out")
-    ap.add_argument("--parts", default="correctness,scan_speed,model_forward,train_step")
+    ap.add_argument("--parts", default="correctness,scan_speed,bwd_variants,model_forward,train_step")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     REPORT["device"] = torch.cuda.get_device_name()
@@ -185,6 +208,7 @@ def main():
               f"err {r['rel_err_vs_fp64']:.1e}")
     ss = REPORT.get("scan_speed") or {}
     print(f"  floors: memory {ss.get('floor_memory_ms', float('nan')):.3f} ms, exp2 {ss.get('floor_exp2_ms', float('nan')):.3f} ms")
+    print("  bwd variants", REPORT.get("bwd_variants"))
     for r in REPORT.get("model_forward") or []:
         print("  forward", r)
     for r in REPORT.get("train_step") or []:

@@ -110,7 +110,7 @@ def main():
                   "dD_ptr", "dbias_ptr", "carry_ptr"]:
             types[p] = "*fp32"
         ce = dict(su_l=1, sd_l=1, sz_l=1, so_l=1, sdu_l=1, sdd_l=1, sdz_l=1, sB_n=1, sC_n=1, BD=32, CK=64,
-                  HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True)
+                  HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, NSTAGE=2)
         ce.update(extra)
         div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
         div = [d for d in div if d not in ce and d in types and d not in ("n_split",)]

@@ -428,7 +428,7 @@ def _scan_bwd_kernel(
     sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
     BD: tl.constexpr, CK: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    FAST: tl.constexpr,
+    FAST: tl.constexpr, NSTAGE: tl.constexpr,
 ):
     """Grid (groups, batch, n_split). Program (g, b, s) walks the sequence from its end in chunks of
     CK positions (the forward's checkpoint interval) over channel blocks s, s + n_split, ... of
@@ -493,7 +493,7 @@ def _scan_bwd_kernel(
             ddt = tl.zeros([BD, CK], dtype=tl.float32)
             dtu = dt * u
             srow = (b * channels + c) * 16  # [BD] rows of the (batch, channels, 16) scratch
-            for n in range(0, 16):
+            for n in tl.range(0, 16, num_stages=NSTAGE):  # pipelined: the next state's loads in flight
                 A2n = tl.load(A2_ptr + c * 16 + n, mask=cmask, other=0.0)
                 Bn = tl.load(B_ptr + b * sB_b + g * sB_g + n * sB_n + tt * sB_l, mask=tm, other=0.0).to(tl.float32)
                 Cn = tl.load(C_ptr + b * sC_b + g * sC_g + n * sC_n + tt * sC_l, mask=tm, other=0.0).to(tl.float32)
@@ -506,10 +506,7 @@ def _scan_bwd_kernel(
                 an = _exp2(dtn * A2n[:, None], FAST)
                 beta = dy * Cn[None, :]
                 ra, rb = tl.associative_scan((an, beta), 1, _combine, reverse=True)
-                if kk == 0:
-                    e = tl.zeros([BD], dtype=tl.float32)
-                else:
-                    e = tl.load(carry_ptr + srow + n, mask=cmask, other=0.0)
+                e = tl.load(carry_ptr + srow + n, mask=cmask & (kk > 0), other=0.0)
                 dh = rb + ra * e[:, None]
                 dh = tl.where(m, dh, 0.0)
                 hprev_a = h - bb  # a_t * h_{t-1}
@@ -549,6 +546,7 @@ def _scan_bwd_kernel(
 
 # -- host side -----------------------------------------------------------------------------------
 
+BWD_STAGES = int(os.environ.get("CADUCEUS_SCAN_BWD_STAGES", "2"))  # 1: no pipelining of the state loop
 CKPT = 64  # positions between stored states (the backward's chunk): 64 B of fp32 state per 64 positions
 _MIN_CHUNK = 1024  # shortest time chunk the forward cuts a long sequence into
 
@@ -671,6 +669,7 @@ def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckp
         *du.stride(), *dd.stride(), *dzz.stride(), *B32.stride(), *C32.stride(),
         BD=bd, CK=CKPT, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         HAS_D=D is not None, HAS_Z=z is not None, FAST=not _INTERPRET, num_warps=8,  # 8: few spills
+        NSTAGE=BWD_STAGES,
     )
     dB = dB.sum(0) if n_split > 1 else dB[0]
     dC = dC.sum(0) if n_split > 1 else dC[0]
