@@ -58,7 +58,7 @@ def grads(fn, args, weight):
 
 
 @needs_numba
-@pytest.mark.parametrize("length", [1, 2, 7, 64, 65, 129, 300])
+@pytest.mark.parametrize("length", [1, 7, 65, 300])
 @pytest.mark.parametrize("k", [1, 2])
 def test_numba_matches_reference_forward_and_gradients(length, k):
     from caduceus_cli.model.scan_cpu import selective_scan_numba
@@ -89,6 +89,10 @@ def test_numba_optional_inputs_and_no_softplus():
         got = selective_scan_numba(u, delta, A, B, C, **kw)
         want = selective_scan_reference(u, delta, A, B, C, **kw)
         assert (got.double() - want).abs().max() < 1e-4, kw
+    # decays far below fp32's range (dt * A down to -900): the vectorised exp2 clamps, still right
+    got = selective_scan_numba(u, delta * 60, A, B, C)
+    want = selective_scan_reference(u, delta * 60, A, B, C)
+    assert torch.isfinite(got).all() and (got.double() - want).abs().max() < 1e-3
 
 
 @needs_numba

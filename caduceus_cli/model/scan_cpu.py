@@ -37,6 +37,28 @@ def _sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
 
 
+_LOG2E = np.float32(1.4426950408889634)
+
+
+@numba.njit(inline="always", fastmath=_FASTMATH)
+def _exp2_many(y, p, bits, scale):
+    """scale[:] <- 2 ** y[:] (y <= 0 here) without calls into libm, so that LLVM vectorises the
+    loops (about 16x faster than scalar expf on AVX2). 2^y = 2^k * 2^f, k = round(y), f in
+    [-1/2, 1/2], 2^f by Cephes' exp2f polynomial (relative error ~1e-7); 2^k through the exponent
+    bits, y clamped at -126 (2^-126 stands for anything smaller: a decay that small is 0 anyway)."""
+    for n in range(y.shape[0]):
+        v = max(y[n], np.float32(-126.0))
+        k = math.floor(v + np.float32(0.5))
+        f = v - k
+        p[n] = ((((((np.float32(1.535336188319500e-4) * f + np.float32(1.339887440266574e-3)) * f
+                    + np.float32(9.618437357674640e-3)) * f + np.float32(5.550332471162809e-2)) * f
+                  + np.float32(2.402264791363012e-1)) * f + np.float32(6.931472028550421e-1)) * f
+                + np.float32(1.0))
+        bits[n] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    for n in range(y.shape[0]):
+        scale[n] = p[n] * scale[n]
+
+
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _forward(u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_bias, softplus):
     """u, delta, z, out: (batch, dim, L) fp32; A: (dim, N); Bt, Ct: (batch, groups, L, N); D, bias: (dim,)."""
@@ -53,7 +75,11 @@ def _forward_job(b, c, u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_b
     per_group = u.shape[1] // groups
     g = c // per_group
     h = np.zeros(n_state, dtype=np.float32)
-    a_c = A[c]
+    a2 = A[c] * _LOG2E
+    yv = np.empty(n_state, dtype=np.float32)
+    p = np.empty(n_state, dtype=np.float32)
+    bits = np.empty(n_state, dtype=np.int32)
+    decay = bits.view(np.float32)
     bias_c = bias[c] if has_bias else np.float32(0.0)
     d_c = D[c] if has_d else np.float32(0.0)
     for t in range(length):
@@ -64,9 +90,12 @@ def _forward_job(b, c, u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_b
         du = dt * uu
         bt = Bt[b, g, t]
         ct = Ct[b, g, t]
+        for n in range(n_state):
+            yv[n] = dt * a2[n]
+        _exp2_many(yv, p, bits, decay)
         y = np.float32(0.0)
         for n in range(n_state):
-            hn = math.exp(dt * a_c[n]) * h[n] + du * bt[n]
+            hn = decay[n] * h[n] + du * bt[n]
             h[n] = hn
             y += hn * ct[n]
         y += d_c * uu
@@ -99,8 +128,13 @@ def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has
     states = np.empty((CHUNK, n_state), dtype=np.float32)
     h = np.empty(n_state, dtype=np.float32)
     dh = np.empty(n_state, dtype=np.float32)
+    yv = np.empty(n_state, dtype=np.float32)
+    p = np.empty(n_state, dtype=np.float32)
+    bits = np.empty(n_state, dtype=np.int32)
+    decay = bits.view(np.float32)
     for c in range(g * per_group, (g + 1) * per_group):
         a_c = A[c]
+        a2 = a_c * _LOG2E
         bias_c = bias[c] if has_bias else np.float32(0.0)
         d_c = D[c] if has_d else np.float32(0.0)
         # pass 1: the state entering every chunk
@@ -114,7 +148,10 @@ def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has
             du_t = dt * u[b, c, t]
             bt = Bt[b, g, t]
             for n in range(n_state):
-                h[n] = math.exp(dt * a_c[n]) * h[n] + du_t * bt[n]
+                yv[n] = dt * a2[n]
+            _exp2_many(yv, p, bits, decay)
+            for n in range(n_state):
+                h[n] = decay[n] * h[n] + du_t * bt[n]
         # pass 2: chunks from the end, states recomputed, gradients walked back
         dh[:] = 0.0  # dL/dh_t arriving from position t + 1
         da_acc = np.zeros(n_state, dtype=np.float32)
@@ -131,7 +168,10 @@ def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has
                 du_t = dt * u[b, c, t]
                 bt = Bt[b, g, t]
                 for n in range(n_state):
-                    h[n] = math.exp(dt * a_c[n]) * h[n] + du_t * bt[n]
+                    yv[n] = dt * a2[n]
+                _exp2_many(yv, p, bits, decay)
+                for n in range(n_state):
+                    h[n] = decay[n] * h[n] + du_t * bt[n]
                 states[t - t0] = h
             for t in range(t1 - 1, t0 - 1, -1):
                 raw = delta[b, c, t] + bias_c
@@ -151,9 +191,12 @@ def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has
                 ddt = np.float32(0.0)
                 duu = dy * d_c
                 for n in range(n_state):
+                    yv[n] = dt * a2[n]
+                _exp2_many(yv, p, bits, decay)
+                for n in range(n_state):
                     y += hs[n] * ct[n]
                     gn = dh[n] + dy * ct[n]
-                    a = math.exp(dt * a_c[n])
+                    a = decay[n]
                     if t > t0:
                         hp = states[t - t0 - 1, n]
                     else:
