@@ -14,12 +14,16 @@ cache when the package folder is read-only; set NUMBA_CACHE_DIR to choose the fo
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
 import torch
 
 CHUNK = 64  # positions whose states the backward holds at once
+# numba's default 'workqueue' threading layer aborts the process when two threads launch parallel
+# work at once; pipelines may run the model from worker threads, so launches take turns.
+_LAUNCH = threading.Lock()
 # Safe fast-math: contraction into FMAs, reassociation of the sum over states, fast exp/log; no
 # assumption that values are finite, so NaN and inf propagate as in PyTorch.
 _FASTMATH = {"contract", "reassoc", "afn", "arcp", "nsz"}
@@ -241,9 +245,10 @@ class SelectiveScanNumba(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         Bt, Ct = _states_last(B), _states_last(C)
         out = torch.empty(u.shape, dtype=torch.float32)
-        _forward(_np(u, u), _np(delta, u), _np(z, u), A.detach().float().contiguous().numpy(), Bt.numpy(),
-                 Ct.numpy(), _vec(D), _vec(delta_bias), out.numpy(), z is not None, D is not None,
-                 delta_bias is not None, bool(delta_softplus))
+        with _LAUNCH:
+            _forward(_np(u, u), _np(delta, u), _np(z, u), A.detach().float().contiguous().numpy(), Bt.numpy(),
+                     Ct.numpy(), _vec(D), _vec(delta_bias), out.numpy(), z is not None, D is not None,
+                     delta_bias is not None, bool(delta_softplus))
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         ctx.delta_softplus = delta_softplus
         return out.to(u.dtype)
@@ -260,11 +265,12 @@ class SelectiveScanNumba(torch.autograd.Function):
         dBt = torch.zeros(batch, groups, length, n_state, **f32)
         dCt = torch.zeros(batch, groups, length, n_state, **f32)
         dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
-        _backward(_np(dout, u), _np(u, u), _np(delta, u), _np(z, u), A.detach().float().contiguous().numpy(),
-                  _states_last(B).numpy(), _states_last(C).numpy(), _vec(D), _vec(delta_bias),
-                  z is not None, D is not None, delta_bias is not None, bool(ctx.delta_softplus),
-                  du.numpy(), ddelta.numpy(), dz.numpy(), dA.numpy(), dBt.numpy(), dCt.numpy(),
-                  dD.numpy(), dbias.numpy())
+        with _LAUNCH:
+            _backward(_np(dout, u), _np(u, u), _np(delta, u), _np(z, u), A.detach().float().contiguous().numpy(),
+                      _states_last(B).numpy(), _states_last(C).numpy(), _vec(D), _vec(delta_bias),
+                      z is not None, D is not None, delta_bias is not None, bool(ctx.delta_softplus),
+                      du.numpy(), ddelta.numpy(), dz.numpy(), dA.numpy(), dBt.numpy(), dCt.numpy(),
+                      dD.numpy(), dbias.numpy())
         return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype),
                 dBt.transpose(-1, -2).to(B.dtype), dCt.transpose(-1, -2).to(C.dtype),
                 None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
