@@ -157,10 +157,10 @@ def test_triton_scan_long_sequence_uses_chunks_and_matches_torch_twin():
 
 
 @needs_triton
-@pytest.mark.parametrize("k,length", [(1, 1), (2, 77), (2, 1536), (1, 5000)])
+@pytest.mark.parametrize("k,length", [(1, 1), (2, 77), (2, 700), (1, 1200)])
 def test_triton_scan_gradients_match_reference(k, length):
     st = triton_kernels()
-    args = _cuda(mixer_layout(2, k, 96, length, seed=k + length))
+    args = _cuda(mixer_layout(2, k, 64, length, seed=k + length))
     if k == 1:
         args[3], args[4] = args[3][:, 0], args[4][:, 0]
     leaves = [a.detach().clone().requires_grad_() for a in args]
