@@ -23,7 +23,7 @@ needs_mamba = pytest.mark.skipif(
     reason="needs the mamba-ssm kernels (pip install 'caduceus-cli[cuda]')",
 )
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() or triton_kernels() is None,
-                                  reason="Triton does not import")
+                                  reason="needs a CUDA GPU and Triton")
 
 
 @pytest.fixture(autouse=True)
