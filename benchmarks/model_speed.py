@@ -1,7 +1,13 @@
 """Forward-pass throughput (tokens/s) and peak memory of Caduceus PS/Ph models.
 
-    python benchmarks/model_speed.py --device cuda --dtype bf16 --backend cuda
-    python benchmarks/model_speed.py --device cpu --backend torch --configs ps:128x4 --lengths 1536
+    python benchmarks/model_speed.py --device cuda --dtype bf16 --backend triton --batch 256 --lengths 1536
+    python benchmarks/model_speed.py --device cuda --dtype bf16 --official .official --batch 256 --lengths 1536
+    python benchmarks/model_speed.py --device cpu --backend numba --configs ps:128x4 --lengths 1536 --batch 4
+
+--backend: triton | mamba-ssm (alias cuda) | torch | numba | auto. --batch fixes the batch (windows)
+so that every implementation runs the same one; without it, batch = --tokens-per-batch // length.
+--official FOLDER times the official kuleshov-group/caduceus modeling code instead (FOLDER holds its
+``caduceus/`` package; it needs mamba-ssm and transformers), built from the same configuration.
 
 Weights are random (speed does not depend on them). Each row: warm-up, then the median of
 --repeats timed forward passes (CUDA events on GPU). Peak memory: torch.cuda.max_memory_allocated
@@ -16,13 +22,51 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM
-from caduceus_cli.model.scan import resolve_backend
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM  # noqa: E402
+from caduceus_cli.model.scan import BACKENDS, resolve_backend  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def official_model(folder: str, config: CaduceusConfig, device):
+    """The official implementation's CaduceusForMaskedLM for ``config``, imported from ``folder``
+    without running its package __init__ (which also imports its tokenizer)."""
+    import importlib.util
+    import types
+
+    pkg_dir = Path(folder).resolve() / "caduceus"
+    if not (pkg_dir / "modeling_caduceus.py").exists():
+        raise SystemExit(f"{pkg_dir}/modeling_caduceus.py not found: --official wants the folder holding caduceus/")
+    pkg = types.ModuleType("caduceus")
+    pkg.__path__ = [str(pkg_dir)]
+    sys.modules["caduceus"] = pkg
+    modules = {}
+    for name in ("configuration_caduceus", "modeling_rcps", "modeling_caduceus"):
+        spec = importlib.util.spec_from_file_location(f"caduceus.{name}", pkg_dir / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[f"caduceus.{name}"] = mod
+        spec.loader.exec_module(mod)
+        modules[name] = mod
+    cfg = {k: v for k, v in config.to_dict().items() if k not in ("architectures", "model_type")}
+    official_cfg = modules["configuration_caduceus"].CaduceusConfig(**cfg)
+    return modules["modeling_caduceus"].CaduceusForMaskedLM(official_cfg).to(device).eval()
+
+
+class _OfficialBackbone(torch.nn.Module):
+    """Calls the official model like ours is called here: hidden states, no LM head."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, compute_logits=False):
+        return self.model.caduceus(input_ids=ids, return_dict=False)
 
 
 def time_forward(model, ids, dtype, repeats, warmup):
@@ -59,7 +103,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bf16", choices=DTYPES)
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "cuda"])
+    ap.add_argument("--backend", default="auto", choices=BACKENDS)
+    ap.add_argument("--official", metavar="FOLDER", help="time the official implementation found in FOLDER/caduceus")
+    ap.add_argument("--batch", type=int, help="windows per forward pass, the same for every length (default: "
+                    "--tokens-per-batch // length)")
     ap.add_argument("--configs", default="ps:256x16,ph:256x16,ps:128x4,ph:128x4")
     ap.add_argument("--lengths", default="1536,131072")
     ap.add_argument("--tokens-per-batch", type=int, default=262144, help="batch = max(1, this // length)")
@@ -69,16 +116,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    backend = resolve_backend(args.backend, device)
+    backend = "official" if args.official else resolve_backend(args.backend, device)
     rows = []
     for spec in args.configs.split(","):
         variant, size = spec.split(":")
         d_model, n_layer = map(int, size.split("x"))
         torch.manual_seed(0)
-        model = CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model, n_layer)).to(device).eval()
-        model.backend = backend
+        config = CaduceusConfig.small(variant, d_model, n_layer)
+        if args.official:
+            model = _OfficialBackbone(official_model(args.official, config, device))
+        else:
+            model = CaduceusForMaskedLM(config).to(device).eval()
+            model.backend = backend
         for length in map(int, args.lengths.split(",")):
-            batch = max(1, args.tokens_per_batch // length)
+            batch = args.batch or max(1, args.tokens_per_batch // length)
             ids = torch.randint(7, 11, (batch, length), device=device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -87,7 +138,10 @@ def main(argv=None):
                 seconds = time_forward(model, ids, dtype, args.repeats, args.warmup)
             except torch.OutOfMemoryError:
                 rows.append({"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
-                             "error": "out of memory"})
+                             "backend": backend, "error": "out of memory"})
+                del ids
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 continue
             peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                     else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -100,12 +154,12 @@ def main(argv=None):
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         del model
-    print(f"{'model':<12}{'length':>8}{'batch':>7}{'backend':>8}{'dtype':>6}{'Mtok/s':>9}{'peak GiB':>10}")
+    print(f"{'model':<12}{'length':>8}{'batch':>7}{'backend':>10}{'dtype':>6}{'Mtok/s':>9}{'peak GiB':>10}")
     for r in rows:
         if "error" in r:
-            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}  {r['error']}")
+            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>10}  {r['error']}")
         else:
-            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>8}{r['dtype']:>6}"
+            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>10}{r['dtype']:>6}"
                   f"{r['tokens_per_s'] / 1e6:>9.3f}{r['peak_memory_gib']:>10.2f}")
     if args.json:
         with open(args.json, "w") as f:

@@ -1,11 +1,12 @@
 """Pretraining throughput (tokens/s) and peak memory of Caduceus-PS and -Ph on the current device.
 
 Runs the very training step `caduceus pretrain` runs (``Trainer.train_step`` fed by the same
-threaded ``BatchPrefetcher``, masking and RC augmentation included), on real genomes when given
+background ``batch_stream`` through ``runtime.prefetch``, masking and RC augmentation included), on real genomes when given
 (default: ../shared/data/genomes/*.fa.gz if present) or on random bases. Warm-up steps are excluded.
 
     python benchmarks/pretrain_speed.py                       # PS and Ph, 128 x 4, 1,024 bp, batch 256
     python benchmarks/pretrain_speed.py --variant ps --steps 50 --json out.json
+    python benchmarks/pretrain_speed.py --backend mamba-ssm      # the same with mamba-ssm's kernels
     torchrun --nproc-per-node 2 benchmarks/pretrain_speed.py  # global batch split over 2 GPUs
 
 Prints a table and one JSON document (rank 0 only under torchrun).
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caduceus_cli.model.scan import resolve_backend  # noqa: E402
+from caduceus_cli.model.scan import BACKENDS, resolve_backend  # noqa: E402
 from caduceus_cli.pipelines.pretrain import (RC_AUGMENT_PROB, GenomeSet, Trainer, WindowSampler,  # noqa: E402
                                              batch_stream, default_micro_batch, new_model, split_regions)
 from caduceus_cli.runtime import prefetch, torchrun  # noqa: E402
@@ -98,7 +99,8 @@ def main() -> None:
     p.add_argument("--genome", nargs="*", default=None, help="FASTA files (default: the shared genomes, "
                    "else random bases)")
     p.add_argument("--device", default=None)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "cuda"])
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="triton (default on GPU), mamba-ssm (alias cuda), torch, numba (default on CPU)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON here")
     args = p.parse_args()
 

@@ -3,6 +3,7 @@
     python gpu/kernel_profile.py ps:256x16 1536 64          # variant:DxL, length, batch
     python gpu/kernel_profile.py ph:256x16 131072 2
     python gpu/kernel_profile.py ps:128x4 1024 128 train    # forward + backward + optimiser step
+    python gpu/kernel_profile.py ps:256x16 1536 64 forward mamba-ssm   # 5th argument: the backend
 
 Also prints the wall time of the profiled call and the summed kernel time, which tells whether the
 GPU is kept busy (kernel time close to wall time) or waits for the Python side to launch work.
@@ -20,9 +21,11 @@ variant, size = (sys.argv[1] if len(sys.argv) > 1 else "ps:256x16").split(":")
 length = int(sys.argv[2]) if len(sys.argv) > 2 else 1536
 batch = int(sys.argv[3]) if len(sys.argv) > 3 else 64
 mode = sys.argv[4] if len(sys.argv) > 4 else "forward"
+backend = sys.argv[5] if len(sys.argv) > 5 else "auto"
 d, n = map(int, size.split("x"))
 torch.manual_seed(0)
 model = CaduceusForMaskedLM(CaduceusConfig.small(variant, d, n)).cuda()
+model.backend = backend
 ids = torch.randint(7, 11, (batch, length), device="cuda")
 targets = torch.randint(0, batch * length, (batch * length * 15 // 100,), device="cuda")
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -50,6 +53,6 @@ with profile(activities=[ProfilerActivity.CUDA]) as prof:
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
 kernel_us = sum(e.self_device_time_total for e in prof.key_averages())
-print(f"{variant}:{size} L={length} B={batch} {mode}: wall {wall * 1e3:.1f} ms, kernels {kernel_us / 1e3:.1f} ms, "
+print(f"{variant}:{size} L={length} B={batch} {mode} backend={backend}: wall {wall * 1e3:.1f} ms, kernels {kernel_us / 1e3:.1f} ms, "
       f"{batch * length / wall / 1e6:.3f} M tokens/s")
 print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=70))

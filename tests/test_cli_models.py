@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from caduceus_cli.model.info import backend_description
+
 from .conftest import GOLDEN
 
 
@@ -53,7 +55,7 @@ def test_models_info_reports_variant_sizes_and_backend(run):
     info = json.loads(result.stdout)
     assert info["variant"] == "Caduceus-PS" and info["d_model"] == 32 and info["n_layer"] == 2
     assert info["hidden_size"] == 64 and info["rc_mode"].startswith("equivariant")
-    assert info["backend"].startswith("PyTorch") and len(info["sha256"]) == 64
+    assert info["backend"] == backend_description("auto", info["device"]) and len(info["sha256"]) == 64
     ph = json.loads(run("models", "info", str(GOLDEN / "ph_fused" / "checkpoint"), "--json").stdout)
     assert ph["variant"] == "Caduceus-Ph" and ph["rc_mode"].startswith("post-hoc")
     assert ph["parameters"] < info["parameters"] + 1000
@@ -65,7 +67,8 @@ def test_doctor_names_what_is_missing(run):
     report = json.loads(result.stdout)
     assert report["torch"] == torch.__version__
     if not torch.cuda.is_available():
-        assert report["backend"].startswith("PyTorch") and report["fixes"]
+        assert report["backend"] == backend_description("auto", "cpu") and report["fixes"]
+        assert report["backend"].startswith("numba" if report["kernels_usable"]["numba_scan"] else "PyTorch")
 
 
 def test_missing_folder(run):

@@ -1,4 +1,5 @@
-"""GPU checks (run on the H200; skipped without CUDA and the mamba-ssm kernels).
+"""GPU checks (run on the H200; skipped without CUDA). The mamba-ssm comparisons are skipped
+without the mamba-ssm kernels; the Triton kernels need nothing but Triton.
 
 Run: python -m pytest tests/test_gpu.py -v
 """
@@ -10,14 +11,19 @@ import pytest
 import torch
 
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
-from caduceus_cli.model.scan import cuda_kernels
+from caduceus_cli.model.scan import (cuda_kernels, selective_scan_reference, selective_scan_torch,
+                                     triton_kernels)
 
 from .conftest import GOLDEN
+from .test_scan_kernels import NAMES, mixer_layout
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_mamba = pytest.mark.skipif(
     not torch.cuda.is_available() or cuda_kernels()["selective_scan"] is None,
-    reason="needs a CUDA GPU with the mamba-ssm kernels (pip install 'caduceus-cli[cuda]')",
+    reason="needs the mamba-ssm kernels (pip install 'caduceus-cli[cuda]')",
 )
+needs_triton = pytest.mark.skipif(not torch.cuda.is_available() or triton_kernels() is None,
+                                  reason="needs a CUDA GPU and Triton")
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +34,7 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+@needs_mamba
 @pytest.mark.parametrize("case", ["ps_fused", "ps_unfused", "ph_fused"])
 def test_golden_parity_with_mamba_ssm_kernels(case):
     folder = GOLDEN / case
@@ -43,6 +50,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+@needs_mamba
 @pytest.mark.parametrize("length,batch", [(1536, 4), (131072, 1)])
 def test_backends_agree_on_ps_256x16(length, batch):
     torch.manual_seed(0)
@@ -91,15 +99,136 @@ def test_flip_kernels_match_pytorch_and_are_each_others_gradient(dtype):
     assert torch.allclose(x.grad.float(), (w.float() + 2 * w.float().flip(1)), rtol=1e-2, atol=1e-2)
 
 
-def test_ps_training_gradients_match_the_pytorch_backend():
+@pytest.mark.parametrize("backend", [pytest.param("cuda", marks=needs_mamba),
+                                     pytest.param("triton", marks=needs_triton)])
+def test_ps_training_gradients_match_the_pytorch_backend(backend):
     """One backward pass through the kernels (scan, conv, layer norm, flips) against the PyTorch path."""
     torch.manual_seed(0)
     model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 64, 3)).cuda()
     ids = torch.randint(7, 11, (2, 300), device="cuda")
     grads = {}
-    for backend in ("torch", "cuda"):
+    for backend in ("torch", backend):
         model.backend = backend
         model.zero_grad()
         model(ids).logits.float().square().mean().backward()
         grads[backend] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-    assert rel_err(grads["cuda"], grads["torch"]) < 1e-3
+    assert rel_err(grads[backend], grads["torch"]) < 1e-3
+
+
+# -- our Triton kernels ---------------------------------------------------------------------------
+
+
+def _cuda(args):
+    return [a.cuda() for a in args]
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 5e-3)])
+@pytest.mark.parametrize("length", [1, 7, 300, 1536])
+def test_triton_scan_forward_matches_reference(dtype, tol, length):
+    """Random inputs in the mixer's layout, output poisoned with NaN first; the reference is float64
+    on the same (rounded) inputs, so the tolerance is the kernel's own arithmetic plus the output's
+    rounding to dtype."""
+    st = triton_kernels()
+    args = _cuda(mixer_layout(3, 2, 160, length, dtype=dtype, seed=length))
+    out = torch.full_like(args[0], float("nan"))
+    y, _ = st.scan_forward(*args, delta_softplus=True, out=out)
+    ref = selective_scan_reference(*[a.cpu() for a in args], delta_softplus=True)
+    assert torch.isfinite(y).all()
+    assert rel_err(y.cpu(), ref) < tol
+
+
+@needs_triton
+def test_triton_scan_long_sequence_uses_chunks_and_matches_torch_twin():
+    """131,072 positions on 2 sequences: few programs, so the forward cuts time into chunks whose
+    states are carried; compared with the PyTorch twin (fp32) and a chunk-free run."""
+    st = triton_kernels()
+    args = _cuda(mixer_layout(2, 2, 64, 131072, seed=1))
+    y, _ = st.scan_forward(*args, delta_softplus=True)
+    want = selective_scan_torch(*args, delta_softplus=True)
+    assert rel_err(y, want) < 1e-5
+    old = st._MIN_CHUNK
+    try:
+        st._MIN_CHUNK = 1 << 30  # one chunk
+        y1, _ = st.scan_forward(*args, delta_softplus=True)
+    finally:
+        st._MIN_CHUNK = old
+    assert rel_err(y, y1) < 1e-5
+
+
+@needs_triton
+@pytest.mark.parametrize("k,length", [(1, 1), (2, 77), (2, 700), (1, 1200)])
+def test_triton_scan_gradients_match_reference(k, length):
+    st = triton_kernels()
+    args = _cuda(mixer_layout(2, k, 64, length, seed=k + length))
+    if k == 1:
+        args[3], args[4] = args[3][:, 0], args[4][:, 0]
+    leaves = [a.detach().clone().requires_grad_() for a in args]
+    w = torch.randn(args[0].shape, device="cuda", dtype=torch.float64)
+    y = st.selective_scan_triton(*leaves, delta_softplus=True)
+    got = torch.autograd.grad((y.double() * w).sum(), leaves)
+    ref_leaves = [a.detach().cpu().double().requires_grad_() for a in args]
+    ref = selective_scan_reference(*ref_leaves, delta_softplus=True)
+    want = torch.autograd.grad((ref * w.cpu()).sum(), ref_leaves)
+    for name, a, b in zip(NAMES, got, want):
+        if name == "A" and length == 1:
+            continue
+        assert a.shape == b.shape, name
+        assert rel_err(a.cpu(), b) < 1e-4, (name, rel_err(a.cpu(), b))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_conv_matches_pytorch_forward_and_backward(dtype):
+    from caduceus_cli.model.scan import causal_conv1d_torch
+
+    st = triton_kernels()
+    x = torch.randn(2, 96, 3 * 1000, device="cuda").reshape(2, 96, 3, 1000).permute(2, 1, 0, 3)
+    x = x.reshape(3, 96 * 2, 1000)[:, :96].to(dtype)  # strided like the in_proj output
+    w = torch.randn(96, 4, device="cuda", requires_grad=True)
+    b = torch.randn(96, device="cuda", requires_grad=True)
+    xl = x.detach().clone().requires_grad_()
+    out = st.causal_conv1d_triton(xl, w, b, True)
+    xr = x.detach().double().requires_grad_()
+    wr, br = w.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    ref = causal_conv1d_torch(xr, wr, br, "silu")
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert out.stride() == x.stride() and rel_err(out, ref) < tol
+    g = torch.randn(ref.shape, device="cuda", dtype=torch.float64)
+    got = torch.autograd.grad((out.double() * g).sum(), (xl, w, b))
+    want = torch.autograd.grad((ref * g).sum(), (xr, wr, br))
+    for a, q in zip(got, want):
+        assert rel_err(a, q) < tol
+
+
+@needs_triton
+@pytest.mark.parametrize("case", ["ps_fused", "ps_unfused", "ph_fused"])
+def test_golden_parity_with_triton_kernels(case):
+    folder = GOLDEN / case
+    model = load_model(folder / "checkpoint", device="cuda", backend="triton")
+    ids = torch.from_numpy(np.load(folder / "input_ids.npy")).cuda()
+    with torch.no_grad():
+        out = model(ids)
+    assert np.abs(out.last_hidden_state.cpu().numpy() - np.load(folder / "hidden.npy")).max() < 1e-3
+    assert np.abs(out.logits.cpu().numpy() - np.load(folder / "logits.npy")).max() < 1e-3
+
+
+@needs_triton
+@pytest.mark.parametrize("length,batch", [(1536, 4), (131072, 1)])
+def test_triton_and_torch_backends_agree_on_ps_256x16(length, batch):
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 256, 16)).cuda().eval()
+    ids = torch.randint(7, 11, (batch, length), device="cuda")
+    outs = {}
+    with torch.no_grad():
+        for backend in ("torch", "triton"):
+            model.backend = backend
+            outs[backend, "fp32"] = model(ids, compute_logits=False).last_hidden_state
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                outs[backend, "bf16"] = model(ids, compute_logits=False).last_hidden_state
+    fp32_diff = (outs["torch", "fp32"] - outs["triton", "fp32"]).abs().max().item()
+    between = rel_err(outs["triton", "bf16"], outs["torch", "bf16"])
+    err_bf16 = rel_err(outs["triton", "bf16"], outs["torch", "fp32"])
+    print(f"\nL={length}: fp32 max|torch-triton|={fp32_diff:.2e}; bf16 triton vs fp32 {err_bf16:.2e}; "
+          f"bf16 torch vs triton {between:.2e}")
+    assert fp32_diff < 1e-3 and err_bf16 < 3e-2 and between < 3e-2

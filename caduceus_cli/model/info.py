@@ -7,7 +7,19 @@ import platform
 
 import torch
 
-from .scan import cuda_kernels, resolve_backend
+from .scan import cuda_kernels, numba_kernels, resolve_backend, triton_kernels
+
+BACKEND_NAMES = {
+    "triton": "triton (this package's Triton kernels)",
+    "numba": "numba (compiled CPU scan)",
+    "torch": "PyTorch (vectorised scan)",
+    "mamba-ssm": "mamba-ssm CUDA kernels",
+}
+
+
+def backend_description(backend: str = "auto", device: str | None = None) -> str:
+    """What ``--backend backend`` runs on ``device``, in words (e.g. 'numba (compiled CPU scan)')."""
+    return BACKEND_NAMES[resolve_backend(backend, device)]
 
 
 def rc_mode(config) -> str:
@@ -46,7 +58,7 @@ def model_info(name_or_path: str = "bundled", device: str | None = None, revisio
         "bidirectional_strategy": cfg.bidirectional_strategy if cfg.bidirectional else None,
         "trained_length": cfg.extra.get("max_seq_len") or cfg.extra.get("seq_len"),
         "device": device,
-        "backend": "mamba-ssm CUDA kernels" if resolve_backend("auto", device) == "cuda" else "PyTorch (vectorised scan)",
+        "backend": backend_description("auto", device),
     }
 
 
@@ -74,20 +86,25 @@ def doctor_report() -> dict:
         "gpus": gpus,
         "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"),
         "causal_conv1d": _version("causal-conv1d") or _version("causal_conv1d"),
-        "kernels_usable": {k: v is not None for k, v in kernels.items()},
+        "triton": _version("triton"),
+        "numba": _version("numba"),
+        "kernels_usable": {"triton_scan": torch.cuda.is_available() and triton_kernels() is not None,
+                           "numba_scan": numba_kernels() is not None,
+                           **{f"mamba_ssm_{k}": v is not None for k, v in kernels.items()}},
         "cpu_threads": torch.get_num_threads(),
     }
     fixes = []
     if not torch.cuda.is_available():
-        fixes.append("no CUDA GPU visible: everything runs on the CPU with the PyTorch backend "
+        fixes.append("no CUDA GPU visible: everything runs on the CPU "
                      "(install a CUDA build of torch on a GPU machine for speed)")
-    else:
-        if checks["mamba_ssm"] is None or checks["causal_conv1d"] is None:
-            fixes.append("GPU found but the mamba-ssm kernels are missing: pip install 'caduceus-cli[cuda]' "
-                         "(compiles mamba-ssm and causal-conv1d; needs nvcc)")
-        elif not kernels["selective_scan"]:
-            fixes.append("mamba-ssm is installed but its kernels do not import: reinstall it against this "
-                         "torch with pip install --no-build-isolation --force-reinstall mamba-ssm")
+        if numba_kernels() is None:
+            fixes.append("numba is missing, so the CPU runs the slow PyTorch scan: pip install numba")
+    elif triton_kernels() is None:
+        fixes.append("GPU found but Triton does not import, so the GPU runs the slow PyTorch scan: "
+                     "install the CUDA build of torch, which brings Triton")
+    elif kernels["selective_scan"] is None:
+        checks["note"] = ("the mamba-ssm kernels are not needed (--backend triton is the default); "
+                          "pip install 'caduceus-cli[cuda]' only to compare with --backend mamba-ssm")
     checks["fixes"] = fixes
-    checks["backend"] = "mamba-ssm CUDA kernels" if kernels["selective_scan"] else "PyTorch (vectorised scan)"
+    checks["backend"] = backend_description("auto", "cuda" if torch.cuda.is_available() else "cpu")
     return checks

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .flipops import flip_add, stack_flip
-from .scan import causal_conv1d, cuda_kernels, selective_scan, use_cuda_kernel
+from .scan import causal_conv1d, cuda_kernels, resolve_backend, selective_scan, use_cuda_kernel
 
 
 class RMSNorm(nn.Module):
@@ -116,8 +116,8 @@ def _stacked(mixers: list[Mamba], name: str) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
-                     conjugate: bool = False) -> list[torch.Tensor]:
+def _directions_stacked(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
+                        conjugate: bool = False, inference: bool = False) -> list[torch.Tensor]:
     """Run one mixer per direction over ``hidden`` as a single scan of k * d_inner channels.
 
     hidden: (B, L, d_model). ``directions``: (mixer, reversed) pairs; a reversed mixer reads
@@ -142,14 +142,14 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     else:
         raise ValueError(f"directions must all read the same way, or forward then reversed; got {reversed_}")
     tokens = stacked_in.reshape(k, b * length, -1).transpose(1, 2)  # (k, d_model, B*L)
+    del stacked_in
     w_in = _stacked(mixers, "in_proj.weight")  # (k, 2*di, d_model)
     if conjugate:
         w_in = w_in.flip(2)
     x = torch.bmm(w_in[:, :di], tokens)  # (k, di, B*L)
-    z = torch.bmm(w_in[:, di:], tokens)
     if first.in_proj.bias is not None:
-        bias = _stacked(mixers, "in_proj.bias")
-        x, z = x + bias[:, :di, None], z + bias[:, di:, None]
+        bias_in = _stacked(mixers, "in_proj.bias")
+        x = x + bias_in[:, :di, None]
 
     def channels_view(t: torch.Tensor) -> torch.Tensor:  # (k, di, B*L) -> (B, k*di, L), no copy
         return t.reshape(k * di, b, length).permute(1, 0, 2)
@@ -160,6 +160,7 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     conv_w = torch.cat([m.conv1d.weight.squeeze(1) for m in mixers])
     conv_b = None if first.conv1d.bias is None else torch.cat([m.conv1d.bias for m in mixers])
     u = causal_conv1d(channels_view(x), conv_w, conv_b, activation="silu", backend=backend)
+    del x  # inference: its memory takes delta below
     x_dbl = torch.bmm(_stacked(mixers, "x_proj.weight"), stack_view(u))  # (k, r + 2n, B*L)
     delta = torch.bmm(_stacked(mixers, "dt_proj.weight"), x_dbl[:, :r])  # (k, di, B*L)
     Bm = x_dbl[:, r:r + n].reshape(k, n, b, length).permute(2, 0, 1, 3)  # (B, k, n, L)
@@ -169,8 +170,17 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     A = -torch.exp(torch.cat([m.A_log for m in mixers]).float())
     D = torch.cat([m.D for m in mixers]).float()
     delta_bias = torch.cat([m.dt_proj.bias for m in mixers]).float()
-    y = selective_scan(u, channels_view(delta), A, Bm, Cm, D, channels_view(z), delta_bias,
-                       delta_softplus=True, backend=backend)
+    del x_dbl
+    # z only now, so that it is not alive during the convolution
+    z = torch.bmm(w_in[:, di:], tokens)
+    if first.in_proj.bias is not None:
+        z = z + bias_in[:, di:, None]
+    del tokens
+    z = channels_view(z)
+    # In inference the Triton scan writes y over z (each position's z is read before y is written).
+    y = selective_scan(u, channels_view(delta), A, Bm, Cm, D, z, delta_bias, delta_softplus=True,
+                       backend=backend, out=z if inference else None)
+    del u, delta, z
     w_out = _stacked(mixers, "out_proj.weight")  # (k, d_model, di)
     if conjugate:
         w_out = w_out.flip(1)
@@ -181,6 +191,60 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
         b_out = _stacked(mixers, "out_proj.bias")
         out = out + (b_out.flip(1) if conjugate else b_out)[:, :, None]
     return list(out.transpose(1, 2).reshape(k, b, length, -1).unbind(0))
+
+
+
+
+def _inference(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]]) -> bool:
+    return not torch.is_grad_enabled() or not (
+        hidden.requires_grad or any(p.requires_grad for m, _ in directions for p in m.parameters()))
+
+
+# Inference runs the directions one at a time over slices of the batch of at most this many
+# (sequences x length x d_inner) elements, so that the mixer's transient tensors (about four of
+# that size) stay under the official implementation's, which runs one direction and one strand at
+# a time; big slices keep the kernels as efficient as one launch.
+_SLICE_ELEMENTS = {"cuda": 1 << 27, "cpu": 1 << 24}
+
+
+def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
+                     conjugate: bool = False) -> list[torch.Tensor]:
+    """Run one mixer per direction over ``hidden``.
+
+    hidden: (B, L, d_model). ``directions``: (mixer, reversed) pairs; a reversed mixer reads
+    ``hidden`` flipped along L. Returns each mixer's output (B, L, d_model) in the order it read
+    its input (a reversed mixer's output is still reversed). ``conjugate`` runs every mixer with its
+    d_model channels reversed, i.e. computes ``flip_C(m(flip_C(x)))`` by reversing in_proj's input
+    columns and out_proj's output rows: this is how a Caduceus-PS block works on a strand held in
+    the flipped frame (see caduceus.py).
+
+    Training runs all directions as one scan of k * d_inner channels (:func:`_directions_stacked`:
+    one conv, one scan and one batched matmul per projection). Inference (no gradient) runs them
+    one direction and one slice of the batch at a time, which computes the same values with far
+    less memory alive at once.
+    """
+    if not _inference(hidden, directions):
+        return _directions_stacked(hidden, directions, backend, conjugate)
+    b, length, _ = hidden.shape
+    di = directions[0][0].d_inner
+    budget = _SLICE_ELEMENTS.get(hidden.device.type, 1 << 24)
+    per = max(1, min(b, budget // max(1, length * di)))
+    per = -(-b // -(-b // per))  # equal slices: ceil(b / number of slices)
+    outs = []
+    for mixer, rev in directions:
+        if per >= b:
+            outs.append(_directions_stacked(hidden, [(mixer, rev)], backend, conjugate, inference=True)[0])
+            continue
+        out = None
+        for s0 in range(0, b, per):
+            piece = _directions_stacked(hidden[s0:s0 + per], [(mixer, rev)], backend, conjugate,
+                                        inference=True)[0]
+            if out is None:
+                out = hidden.new_empty((b, length, piece.shape[-1]), dtype=piece.dtype)
+            out[s0:s0 + per] = piece
+            del piece
+        outs.append(out)
+    return outs
 
 
 class BiMambaWrapper(nn.Module):

@@ -1,9 +1,17 @@
-"""Selective scan and causal depthwise convolution: CUDA kernels and a plain-PyTorch twin.
+"""Selective scan and causal depthwise convolution: one dispatcher, several backends.
 
 Both functions take the same arguments as mamba-ssm's ``selective_scan_fn`` and causal-conv1d's
-``causal_conv1d_fn``. The kernels run when they are importable, the tensors are on CUDA and the
-backend allows it; the PyTorch path runs everywhere (CPU, autograd) and is vectorised: the
-recurrence is solved by recursive pairwise doubling, O(L) work in O(log L) tensor operations.
+``causal_conv1d_fn``. Backends (``--backend``):
+
+- ``triton``: this package's Triton kernels (``scan_triton.py``), forward and backward, CUDA only.
+  Triton ships with every CUDA build of PyTorch, so nothing needs compiling.
+- ``numba``: a compiled CPU scan (``scan_cpu.py``), forward and backward.
+- ``torch``: the plain-PyTorch twin below, everywhere (the reference the kernels are tested against).
+- ``mamba-ssm`` (alias ``cuda``): mamba-ssm's and causal-conv1d's CUDA kernels, for comparison.
+- ``auto``: triton on CUDA, numba on CPU, else torch.
+
+The PyTorch scan is vectorised: the recurrence is solved by recursive pairwise doubling, O(L) work
+in O(log L) tensor operations.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "torch", "cuda")
+BACKENDS = ("auto", "triton", "numba", "torch", "mamba-ssm", "cuda")
+_ALIASES = {"cuda": "mamba-ssm"}
 # Elements of one (batch, channels, length, state) block of the PyTorch scan; bounds its memory
 # (about eight fp32 tensors of this size are alive at once): 32 MiB each on CPU, 256 MiB on GPU.
 _DEFAULT_BLOCK = {"cpu": 1 << 23, "cuda": 1 << 26}
@@ -21,7 +30,7 @@ _DEFAULT_BLOCK = {"cpu": 1 << 23, "cuda": 1 << 26}
 
 @functools.lru_cache(maxsize=None)
 def cuda_kernels() -> dict:
-    """The importable CUDA kernels: {'selective_scan': fn|None, 'causal_conv1d': fn|None, 'layer_norm': fn|None}."""
+    """The importable mamba-ssm kernels: {'selective_scan': fn|None, 'causal_conv1d': fn|None, 'layer_norm': fn|None}."""
     found: dict = {"selective_scan": None, "causal_conv1d": None, "layer_norm": None}
     if not torch.cuda.is_available():
         return found
@@ -46,28 +55,70 @@ def cuda_kernels() -> dict:
     return found
 
 
-def use_cuda_kernel(name: str, tensor: torch.Tensor, backend: str) -> bool:
-    if backend == "torch" or not tensor.is_cuda:
-        return False
-    return cuda_kernels()[name] is not None
+@functools.lru_cache(maxsize=None)
+def triton_kernels():
+    """The module of this package's Triton kernels, or None (no CUDA, or Triton does not import)."""
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return None
+    try:
+        from . import scan_triton
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+    return scan_triton
+
+
+@functools.lru_cache(maxsize=None)
+def numba_kernels():
+    """The module of the compiled CPU scan, or None when numba does not import."""
+    try:
+        from . import scan_cpu
+    except Exception:  # noqa: BLE001
+        return None
+    return scan_cpu
+
+
+def _error(message: str):
+    from ..errors import CaduceusError
+
+    return CaduceusError(message)
 
 
 def resolve_backend(backend: str, device: torch.device | str | None) -> str:
-    """The backend that will actually run on ``device``: 'cuda' (mamba-ssm kernels) or 'torch'."""
+    """The backend that will run on ``device``: 'triton', 'numba', 'torch' or 'mamba-ssm'.
+
+    'auto' picks triton on CUDA (mamba-ssm when Triton is unusable), numba on CPU, else torch.
+    A backend named explicitly that cannot run there is an error saying what to do."""
     if backend not in BACKENDS:
-        from ..errors import CaduceusError
-
-        raise CaduceusError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise _error(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    name = _ALIASES.get(backend, backend)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    kernels_ok = device.type == "cuda" and cuda_kernels()["selective_scan"] is not None
-    if backend == "cuda" and not kernels_ok:
-        from ..errors import CaduceusError
+    cuda = device.type == "cuda"
+    if name == "auto":
+        if cuda:
+            if triton_kernels() is not None:
+                return "triton"
+            return "mamba-ssm" if cuda_kernels()["selective_scan"] is not None else "torch"
+        return "numba" if device.type == "cpu" and numba_kernels() is not None else "torch"
+    if name == "triton" and not (cuda and triton_kernels() is not None):
+        raise _error("backend 'triton' needs a CUDA device and Triton (it comes with CUDA builds of torch): "
+                     "use --backend auto, or --backend numba / torch on the CPU")
+    if name == "numba" and not (device.type == "cpu" and numba_kernels() is not None):
+        raise _error("backend 'numba' runs on the CPU and needs numba: `pip install numba`, "
+                     "or use --backend auto" if device.type == "cpu" else
+                     "backend 'numba' runs on the CPU only: use --backend auto (triton) on a GPU")
+    if name == "mamba-ssm" and not (cuda and cuda_kernels()["selective_scan"] is not None):
+        raise _error(f"backend {backend!r} needs a CUDA device and the mamba-ssm kernels: "
+                     "install them with `pip install 'caduceus-cli[cuda]'` or use --backend auto")
+    return name
 
-        raise CaduceusError(
-            "backend 'cuda' needs a CUDA device and the mamba-ssm kernels: "
-            "install them with `pip install 'caduceus-cli[cuda]'` or use --backend torch"
-        )
-    return "cuda" if kernels_ok and backend != "torch" else "torch"
+
+def use_cuda_kernel(name: str, tensor: torch.Tensor, backend: str) -> bool:
+    """Whether mamba-ssm's kernel ``name`` runs for ``tensor`` under ``backend``."""
+    if not tensor.is_cuda or _ALIASES.get(backend, backend) in ("torch", "triton", "numba"):
+        return False
+    if backend == "auto" and triton_kernels() is not None:
+        return False  # auto means our own kernels on CUDA
+    return cuda_kernels()[name] is not None
 
 
 # -- causal depthwise convolution -------------------------------------------------------------
@@ -83,9 +134,14 @@ def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto"):
-    """Dispatch to causal-conv1d's kernel or the PyTorch twin; same signature as ``causal_conv1d_fn``."""
-    if use_cuda_kernel("causal_conv1d", x, backend):
-        return cuda_kernels()["causal_conv1d"](x, weight, bias, activation=activation)
+    """x: (B, D, L) any strides, weight: (D, K), bias: (D,) -> (B, D, L); same signature as
+    ``causal_conv1d_fn``. Triton's kernel writes the output with x's strides."""
+    if x.is_cuda:
+        name = resolve_backend(backend, x.device)
+        if name == "triton" and weight.shape[-1] <= 4:
+            return triton_kernels().causal_conv1d_triton(x, weight, bias, activation in ("silu", "swish"))
+        if name == "mamba-ssm" and cuda_kernels()["causal_conv1d"] is not None:
+            return cuda_kernels()["causal_conv1d"](x, weight, bias, activation=activation)
     return causal_conv1d_torch(x, weight, bias, activation)
 
 
@@ -157,9 +213,20 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   backend: str = "auto"):
-    """Dispatch to mamba-ssm's ``selective_scan_fn`` or :func:`selective_scan_torch` (same math)."""
-    if use_cuda_kernel("selective_scan", u, backend):
+                   backend: str = "auto", out=None):
+    """The selective scan on the backend ``backend`` resolves to for u's device (same math on all).
+
+    u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L) or (batch, groups, N, L);
+    D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype (Triton: with u's strides).
+    ``out``: a tensor the Triton backend may write y into when no gradient is needed (z or u
+    themselves are allowed); other backends ignore it, so always use the returned tensor."""
+    name = resolve_backend(backend, u.device)
+    if name == "triton" and A.shape[1] == 16:
+        return triton_kernels().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                      out=out)
+    if name == "numba":
+        return numba_kernels().selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if name == "mamba-ssm":
         dtype = u.dtype
         return cuda_kernels()["selective_scan"](
             u, delta.to(dtype), A.float(), B.to(dtype), C.to(dtype),

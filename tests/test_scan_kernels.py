@@ -1,0 +1,240 @@
+"""The selective-scan backends against the float64 step-by-step reference and the PyTorch twin.
+
+CPU: the numba scan (forward and gradients), backend selection, golden parity with every backend
+this machine has. Triton: the kernels run under TRITON_INTERPRET=1 on CPU tensors in a subprocess
+(skipped, saying so, where Triton is not installed); tests/test_gpu.py runs them on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from caduceus_cli.errors import CaduceusError
+from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
+from caduceus_cli.model.scan import (numba_kernels, resolve_backend, selective_scan, selective_scan_reference,
+                                     selective_scan_torch)
+
+from .conftest import GOLDEN, REPO
+
+needs_numba = pytest.mark.skipif(numba_kernels() is None, reason="numba is not installed (pip install numba)")
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+
+
+def mixer_layout(batch, k, d, length, n=16, dtype=torch.float32, seed=0):
+    """Scan inputs laid out as ``mamba_directions`` makes them: u, delta, z (batch, k*d, L) views of
+    (k, d, batch*L) tensors, B and C (batch, k, n, L) views of one (k, batch*L, 2n + 8) tensor."""
+    g = torch.Generator().manual_seed(seed)
+
+    def act():
+        return torch.randn(k, d, batch * length, generator=g).reshape(k * d, batch, length).permute(1, 0, 2)
+
+    u, z = act(), act()
+    delta = act() * 0.5 - 1.0
+    A = -(torch.rand(k * d, n, generator=g) * 4 + 0.05)
+    x_dbl = torch.randn(k, batch * length, 2 * n + 8, generator=g)
+    B = x_dbl[:, :, :n].reshape(k, batch, length, n).permute(1, 0, 3, 2)
+    C = x_dbl[:, :, n:2 * n].reshape(k, batch, length, n).permute(1, 0, 3, 2)
+    D = torch.randn(k * d, generator=g)
+    bias = torch.randn(k * d, generator=g) * 0.5
+    return [u.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype), D, z.to(dtype), bias]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def grads(fn, args, weight):
+    args = [a.detach().clone().requires_grad_() for a in args]
+    y = fn(*args, delta_softplus=True)
+    return y, torch.autograd.grad((y.double() * weight).sum(), args)
+
+
+@needs_numba
+@pytest.mark.parametrize("length", [1, 7, 65, 300])
+@pytest.mark.parametrize("k", [1, 2])
+def test_numba_matches_reference_forward_and_gradients(length, k):
+    from caduceus_cli.model.scan_cpu import selective_scan_numba
+
+    args = mixer_layout(2, k, 5, length, seed=length * 3 + k)
+    if k == 1:  # one group: B, C as (batch, n, L)
+        args[3], args[4] = args[3][:, 0], args[4][:, 0]
+    w = torch.randn(2, k * 5, length, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y, g = grads(selective_scan_numba, args, w)
+    ref, g_ref = grads(selective_scan_reference, args, w)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    assert (y.double() - ref).abs().max() < 1e-4
+    for name, a, b in zip(NAMES, g, g_ref):
+        if name == "A" and length == 1:
+            assert a.abs().max() == 0 and b.abs().max() == 0  # no earlier state for a decay to act on
+            continue
+        assert a.shape == b.shape, name
+        assert rel(a, b) < 1e-4, (name, rel(a, b))
+
+
+@needs_numba
+def test_numba_optional_inputs_and_no_softplus():
+    from caduceus_cli.model.scan_cpu import selective_scan_numba
+
+    u, delta, A, B, C, D, z, bias = mixer_layout(1, 2, 4, 33, seed=5)
+    delta = delta.abs()
+    for kw in [{}, {"D": D}, {"z": z}, {"delta_bias": bias.abs()}]:
+        got = selective_scan_numba(u, delta, A, B, C, **kw)
+        want = selective_scan_reference(u, delta, A, B, C, **kw)
+        assert (got.double() - want).abs().max() < 1e-4, kw
+    # decays far below fp32's range (dt * A down to -900): the vectorised exp2 clamps, still right
+    got = selective_scan_numba(u, delta * 60, A, B, C)
+    want = selective_scan_reference(u, delta * 60, A, B, C)
+    assert torch.isfinite(got).all() and (got.double() - want).abs().max() < 1e-3
+
+
+@needs_numba
+def test_numba_long_sequence_matches_torch_twin():
+    from caduceus_cli.model.scan_cpu import selective_scan_numba
+
+    args = mixer_layout(1, 2, 3, 20_000, seed=7)
+    got = selective_scan_numba(*args, delta_softplus=True)
+    want = selective_scan_torch(*args, delta_softplus=True)
+    assert torch.isfinite(got).all()
+    assert rel(got, want) < 1e-5
+
+
+@needs_numba
+def test_numba_bf16_inputs_within_bf16_tolerance():
+    """bf16 in, bf16 out: computed in fp32 like the torch twin, so only the final rounding differs."""
+    from caduceus_cli.model.scan_cpu import selective_scan_numba
+
+    args = mixer_layout(2, 2, 6, 100, dtype=torch.bfloat16, seed=9)
+    got = selective_scan_numba(*args, delta_softplus=True)
+    twin = selective_scan_torch(*args, delta_softplus=True)
+    ref = selective_scan_reference(*args, delta_softplus=True)
+    assert got.dtype == torch.bfloat16
+    assert rel(got, twin) < 1e-2 and rel(got, ref) < 1e-2
+
+
+@needs_numba
+def test_numba_ps_model_matches_torch_backend_forward_and_backward():
+    """Both strands stacked on batch and both directions, through the whole model, with gradients."""
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 2))
+    ids = torch.randint(7, 11, (2, 150))
+    results = {}
+    for backend in ("torch", "numba"):
+        model.backend = backend
+        model.zero_grad()
+        out = model(ids)
+        out.logits.float().square().mean().backward()
+        results[backend] = (out.last_hidden_state.detach(),
+                            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert (results["numba"][0] - results["torch"][0]).abs().max() < 1e-4
+    assert rel(results["numba"][1], results["torch"][1]) < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("case", ["ps_fused", "ps_unfused", "ph_fused"])
+def test_golden_parity_with_every_cpu_backend(case, backend):
+    if backend == "numba" and numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    folder = GOLDEN / case
+    model = load_model(folder / "checkpoint", backend=backend)
+    ids = torch.from_numpy(np.load(folder / "input_ids.npy"))
+    with torch.no_grad():
+        out = model(ids)
+    assert np.abs(out.last_hidden_state.numpy() - np.load(folder / "hidden.npy")).max() < 1e-4
+    assert np.abs(out.logits.numpy() - np.load(folder / "logits.npy")).max() < 1e-4
+
+
+def test_inference_slices_match_the_stacked_training_path(monkeypatch):
+    """No-grad runs directions and batch slices separately: the same values as the stacked path."""
+    import caduceus_cli.model.mamba as mamba
+
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 16, 2))
+    ids = torch.randint(7, 11, (3, 40))
+    monkeypatch.setattr(mamba, "_SLICE_ELEMENTS", {"cpu": 40 * 32})  # one sequence per slice
+    with torch.no_grad():
+        sliced = model(ids).last_hidden_state
+    stacked = model(ids).last_hidden_state.detach()  # grad enabled: the stacked path
+    assert (sliced - stacked).abs().max() < 1e-5
+
+
+def test_backend_names_and_devices():
+    assert resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu") == ("numba" if numba_kernels() is not None else "torch")
+    with pytest.raises(CaduceusError, match="backend must be one of"):
+        resolve_backend("fast", "cpu")
+    with pytest.raises(CaduceusError, match="triton.*CUDA"):
+        resolve_backend("triton", "cpu")
+    for alias in ("mamba-ssm", "cuda"):
+        with pytest.raises(CaduceusError, match="mamba-ssm"):
+            resolve_backend(alias, "cpu")
+    if numba_kernels() is not None:
+        assert resolve_backend("numba", "cpu") == "numba"
+    with pytest.raises(CaduceusError, match="triton"):
+        selective_scan(*mixer_layout(1, 1, 2, 3), backend="triton")
+
+
+_INTERPRETER_CHECK = r"""
+import json, sys
+import numpy as np, torch
+import triton.runtime.interpreter as ti
+_patch = ti._patch_lang_tensor
+def _patched(tensor, scope):  # triton 3.6's interpreter calls int() on 1-element arrays (numpy >= 2.4 refuses)
+    _patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+ti._patch_lang_tensor = _patched
+sys.path.insert(0, sys.argv[1])
+from caduceus_cli.model import scan_triton as st
+from caduceus_cli.model.scan import causal_conv1d_torch, selective_scan_reference
+from tests.test_scan_kernels import NAMES, grads, mixer_layout, rel
+st._MIN_CHUNK, st.CKPT = 16, 8  # several time chunks and backward chunks at a small length
+report = {}
+for length, seed in ((70, 1), (5, 2)):
+    args = mixer_layout(1, 2, 6, length, seed=seed)
+    poisoned = torch.full_like(args[0], float("nan"))
+    y, _ = st.scan_forward(*args, delta_softplus=True, out=poisoned)
+    ref = selective_scan_reference(*args, delta_softplus=True)
+    report[f"fwd_{length}"] = float((y.double() - ref).abs().max())
+    w = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    _, g = grads(st.selective_scan_triton, args, w)
+    _, g_ref = grads(selective_scan_reference, args, w)
+    report.update({f"d{n}_{length}": rel(a, b) for n, a, b in zip(NAMES, g, g_ref) if not (n == "A" and length < 2)})
+x = torch.randn(2, 6, 300, dtype=torch.float64).transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+wt = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+bs = torch.randn(6, dtype=torch.float64, requires_grad=True)
+out = st.causal_conv1d_triton(x.float(), wt.float(), bs.float(), True)
+want = causal_conv1d_torch(x, wt, bs, "silu")
+report["conv_fwd"] = float((out.double() - want).abs().max())
+report["conv_strides_kept"] = out.stride() == x.stride()
+gw = torch.randn(want.shape, dtype=torch.float64)
+for n, a, b in zip("x w b".split(), torch.autograd.grad((out.double() * gw).sum(), (x, wt, bs)),
+                   torch.autograd.grad((want * gw).sum(), (x, wt, bs))):
+    report[f"conv_d{n}"] = rel(a, b)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_triton_kernels_under_the_interpreter():
+    """Forward (several time chunks, carried states; output poisoned first), backward (several
+    checkpoint chunks) and the causal convolution, each against float64 references."""
+    pytest.importorskip("triton", reason="Triton is not installed (CI has none; tests/test_gpu.py runs the kernels)")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK, str(REPO)], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for key, value in report.items():
+        if key.startswith(("fwd", "conv_fwd")):
+            assert value < 1e-4, (key, value)
+        elif key == "conv_strides_kept":
+            assert value
+        else:
+            assert value < 1e-4, (key, value)
