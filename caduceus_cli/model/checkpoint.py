@@ -18,7 +18,13 @@ from .caduceus import CaduceusForMaskedLM
 from .config import CaduceusConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A Hugging Face repository id as the hub accepts it: owner/name, each part 1-96 ASCII letters, digits,
+# '-', '_' or '.', starting and ending with a letter or digit, without '--' or '..'.
+HUB_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
+HUB_ID = re.compile(rf"^{HUB_PART}/{HUB_PART}\Z")
+# A branch, tag, commit or 'refs/pr/N': git ref characters only, no '..' (nothing that could leave the
+# hub's URL space or the local cache folder).
+HUB_REVISION = re.compile(r"^(?!.*\.\.)(?!.*//)[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}\Z")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -47,10 +53,19 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         if not path.is_dir():
             raise CaduceusError(f"{path}: not a folder: a model is a folder with config.json and model.safetensors")
         return path, {"id": str(path.resolve()), "revision": None}
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1 or not HUB_ID.match(name)
-    if looks_local:
-        raise CaduceusError(f"{name}: no such model folder (and not a Hugging Face hub id of the form owner/name)")
+    check_hub_id(name, revision)
     return _download(name, revision), {"id": name, "revision": revision}
+
+
+def check_hub_id(name: str, revision: str | None = None) -> None:
+    """Refuse, before any network call, a name that is not a Hugging Face hub id or a revision that is
+    not a plain git ref (URLs, '..', absolute paths, odd characters, over-long names)."""
+    if not HUB_ID.match(name):
+        raise CaduceusError(f"{name[:120]}: no such model folder, and not a Hugging Face hub id "
+                            "(owner/name: letters, digits, '-', '_', '.', up to 96 characters each)")
+    if revision is not None and (not isinstance(revision, str) or not HUB_REVISION.match(revision)
+                                 or revision.endswith(("/", ".lock"))):
+        raise CaduceusError(f"--revision {str(revision)[:120]!r}: not a branch, tag or commit of a hub repository")
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
@@ -108,8 +123,19 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
+def check_weights_fit(config: CaduceusConfig, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights whose names or shapes do not match ``config``, comparing them with a model built
+    on the meta device: a config.json that asks for a huge model allocates nothing unless its weights
+    really are that large."""
+    with torch.device("meta"):
+        skeleton = CaduceusForMaskedLM(config)
+    problems = mismatches(skeleton, state)
+    if problems:
+        raise CaduceusError(f"{source}: does not match its config.json: {'; '.join(problems)}")
+
+
+def mismatches(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and wrongly shaped tensors of ``state`` for ``model``, by name."""
     expected = model.state_dict()
     tied = model.tied_parameter_names()
     missing = [k for k in expected if k not in state and k not in tied]
@@ -123,8 +149,15 @@ def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Te
         problems.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else ""))
     if shapes:
         problems.append(f"wrong shape: {'; '.join(shapes[:5])}")
+    return problems
+
+
+def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
+    problems = mismatches(model, state)
     if problems:
         raise CaduceusError(f"{source}: does not match its config.json: {'; '.join(problems)}")
+    expected = model.state_dict()
     for k, v in state.items():
         if k.endswith("complement_map") and not torch.equal(v.long().cpu(), expected[k].cpu()):
             raise CaduceusError(f"{source}: {k} disagrees with complement_map in config.json")
@@ -157,6 +190,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     folder, source = resolve_model_dir(name_or_path, revision)
     config = CaduceusConfig.from_json(folder / "config.json")
     state, weights_path = read_state_dict(folder)
+    check_weights_fit(config, state, str(weights_path))
     model = CaduceusForMaskedLM(config)
     load_state_dict_strict(model, state, str(weights_path))
     if isinstance(dtype, str):
