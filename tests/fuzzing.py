@@ -232,13 +232,14 @@ def mutated_config(draw, seed: dict, max_ops: int = 4) -> bytes:
         parent = _parent(data, path)
         key = path[-1]
         how = draw(st.sampled_from(("set", "set", "set", "delete", "add")))
+        value = copy.deepcopy(draw(st.sampled_from(VALUE_EXTREMES)))  # never share the list's own objects
         if how == "delete" and isinstance(parent, dict):
             parent.pop(key, None)
         elif how == "add" and isinstance(parent, dict):
             parent[draw(st.sampled_from(("d_state", "expand", "d_conv", "dt_rank", "layer_idx", "auto_map", "99",
-                                         "-1", "x")))] = draw(st.sampled_from(VALUE_EXTREMES))
+                                         "-1", "x")))] = value
         else:
-            parent[key] = draw(st.sampled_from(VALUE_EXTREMES))
+            parent[key] = value
     text = json.dumps(data, indent=1).encode()
     if draw(st.booleans()):
         return text
@@ -471,12 +472,24 @@ OPEN_BUGS: list[OpenBug] = [
             "genome/vcf.py", "__init__",
             "VcfReader: a header htslib cannot parse (no #CHROM line, a NUL in ##fileformat) escapes as "
             "cyvcf2's bare Exception('cannot parse VCF header'); only OSError is caught around cyvcf2.VCF"),
-    OpenBug(("vcf/duplicated-chrom-line.vcf", "vcf/non-numeric-pos.vcf"), (ReaderCrashed,), "genome/vcf.py", "__iter__",
-            "VcfReader: a record htslib fails to parse (POS not a number, e.g. a second #CHROM line) is "
-            "still yielded by cyvcf2, and reading its REF or ID segfaults: `caduceus score-variants` dies "
-            "with SIGSEGV (exit 139). Check each record's text (or read with pysam, which raises) before use"),
+    OpenBug(("vcf/trailing-blank-line.vcf", "vcf/duplicated-chrom-line.vcf", "vcf/non-numeric-pos.vcf",
+             "labeled_vcf/last-line-a-single-tab.vcf"), (ReaderCrashed,), "genome/vcf.py", "__iter__",
+            "VcfReader: a line htslib cannot parse (a blank last line, a lone tab, POS not a number, a "
+            "second #CHROM line) is still yielded by cyvcf2 as a record, and reading its REF or ID "
+            "segfaults: `caduceus score-variants` on a VCF ending with an empty line dies with SIGSEGV "
+            "(exit 139), leaving its .tmp output behind. Such a record has end == start (rlen 0; CHROM '' "
+            "for a blank line): refuse it before touching REF/ID (pysam raises 'unable to parse next record')"),
     OpenBug(("vcf/corrupt-gzip-deflate.vcf",), (zlib.error,), "genome/vcf.py", "_file_kind",
             "VcfReader: _file_kind peeks into a gzip file and lets zlib.error escape on corrupt deflate data"),
+    OpenBug(("tss_gtf/end-beyond-int64.gtf",), (OverflowError,), "genome/tss.py", "<dictcomp>",
+            "read_tss: a coordinate beyond int64 (e.g. 922337203685477580718936) passes int() and then "
+            "np.asarray(..., dtype=int64) raises OverflowError"),
+    OpenBug(("reference/non-ascii-byte-in-sequence.fa",), (UnicodeDecodeError,), "genome/fasta.py", "fetch",
+            "Reference.fetch: a non-UTF-8 byte in the sequence (indexed fine by faidx) makes pysam's "
+            "fetch raise UnicodeDecodeError: embed/score-variants end with a traceback"),
+    OpenBug(("fasta_records/corrupt-gzip-stored-block.fa",), (zlib.error,), "genome/fasta.py", "read_fasta_records",
+            "read_fasta_records: corrupt deflate data in a gzip FASTA escapes as zlib.error (only OSError "
+            "and EOFError are caught)"),
     OpenBug(("reference/corrupt-gzip-deflate.fa",), (zlib.error,), "genome/fasta.py", "_prepare_index",
             "Reference: decompressing a corrupt plain-gzip FASTA lets zlib.error escape (only OSError and "
             "EOFError are caught)"),
