@@ -95,27 +95,36 @@ def test_out_of_range_config_values_are_refused_in_one_line(tiny_model_dir, tmp_
     assert "\n" not in str(error.value)
 
 
-def test_a_config_asking_for_a_huge_model_is_refused_before_allocating(tiny_model_dir, tmp_path, monkeypatch):
-    # Within every range, but 8 layers of this size would need about 1.6 TB: only a model on the
-    # meta device (no storage) may be built before the weights are found not to match.
+def test_a_config_asking_for_a_huge_model_is_refused_before_building_it(tiny_model_dir, tmp_path, monkeypatch):
+    # Within every range, but 8 layers of this size would need about 1.6 TB.
     from caduceus_cli.model import checkpoint
 
-    built_on = []
+    def never(*args, **kwargs):
+        raise AssertionError("a model was built before its size was compared with the weights")
 
-    def only_on_meta(config, *args, **kwargs):
-        built_on.append(torch.empty(0).device.type)
-        if built_on[-1] != "meta":
-            raise AssertionError("a model was allocated before its weights were checked against config.json")
-        return real(config, *args, **kwargs)
-
-    real = checkpoint.CaduceusForMaskedLM
-    monkeypatch.setattr(checkpoint, "CaduceusForMaskedLM", only_on_meta)
+    monkeypatch.setattr(checkpoint, "CaduceusForMaskedLM", never)
     folder = model_folder(tiny_model_dir, tmp_path)
     write_config(folder, d_model=16384, n_layer=8, ssm_cfg__expand=16, ssm_cfg__d_state=1024)
     (folder / "model.safetensors").symlink_to(tiny_model_dir / "model.safetensors")
-    with pytest.raises(CaduceusError, match=r"model\.safetensors: does not match its config\.json: .*wrong shape"):
+    with pytest.raises(CaduceusError, match=r"model\.safetensors: config\.json describes a model of "
+                                            r"[\d,]+ values but the weights hold [\d,]+: they do not belong together"):
         load_model(folder)
-    assert built_on == ["meta"]
+
+
+@pytest.mark.parametrize("rcps, bidirectional, tie, rms_norm, bias, expand", [
+    (True, True, True, True, False, 2), (False, True, False, False, True, 1.5), (True, False, True, True, True, 3),
+    (False, False, False, True, False, 2),
+])
+def test_model_size_is_known_before_building(rcps, bidirectional, tie, rms_norm, bias, expand):
+    from caduceus_cli.model import CaduceusForMaskedLM
+    from caduceus_cli.model.checkpoint import model_numel
+
+    config = CaduceusConfig(d_model=24, n_layer=2, vocab_size=12, rcps=rcps, bidirectional=bidirectional,
+                            bidirectional_weight_tie=tie, rms_norm=rms_norm,
+                            ssm_cfg={"bias": bias, "conv_bias": not bias, "expand": expand, "d_state": 5, "dt_rank": 3})
+    model = CaduceusForMaskedLM(config)
+    built = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    assert model_numel(config) == built
 
 
 def test_oversized_and_malformed_config_json_is_refused(tiny_model_dir, tmp_path):

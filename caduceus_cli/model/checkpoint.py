@@ -123,19 +123,36 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_weights_fit(config: CaduceusConfig, state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse weights whose names or shapes do not match ``config``, comparing them with a model built
-    on the meta device: a config.json that asks for a huge model allocates nothing unless its weights
-    really are that large."""
-    with torch.device("meta"):
-        skeleton = CaduceusForMaskedLM(config)
-    problems = mismatches(skeleton, state)
-    if problems:
-        raise CaduceusError(f"{source}: does not match its config.json: {'; '.join(problems)}")
+# Mismatches up to this many values are left to load_state_dict_strict, which names each tensor.
+SIZE_SLACK = 1 << 24
 
 
-def mismatches(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor]) -> list[str]:
-    """Missing, unexpected and wrongly shaped tensors of ``state`` for ``model``, by name."""
+def check_size_fits(config: CaduceusConfig, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse, before the model is built, a config.json that describes a model far larger than its
+    weights: a corrupt or hostile config must not make us allocate what the file does not hold."""
+    needed, held = model_numel(config), sum(t.numel() for t in state.values())
+    if needed > held + SIZE_SLACK:
+        raise CaduceusError(f"{source}: config.json describes a model of {needed:,} values but the weights hold "
+                            f"{held:,}: they do not belong together")
+
+
+def model_numel(config: CaduceusConfig) -> int:
+    """Values of ``CaduceusForMaskedLM(config)``, tied parameters counted once, buffers included, from
+    the module shapes alone (tests/test_security.py compares it with built models)."""
+    d, di, r, ssm = config.d_model, config.d_inner, config.dt_rank, config.ssm_cfg
+    n, k = ssm["d_state"], ssm["d_conv"]
+    projections = d * 2 * di + di * d + (2 * di + d) * bool(ssm["bias"])  # in_proj, out_proj: tied across directions
+    own = di * k + di * bool(ssm["conv_bias"]) + di * (r + 2 * n) + r * di + di + di * n + di
+    directions = 1 + config.bidirectional
+    mixer = own * directions + projections * (1 if config.bidirectional_weight_tie else directions)
+    norm = d if config.rms_norm else 2 * d
+    vocab = config.padded_vocab_size
+    complement_maps = 2 * vocab if config.rcps else 0  # buffers of the PS embedding and LM head
+    return vocab * d + config.n_layer * (mixer + norm) + norm + complement_maps
+
+
+def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
     expected = model.state_dict()
     tied = model.tied_parameter_names()
     missing = [k for k in expected if k not in state and k not in tied]
@@ -149,15 +166,8 @@ def mismatches(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor]) -> li
         problems.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else ""))
     if shapes:
         problems.append(f"wrong shape: {'; '.join(shapes[:5])}")
-    return problems
-
-
-def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
-    problems = mismatches(model, state)
     if problems:
         raise CaduceusError(f"{source}: does not match its config.json: {'; '.join(problems)}")
-    expected = model.state_dict()
     for k, v in state.items():
         if k.endswith("complement_map") and not torch.equal(v.long().cpu(), expected[k].cpu()):
             raise CaduceusError(f"{source}: {k} disagrees with complement_map in config.json")
@@ -190,7 +200,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     folder, source = resolve_model_dir(name_or_path, revision)
     config = CaduceusConfig.from_json(folder / "config.json")
     state, weights_path = read_state_dict(folder)
-    check_weights_fit(config, state, str(weights_path))
+    check_size_fits(config, state, str(weights_path))
     model = CaduceusForMaskedLM(config)
     load_state_dict_strict(model, state, str(weights_path))
     if isinstance(dtype, str):
