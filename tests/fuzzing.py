@@ -479,14 +479,20 @@ OPEN_BUGS: list[OpenBug] = [
             "segfaults: `caduceus score-variants` on a VCF ending with an empty line dies with SIGSEGV "
             "(exit 139), leaving its .tmp output behind. Such a record has end == start (rlen 0; CHROM '' "
             "for a blank line): refuse it before touching REF/ID (pysam raises 'unable to parse next record')"),
-    OpenBug(("vcf/corrupt-gzip-deflate.vcf",), (zlib.error,), "genome/vcf.py", "_file_kind",
+    OpenBug(("vcf/latin1-byte-in-ref.vcf",), (UnicodeDecodeError,), "genome/vcf.py", "__iter__",
+            "VcfReader: a byte that is not UTF-8 in REF or ALT (e.g. Latin-1 0xff) makes cyvcf2's "
+            "Variant.REF/ALT raise UnicodeDecodeError"),
+    OpenBug(("vcf/corrupt-gzip-deflate.vcf", "labeled_vcf/corrupt-gzip-deflate.vcf"), (zlib.error,), "genome/vcf.py",
+            "_file_kind",
             "VcfReader: _file_kind peeks into a gzip file and lets zlib.error escape on corrupt deflate data"),
-    OpenBug(("tss_gtf/end-beyond-int64.gtf",), (OverflowError,), "genome/tss.py", "<dictcomp>",
-            "read_tss: a coordinate beyond int64 (e.g. 922337203685477580718936) passes int() and then "
-            "np.asarray(..., dtype=int64) raises OverflowError"),
-    OpenBug(("reference/non-ascii-byte-in-sequence.fa",), (UnicodeDecodeError,), "genome/fasta.py", "fetch",
-            "Reference.fetch: a non-UTF-8 byte in the sequence (indexed fine by faidx) makes pysam's "
-            "fetch raise UnicodeDecodeError: embed/score-variants end with a traceback"),
+    OpenBug(("tss_gtf/end-beyond-int64.gtf", "tss_bed/end-beyond-int64.bed"), (OverflowError,), "genome/tss.py",
+            "<dictcomp>", "read_tss: a coordinate beyond int64 (e.g. 922337203685477580718936) passes int() and "
+            "then np.asarray(..., dtype=int64) raises OverflowError"),
+    OpenBug(("reference/non-ascii-byte-in-sequence.fa", "reference/nul-byte-sequence-line.fa"), (ValueError,),
+            "genome/fasta.py", "fetch",
+            "Reference.fetch: pysam's ValueError escapes when faidx indexed a sequence it cannot return: a "
+            "byte that is not UTF-8 (UnicodeDecodeError) or a NUL line ('failure when retrieving sequence'): "
+            "embed/score-variants end with a traceback"),
     OpenBug(("fasta_records/corrupt-gzip-stored-block.fa",), (zlib.error,), "genome/fasta.py", "read_fasta_records",
             "read_fasta_records: corrupt deflate data in a gzip FASTA escapes as zlib.error (only OSError "
             "and EOFError are caught)"),
