@@ -46,7 +46,8 @@ BIDIRECTIONAL_STRATEGIES = ("add", "ew_multiply")
 # (d_model 2560, 64 layers), narrow enough that a corrupt or hostile file is refused in one line
 # before anything is allocated. A config.json is a few kilobytes; 1 MB is far beyond any real one.
 MAX_CONFIG_BYTES = 1 << 20
-INT_RANGES = {"d_model": (1, 16384), "n_layer": (1, 512), "vocab_size": (1, 65536), "pad_vocab_size_multiple": (1, 1024)}
+INT_RANGES = {"d_model": (1, 16384), "n_layer": (1, 512), "vocab_size": (1, 65536),
+              "pad_vocab_size_multiple": (1, 1024)}
 SSM_INT_RANGES = {"d_state": (1, 1024), "d_conv": (1, 64)}
 SSM_POSITIVE = ("dt_min", "dt_max", "dt_scale")
 BOOL_FIELDS = ("rms_norm", "residual_in_fp32", "fused_add_norm", "bidirectional", "bidirectional_weight_tie", "rcps")
@@ -280,7 +281,9 @@ def _initializer_problem(init: dict) -> str | None:
     if not _is_finite(init["initializer_range"]) or init["initializer_range"] < 0:
         return f"initializer_cfg.initializer_range must be a number >= 0, got {init['initializer_range']!r}"
     if not _is_int(init["n_residuals_per_layer"]) or not 1 <= init["n_residuals_per_layer"] <= 16:
-        return f"initializer_cfg.n_residuals_per_layer must be an integer from 1 to 16, got {init['n_residuals_per_layer']!r}"
+        return ("initializer_cfg.n_residuals_per_layer must be an integer from 1 to 16, "
+                f"got {init['n_residuals_per_layer']!r}")
     if not isinstance(init["rescale_prenorm_residual"], bool):
-        return f"initializer_cfg.rescale_prenorm_residual must be true or false, got {init['rescale_prenorm_residual']!r}"
+        return ("initializer_cfg.rescale_prenorm_residual must be true or false, "
+                f"got {init['rescale_prenorm_residual']!r}")
     return None
