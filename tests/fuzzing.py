@@ -501,6 +501,9 @@ OPEN_BUGS: list[OpenBug] = [
     OpenBug(("fasta_records/corrupt-gzip-stored-block.fa",), (zlib.error,), "genome/fasta.py", "read_fasta_records",
             "read_fasta_records: corrupt deflate data in a gzip FASTA escapes as zlib.error (only OSError "
             "and EOFError are caught)"),
+    OpenBug(("vcf/corrupt-gzip-not-a-vcf.vcf",), (zlib.error,), "genome/vcf.py", "_first_line_hint",
+            "VcfReader: when htslib cannot open a corrupt gzip file, _first_line_hint reads it again for the "
+            "message and lets zlib.error escape"),
     OpenBug(("reference/corrupt-gzip-deflate.fa",), (zlib.error,), "genome/fasta.py", "_prepare_index",
             "Reference: decompressing a corrupt plain-gzip FASTA lets zlib.error escape (only OSError and "
             "EOFError are caught)"),

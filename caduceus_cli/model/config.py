@@ -49,7 +49,7 @@ MAX_CONFIG_BYTES = 1 << 20
 INT_RANGES = {"d_model": (1, 16384), "n_layer": (1, 512), "vocab_size": (1, 65536),
               "pad_vocab_size_multiple": (1, 1024)}
 SSM_INT_RANGES = {"d_state": (1, 1024), "d_conv": (1, 64)}
-SSM_POSITIVE = ("dt_min", "dt_max", "dt_scale")
+SSM_NUMBER_RANGES = {"dt_min": (0, 10), "dt_max": (0, 10), "dt_scale": (0, 100)}  # exclusive of 0
 BOOL_FIELDS = ("rms_norm", "residual_in_fp32", "fused_add_norm", "bidirectional", "bidirectional_weight_tie", "rcps")
 SSM_BOOLS = ("conv_bias", "bias", "use_fast_path")
 DT_INITS = ("random", "constant")
@@ -222,7 +222,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is not NaN or infinite (any integer is: math.isfinite would overflow on 10**400)."""
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def check_structure(config: CaduceusConfig) -> None:
@@ -262,13 +263,13 @@ def _ssm_problem(ssm: dict) -> str | None:
         return f"ssm_cfg.expand must be a number from 1 to 16, got {ssm['expand']!r}"
     if ssm["dt_rank"] != "auto" and (not _is_int(ssm["dt_rank"]) or not 1 <= ssm["dt_rank"] <= 16384):
         return f"ssm_cfg.dt_rank must be 'auto' or an integer from 1 to 16384, got {ssm['dt_rank']!r}"
-    for key in SSM_POSITIVE:
-        if not _is_finite(ssm[key]) or ssm[key] <= 0:
-            return f"ssm_cfg.{key} must be a positive number, got {ssm[key]!r}"
+    for key, (low, high) in SSM_NUMBER_RANGES.items():
+        if not _is_finite(ssm[key]) or not low < ssm[key] <= high:
+            return f"ssm_cfg.{key} must be a number above {low} and at most {high}, got {ssm[key]!r}"
     if ssm["dt_min"] > ssm["dt_max"]:
         return f"ssm_cfg.dt_min {ssm['dt_min']!r} is larger than dt_max {ssm['dt_max']!r}"
-    if not _is_finite(ssm["dt_init_floor"]) or ssm["dt_init_floor"] < 0:
-        return f"ssm_cfg.dt_init_floor must be a number >= 0, got {ssm['dt_init_floor']!r}"
+    if not _is_finite(ssm["dt_init_floor"]) or not 0 <= ssm["dt_init_floor"] <= 10:
+        return f"ssm_cfg.dt_init_floor must be a number from 0 to 10, got {ssm['dt_init_floor']!r}"
     if ssm["dt_init"] not in DT_INITS:
         return f"ssm_cfg.dt_init must be one of {', '.join(DT_INITS)}, got {ssm['dt_init']!r}"
     for key in SSM_BOOLS:
@@ -278,8 +279,8 @@ def _ssm_problem(ssm: dict) -> str | None:
 
 
 def _initializer_problem(init: dict) -> str | None:
-    if not _is_finite(init["initializer_range"]) or init["initializer_range"] < 0:
-        return f"initializer_cfg.initializer_range must be a number >= 0, got {init['initializer_range']!r}"
+    if not _is_finite(init["initializer_range"]) or not 0 <= init["initializer_range"] <= 10:
+        return f"initializer_cfg.initializer_range must be a number from 0 to 10, got {init['initializer_range']!r}"
     if not _is_int(init["n_residuals_per_layer"]) or not 1 <= init["n_residuals_per_layer"] <= 16:
         return ("initializer_cfg.n_residuals_per_layer must be an integer from 1 to 16, "
                 f"got {init['n_residuals_per_layer']!r}")
