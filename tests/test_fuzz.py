@@ -12,6 +12,7 @@ are listed in OPEN_BUGS (strict xfail: the test fails once the bug is fixed, so 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -61,8 +62,6 @@ def seeds_strategy(name: str) -> st.SearchStrategy[bytes]:
     }
     if name in ("config", "checkpoint"):
         seed = fz.config_seed() if name == "config" else fz.tiny_config_seed()
-        import json
-
         return st.one_of(fz.mutated_config(seed), fz.mutated([json.dumps(seed).encode()]), st.binary(max_size=256))
     return st.one_of(fz.packed(fz.mutated(seeds[name]())), st.binary(max_size=512))
 
@@ -113,11 +112,10 @@ def corpus_cases() -> list:
 
 
 @pytest.mark.parametrize("path", corpus_cases())
-def test_corpus_input_is_answered_cleanly(path: Path, tmp_path_factory):
+def test_corpus_input_is_answered_cleanly(path: Path, tiny_weights):
     name = path.parent.name
     if name == "checkpoint":
-        weights = fz.tiny_checkpoint(tmp_path_factory.mktemp("tiny")) / "model.safetensors"
-        target = fz.Target(name, "config.json", fz.consume_checkpoint(weights))
+        target = fz.Target(name, "config.json", fz.consume_checkpoint(tiny_weights))
     else:
         target = TARGETS[name]
     fz.run_reader(target, path.read_bytes())
