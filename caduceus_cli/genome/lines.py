@@ -15,6 +15,7 @@ import gzip
 import io
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -98,7 +99,7 @@ def read_lines(path: str | os.PathLike, *, what: str = "file", sep: str | None =
             if not text.strip() or (skipped and text.startswith(skipped)):
                 continue
             yield Line(label, number, split_fields(text, sep), text)
-    except (OSError, EOFError, UnicodeError, csv.Error) as e:
+    except (OSError, EOFError, UnicodeError, csv.Error, zlib.error) as e:  # zlib: corrupt gzip data
         raise CaduceusError(f"{label}: line {number + 1}: read failed ({e})") from None
     finally:
         if owned:

@@ -19,7 +19,13 @@ from .caduceus import CaduceusForMaskedLM
 from .config import CaduceusConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A Hugging Face repository id as the hub accepts it: owner/name, each part 1-96 ASCII letters, digits,
+# '-', '_' or '.', starting and ending with a letter or digit, without '--' or '..'.
+HUB_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
+HUB_ID = re.compile(rf"^{HUB_PART}/{HUB_PART}\Z")
+# A branch, tag, commit or 'refs/pr/N': git ref characters only, no '..' (nothing that could leave the
+# hub's URL space or the local cache folder).
+HUB_REVISION = re.compile(r"^(?!.*\.\.)(?!.*//)[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}\Z")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -47,10 +53,19 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         if not path.is_dir():
             raise CaduceusError(f"{path}: not a folder: a model is a folder with config.json and model.safetensors")
         return path, {"id": str(path.resolve()), "revision": None}
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1 or not HUB_ID.match(name)
-    if looks_local:
-        raise CaduceusError(f"{name}: no such model folder (and not a Hugging Face hub id of the form owner/name)")
+    check_hub_id(name, revision)
     return _download(name, revision), {"id": name, "revision": revision}
+
+
+def check_hub_id(name: str, revision: str | None = None) -> None:
+    """Refuse, before any network call, a name that is not a Hugging Face hub id or a revision that is
+    not a plain git ref (URLs, '..', absolute paths, odd characters, over-long names)."""
+    if not HUB_ID.match(name):
+        raise CaduceusError(f"{name[:120]}: no such model folder, and not a Hugging Face hub id "
+                            "(owner/name: letters, digits, '-', '_', '.', up to 96 characters each)")
+    if revision is not None and (not isinstance(revision, str) or not HUB_REVISION.match(revision)
+                                 or revision.endswith(("/", ".lock"))):
+        raise CaduceusError(f"--revision {str(revision)[:120]!r}: not a branch, tag or commit of a hub repository")
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
@@ -108,6 +123,34 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# Mismatches up to this many values are left to load_state_dict_strict, which names each tensor.
+SIZE_SLACK = 1 << 24
+
+
+def check_size_fits(config: CaduceusConfig, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse, before the model is built, a config.json that describes a model far larger than its
+    weights: a corrupt or hostile config must not make us allocate what the file does not hold."""
+    needed, held = model_numel(config), sum(t.numel() for t in state.values())
+    if needed > held + SIZE_SLACK:
+        raise CaduceusError(f"{source}: config.json describes a model of {needed:,} values but the weights hold "
+                            f"{held:,}: they do not belong together")
+
+
+def model_numel(config: CaduceusConfig) -> int:
+    """Values of ``CaduceusForMaskedLM(config)``, tied parameters counted once, buffers included, from
+    the module shapes alone (tests/test_security.py compares it with built models)."""
+    d, di, r, ssm = config.d_model, config.d_inner, config.dt_rank, config.ssm_cfg
+    n, k = ssm["d_state"], ssm["d_conv"]
+    projections = d * 2 * di + di * d + (2 * di + d) * bool(ssm["bias"])  # in_proj, out_proj: tied across directions
+    own = di * k + di * bool(ssm["conv_bias"]) + di * (r + 2 * n) + r * di + di + di * n + di
+    directions = 1 + config.bidirectional
+    mixer = own * directions + projections * (1 if config.bidirectional_weight_tie else directions)
+    norm = d if config.rms_norm else 2 * d
+    vocab = config.padded_vocab_size
+    complement_maps = 2 * vocab if config.rcps else 0  # buffers of the PS embedding and LM head
+    return vocab * d + config.n_layer * (mixer + norm) + norm + complement_maps
+
+
 def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
     expected = model.state_dict()
@@ -157,6 +200,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     folder, source = resolve_model_dir(name_or_path, revision)
     config = CaduceusConfig.from_json(folder / "config.json")
     state, weights_path = read_state_dict(folder)
+    check_size_fits(config, state, str(weights_path))
     model = CaduceusForMaskedLM(config)
     load_state_dict_strict(model, state, str(weights_path))
     if isinstance(dtype, str):

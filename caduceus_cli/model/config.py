@@ -42,6 +42,18 @@ DEFAULT_INITIALIZER_CFG: dict[str, Any] = {
 REQUIRED_FIELDS = ("d_model", "n_layer", "vocab_size")
 BIDIRECTIONAL_STRATEGIES = ("add", "ew_multiply")
 
+# What a config.json may ask for: wide enough for every Caduceus and Mamba model published so far
+# (d_model 2560, 64 layers), narrow enough that a corrupt or hostile file is refused in one line
+# before anything is allocated. A config.json is a few kilobytes; 1 MB is far beyond any real one.
+MAX_CONFIG_BYTES = 1 << 20
+INT_RANGES = {"d_model": (1, 16384), "n_layer": (1, 512), "vocab_size": (1, 65536),
+              "pad_vocab_size_multiple": (1, 1024)}
+SSM_INT_RANGES = {"d_state": (1, 1024), "d_conv": (1, 64)}
+SSM_POSITIVE = ("dt_min", "dt_max", "dt_scale")
+BOOL_FIELDS = ("rms_norm", "residual_in_fp32", "fused_add_norm", "bidirectional", "bidirectional_weight_tie", "rcps")
+SSM_BOOLS = ("conv_bias", "bias", "use_fast_path")
+DT_INITS = ("random", "constant")
+
 
 @dataclass
 class CaduceusConfig:
@@ -64,6 +76,7 @@ class CaduceusConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_structure(self)
         self.ssm_cfg = {**DEFAULT_SSM_CFG, **(self.ssm_cfg or {})}
         self.initializer_cfg = {**DEFAULT_INITIALIZER_CFG, **(self.initializer_cfg or {})}
         if self.complement_map is None:
@@ -105,10 +118,9 @@ class CaduceusConfig:
         def bad(msg: str) -> CaduceusError:
             return CaduceusError(f"{source}: {msg}")
 
-        for name in ("d_model", "n_layer", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(f"{name} must be a positive integer, got {value!r}")
+        problem = range_problem(self)
+        if problem:
+            raise bad(problem)
         if self.bidirectional_strategy not in BIDIRECTIONAL_STRATEGIES:
             raise bad(
                 f"bidirectional_strategy must be one of {', '.join(BIDIRECTIONAL_STRATEGIES)}, "
@@ -118,13 +130,6 @@ class CaduceusConfig:
         unknown = set(self.ssm_cfg) - set(DEFAULT_SSM_CFG) - {"layer_idx"}
         if unknown:
             raise bad(f"ssm_cfg has unknown keys {sorted(unknown)}")
-        r = self.ssm_cfg["dt_rank"]
-        if r != "auto" and (not isinstance(r, int) or r <= 0):
-            raise bad(f"ssm_cfg.dt_rank must be 'auto' or a positive integer, got {r!r}")
-        for key in ("d_state", "d_conv", "expand"):
-            v = self.ssm_cfg[key]
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise bad(f"ssm_cfg.{key} must be positive, got {v!r}")
         cmap = self.complement_map
         for k, v in cmap.items():
             if not (0 <= k < self.padded_vocab_size and 0 <= v < self.padded_vocab_size):
@@ -153,13 +158,7 @@ class CaduceusConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "CaduceusConfig":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CaduceusError(f"{path}: no config.json in this folder") from None
-        except json.JSONDecodeError as e:
-            raise CaduceusError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     def to_dict(self) -> dict:
         out = dict(self.extra)
@@ -190,3 +189,99 @@ class CaduceusConfig:
             rms_norm=True,
             **overrides,
         )
+
+
+# -- what a config.json may contain ------------------------------------------------------------------
+
+def read_config_json(path: Path) -> Any:
+    """The parsed JSON of a config.json no larger than MAX_CONFIG_BYTES (read no further than that)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise CaduceusError(f"{path}: no config.json in this folder") from None
+    except OSError as e:
+        raise CaduceusError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise CaduceusError(f"{path}: larger than {MAX_CONFIG_BYTES // (1 << 20)} MB: not a model config.json "
+                            "(a real one is a few kilobytes)")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CaduceusError(f"{path}: not UTF-8 text (byte {e.start}): not a model config.json") from None
+    except json.JSONDecodeError as e:
+        raise CaduceusError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except (RecursionError, ValueError) as e:  # nesting too deep; integers with thousands of digits
+        raise CaduceusError(f"{path}: not a usable JSON file ({str(e).split(';')[0]})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_structure(config: CaduceusConfig) -> None:
+    """The nested fields are JSON objects of the right kind, before they are merged or converted."""
+    for name in ("ssm_cfg", "initializer_cfg", "complement_map"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, dict):
+            raise CaduceusError(f"config: {name} must be a JSON object, got {type(value).__name__} {value!r:.40}")
+    for key, value in (config.complement_map or {}).items():
+        if not (_is_int(key) or (isinstance(key, str) and key.strip().isdecimal() and key.isascii())) \
+                or not _is_int(value):
+            raise CaduceusError(f"config: complement_map entry {key!r}: {value!r} must map a token id to a token id")
+
+
+def range_problem(config: CaduceusConfig) -> str | None:
+    """What is out of range in ``config`` (one message), or None. Run before any module is built."""
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(config, name)
+        if not _is_int(value) or not low <= value <= high:
+            return f"{name} must be an integer from {low} to {high}, got {value!r}"
+    for name in BOOL_FIELDS:
+        if not isinstance(getattr(config, name), bool):
+            return f"{name} must be true or false, got {getattr(config, name)!r}"
+    if not _is_finite(config.norm_epsilon) or not 0 < config.norm_epsilon < 1:
+        return f"norm_epsilon must be a number between 0 and 1, got {config.norm_epsilon!r}"
+    if config.pad_token_id is not None and (not _is_int(config.pad_token_id)
+                                            or not 0 <= config.pad_token_id < config.padded_vocab_size):
+        return f"pad_token_id must be a token id below {config.padded_vocab_size}, got {config.pad_token_id!r}"
+    return _ssm_problem(config.ssm_cfg) or _initializer_problem(config.initializer_cfg)
+
+
+def _ssm_problem(ssm: dict) -> str | None:
+    for key, (low, high) in SSM_INT_RANGES.items():
+        if not _is_int(ssm[key]) or not low <= ssm[key] <= high:
+            return f"ssm_cfg.{key} must be an integer from {low} to {high}, got {ssm[key]!r}"
+    if not _is_finite(ssm["expand"]) or not 1 <= ssm["expand"] <= 16:
+        return f"ssm_cfg.expand must be a number from 1 to 16, got {ssm['expand']!r}"
+    if ssm["dt_rank"] != "auto" and (not _is_int(ssm["dt_rank"]) or not 1 <= ssm["dt_rank"] <= 16384):
+        return f"ssm_cfg.dt_rank must be 'auto' or an integer from 1 to 16384, got {ssm['dt_rank']!r}"
+    for key in SSM_POSITIVE:
+        if not _is_finite(ssm[key]) or ssm[key] <= 0:
+            return f"ssm_cfg.{key} must be a positive number, got {ssm[key]!r}"
+    if ssm["dt_min"] > ssm["dt_max"]:
+        return f"ssm_cfg.dt_min {ssm['dt_min']!r} is larger than dt_max {ssm['dt_max']!r}"
+    if not _is_finite(ssm["dt_init_floor"]) or ssm["dt_init_floor"] < 0:
+        return f"ssm_cfg.dt_init_floor must be a number >= 0, got {ssm['dt_init_floor']!r}"
+    if ssm["dt_init"] not in DT_INITS:
+        return f"ssm_cfg.dt_init must be one of {', '.join(DT_INITS)}, got {ssm['dt_init']!r}"
+    for key in SSM_BOOLS:
+        if not isinstance(ssm[key], bool):
+            return f"ssm_cfg.{key} must be true or false, got {ssm[key]!r}"
+    return None
+
+
+def _initializer_problem(init: dict) -> str | None:
+    if not _is_finite(init["initializer_range"]) or init["initializer_range"] < 0:
+        return f"initializer_cfg.initializer_range must be a number >= 0, got {init['initializer_range']!r}"
+    if not _is_int(init["n_residuals_per_layer"]) or not 1 <= init["n_residuals_per_layer"] <= 16:
+        return ("initializer_cfg.n_residuals_per_layer must be an integer from 1 to 16, "
+                f"got {init['n_residuals_per_layer']!r}")
+    if not isinstance(init["rescale_prenorm_residual"], bool):
+        return ("initializer_cfg.rescale_prenorm_residual must be true or false, "
+                f"got {init['rescale_prenorm_residual']!r}")
+    return None
