@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import zlib
 from pathlib import Path
 
 import pysam
@@ -71,8 +72,8 @@ class Reference:
             try:
                 with gzip.open(src, "rb") as fin, open(plain, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 22)
-            except (OSError, EOFError) as e:
-                raise CaduceusError(f"{src}: cannot be decompressed ({e})") from None
+            except (OSError, EOFError, zlib.error) as e:
+                raise CaduceusError(f"{src}: cannot be decompressed ({e}); re-download or re-compress it") from None
             src, kind = plain, "plain"
         fai = Path(str(src) + ".fai")
         gzi = Path(str(src) + ".gzi") if kind == "bgzip" else None
@@ -126,13 +127,21 @@ class Reference:
         """
         length = self.contigs[contig]
         lo, hi = max(start, 0), min(end, length)
-        body = self._handle().fetch(contig, lo, hi) if hi > lo else ""
+        body = self._read(contig, lo, hi) if hi > lo else ""
         left = min(max(0, -start), end - start)
         right = max(0, end - max(length, start))
         pad = left + right
         if pad:
             body = "N" * left + body + "N" * (end - start - left - len(body))
         return body, pad
+
+    def _read(self, contig: str, start: int, end: int) -> str:
+        try:
+            return self._handle().fetch(contig, start, end)
+        except (ValueError, UnicodeError):  # htslib cannot return what faidx indexed
+            raise CaduceusError(f"{self.path}: cannot read {contig}:{start + 1}-{end}: the record is malformed "
+                                "(lines of one record must have the same length and hold only sequence "
+                                "letters; a NUL or non-ASCII byte breaks it)") from None
 
     def close(self) -> None:
         handle = getattr(self._local, "handle", None)
@@ -173,8 +182,8 @@ def read_fasta_records(path: str | os.PathLike, stdin=None):
                 chunks.append(line.strip())
         if name is not None:
             yield name, "".join(chunks)
-    except (OSError, EOFError) as e:
-        raise CaduceusError(f"{label}: line {lineno}: read failed ({e})") from None
+    except (OSError, EOFError, zlib.error, UnicodeError) as e:
+        raise CaduceusError(f"{label}: line {lineno + 1}: read failed ({e})") from None
     finally:
         if owned:
             stream.close()

@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -66,7 +67,7 @@ def _file_kind(path: Path) -> str:
         try:
             with gzip.open(path, "rb") as g:
                 inner = g.read(5)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):  # corrupt: htslib says so when it reads the file
             return "gzip"
         return "bcf" if inner[:3] == b"BCF" else "vcf.gz"
     return "bcf" if head[:3] == b"BCF" else "vcf"
@@ -98,6 +99,10 @@ class VcfReader:
         except OSError:
             raise CaduceusError(f"{self.label}: not a VCF/BCF file{self._first_line_hint()} "
                                 "(a VCF starts with '##fileformat=VCF' header lines)") from None
+        except Exception:  # cyvcf2: a bare Exception('cannot parse VCF header')
+            raise CaduceusError(f"{self.label}: the VCF header cannot be parsed: it needs '##' lines and a "
+                                "tab-separated '#CHROM POS ID REF ALT QUAL FILTER INFO' line before the records "
+                                "(is the header cut short?)") from None
         self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
         self.raw_header = self.vcf.raw_header
         self.n_header_lines = self._count_header_lines()
@@ -110,7 +115,7 @@ class VcfReader:
             opener = gzip.open if _file_kind(Path(self.path)) != "vcf" else open
             with opener(self.path, "rt", errors="replace") as f:
                 first = f.readline().strip()
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return " (unreadable or truncated compressed file)"
         if re.match(r"^\S+\t\d+\t\d+(\t|$)", first):
             return f": its first line {first[:60]!r} looks like BED"
@@ -129,7 +134,7 @@ class VcfReader:
                     if not text.startswith("#"):
                         break
                     n += 1
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return self.raw_header.count("\n")
         return n
 
@@ -159,7 +164,7 @@ class VcfReader:
                 for n, text in enumerate(f, start=1):
                     if n == target:
                         return f": {text.rstrip()[:80]!r}"
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return ": the compressed file is truncated or corrupt"
         return ": the compressed file is truncated or corrupt" if self.kind == "vcf.gz" else ""
 
@@ -172,17 +177,32 @@ class VcfReader:
             except StopIteration:
                 return
             except Exception:  # cyvcf2 raises a bare Exception on a parse failure
-                where = self.where(self.line_of(index))
-                detail = self._failed_line(index)
-                if "truncated" in detail:
-                    raise CaduceusError(f"{self.label}: {where}: cannot read further{detail}; "
-                                        "re-download or re-compress it") from None
-                raise CaduceusError(f"{self.label}: {where}: malformed VCF record{detail} "
-                                    "(expected tab-separated CHROM POS ID REF ALT QUAL FILTER INFO)") from None
-            ref = variant.REF or ""
-            yield variant, VcfRecord(variant.CHROM, int(variant.POS), ref, list(variant.ALT),
-                                     self.line_of(index), variant.ID or ".")
+                raise self._malformed(index) from None
+            yield variant, self._record(variant, index)
             index += 1
+
+    def _record(self, variant, index: int) -> VcfRecord:
+        """The VcfRecord of a cyvcf2 variant. htslib still yields a line it could not parse (a blank
+        line, POS not a number, a second #CHROM line) as a record spanning no bases, whose REF must
+        not be read (cyvcf2 dereferences a missing allele: a segmentation fault), so it is refused
+        first; a REF, ALT or ID that is not UTF-8 is refused too."""
+        if variant.end <= variant.start:
+            raise self._malformed(index)
+        try:
+            return VcfRecord(variant.CHROM, int(variant.POS), variant.REF or "", list(variant.ALT),
+                             self.line_of(index), variant.ID or ".")
+        except UnicodeDecodeError as e:
+            raise CaduceusError(f"{self.label}: {self.where(self.line_of(index))}: byte {e.object[e.start:e.end]!r} "
+                                "in CHROM, ID, REF or ALT is not text (VCF is UTF-8 text; REF and ALT are "
+                                "A, C, G, T, N)") from None
+
+    def _malformed(self, index: int) -> CaduceusError:
+        where = self.where(self.line_of(index))
+        detail = self._failed_line(index)
+        if "truncated" in detail:
+            return CaduceusError(f"{self.label}: {where}: cannot read further{detail}; re-download or re-compress it")
+        return CaduceusError(f"{self.label}: {where}: malformed VCF record{detail} "
+                             "(expected tab-separated CHROM POS ID REF ALT QUAL FILTER INFO)")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
