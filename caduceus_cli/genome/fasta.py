@@ -8,14 +8,18 @@ bgzip) cannot be indexed: it is decompressed once into a private temporary file,
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import threading
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import pysam
 
@@ -85,12 +89,28 @@ class Reference:
         return src, *self._build_index(src, private / fai.name, None if gzi is None else private / gzi.name)
 
     def _build_index(self, src: Path, fai: Path, gzi: Path | None) -> tuple[Path, Path | None]:
-        args = [str(src), "--fai-idx", str(fai)] + (["--gzi-idx", str(gzi)] if gzi else [])
-        try:
-            pysam.faidx(*args)
-        except pysam.utils.SamtoolsError as e:
-            detail = " ".join(str(e).split())[:300]
-            raise CaduceusError(f"{self.path}: not a readable FASTA file ({detail})") from None
+        """Index ``src`` into temporaries renamed to ``fai``/``gzi`` once the FASTA passed (htslib's
+        own messages are caught and turned into one line; duplicate names are refused, where
+        htslib would keep the first record and say so only in a warning)."""
+        from ..io import temporary_file
+
+        with temporary_file(fai) as fai_tmp, temporary_file(gzi or fai, ".gzi") as gzi_tmp:
+            args = [str(src), "--fai-idx", str(fai_tmp)] + (["--gzi-idx", str(gzi_tmp)] if gzi else [])
+            with htslib_messages() as messages:
+                try:
+                    pysam.faidx(*args)
+                    failed = False
+                except pysam.utils.SamtoolsError:
+                    failed = True
+            if failed:
+                raise CaduceusError(f"{self.path}: not a readable FASTA file: {describe_problem(src, messages)}")
+            duplicate = re.search(r'Ignoring duplicate sequence "([^"]*)"', "\n".join(messages))
+            if duplicate:
+                raise CaduceusError(f"{self.path}: the sequence name {duplicate.group(1)!r} appears more than once: "
+                                    "a reference needs unique names (rename or remove the second record)")
+            os.replace(fai_tmp, fai)
+            if gzi is not None:
+                os.replace(gzi_tmp, gzi)
         return fai, gzi
 
     def _handle(self) -> pysam.FastaFile:
@@ -157,6 +177,43 @@ class Reference:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def htslib_messages() -> Iterator[list[str]]:
+    """Catch what htslib writes to file descriptor 2 inside the block (its ``[E::...]`` and
+    ``[W::...]`` lines) into the yielded list instead of the user's terminal."""
+    sys.stderr.flush()
+    messages: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            messages += capture.read().decode("utf-8", "replace").splitlines()
+
+
+def describe_problem(path: Path, messages: list[str]) -> str:
+    """What is wrong with a FASTA that faidx could not index, from its first lines and htslib's words."""
+    try:
+        with open_text(path, "FASTA file")[0] as f:
+            first = [line.rstrip("\r\n") for _, line in zip(range(3), f)]
+    except (CaduceusError, OSError, EOFError, zlib.error):
+        first = None
+    if first == []:
+        return "the file is empty"
+    if first and not first[0].startswith(">"):
+        return f"line 1 {first[0][:40]!r} is not a '>' header"
+    if first and all(line.startswith(">") or not line.strip() for line in first) and len(first) < 3:
+        return f"record {first[0][1:].split()[0] if first[0][1:].split() else first[0]!r} has no sequence"
+    errors = [m.split("] ", 1)[-1] for m in messages if m.startswith("[E::")]
+    if any("BGZF" in m or "bgzf" in m for m in errors):
+        return f"the compressed file is truncated or corrupt (htslib: {errors[0]}); re-download or re-compress it"
+    return "; ".join(errors) or "htslib could not index it (a truncated or corrupt file?)"
 
 
 def read_fasta_records(path: str | os.PathLike, stdin=None):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gzip
+import itertools
+import logging
 import os
 import re
 import sys
@@ -24,7 +26,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaduceusError
-from ..io import atomic_file, check_writable, open_file, open_output, temporary_file
+from ..io import (atomic_file, check_writable, is_special, open_file, open_output, reported_os_error,
+                  temporary_file, write_error)
+
+log = logging.getLogger("caduceus")
 
 FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -80,7 +85,7 @@ class VcfReader:
     compressed file, raises :class:`CaduceusError` naming the file, the line and the text found.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, regions: list | None = None):
         import cyvcf2
 
         quiet_htslib()
@@ -105,7 +110,8 @@ class VcfReader:
                                 "(is the header cut short?)") from None
         self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
         self.raw_header = self.vcf.raw_header
-        self.n_header_lines = self._count_header_lines()
+        self.regions = regions  # genome.regions.Region list: read only records whose POS lies in one
+        self.n_header_lines = None if regions else self._count_header_lines()  # records are numbered then
         self.contigs = set(self.vcf.seqnames)
 
     def _first_line_hint(self) -> str:
@@ -168,8 +174,26 @@ class VcfReader:
             return ": the compressed file is truncated or corrupt"
         return ": the compressed file is truncated or corrupt" if self.kind == "vcf.gz" else ""
 
+    def _variants(self) -> Iterator:
+        """cyvcf2's records: all of them, or those whose POS lies in one of the regions."""
+        if not self.regions:
+            yield from self.vcf
+            return
+        import warnings
+
+        for region in self.regions:
+            found = iter(self.vcf(str(region)))
+            with warnings.catch_warnings(record=True) as caught:  # cyvcf2 warns of a contig without records
+                warnings.simplefilter("always")
+                first = next(found, None)
+            if caught and first is None:
+                log.warning("%s: no records in region %s (is the contig named so in the VCF?)", self.label, region)
+            for variant in itertools.chain([first] if first is not None else [], found):
+                if region.holds(variant.POS):
+                    yield variant
+
     def __iter__(self) -> Iterator[tuple[object, VcfRecord]]:
-        it = iter(self.vcf)
+        it = self._variants()
         index = 0
         while True:
             try:
@@ -257,8 +281,13 @@ def add_info(line: str, items: list[str], drop_info: set[str]) -> str:
 
 # -- writers ---------------------------------------------------------------------------------------
 
+_SUFFIXES = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
+             ".tsv.gz": "tsv", ".tsv.bgz": "tsv"}
+
+
 def output_format(path: str, fmt: str | None) -> str:
-    """The output format from ``--format`` or the file name (stdout: vcf unless told tsv)."""
+    """The output format from ``--format`` or the file name (stdout, a device or a pipe: vcf unless
+    told tsv); a file name that says no format is refused rather than guessed."""
     if fmt:
         fmt = fmt.lower()
         if fmt not in FORMATS:
@@ -266,14 +295,34 @@ def output_format(path: str, fmt: str | None) -> str:
         if path == "-" and fmt in ("vcf.gz", "bcf"):
             raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
         return fmt
+    if str(path) == "-" or is_special(path):  # stdout, /dev/null, a named pipe: as stdout
+        return "vcf"
     name = str(path).lower()
-    if name.endswith((".vcf.gz", ".vcf.bgz")):
-        return "vcf.gz"
-    if name.endswith(".bcf"):
-        return "bcf"
-    if name.endswith((".tsv", ".tsv.gz", ".txt")):
-        return "tsv"
-    return "vcf"
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _SUFFIXES[suffix]
+    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
+                        f"{', '.join(_SUFFIXES)}, or give --format")
+
+
+class SortedCheck:
+    """For ``--write-index``: refuses, at the first record out of order, input that tabix or
+    bcftools could not index (records of a contig together, positions not decreasing)."""
+
+    def __init__(self, source: str, where):
+        self.source, self.where = source, where
+        self.last: tuple[str, int] | None = None
+        self.finished: set[str] = set()
+
+    def __call__(self, chrom: str, pos: int, line: int) -> None:
+        last = self.last
+        if last is not None and (pos < last[1] if chrom == last[0] else chrom in self.finished):
+            raise CaduceusError(f"{self.source}: {self.where(line)}: {chrom}:{pos} comes after {last[0]}:{last[1]}: "
+                                "--write-index needs records sorted by contig and position; sort the input "
+                                "(`bcftools sort`) or leave out --write-index")
+        if last is not None and chrom != last[0]:
+            self.finished.add(last[0])
+        self.last = (chrom, pos)
 
 
 class RecordSink:
@@ -359,11 +408,23 @@ class RecordSink:
         if self.fmt == "vcf.gz":
             import pysam
 
-            pysam.tabix_index(str(self._tmp), preset="vcf", force=True, keep_original=True, index=str(self._index_tmp))
+            try:
+                pysam.tabix_index(str(self._tmp), preset="vcf", force=True, keep_original=True,
+                                  index=str(self._index_tmp))
+            except OSError as e:  # pysam says only 'building of index for <temporary> failed'
+                raise self._index_failed(e) from None
             return
         import cyvcf2.cyvcf2 as ext
 
         lib = ctypes.CDLL(ext.__file__)
         lib.bcf_index_build3.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
         if lib.bcf_index_build3(str(self._tmp).encode(), str(self._index_tmp).encode(), 14, 0) != 0:
-            raise CaduceusError(f"{self.path}: could not build the .csi index (is the BCF sorted by position?)")
+            raise self._index_failed(OSError("bcf_index_build3 failed"))
+
+    def _index_failed(self, error: OSError) -> CaduceusError:
+        """Records were checked to be sorted as they were written: a full disk is the likely cause."""
+        found = reported_os_error(RuntimeError(str(error)), self.index_path)  # looks at the disk itself
+        if found is not None:
+            return write_error(self.index_path, found)
+        return CaduceusError(f"{self.index_path}: could not build the index of {self.path} (is its folder writable "
+                             "and is there space left?)")
