@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import typing
+from pathlib import Path
 
 import typer
 
+from . import stopping
 from ._version import __version__
 from .errors import CaduceusError
 
@@ -16,7 +21,10 @@ COMMAND_MODULES = ["models", "doctor", "pretrain", "score_variants", "finetune",
 
 app = typer.Typer(
     name="caduceus",
-    help="Caduceus DNA language models for genomics: pretrain, fine-tune, embed regions, score variants.",
+    help="Caduceus DNA language models for genomics: pretrain, fine-tune, embed regions, score variants.\n\n"
+         "Examples:\n\n"
+         "  caduceus embed GRCh38.fa peaks.bed -o peaks.parquet\n\n"
+         "  caduceus score-variants calls.vcf.gz -f GRCh38.fa -o scored.vcf.gz --write-index",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -94,31 +102,112 @@ def _show_usage_error(error) -> int:
     return error.exit_code
 
 
+_TYPE_NAMES = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+
+
+def _value_name(annotation) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    while args and typing.get_origin(annotation) is not None:  # Optional[int], List[Path]
+        annotation = args[0]
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return _TYPE_NAMES.get(annotation, "TEXT")
+
+
+def plain_metavars(command) -> None:
+    """Flags shown as flags and values as TEXT/INTEGER/FLOAT/PATH, under every Typer version
+    (Typer 0.29 writes '<bool>' after every flag and '<int>' after values)."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+    hints = typing.get_type_hints(command.callback) if command.callback is not None else {}
+    for param in command.params:
+        if param.metavar is not None:
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+            if hasattr(param, "display_type_rich"):  # Typer 0.29: no '<str>' type column beside the name
+                param.display_type_rich = lambda ctx: None
+        elif getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.name in hints:
+            param.metavar = _value_name(hints[param.name])
+    make_help_option = command.get_help_option
+
+    def help_option_as_a_flag(ctx):  # click builds --help when the help is asked for
+        option = make_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option_as_a_flag
+
+
+def build_command():
+    """The click command of the app, as the help shows it."""
+    command = typer.main.get_command(app)
+    plain_metavars(command)
+    return command
+
+
+def _invoke(argv: list[str] | None) -> int:
+    """Parse and run the command ourselves: Typer's own main turns a broken pipe into exit 1 and
+    Ctrl-C into a silent 130; here they reach ``main`` as they are."""
+    command = build_command()
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with command.make_context("caduceus", args) as ctx:
+            code = command.invoke(ctx)
+    except typer.Exit as e:  # --help, --version (click's Exit in every Typer version)
+        return e.exit_code
+    return code if isinstance(code, int) else 0
+
+
+def _flush_stdout() -> None:
+    """Flush what is buffered for stdout now, so that a failure is ours to report (not an
+    'Exception ignored' at interpreter exit)."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe or a failed write, send whatever is still buffered to /dev/null so
+    that the interpreter's last flush cannot print its own error."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> None:
     _setup_logging()
-    command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="caduceus", standalone_mode=False)
+        with stopping.watch():
+            code = _invoke(argv)
+            _flush_stdout()
     except CaduceusError as e:
         sys.stderr.write(error_line(str(e)) + "\n")
         sys.exit(e.exit_code)
-    except typer.Abort:  # click's Abort in every Typer version
-        sys.stderr.write("caduceus: interrupted\n")
+    except stopping.Stopped as e:
+        sys.stderr.write(stopping.message(e.signum))
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):  # click's Abort in every Typer version; Ctrl-C outside a run
+        sys.stderr.write(stopping.message(signal.SIGINT))
         sys.exit(130)
     except _CLICK.UsageError as e:
         sys.exit(_show_usage_error(e))
     except _CLICK.ClickException as e:
         sys.stderr.write(error_line(e.format_message()) + "\n")
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("caduceus: interrupted\n")
-        sys.exit(130)
     except BrokenPipeError:
-        # The reader of our stdout went away (e.g. `| head`): not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(141)
+        # The reader of our stdout went away (e.g. `| head`): not an error of ours; the status is
+        # the one a shell gives a tool killed by SIGPIPE.
+        _quiet_stdout()
+        sys.exit(stopping.BROKEN_PIPE_STATUS)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         sys.stderr.write(error_line(f"{e.filename}: {e.strerror}") + "\n")
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    except OSError as e:  # writing stdout or stderr: a full disk, an I/O error
+        from .io import write_error
+
+        _quiet_stdout()
+        sys.stderr.write(error_line(str(write_error(e.filename or "stdout", e))) + "\n")
+        sys.exit(1)
+    sys.exit(code)

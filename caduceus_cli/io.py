@@ -21,6 +21,7 @@ import errno
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -102,15 +103,45 @@ def write_error(path: str | os.PathLike, error: OSError) -> CaduceusError:
     return CaduceusError(f"{path}: cannot write: {reason}")
 
 
+_OS_ERROR_TEXT = re.compile(r"os error (\d+)")  # how safetensors (Rust) reports the OSError under its own
+_FULL_BYTES = 1 << 20  # a file system with less than this left is full for the purpose of a message
+
+
+def _disk_full(path: str | os.PathLike) -> bool:
+    try:
+        fs = os.statvfs(final_path(path).parent)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < _FULL_BYTES
+
+
+def reported_os_error(error: Exception, path: str | os.PathLike) -> OSError | None:
+    """The OSError behind a library's own exception: safetensors says '(os error 28)'; torch.save
+    says 'unexpected pos 576 vs 534' when the disk fills, so a full disk is recognised by looking."""
+    if isinstance(error, OSError):
+        return error
+    match = _OS_ERROR_TEXT.search(str(error))
+    if match:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    if _disk_full(path):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
+
+
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
-    """Turn OSErrors raised inside into one CaduceusError naming ``path`` (broken pipes pass through)."""
+    """Turn OSErrors raised inside (and a library's report of one, see :func:`reported_os_error`)
+    into one CaduceusError naming ``path``; broken pipes and CaduceusErrors pass through."""
     try:
         yield
-    except BrokenPipeError:
+    except (BrokenPipeError, CaduceusError):
         raise
-    except OSError as e:
-        raise write_error(path, e) from None
+    except Exception as e:  # noqa: BLE001 - only an OSError, or a library's report of one, is turned
+        os_error = reported_os_error(e, path)
+        if os_error is None:
+            raise
+        raise write_error(path, os_error) from None
 
 
 def _new_temporary(target: Path, suffix: str = "") -> Path:
@@ -185,7 +216,10 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
     try:
         with writing(path):
             tmp.mkdir(mode=0o700)
-            yield tmp
+            try:
+                yield tmp
+            except CaduceusError as e:  # name the folder the user asked for, not our temporary one
+                raise CaduceusError(str(e).replace(str(tmp), str(path)), exit_code=e.exit_code) from None
             os.chmod(tmp, 0o777 & ~_UMASK)
             _move_aside_and_replace(tmp, final_path(target))
             _LIVE.discard(tmp)

@@ -9,7 +9,7 @@ from .conftest import console
 @pytest.mark.parametrize("args, fragments", [
     (["nosuch"], ["No such command 'nosuch'", "caduceus --help"]),
     (["embed", "--bogus-flag"], ["embed: No such option: --bogus-flag", "caduceus embed --help"]),
-    (["embed"], ["embed: Missing argument 'fasta'"]),
+    (["embed"], ["embed: Missing argument 'FASTA'"]),
     (["score-variants", "in.vcf"], ["score-variants: Missing option '--fasta'"]),
     (["embed", "g.fa", "--window", "1.5"], ["embed: Invalid value for '--window'"]),
     (["finetune", "svm", "x.tsv", "--n-train", "many"], ["finetune svm: Invalid value for '--n-train'"]),

@@ -292,7 +292,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout[result.stdout.index("{"):])  # rank 0 alone prints
+    summaries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1  # rank 0 alone reports, on stderr
+    summary = summaries[0]
     assert summary["world_size"] == 2 and summary["steps"] == 3
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]  # written once, by rank 0

@@ -30,16 +30,16 @@ class RunsCode:
         return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
 
 
-def model_folder(tiny_model_dir: Path, tmp_path: Path, name: str = "model") -> Path:
+def model_folder(ps_dir: Path, tmp_path: Path, name: str = "model") -> Path:
     folder = tmp_path / name
     folder.mkdir()
-    shutil.copy(tiny_model_dir / "config.json", folder / "config.json")
+    shutil.copy(ps_dir / "config.json", folder / "config.json")
     return folder
 
 
 @pytest.mark.parametrize("how", ["torch zip", "torch legacy", "plain pickle"])
-def test_pickled_weights_that_run_code_are_refused_and_never_run(tiny_model_dir, tmp_path, how):
-    folder = model_folder(tiny_model_dir, tmp_path)
+def test_pickled_weights_that_run_code_are_refused_and_never_run(ps_dir, tmp_path, how):
+    folder = model_folder(ps_dir, tmp_path)
     marker = tmp_path / "pwned"
     payload = {"caduceus.backbone.norm_f.weight": RunsCode(marker)}
     if how == "plain pickle":
@@ -89,8 +89,8 @@ def write_config(folder: Path, **changes) -> Path:
     ("complement_map", [[7, 10]], "complement_map must be a JSON object, got list"),
     ("initializer_cfg__n_residuals_per_layer", 0, "initializer_cfg.n_residuals_per_layer must be an integer"),
 ])
-def test_out_of_range_config_values_are_refused_in_one_line(tiny_model_dir, tmp_path, field, value, message):
-    folder = model_folder(tiny_model_dir, tmp_path)
+def test_out_of_range_config_values_are_refused_in_one_line(ps_dir, tmp_path, field, value, message):
+    folder = model_folder(ps_dir, tmp_path)
     path = write_config(folder, **{field: value})
     with pytest.raises(CaduceusError) as error:
         CaduceusConfig.from_json(path)
@@ -98,7 +98,7 @@ def test_out_of_range_config_values_are_refused_in_one_line(tiny_model_dir, tmp_
     assert "\n" not in str(error.value)
 
 
-def test_a_config_asking_for_a_huge_model_is_refused_before_building_it(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_config_asking_for_a_huge_model_is_refused_before_building_it(ps_dir, tmp_path, monkeypatch):
     # Within every range, but 8 layers of this size would need about 1.6 TB.
     from caduceus_cli.model import checkpoint
 
@@ -106,9 +106,9 @@ def test_a_config_asking_for_a_huge_model_is_refused_before_building_it(tiny_mod
         raise AssertionError("a model was built before its size was compared with the weights")
 
     monkeypatch.setattr(checkpoint, "CaduceusForMaskedLM", never)
-    folder = model_folder(tiny_model_dir, tmp_path)
+    folder = model_folder(ps_dir, tmp_path)
     write_config(folder, d_model=16384, n_layer=8, ssm_cfg__expand=16, ssm_cfg__d_state=1024)
-    (folder / "model.safetensors").symlink_to(tiny_model_dir / "model.safetensors")
+    (folder / "model.safetensors").symlink_to(ps_dir / "model.safetensors")
     with pytest.raises(CaduceusError, match=r"model\.safetensors: config\.json describes a model of "
                                             r"[\d,]+ values but the weights hold [\d,]+: they do not belong together"):
         load_model(folder)
@@ -130,8 +130,8 @@ def test_model_size_is_known_before_building(rcps, bidirectional, tie, rms_norm,
     assert model_numel(config) == built
 
 
-def test_oversized_and_malformed_config_json_is_refused(tiny_model_dir, tmp_path):
-    folder = model_folder(tiny_model_dir, tmp_path)
+def test_oversized_and_malformed_config_json_is_refused(ps_dir, tmp_path):
+    folder = model_folder(ps_dir, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     config["padding"] = "x" * (1 << 20)
     (folder / "config.json").write_text(json.dumps(config))
@@ -197,10 +197,10 @@ def test_hub_downloads_fetch_only_config_and_weights(tmp_path, monkeypatch):
     assert calls == [("owner/model.v2", "refs/pr/3", ["config.json", *WEIGHT_FILES])]
 
 
-def test_remote_code_named_by_a_model_repository_is_never_imported(tiny_model_dir, tmp_path):
-    folder = model_folder(tiny_model_dir, tmp_path)
+def test_remote_code_named_by_a_model_repository_is_never_imported(ps_dir, tmp_path):
+    folder = model_folder(ps_dir, tmp_path)
     write_config(folder, auto_map={"AutoModel": "modeling_hostile.HostileModel"}, trust_remote_code=True)
-    (folder / "model.safetensors").symlink_to(tiny_model_dir / "model.safetensors")
+    (folder / "model.safetensors").symlink_to(ps_dir / "model.safetensors")
     marker = tmp_path / "imported"
     (folder / "modeling_hostile.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
     model = load_model(folder)

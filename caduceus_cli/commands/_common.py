@@ -35,11 +35,33 @@ def print_table(rows: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(f"{key:<{width}}  {'-' if value is None else value}\n")
 
 
-class Progress:
-    """A rich progress bar on stderr, driven by the engine's ``progress(n)`` and ``set_total(n)``.
+def report(command: str, sentence: str, summary: dict, *, as_json: bool = False, quiet: bool = False) -> None:
+    """A command's one summary, on stderr (stdout may be carrying the data): ``caduceus: COMMAND:
+    sentence``, or with --json the summary as one JSON line (even with --quiet: a machine asked)."""
+    if as_json:
+        sys.stderr.write(json.dumps(summary, default=str) + "\n")
+    elif not quiet:
+        sys.stderr.write(f"caduceus: {command}: {sentence}\n")
 
-    Quiet (no bar) when stderr is not a terminal; shown from the first report only, so that a
-    process that never reports (a torchrun rank other than 0) draws nothing.
+
+def duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``3h02m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Progress on stderr, driven by the engine's ``progress(n, **fields)`` and ``set_total(n)``:
+    done so far, rate and ETA (when the total is known).
+
+    On a terminal: a rich progress bar. Otherwise (a log file, a cluster job): one line every
+    ``CADUCEUS_PROGRESS_SECONDS`` seconds (default 60; the first at the first report). Nothing with
+    ``quiet``. Shown from the first report only, so that a process that never reports (a torchrun
+    rank other than 0) prints nothing.
     """
 
     def __init__(self, description: str, unit: str = "items", quiet: bool = False):
@@ -48,35 +70,79 @@ class Progress:
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         self.console = Console(stderr=True)
+        self.quiet = quiet
         self.enabled = not quiet and self.console.is_terminal
         self._bar = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, disable=not self.enabled, transient=False,
         )
-        self.unit = unit
+        self.description, self.unit = description, unit
         self._task = self._bar.add_task(description, total=None, rate="")
         self._shown = False
+        self.done, self.total = 0, None
+        self._started = self._last_line = None
+        self._interval = self._line_interval()
+
+    @staticmethod
+    def _line_interval() -> float:
+        import os
+
+        try:
+            return max(0.0, float(os.environ.get("CADUCEUS_PROGRESS_SECONDS", "60")))
+        except ValueError:
+            return 60.0
 
     def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._shown:
+        if self._shown and self.enabled:
             self._bar.__exit__(*exc)
 
     def _show(self) -> None:
+        import time
+
         if not self._shown:
-            self._bar.start()
+            self._started = time.monotonic()
+            if self.enabled:
+                self._bar.start()
             self._shown = True
 
     def __call__(self, advance: int = 1, **fields) -> None:
         self._show()
-        speed = self._bar.tasks[0].speed
-        rate = f"{speed:,.1f} {self.unit}/s" if speed else ""
+        self.done += advance
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        self._bar.update(self._task, advance=advance, rate=(rate + " " + extra).strip())
+        if self.enabled:
+            speed = self._bar.tasks[0].speed
+            rate = f"{speed:,.1f} {self.unit}/s" if speed else ""
+            self._bar.update(self._task, advance=advance, rate=(rate + " " + extra).strip())
+        elif not self.quiet:
+            self._line(extra)
 
     def set_total(self, total: int | None) -> None:
-        self._show()
-        self._bar.update(self._task, total=total)
+        self.total = total
+        if self.enabled:
+            self._show()
+            self._bar.update(self._task, total=total)
+
+    def _line(self, extra: str) -> None:
+        """``caduceus: scoring: 12,288 of 1,000,000 records (1.2%), 45.1 records/s, ETA 6h05m``."""
+        import time
+
+        now = time.monotonic()
+        if self._last_line is not None and now - self._last_line < self._interval:
+            return
+        self._last_line = now
+        elapsed = now - self._started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        text = f"{self.done:,}"
+        if self.total:
+            text += f" of {self.total:,} {self.unit} ({100 * self.done / self.total:.1f}%)"
+            eta = f", ETA {duration((self.total - self.done) / rate)}" if rate > 0 else ""
+        else:
+            text += f" {self.unit}"
+            eta = ""
+        rate_text = f", {rate:,.1f} {self.unit}/s" if elapsed > 0 else ""
+        sys.stderr.write(f"caduceus: {self.description}: {text}{rate_text}{eta}{'; ' + extra if extra else ''}\n")
+        sys.stderr.flush()

@@ -8,7 +8,14 @@ from ._common import print_table
 
 
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Report torch, CUDA, GPUs and the mamba-ssm/causal-conv1d kernels, with the command to fix what is missing."""
+    """Report torch, CUDA, GPUs and the mamba-ssm/causal-conv1d kernels, with the command to fix what is missing.
+
+    Examples:
+
+      caduceus doctor
+
+      caduceus doctor --json
+    """
     from ..model.info import doctor_report
 
     print_table(doctor_report(), as_json)

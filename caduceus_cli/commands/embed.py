@@ -8,7 +8,7 @@ import typer
 
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                                         DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS, POOLS)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption
+from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
 
 
 def embed(
@@ -50,9 +50,19 @@ def embed(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
                                                                     "stopping: bad lines, unknown contigs, too long."),
     io_threads: int = typer.Option(DEFAULT_IO_THREADS, "--io-threads", help="Threads reading sequences from the FASTA."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
+                                "an interrupted run from them (same command; another input or option is refused)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
-    """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV."""
+    """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV.
+
+    Examples:
+
+      caduceus embed GRCh38.fa peaks.bed -o peaks.parquet --window 1024
+
+      caduceus embed GRCh38.fa promoters.bed.gz --pool center --resume -o promoters.npz
+    """
     from ..pipelines.embed import embed_regions
 
     with Progress("embed", unit="regions", quiet=quiet) as progress:
@@ -60,15 +70,20 @@ def embed(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,
             pool=pool, center_width=center_width, layer=layer, rc=not no_rc, window=window, tile=tile,
             tile_overlap=tile_overlap, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
-            output_format_=output_format, skip_invalid=skip_invalid, io_threads=io_threads, progress=progress,
-            set_total=progress.set_total,
+            output_format_=output_format, skip_invalid=skip_invalid, io_threads=io_threads, resume=resume,
+            progress=progress, set_total=progress.set_total,
         )
-    if not quiet and result.output is not None:
-        rate = result.n_regions / result.seconds if result.seconds else 0.0
-        where = "stdout" if result.output == "-" else result.output
-        typer.echo(f"caduceus: embedded {result.n_regions:,} regions ({result.bases:,} bp, {rate:,.1f} regions/s) "
-                   f"-> {where}; skipped {result.n_skipped:,}, padded {result.n_padded:,}, tiled {result.n_tiled:,}",
-                   err=True)
+    if result.output is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    rate = result.n_regions / result.seconds if result.seconds else 0.0
+    where = "stdout" if result.output == "-" else result.output
+    summary = {"regions": result.n_regions, "bases": result.bases, "skipped": result.n_skipped,
+               "padded": result.n_padded, "tiled": result.n_tiled, "seconds": round(result.seconds, 3),
+               "regions_per_second": round(rate, 2), "output": result.output, "format": result.format,
+               "dim": result.dim, "pool": result.pool}
+    report("embed", f"embedded {result.n_regions:,} regions ({result.bases:,} bp) in {result.seconds:,.1f} s "
+                    f"({rate:,.1f} regions/s) -> {where}; skipped {result.n_skipped:,}, padded {result.n_padded:,}, "
+                    f"tiled {result.n_tiled:,}", summary, as_json=as_json, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

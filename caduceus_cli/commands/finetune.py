@@ -11,7 +11,10 @@ from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
 from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption
 
-finetune_app = typer.Typer(help="Fine-tune or fit classifiers on Caduceus features.", no_args_is_help=True)
+finetune_app = typer.Typer(help="Fine-tune or fit classifiers on Caduceus features.\n\n"
+                                "Examples:\n\n"
+                                "  caduceus finetune svm eqtl_labeled.tsv -f GRCh38.fa --tss gencode.gtf.gz -o svm_model",
+                           no_args_is_help=True)
 
 
 def svm_command(
@@ -54,7 +57,10 @@ def svm_command(
 
 
 svm_command.__doc__ = (f"Fit the paper's distance-to-TSS bucketed SVMs (StandardScaler + RBF SVC, C in "
-                       f"{'/'.join(map(str, CS))}, {len(SEEDS)} seeds).")
+                       f"{'/'.join(map(str, CS))}, {len(SEEDS)} seeds).\n\n"
+                       "Examples:\n\n"
+                       "  caduceus finetune svm eqtl_labeled.tsv -f GRCh38.fa --tss gencode.gtf.gz -o svm_model\n\n"
+                       "  caduceus finetune svm labeled.vcf.gz -f GRCh38.fa --tss tss.bed --use-tissue -o svm_tissue\n")
 finetune_app.command("svm")(svm_command)
 
 

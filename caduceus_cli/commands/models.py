@@ -7,7 +7,9 @@ import typer
 from ..runtime import DEFAULT_MODEL
 from ._common import RevisionOption, print_table
 
-models_app = typer.Typer(help="Inspect models: the bundled default, local folders, HuggingFace hub ids.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect models: the bundled default, local folders, HuggingFace hub ids.\n\n"
+                              "Examples:\n\n  caduceus models info\n\n  caduceus models info run/final --json",
+                         no_args_is_help=True)
 
 
 @models_app.command("info")
@@ -17,7 +19,14 @@ def info(
     device: str = typer.Option(None, "--device", help="Device to report the backend for."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Variant, sizes, parameters, RC mode and which backend will run."""
+    """Variant, sizes, parameters, RC mode and which backend will run.
+
+    Examples:
+
+      caduceus models info
+
+      caduceus models info kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16 --json
+    """
     from ..model.info import model_info
 
     print_table(model_info(model, device=device, revision=revision), as_json)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..pipelines.pretrain.settings import DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, WARMUP_FRACTION, PretrainSettings
-from ._common import DeviceOption, Progress, print_table
+from ._common import DeviceOption, Progress, duration, report
 
 
 _DEFAULTS = PretrainSettings()
@@ -63,13 +63,19 @@ def pretrain_command(
     device: Optional[str] = DeviceOption,
     backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
                                           + _default("backend")),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
     """Masked-LM pretraining of a Caduceus model on random windows of genomes.
 
     15% of real bases are targets (80% [MASK], 10% random base, 10% unchanged); Ph trains with RC
     augmentation. Many GPUs: torchrun --nproc-per-node N -m caduceus_cli pretrain ...
+
+    Examples:
+
+      caduceus pretrain sacCer3.fa.gz -o run --d-model 128 --n-layer 4 --seq-len 1024 --max-time 2h
+
+      caduceus pretrain --resume run
     """
     from ..pipelines.pretrain import pretrain
 
@@ -84,7 +90,16 @@ def pretrain_command(
         summary = pretrain([str(g) for g in genomes or []], str(out_dir) if out_dir else None,
                            resume=str(resume) if resume else None, progress=bar, set_total=bar.set_total, **options)
     if summary["rank"] == 0:
-        print_table(summary, as_json)
+        report("pretrain", sentence(summary), summary, as_json=as_json, quiet=quiet)
+
+
+def sentence(summary: dict) -> str:
+    """``trained 400 of 400 steps (0.4 M tokens; train loss 1.213, valid loss 1.224) in 7m05s -> run/final``."""
+    losses = "; ".join(f"{name} loss {summary[key]:.3f}" for name, key in (("train", "train_loss"), ("valid", "valid_loss"))
+                       if summary.get(key) is not None)
+    stopped = " (stopped by --max-time; continue with --resume)" if summary["stopped_early"] else ""
+    return (f"trained {summary['steps']:,} of {summary['steps_planned']:,} steps ({summary['tokens'] / 1e6:,.1f} M tokens"
+            f"{'; ' + losses if losses else ''}) in {duration(summary['elapsed_s'])}{stopped} -> {summary.get('final')}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
+from typing import Optional
 
 import typer
 
 from ..genome.vcf import FORMATS
-from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, MISSING_CONTIG,
-                                           SCORES)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption
+from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
+                                           DEFAULT_WINDOW, MISSING_CONTIG, SCORES)
+from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
 
 
 def score_variants_command(
@@ -22,8 +21,11 @@ def score_variants_command(
     scores: str = typer.Option(",".join(DEFAULT_SCORES), "--scores", help=f"Comma-separated: {', '.join(SCORES)}."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Window (bp) centred on the variant."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
+    window: Optional[int] = typer.Option(None, "--window", help=f"Window (bp) centred on the variant (default: "
+                                         f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter, or the "
+                                         "--svm classifier's window)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per forward pass (default "
+                                             f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Records read and scored together (bounds memory)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED of TSS, or GENCODE/Ensembl GTF): adds CADUCEUS_TSS_DIST."),
     svm: str = typer.Option(None, "--svm", help="Folder of a classifier trained by `caduceus finetune svm` (needs --tss)."),
@@ -31,13 +33,29 @@ def score_variants_command(
     strict_ref: bool = typer.Option(False, "--strict-ref", help="Stop at the first REF that does not match the FASTA."),
     missing_contig: str = typer.Option(MISSING_CONTIG[0], "--missing-contig",
                                        help=f"A contig absent from the FASTA: {' or '.join(MISSING_CONTIG)}."),
-    write_index: bool = typer.Option(False, "--write-index", help="Write a .tbi (vcf.gz) or .csi (bcf) index."),
+    write_index: bool = typer.Option(False, "--write-index", help="Write a .tbi (vcf.gz) or .csi (bcf) index "
+                                     "(records must be sorted by contig and position)."),
+    regions: Optional[str] = typer.Option(None, "--regions", "-r", help="Only these regions of an indexed VCF/BCF, as "
+                                          "bcftools: chr, chr:pos, chr:beg-end (1-based, inclusive), comma-separated; "
+                                          "a record is read when its POS is inside."),
+    regions_file: Optional[str] = typer.Option(None, "--regions-file", "-R", help="Regions from a file: chrom pos or "
+                                               "chrom beg end (1-based, inclusive), or BED (.bed, 0-based)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
+                                "an interrupted run from them (same command; another input or option is refused)."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
-    """Score variants with a Caduceus model: masked-LM log-likelihood ratio, embedding distances, SVM."""
+    """Score variants with a Caduceus model: masked-LM log-likelihood ratio, embedding distances, SVM.
+
+    Examples:
+
+      caduceus score-variants calls.vcf.gz -f GRCh38.fa -o scored.vcf.gz --write-index
+
+      caduceus score-variants calls.vcf.gz -f GRCh38.fa -r chr20 --resume -o chr20.vcf.gz
+    """
     from ..pipelines.variants import score_variants
 
     with Progress("scoring", unit="records", quiet=quiet) as progress:
@@ -45,9 +63,21 @@ def score_variants_command(
             vcf, fasta, output, model=model, scores=scores, window=window, batch_size=batch_size,
             chunk_size=chunk_size, device=device, dtype=dtype, backend=backend, revision=revision, tss=tss, svm=svm,
             tissue=tissue, strict_ref=strict_ref, missing_contig=missing_contig, fmt=fmt, write_index=write_index,
-            progress=progress)
-    if not quiet and summary["rank"] == 0:
-        sys.stderr.write("caduceus: score-variants: " + json.dumps(summary) + "\n")
+            regions=regions, regions_file=regions_file, resume=resume, progress=progress,
+            set_total=progress.set_total)
+    if summary["rank"] == 0:
+        report("score-variants", sentence(summary), summary, as_json=as_json, quiet=quiet)
+
+
+def sentence(summary: dict) -> str:
+    """``scored 2,345 of 2,400 ALT alleles in 1,200 records in 12.3 s (194.9/s) -> out.vcf.gz; skipped
+    40 ref_mismatch, 15 symbolic``."""
+    where = "stdout" if summary["output"] == "-" else summary["output"]
+    text = (f"scored {summary['scored']:,} of {summary['alts']:,} ALT alleles in {summary['records']:,} records "
+            f"in {summary['seconds']:,.1f} s ({summary['alts_per_second'] or 0:,.1f}/s, window "
+            f"{summary['window']:,} bp) -> {where}")
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary["skipped"].items())
+    return text + (f"; skipped {skipped}" if skipped else "")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,13 +8,18 @@ bgzip) cannot be indexed: it is decompressed once into a private temporary file,
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import threading
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 import pysam
 
@@ -71,8 +76,8 @@ class Reference:
             try:
                 with gzip.open(src, "rb") as fin, open(plain, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 22)
-            except (OSError, EOFError) as e:
-                raise CaduceusError(f"{src}: cannot be decompressed ({e})") from None
+            except (OSError, EOFError, zlib.error) as e:
+                raise CaduceusError(f"{src}: cannot be decompressed ({e}); re-download or re-compress it") from None
             src, kind = plain, "plain"
         fai = Path(str(src) + ".fai")
         gzi = Path(str(src) + ".gzi") if kind == "bgzip" else None
@@ -84,12 +89,28 @@ class Reference:
         return src, *self._build_index(src, private / fai.name, None if gzi is None else private / gzi.name)
 
     def _build_index(self, src: Path, fai: Path, gzi: Path | None) -> tuple[Path, Path | None]:
-        args = [str(src), "--fai-idx", str(fai)] + (["--gzi-idx", str(gzi)] if gzi else [])
-        try:
-            pysam.faidx(*args)
-        except pysam.utils.SamtoolsError as e:
-            detail = " ".join(str(e).split())[:300]
-            raise CaduceusError(f"{self.path}: not a readable FASTA file ({detail})") from None
+        """Index ``src`` into temporaries renamed to ``fai``/``gzi`` once the FASTA passed (htslib's
+        own messages are caught and turned into one line; duplicate names are refused, where
+        htslib would keep the first record and say so only in a warning)."""
+        from ..io import temporary_file
+
+        with temporary_file(fai) as fai_tmp, temporary_file(gzi or fai, ".gzi") as gzi_tmp:
+            args = [str(src), "--fai-idx", str(fai_tmp)] + (["--gzi-idx", str(gzi_tmp)] if gzi else [])
+            with htslib_messages() as messages:
+                try:
+                    pysam.faidx(*args)
+                    failed = False
+                except pysam.utils.SamtoolsError:
+                    failed = True
+            if failed:
+                raise CaduceusError(f"{self.path}: not a readable FASTA file: {describe_problem(src, messages)}")
+            duplicate = re.search(r'Ignoring duplicate sequence "([^"]*)"', "\n".join(messages))
+            if duplicate:
+                raise CaduceusError(f"{self.path}: the sequence name {duplicate.group(1)!r} appears more than once: "
+                                    "a reference needs unique names (rename or remove the second record)")
+            os.replace(fai_tmp, fai)
+            if gzi is not None:
+                os.replace(gzi_tmp, gzi)
         return fai, gzi
 
     def _handle(self) -> pysam.FastaFile:
@@ -126,13 +147,21 @@ class Reference:
         """
         length = self.contigs[contig]
         lo, hi = max(start, 0), min(end, length)
-        body = self._handle().fetch(contig, lo, hi) if hi > lo else ""
+        body = self._read(contig, lo, hi) if hi > lo else ""
         left = min(max(0, -start), end - start)
         right = max(0, end - max(length, start))
         pad = left + right
         if pad:
             body = "N" * left + body + "N" * (end - start - left - len(body))
         return body, pad
+
+    def _read(self, contig: str, start: int, end: int) -> str:
+        try:
+            return self._handle().fetch(contig, start, end)
+        except (ValueError, UnicodeError):  # htslib cannot return what faidx indexed
+            raise CaduceusError(f"{self.path}: cannot read {contig}:{start + 1}-{end}: the record is malformed "
+                                "(lines of one record must have the same length and hold only sequence "
+                                "letters; a NUL or non-ASCII byte breaks it)") from None
 
     def close(self) -> None:
         handle = getattr(self._local, "handle", None)
@@ -148,6 +177,43 @@ class Reference:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def htslib_messages() -> Iterator[list[str]]:
+    """Catch what htslib writes to file descriptor 2 inside the block (its ``[E::...]`` and
+    ``[W::...]`` lines) into the yielded list instead of the user's terminal."""
+    sys.stderr.flush()
+    messages: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            messages += capture.read().decode("utf-8", "replace").splitlines()
+
+
+def describe_problem(path: Path, messages: list[str]) -> str:
+    """What is wrong with a FASTA that faidx could not index, from its first lines and htslib's words."""
+    try:
+        with open_text(path, "FASTA file")[0] as f:
+            first = [line.rstrip("\r\n") for _, line in zip(range(3), f)]
+    except (CaduceusError, OSError, EOFError, zlib.error):
+        first = None
+    if first == []:
+        return "the file is empty"
+    if first and not first[0].startswith(">"):
+        return f"line 1 {first[0][:40]!r} is not a '>' header"
+    if first and all(line.startswith(">") or not line.strip() for line in first) and len(first) < 3:
+        return f"record {first[0][1:].split()[0] if first[0][1:].split() else first[0]!r} has no sequence"
+    errors = [m.split("] ", 1)[-1] for m in messages if m.startswith("[E::")]
+    if any("BGZF" in m or "bgzf" in m for m in errors):
+        return f"the compressed file is truncated or corrupt (htslib: {errors[0]}); re-download or re-compress it"
+    return "; ".join(errors) or "htslib could not index it (a truncated or corrupt file?)"
 
 
 def read_fasta_records(path: str | os.PathLike, stdin=None):
@@ -173,8 +239,8 @@ def read_fasta_records(path: str | os.PathLike, stdin=None):
                 chunks.append(line.strip())
         if name is not None:
             yield name, "".join(chunks)
-    except (OSError, EOFError) as e:
-        raise CaduceusError(f"{label}: line {lineno}: read failed ({e})") from None
+    except (OSError, EOFError, zlib.error, UnicodeError) as e:
+        raise CaduceusError(f"{label}: line {lineno + 1}: read failed ({e})") from None
     finally:
         if owned:
             stream.close()

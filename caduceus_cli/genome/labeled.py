@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import CaduceusError
-from .lines import check_input, read_lines
+from .lines import check_input, parse_int, read_lines
 from .vcf import VcfReader, VcfRecord
 
 VCF_SUFFIXES = (".vcf", ".vcf.gz", ".bcf", ".vcf.bgz")
@@ -50,9 +50,8 @@ def _read_labeled_tsv(path) -> list[LabeledVariant]:
             if pos.lower() != "pos":
                 raise CaduceusError(f"{line.where}: pos {cols[1]!r} is not a positive integer")
             continue  # header
-        if not pos.isdigit() or int(pos) < 1:
-            raise CaduceusError(f"{line.where}: pos {cols[1]!r} is not a positive integer (1-based)")
-        rec = VcfRecord(cols[0], int(pos), cols[2].strip(), [cols[3].strip()], line.number)
+        value = parse_int(pos, "pos", line.where, minimum=1, hint=" (VCF positions are 1-based)")
+        rec = VcfRecord(cols[0], value, cols[2].strip(), [cols[3].strip()], line.number)
         tissue = cols[5].strip() if len(cols) > 5 and cols[5].strip() else None
         out.append(LabeledVariant(rec, parse_label(cols[4], line.where), tissue))
     return out

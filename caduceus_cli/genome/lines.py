@@ -106,12 +106,22 @@ def read_lines(path: str | os.PathLike, *, what: str = "file", sep: str | None =
             stream.close()
 
 
+MAX_INT = (1 << 62) - 1  # far beyond any genome; keeps positions and sums within int64
+
+
 def parse_int(text: str, what: str, where: str, *, minimum: int | None = None, hint: str = "") -> int:
-    """``int(text)`` or a CaduceusError such as ``file: line 3: start '1.5' is not an integer``."""
+    """``int(text)`` or a CaduceusError such as ``file: line 3: start '1.5' is not an integer``.
+
+    Values beyond :data:`MAX_INT` are refused (they could not be stored as int64 positions)."""
+    text = text.strip()
+    if len(text.lstrip("+-")) > 19:  # also spares int() Python's limit on digits
+        raise CaduceusError(f"{where}: {what} {text[:24]!r}... is out of range{hint}")
     try:
-        value = int(text.strip())
+        value = int(text)
     except ValueError:
         raise CaduceusError(f"{where}: {what} {text!r} is not an integer{hint}") from None
+    if abs(value) > MAX_INT:
+        raise CaduceusError(f"{where}: {what} {value} is out of range (at most {MAX_INT}){hint}")
     if minimum is not None and value < minimum:
         raise CaduceusError(f"{where}: {what} {value} must be at least {minimum}{hint}")
     return value

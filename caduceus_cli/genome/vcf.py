@@ -15,15 +15,21 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gzip
+import itertools
+import logging
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaduceusError
-from ..io import atomic_file, check_writable, open_file, open_output, temporary_file
+from ..io import (atomic_file, check_writable, is_special, open_file, open_output, reported_os_error,
+                  temporary_file, write_error)
+
+log = logging.getLogger("caduceus")
 
 FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -66,7 +72,7 @@ def _file_kind(path: Path) -> str:
         try:
             with gzip.open(path, "rb") as g:
                 inner = g.read(5)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):  # corrupt: htslib says so when it reads the file
             return "gzip"
         return "bcf" if inner[:3] == b"BCF" else "vcf.gz"
     return "bcf" if head[:3] == b"BCF" else "vcf"
@@ -79,7 +85,7 @@ class VcfReader:
     compressed file, raises :class:`CaduceusError` naming the file, the line and the text found.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, regions: list | None = None):
         import cyvcf2
 
         quiet_htslib()
@@ -98,9 +104,14 @@ class VcfReader:
         except OSError:
             raise CaduceusError(f"{self.label}: not a VCF/BCF file{self._first_line_hint()} "
                                 "(a VCF starts with '##fileformat=VCF' header lines)") from None
+        except Exception:  # cyvcf2: a bare Exception('cannot parse VCF header')
+            raise CaduceusError(f"{self.label}: the VCF header cannot be parsed: it needs '##' lines and a "
+                                "tab-separated '#CHROM POS ID REF ALT QUAL FILTER INFO' line before the records "
+                                "(is the header cut short?)") from None
         self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
         self.raw_header = self.vcf.raw_header
-        self.n_header_lines = self._count_header_lines()
+        self.regions = regions  # genome.regions.Region list: read only records whose POS lies in one
+        self.n_header_lines = None if regions else self._count_header_lines()  # records are numbered then
         self.contigs = set(self.vcf.seqnames)
 
     def _first_line_hint(self) -> str:
@@ -110,7 +121,7 @@ class VcfReader:
             opener = gzip.open if _file_kind(Path(self.path)) != "vcf" else open
             with opener(self.path, "rt", errors="replace") as f:
                 first = f.readline().strip()
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return " (unreadable or truncated compressed file)"
         if re.match(r"^\S+\t\d+\t\d+(\t|$)", first):
             return f": its first line {first[:60]!r} looks like BED"
@@ -129,7 +140,7 @@ class VcfReader:
                     if not text.startswith("#"):
                         break
                     n += 1
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return self.raw_header.count("\n")
         return n
 
@@ -159,12 +170,30 @@ class VcfReader:
                 for n, text in enumerate(f, start=1):
                     if n == target:
                         return f": {text.rstrip()[:80]!r}"
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return ": the compressed file is truncated or corrupt"
         return ": the compressed file is truncated or corrupt" if self.kind == "vcf.gz" else ""
 
+    def _variants(self) -> Iterator:
+        """cyvcf2's records: all of them, or those whose POS lies in one of the regions."""
+        if not self.regions:
+            yield from self.vcf
+            return
+        import warnings
+
+        for region in self.regions:
+            found = iter(self.vcf(str(region)))
+            with warnings.catch_warnings(record=True) as caught:  # cyvcf2 warns of a contig without records
+                warnings.simplefilter("always")
+                first = next(found, None)
+            if caught and first is None:
+                log.warning("%s: no records in region %s (is the contig named so in the VCF?)", self.label, region)
+            for variant in itertools.chain([first] if first is not None else [], found):
+                if region.holds(variant.POS):
+                    yield variant
+
     def __iter__(self) -> Iterator[tuple[object, VcfRecord]]:
-        it = iter(self.vcf)
+        it = self._variants()
         index = 0
         while True:
             try:
@@ -172,17 +201,32 @@ class VcfReader:
             except StopIteration:
                 return
             except Exception:  # cyvcf2 raises a bare Exception on a parse failure
-                where = self.where(self.line_of(index))
-                detail = self._failed_line(index)
-                if "truncated" in detail:
-                    raise CaduceusError(f"{self.label}: {where}: cannot read further{detail}; "
-                                        "re-download or re-compress it") from None
-                raise CaduceusError(f"{self.label}: {where}: malformed VCF record{detail} "
-                                    "(expected tab-separated CHROM POS ID REF ALT QUAL FILTER INFO)") from None
-            ref = variant.REF or ""
-            yield variant, VcfRecord(variant.CHROM, int(variant.POS), ref, list(variant.ALT),
-                                     self.line_of(index), variant.ID or ".")
+                raise self._malformed(index) from None
+            yield variant, self._record(variant, index)
             index += 1
+
+    def _record(self, variant, index: int) -> VcfRecord:
+        """The VcfRecord of a cyvcf2 variant. htslib still yields a line it could not parse (a blank
+        line, POS not a number, a second #CHROM line) as a record spanning no bases, whose REF must
+        not be read (cyvcf2 dereferences a missing allele: a segmentation fault), so it is refused
+        first; a REF, ALT or ID that is not UTF-8 is refused too."""
+        if variant.end <= variant.start:
+            raise self._malformed(index)
+        try:
+            return VcfRecord(variant.CHROM, int(variant.POS), variant.REF or "", list(variant.ALT),
+                             self.line_of(index), variant.ID or ".")
+        except UnicodeDecodeError as e:
+            raise CaduceusError(f"{self.label}: {self.where(self.line_of(index))}: byte {e.object[e.start:e.end]!r} "
+                                "in CHROM, ID, REF or ALT is not text (VCF is UTF-8 text; REF and ALT are "
+                                "A, C, G, T, N)") from None
+
+    def _malformed(self, index: int) -> CaduceusError:
+        where = self.where(self.line_of(index))
+        detail = self._failed_line(index)
+        if "truncated" in detail:
+            return CaduceusError(f"{self.label}: {where}: cannot read further{detail}; re-download or re-compress it")
+        return CaduceusError(f"{self.label}: {where}: malformed VCF record{detail} "
+                             "(expected tab-separated CHROM POS ID REF ALT QUAL FILTER INFO)")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -237,8 +281,13 @@ def add_info(line: str, items: list[str], drop_info: set[str]) -> str:
 
 # -- writers ---------------------------------------------------------------------------------------
 
+_SUFFIXES = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
+             ".tsv.gz": "tsv", ".tsv.bgz": "tsv"}
+
+
 def output_format(path: str, fmt: str | None) -> str:
-    """The output format from ``--format`` or the file name (stdout: vcf unless told tsv)."""
+    """The output format from ``--format`` or the file name (stdout, a device or a pipe: vcf unless
+    told tsv); a file name that says no format is refused rather than guessed."""
     if fmt:
         fmt = fmt.lower()
         if fmt not in FORMATS:
@@ -246,14 +295,34 @@ def output_format(path: str, fmt: str | None) -> str:
         if path == "-" and fmt in ("vcf.gz", "bcf"):
             raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
         return fmt
+    if str(path) == "-" or is_special(path):  # stdout, /dev/null, a named pipe: as stdout
+        return "vcf"
     name = str(path).lower()
-    if name.endswith((".vcf.gz", ".vcf.bgz")):
-        return "vcf.gz"
-    if name.endswith(".bcf"):
-        return "bcf"
-    if name.endswith((".tsv", ".tsv.gz", ".txt")):
-        return "tsv"
-    return "vcf"
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _SUFFIXES[suffix]
+    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
+                        f"{', '.join(_SUFFIXES)}, or give --format")
+
+
+class SortedCheck:
+    """For ``--write-index``: refuses, at the first record out of order, input that tabix or
+    bcftools could not index (records of a contig together, positions not decreasing)."""
+
+    def __init__(self, source: str, where):
+        self.source, self.where = source, where
+        self.last: tuple[str, int] | None = None
+        self.finished: set[str] = set()
+
+    def __call__(self, chrom: str, pos: int, line: int) -> None:
+        last = self.last
+        if last is not None and (pos < last[1] if chrom == last[0] else chrom in self.finished):
+            raise CaduceusError(f"{self.source}: {self.where(line)}: {chrom}:{pos} comes after {last[0]}:{last[1]}: "
+                                "--write-index needs records sorted by contig and position; sort the input "
+                                "(`bcftools sort`) or leave out --write-index")
+        if last is not None and chrom != last[0]:
+            self.finished.add(last[0])
+        self.last = (chrom, pos)
 
 
 class RecordSink:
@@ -339,11 +408,23 @@ class RecordSink:
         if self.fmt == "vcf.gz":
             import pysam
 
-            pysam.tabix_index(str(self._tmp), preset="vcf", force=True, keep_original=True, index=str(self._index_tmp))
+            try:
+                pysam.tabix_index(str(self._tmp), preset="vcf", force=True, keep_original=True,
+                                  index=str(self._index_tmp))
+            except OSError as e:  # pysam says only 'building of index for <temporary> failed'
+                raise self._index_failed(e) from None
             return
         import cyvcf2.cyvcf2 as ext
 
         lib = ctypes.CDLL(ext.__file__)
         lib.bcf_index_build3.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
         if lib.bcf_index_build3(str(self._tmp).encode(), str(self._index_tmp).encode(), 14, 0) != 0:
-            raise CaduceusError(f"{self.path}: could not build the .csi index (is the BCF sorted by position?)")
+            raise self._index_failed(OSError("bcf_index_build3 failed"))
+
+    def _index_failed(self, error: OSError) -> CaduceusError:
+        """Records were checked to be sorted as they were written: a full disk is the likely cause."""
+        found = reported_os_error(RuntimeError(str(error)), self.index_path)  # looks at the disk itself
+        if found is not None:
+            return write_error(self.index_path, found)
+        return CaduceusError(f"{self.index_path}: could not build the index of {self.path} (is its folder writable "
+                             "and is there space left?)")

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ... import stopping
 from ...genome.windows import central_slice, tile_cores
 from ..features import embed_tokens, pool_positions, strand_features
 from .settings import EmbedSettings
@@ -81,6 +82,7 @@ class Embedder:
         results: list[np.ndarray | None] = [None] * len(jobs)
         items, accumulators = self._work_items(jobs)
         for batch in self._batches(items):
+            stopping.check()
             done = self._embed_batch(batch, jobs, accumulators, results)
             if progress is not None and done:
                 progress(done)

@@ -16,9 +16,12 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from ... import stopping
 from ...errors import CaduceusError
 from ...io import check_writable, provenance, refuse_overwriting_inputs
-from ...runtime import Runtime, prefetch, resolve_device, resolve_model, run_sharded, shard_location, torchrun
+from ...resume import ResumableOutput
+from ...runtime import (Runtime, prefetch, resolve_device, resolve_model, run_sharded, shard_location, torchrun,
+                       trained_length)
 from .compute import Embedder
 from .settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, EmbedSettings)
@@ -68,8 +71,9 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
                   rc: bool = True, window: int | None = None, tile: bool = False, tile_overlap: int | None = None,
                   max_length: int | None = None, batch_size: int | None = None, max_tokens: int | None = None,
                   output_format_: str | None = None, skip_invalid: bool = False, io_threads: int = DEFAULT_IO_THREADS,
-                  progress: Callable[[int], None] | None = None, set_total: Callable[[int], None] | None = None,
-                  stdin=None, runtime: Runtime | None = None) -> EmbedResult:
+                  resume: bool = False, progress: Callable[[int], None] | None = None,
+                  set_total: Callable[[int], None] | None = None, stdin=None,
+                  runtime: Runtime | None = None) -> EmbedResult:
     """Embed every region of ``regions`` (BED; None: every record of ``fasta``) with a Caduceus model.
 
     ``output``: a .parquet/.npy/.npz/.tsv path, '-' for TSV on stdout, or None to return the rows in
@@ -77,30 +81,43 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
     (at ``revision``), or a loaded CaduceusForMaskedLM. Rows keep the input order. ``device``: None
     picks cuda:LOCAL_RANK when CUDA is there. Under torchrun (WORLD_SIZE > 1; or a given ``runtime``)
     each rank embeds its share and rank 0 writes the output (other ranks get ``output=None`` and no
-    table). ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
+    table). ``resume`` keeps finished chunks beside the output and continues an interrupted run
+    from them. ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
     """
     fmt = output_format(output, output_format_)
     _check_output(output, fmt, fasta, regions)
+    if resume and (output is None or str(output) == "-"):
+        raise CaduceusError("--resume needs -o FILE: stdout cannot be continued")
     with _runtime(runtime, device) as rt:
         loaded = resolve_model(model, device=device if _is_loaded(model) else rt.device, dtype=dtype,
                                backend=backend, revision=revision)
         started = time.perf_counter()  # rates exclude loading the model
         settings = EmbedSettings(
             pool=pool, center_width=center_width, layer=layer, conjoin=rc, window=window, tile=tile,
-            tile_overlap=tile_overlap, max_length=max_length or _trained_length(loaded),
+            tile_overlap=tile_overlap, max_length=max_length or trained_length(loaded, DEFAULT_MAX_LENGTH),
             batch_size=batch_size or (DEFAULT_BATCH_CUDA if loaded.device.type == "cuda" else DEFAULT_BATCH_CPU),
             max_tokens=max_tokens or DEFAULT_MAX_TOKENS, skip_invalid=skip_invalid, io_threads=io_threads,
         ).validate(loaded.config.n_layer)
         if loaded.config.rcps and not rc:
             log.info("--no-rc has no effect on Caduceus-PS: both strands come from one pass and are averaged")
+        if resume and rt.distributed:
+            raise CaduceusError("--resume works in one process, not under torchrun")
+        metadata = _metadata(loaded, settings, fasta, regions)
+        kept = _kept_progress(output, fmt, metadata, settings, fasta, regions, resume)
         source = RegionSource(fasta, regions, settings, stdin=stdin)
         try:
             if set_total is not None and not rt.distributed and regions is not None and str(regions) != "-":
                 _report_total(regions, set_total)
-            return _embed(source, Embedder(loaded, settings), rt, output, fmt,
-                          _metadata(loaded, settings, fasta, regions), progress, started)
+            result = _embed(source, Embedder(loaded, settings), rt, output, fmt, metadata, progress, started, kept)
+        except (stopping.Stopped, KeyboardInterrupt):
+            if kept is not None:
+                kept.note_stopped()
+            raise
         finally:
             source.close()
+    if kept is not None:
+        kept.finish()
+    return result
 
 
 def _is_loaded(model) -> bool:
@@ -133,11 +150,6 @@ def _runtime(runtime: Runtime | None, device) -> Iterator[Runtime]:
         yield rt
 
 
-def _trained_length(model) -> int:
-    extra = model.config.extra
-    return int(extra.get("max_seq_len") or extra.get("max_position_embeddings") or DEFAULT_MAX_LENGTH)
-
-
 def _metadata(model, settings: EmbedSettings, fasta, regions) -> dict[str, str]:
     metadata = provenance(
         model, pool=settings.pool, center_width=settings.center_width if settings.pool == "center" else "",
@@ -159,29 +171,56 @@ def _report_total(regions, set_total: Callable[[int], None]) -> None:
         set_total(total)
 
 
+def _kept_progress(output, fmt, metadata: dict[str, str], settings: EmbedSettings, fasta, regions,
+                   resume: bool) -> ResumableOutput | None:
+    """The progress of this run beside a file output (kept only with --resume)."""
+    if output is None or str(output) == "-":
+        return None
+    identity = {"command": "embed", **{k: v for k, v in metadata.items() if k != "command"}, "format": fmt,
+                "max_tokens": settings.max_tokens, "skip_invalid": settings.skip_invalid}
+    return ResumableOutput(output, identity, {"fasta": str(fasta), "regions": None if regions is None else str(regions)},
+                           enabled=resume)
+
+
 def _embed(source: RegionSource, embedder: Embedder, rt: Runtime, output, fmt, metadata: dict[str, str],
-           progress, started: float) -> EmbedResult:
+           progress, started: float, kept: ResumableOutput | None = None) -> EmbedResult:
     settings, mine = embedder.settings, _Counter(embedder.dim, embedder.settings.pool, metadata)
+    failed = {"last": 0}
 
     def work(chunk):
         batch = rows_batch(chunk, embedder.embed_chunk(chunk, progress), embedder.dim, settings.pool)
         mine.write(batch)
+        failed["last"] = getattr(chunk, "failed", 0)
         return batch
 
-    batches = run_sharded(prefetch(source.chunks(rt)), work, rt, *shard_location(output, "caduceus-embed"))
+    done = kept.chunks if kept is not None else 0
+    batches = run_sharded(prefetch(source.chunks(rt, first=done)), work, rt, *shard_location(output, "caduceus-embed"))
     if not rt.is_main:
         for _ in batches:  # computes and writes this rank's part
             pass
         skipped = _skipped_everywhere(source, rt)
         return _result(None, None, mine, skipped, source, started, metadata)
     with open_sink(output, fmt, embedder.dim, settings.pool, metadata) as sink:
+        if kept is not None:
+            _replay(kept, sink, source, progress)
         for batch in batches:
             sink.write(batch)
+            if kept is not None:
+                kept.add(batch, batch.num_rows, failed=failed["last"])
         skipped = _skipped_everywhere(source, rt)
         sink.finish({**sink.counts(), "n_skipped": str(skipped),
                      **({"world_size": str(rt.world_size)} if rt.distributed else {})})
     _warn(source, sink, skipped)
     return _result(output, fmt, sink, skipped, source, started, metadata)
+
+
+def _replay(kept: ResumableOutput, sink: _Sink, source: RegionSource, progress) -> None:
+    """The chunks an interrupted run finished, written again in order (and counted)."""
+    for batch in kept.replay():
+        sink.write(batch)
+    source.note_replayed(kept.counters.get("failed", 0))
+    if kept.records and progress is not None:
+        progress(kept.records)
 
 
 def _skipped_everywhere(source: RegionSource, rt: Runtime) -> int:

@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import CaduceusError
-from ...io import atomic_file, open_output, temporary_file
+from ...io import atomic_file, is_special, open_output, temporary_file
 from .settings import FORMATS
 from .source import Job
 
 REGION_COLUMNS = ("contig", "start", "end", "name", "strand", "window_start", "window_end", "n_padded", "n_tiles")
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".tsv": "tsv", ".txt": "tsv"}
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".tsv": "tsv"}
 
 
 def schema_for(dim: int, pool: str, metadata: dict | None = None) -> pa.Schema:
@@ -154,16 +154,21 @@ class NpyStream:
         self.file.write(npy_header((0,)))
         self.rows, self.row_shape = 0, None
 
-    def write(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype="<f4")
-        if self.row_shape is None:
-            self.row_shape = block.shape[1:]
-        elif block.shape[1:] != self.row_shape:
-            raise CaduceusError(f"per-position embeddings of different lengths ({self.row_shape[0]} and "
-                                f"{block.shape[1]} positions) cannot share one .npy array: use --window N for "
-                                "equal lengths, or write Parquet")
+    def write(self, rows: np.ndarray | list[np.ndarray]) -> None:
+        """A block of rows: an (n, ...) array, or a list of per-position (L, d) arrays."""
+        for row in rows[:1] if isinstance(rows, np.ndarray) else rows:
+            self._check_shape(row.shape)
+        block = np.ascontiguousarray(np.stack(rows) if isinstance(rows, list) else rows, dtype="<f4")
         self.file.write(block.tobytes())
         self.rows += len(block)
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if self.row_shape is None:
+            self.row_shape = shape
+        elif shape != self.row_shape:
+            raise CaduceusError(f"per-position embeddings of different lengths ({self.row_shape[0]} and "
+                                f"{shape[0]} positions) cannot share one .npy array: use --window N for "
+                                "equal lengths, or write Parquet")
 
     def close(self, row_shape: tuple[int, ...]) -> None:
         self.file.seek(0)
@@ -194,8 +199,8 @@ class NumpySink(_Sink):
 
     def _write(self, batch):
         values = embedding_values(batch.column("embedding"), self.dim, self.pool)
-        self.array.write(np.stack(values) if self.pool == "none" and values else
-                         (np.zeros((0, self.dim), np.float32) if self.pool == "none" else values))
+        if self.pool != "none" or values:
+            self.array.write(values)
         cols = {c: batch.column(c).to_pylist() for c in REGION_COLUMNS}
         self.bed.write("".join(_bed_line(cols, i) + "\n" for i in range(batch.num_rows)))
 
@@ -245,7 +250,7 @@ def output_format(output: str | os.PathLike | None, fmt: str | None) -> str | No
         if fmt not in FORMATS:
             raise CaduceusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         return fmt
-    if str(output) == "-":
+    if str(output) == "-" or is_special(output):  # stdout, /dev/null, a named pipe
         return "tsv"
     suffixes = Path(output).suffixes
     if suffixes and suffixes[-1].lower() in _SUFFIXES:

@@ -40,6 +40,13 @@ class Job:
         return self.window_end - self.window_start
 
 
+class Chunk(list):
+    """The jobs of one chunk, in input order, ready for the model. ``failed``: regions of the chunk
+    found invalid while their sequences were read (skipped with --skip-invalid)."""
+
+    failed: int = 0
+
+
 def _check_length(job: Job, settings: EmbedSettings) -> None:
     if job.length == 0:
         raise CaduceusError(f"{job.region.where()}: empty region (start == end == {job.region.start}): "
@@ -147,15 +154,17 @@ class RegionSource:
         if chunk:
             yield chunk
 
-    def chunks(self, runtime: Runtime) -> Iterator[list[Job] | None]:
-        """Every chunk in input order: fetched (token ids ready) where this rank computes it, None
+    def chunks(self, runtime: Runtime, first: int = 0) -> Iterator[Chunk | None]:
+        """Every chunk in input order from chunk ``first`` (the earlier ones are planned, so counted
+        and validated, but not read): fetched (token ids ready) where this rank computes it, None
         where another rank does."""
         pool = None
         if self.bed is not None:
             pool = ThreadPoolExecutor(max(1, self.settings.io_threads), thread_name_prefix="caduceus-fetch")
         try:
             for i, chunk in enumerate(self._planned()):
-                yield self._fetch(chunk, pool) if owns(i, runtime) else None
+                if i >= first:
+                    yield self._fetch(chunk, pool) if owns(i, runtime) else None
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -163,15 +172,21 @@ class RegionSource:
                 self.skipped += self.bed.skipped
                 self.first_problems += self.bed.first_problems[: max(0, 3 - len(self.first_problems))]
 
-    def _fetch(self, chunk: list[Job], pool) -> list[Job]:
+    def _fetch(self, chunk: list[Job], pool) -> Chunk:
         fetch = self._fetch_region if pool is not None else self._encode_record
-        out = []
+        out = Chunk()
         for item in (pool.map(fetch, chunk) if pool is not None else map(fetch, chunk)):
             if isinstance(item, CaduceusError):
                 self._invalid(item, fetched=True)
+                out.failed += 1
             else:
                 out.append(item)
         return out
+
+    def note_replayed(self, failed: int) -> None:
+        """Count the regions that chunks done by an interrupted run (--resume) found invalid."""
+        self.skipped += failed
+        self.skipped_fetched += failed
 
     def _fetch_region(self, job: Job) -> Job | CaduceusError:
         seq, job.n_padded = fetch_window(self.reference, job.contig, job.window_start, job.window_end,

@@ -18,8 +18,9 @@ from ...model.checkpoint import save_model
 from .settings import FINAL_DIR, LATEST_FILE, STATE_FILE
 
 
-def prepare_run_folder(out: Path) -> None:
-    """Create the run folder and check that it is writable, before any work."""
+def prepare_run_folder(out: Path) -> bool:
+    """Create the run folder and check that it is writable, before any work; True if it was created."""
+    created = not out.exists()
     if out.exists() and not out.is_dir():
         raise CaduceusError(f"{out}: exists and is not a folder; give a folder for -o")
     try:
@@ -28,6 +29,14 @@ def prepare_run_folder(out: Path) -> None:
         raise CaduceusError(f"{out}: the run folder cannot be written ({e.strerror or e})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise CaduceusError(f"{out}: the run folder cannot be written (permission denied)")
+    return created
+
+
+def remove_unstarted_run(out: Path) -> None:
+    """Remove a run folder this run created when it failed before its first checkpoint (nothing in
+    it could be resumed), so that no empty or half-begun run is left behind."""
+    if latest_checkpoint(out) is None:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _checkpoint_step(path: Path) -> int | None:

@@ -8,6 +8,7 @@ checkpoints, --max-time) and save final/ and summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -17,12 +18,13 @@ from typing import Callable
 
 import numpy as np
 
+from ... import stopping
 from ..._version import __version__
 from ...errors import CaduceusError
-from ...io import command_line, write_json
+from ...io import command_line, write_json, writing
 from ...runtime import Runtime, prefetch, torchrun
-from .checkpoints import (prepare_run_folder, truncate_metrics, latest_checkpoint, load_trainer_state, save_checkpoint,
-                          save_final)
+from .checkpoints import (latest_checkpoint, load_trainer_state, prepare_run_folder, remove_unstarted_run,
+                          save_checkpoint, save_final, truncate_metrics)
 from .data import GenomeSet, WindowSampler, batch_stream, regions_digest, split_regions, unigram_baseline, validation_set
 from .settings import (FINAL_DIR, MASK_PROB, MASK_TOKEN_FRACTION, MAX_N_FRACTION, METRICS_FILE, RANDOM_BASE_FRACTION,
                        RC_AUGMENT_PROB, RUN_FILE, PretrainSettings, parse_duration)
@@ -67,17 +69,19 @@ def pretrain(genomes: list[str] | None = None, out_dir: str | None = None, *, re
     started = time.time()
     run_dir, saved = _open_run(out_dir, resume)
     settings = _resolve_settings(_given_options(options, genomes, saved), saved, run_dir)
-    prepare_run_folder(run_dir)
-    data = GenomeSet(settings.genomes, max_in_memory_bases)
+    created = prepare_run_folder(run_dir)
     try:
-        train, valid, split_how = split_regions(data, settings.seq_len, settings.intervals, settings.valid_contigs)
-        digest = regions_digest(train, valid)
-        _check_same_data(run_dir, saved, data, digest)
-        plan = RunPlan(run_dir, settings, saved, data, train, valid, split_how, digest, command or command_line())
-        with torchrun(settings.device) as runtime:
-            return _train(plan, runtime, started, Reporting(progress, set_total))
-    finally:
-        data.close()
+        with contextlib.closing(GenomeSet(settings.genomes, max_in_memory_bases)) as data:
+            train, valid, split_how = split_regions(data, settings.seq_len, settings.intervals, settings.valid_contigs)
+            digest = regions_digest(train, valid)
+            _check_same_data(run_dir, saved, data, digest)
+            plan = RunPlan(run_dir, settings, saved, data, train, valid, split_how, digest, command or command_line())
+            with torchrun(settings.device) as runtime:
+                return _train(plan, runtime, started, Reporting(progress, set_total))
+    except BaseException:
+        if created:
+            remove_unstarted_run(run_dir)
+        raise
 
 
 # -- the run folder and the settings ---------------------------------------------------------------
@@ -282,12 +286,27 @@ class TrainingLoop:
         self._interval = [time.time(), 0, 0.0]
         try:
             for _, inputs, labels, n_targets in batches:
+                stopping.check()
                 trainer.train_step(inputs, labels, n_targets)
                 self._interval[1] += 1
                 if self._after_step(trainer.step):
                     break
+        except stopping.Stopped:
+            self._checkpoint_on_stop()
+            raise
         finally:
             batches.close()
+
+    def _checkpoint_on_stop(self) -> None:
+        """A signal stopped the run between steps: keep the steps done since the last checkpoint
+        (one process only; ranks of a torchrun run may stop at different steps, so they resume
+        from the last scheduled checkpoint)."""
+        step = self.trainer.step
+        if self.rt.distributed or step == 0 or step % self.plan.settings.checkpoint_every == 0:
+            return
+        self._checkpoint(step)
+        log.warning("stopped after step %d of %d: checkpoint saved; continue with --resume %s", step,
+                    self.plan.settings.steps, self.plan.run_dir)
 
     def _after_step(self, step: int) -> bool:
         """Log, validate, checkpoint and report as scheduled; True when --max-time stops the run."""
@@ -338,7 +357,8 @@ class TrainingLoop:
             self.last["valid_loss"], self.last["valid_masked_accuracy"] = line["valid_loss"], line["valid_masked_accuracy"]
         self.last["train_loss"] = train_loss
         if self.rt.is_main:
-            with open(self.plan.run_dir / METRICS_FILE, "a") as f:
+            metrics = self.plan.run_dir / METRICS_FILE
+            with writing(metrics), open(metrics, "a") as f:
                 f.write(json.dumps(line) + "\n")
         self._shown = {"loss": f"{train_loss:.4f}", "tok/s": f"{tok_s:,.0f}"}
         self._interval = [time.time(), 0, 0.0]

@@ -8,7 +8,7 @@ and the records and counts what was scored.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 
@@ -30,13 +30,15 @@ INFO_FIELDS = {
 TSS_FIELD = ("CADUCEUS_TSS_DIST", "1", "Integer", "Distance (bp) from the variant to the nearest transcription start site")
 REASON_FIELD = ("CADUCEUS_SKIP", "A", "String",
                 "Why an ALT allele was not scored (ref_mismatch, symbolic, star_allele, missing_alt, invalid_alt, "
-                "invalid_ref, missing_contig, longer_than_window, llr_undefined_for_indel, llr_undefined_for_mnv); "
+                "invalid_ref, missing_contig, pos_outside_contig, longer_than_window, llr_undefined_for_indel, "
+                "llr_undefined_for_mnv); "
                 "'.' for scored alleles")
 FLAG_FIELD = ("CADUCEUS_UNSCORED", "0", "Flag", "At least one ALT allele of this record was not scored (see CADUCEUS_SKIP)")
 OUR_KEYS = {f[0] for f in INFO_FIELDS.values()} | {TSS_FIELD[0], REASON_FIELD[0], FLAG_FIELD[0]}
 TSV_COLUMNS = ("chrom", "pos", "id", "ref", "alt")
-BATCH_SCHEMA = pa.schema([pa.field("chrom", pa.string()), pa.field("text", pa.string()),
-                          pa.field("ref_mismatch", pa.bool_()), pa.field("reasons", pa.list_(pa.string()))])
+BATCH_SCHEMA = pa.schema([pa.field("chrom", pa.string()), pa.field("pos", pa.int64()), pa.field("line", pa.int64()),
+                          pa.field("text", pa.string()), pa.field("ref_mismatch", pa.bool_()),
+                          pa.field("reasons", pa.list_(pa.string()))])
 
 
 def info_items(result: RecordResult) -> list[str]:
@@ -86,21 +88,26 @@ def chunk_batch(chunk: list[tuple[object, VcfRecord]], results: list[RecordResul
     else:
         texts = [add_info(str(variant), info_items(result), OUR_KEYS) for (variant, _), result in zip(chunk, results)]
     return pa.RecordBatch.from_pydict({
-        "chrom": [rec.chrom for _, rec in chunk], "text": texts,
+        "chrom": [rec.chrom for _, rec in chunk], "pos": [rec.pos for _, rec in chunk],
+        "line": [rec.line for _, rec in chunk], "text": texts,
         "ref_mismatch": [r.ref_mismatch for r in results],
         "reasons": [[reason or "" for reason in r.reasons] for r in results],
     }, schema=BATCH_SCHEMA)
 
 
-def write_batches(sink: RecordSink, head: str, batches: Iterable[pa.RecordBatch]) -> Counter:
+def write_batches(sink: RecordSink, head: str, batches: Iterable[pa.RecordBatch],
+                  check_order: Callable[[str, int, int], None] | None = None) -> Counter:
     """Write ``head`` and the records of ``batches``; count records, ALTs, scored ALTs, skips by
-    reason and REF mismatches."""
+    reason and REF mismatches. ``check_order(chrom, pos, line)`` sees every record first."""
     sink.write(head)
     counts: Counter = Counter()
     for batch in batches:
         columns = batch.to_pydict()
-        for chrom, text, mismatch, reasons in zip(columns["chrom"], columns["text"], columns["ref_mismatch"],
-                                                  columns["reasons"]):
+        for chrom, pos, line, text, mismatch, reasons in zip(columns["chrom"], columns["pos"], columns["line"],
+                                                             columns["text"], columns["ref_mismatch"],
+                                                             columns["reasons"]):
+            if check_order is not None:
+                check_order(chrom, pos, line)
             sink.note_contig(chrom)
             sink.write(text)
             counts["records"] += 1

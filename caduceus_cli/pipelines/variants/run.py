@@ -2,85 +2,149 @@
 
 Records stream through in chunks (bounded memory). Under torchrun (WORLD_SIZE > 1) chunk i is
 scored by rank ``i % WORLD_SIZE`` and rank 0 writes every record in input order
-(runtime.run_sharded); the device of each rank is cuda:LOCAL_RANK unless told otherwise.
+(runtime.run_sharded); the device of each rank is cuda:LOCAL_RANK unless told otherwise. With
+``resume`` the finished chunks are kept beside the output (resume.py) until it is complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from typing import Callable, Iterable, Iterator
 
+from ... import stopping
 from ...errors import CaduceusError
-from ...genome.vcf import RecordSink, VcfReader, output_format
+from ...genome.regions import parse_regions, read_regions_file, require_index
+from ...genome.vcf import RecordSink, SortedCheck, VcfReader, output_format
 from ...io import check_writable, provenance, refuse_overwriting_inputs
-from ...runtime import Runtime, resolve_model, run_sharded, shard_location, torchrun
+from ...resume import ResumableOutput
+from ...runtime import Runtime, resolve_model, run_sharded, shard_location, torchrun, trained_length
 from ..svm_model import load_svm
 from .outputs import chunk_batch, header, summary, write_batches
 from .scorer import VariantScorer
-from .settings import DEFAULT_BATCH, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
+from .settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 log = logging.getLogger("caduceus")
 
 
 def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
-                   scores: Iterable[str] | str = DEFAULT_SCORES, window: int = DEFAULT_WINDOW,
-                   batch_size: int = DEFAULT_BATCH, chunk_size: int = DEFAULT_CHUNK, device: str | None = None,
+                   scores: Iterable[str] | str = DEFAULT_SCORES, window: int | None = None,
+                   batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK, device: str | None = None,
                    dtype: str | None = None, backend: str = "auto", revision: str | None = None,
                    tss: str | None = None, svm: str | None = None, tissue: str | None = None,
                    strict_ref: bool = False, missing_contig: str = "error", fmt: str | None = None,
-                   write_index: bool = False, progress: Callable[[int], None] | None = None,
-                   runtime: Runtime | None = None) -> dict:
+                   write_index: bool = False, regions: str | None = None, regions_file: str | None = None,
+                   resume: bool = False, progress: Callable[[int], None] | None = None,
+                   set_total: Callable[[int], None] | None = None, runtime: Runtime | None = None) -> dict:
     """Score every ALT allele of ``vcf`` and write the annotated records to ``output``.
 
     ``model`` is a name, folder or hub id (loaded here, at ``revision``) or a loaded
-    :class:`CaduceusForMaskedLM`; ``device`` None picks cuda:LOCAL_RANK when CUDA is there. ``svm``
-    (a folder from ``caduceus finetune svm``) adds the svm score. Returns a summary (records, alts
-    scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
+    :class:`CaduceusForMaskedLM`; ``device`` None picks cuda:LOCAL_RANK when CUDA is there.
+    ``window`` None: 1,536 bp (the paper's), or the model's trained length when shorter, or the
+    SVM's window; ``batch_size`` None: 64 windows per pass on CUDA, 8 on CPU. ``svm`` (a folder from
+    ``caduceus finetune svm``) adds the svm score. ``regions`` ('chr:beg-end,...') or
+    ``regions_file`` read only those regions of an indexed input; ``resume`` continues an
+    interrupted run (and keeps this one's progress if it is interrupted). Returns a summary
+    (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue).validate()
     fmt = output_format(output, fmt)
+    wanted = _regions(vcf, regions, regions_file)
     if output != "-":
-        refuse_overwriting_inputs(output, vcf, fasta)
+        refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)
         check_writable(output)
+    elif resume:
+        raise CaduceusError("--resume needs -o FILE: stdout cannot be continued")
     with contextlib.ExitStack() as stack:
         rt = runtime or stack.enter_context(torchrun(device, collectives="gloo"))
-        if rt.distributed and vcf == "-":
-            raise CaduceusError("under torchrun every process reads the VCF: give a file, not stdin")
-        scorer, reader, meta = _prepare(stack, rt, vcf, fasta, model, settings, device=device, dtype=dtype,
+        if rt.distributed and (vcf == "-" or resume):
+            raise CaduceusError("under torchrun every process reads the VCF: give a file, not stdin"
+                                if vcf == "-" else "--resume works in one process, not under torchrun")
+        scorer, reader, meta = _prepare(stack, rt, vcf, fasta, model, settings, wanted, device=device, dtype=dtype,
                                         backend=backend, revision=revision, tss=tss, svm=svm)
+        identity = {k: v for k, v in meta.items() if k != "command"}  # the same run, typed in another order
+        progress_kept = ResumableOutput(output, {"command": "score-variants", **identity, "format": fmt,
+                                                 **_identity(settings, regions, regions_file)},
+                                        {"vcf": vcf, "fasta": fasta, "tss": tss, "regions_file": regions_file},
+                                        enabled=resume) if output != "-" else None
+        if set_total is not None and rt.is_main:
+            _count_in_background(vcf, wanted, set_total)
         started = time.perf_counter()
-        scored_here: Counter = Counter()
-
-        def work(chunk):
-            scored_here["records"] += len(chunk)
-            results = scorer.score([rec for _, rec in chunk])
-            if progress is not None:
-                progress(len(chunk))
-            return chunk_batch(chunk, results, fmt, scorer.scores, scorer.tss is not None)
-
-        batches = run_sharded(_chunks(reader, settings.chunk_size), work, rt, *shard_location(output, "caduceus-scores"))
-        if rt.is_main:
-            with RecordSink(output, fmt, write_index, scorer.reference.contigs) as sink:
-                counts = write_batches(sink, header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None),
-                                       batches)
-        else:
-            for _ in batches:  # scores this rank's chunks; rank 0 writes them
-                pass
-            counts = scored_here
-    if counts.get("ref_mismatch"):
-        log.warning("%d record(s) have a REF that does not match %s; they were passed through unscored "
-                    "(CADUCEUS_SKIP=ref_mismatch)", counts["ref_mismatch"], fasta)
+        try:
+            counts = _run(rt, scorer, reader, settings, fmt, output, write_index, meta, progress_kept, progress)
+        except (stopping.Stopped, KeyboardInterrupt):
+            if progress_kept is not None:
+                progress_kept.note_stopped()
+            raise
+    if progress_kept is not None:
+        progress_kept.finish()
+    _warn_skipped(counts, fasta)
     return summary(counts, time.perf_counter() - started, rank=rt.rank, world_size=rt.world_size, output=output,
-                   format=fmt)
+                   format=fmt, window=settings.window)
 
 
-def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settings: ScoreSettings, *, device, dtype,
-             backend, revision, tss, svm) -> tuple[VariantScorer, VcfReader, dict[str, str]]:
-    """The scorer (inputs opened, model loaded, SVM checked), the VCF reader and the provenance."""
+def _regions(vcf: str, regions: str | None, regions_file: str | None):
+    if regions and regions_file:
+        raise CaduceusError("give -r REGIONS or -R FILE, not both")
+    if not (regions or regions_file):
+        return None
+    wanted = parse_regions(regions) if regions else read_regions_file(regions_file)
+    require_index(vcf)
+    return wanted
+
+
+def _identity(settings: ScoreSettings, regions, regions_file) -> dict:
+    """What the output depends on beyond provenance (for --resume): everything but the device."""
+    return {"chunk_size": settings.chunk_size, "batch_size": settings.batch_size, "strict_ref": settings.strict_ref,
+            "missing_contig": settings.missing_contig, "tissue": settings.tissue, "regions": regions}
+
+
+def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreSettings, fmt: str, output: str,
+         write_index: bool, meta: dict, kept: ResumableOutput | None, progress) -> Counter:
+    """Score the chunks not done yet and write every record (the kept ones first) in input order."""
+    done = kept.chunks if kept is not None else 0
+    scored_here: Counter = Counter()
+
+    def work(chunk):
+        scored_here["records"] += len(chunk)
+        results = scorer.score([rec for _, rec in chunk])
+        if progress is not None:
+            progress(len(chunk))
+        return chunk_batch(chunk, results, fmt, scorer.scores, scorer.tss is not None)
+
+    chunks = itertools.islice(_chunks(reader, settings.chunk_size), done, None)
+    batches = run_sharded(chunks, work, rt, *shard_location(output, "caduceus-scores"))
+    if not rt.is_main:
+        for _ in batches:  # scores this rank's chunks; rank 0 writes them
+            pass
+        return scored_here
+    if kept is not None and kept.records and progress is not None:
+        progress(kept.records)
+    check = SortedCheck(reader.label, reader.where) if write_index else None
+    with RecordSink(output, fmt, write_index, scorer.reference.contigs) as sink:
+        head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None)
+        return write_batches(sink, head, _kept_then_new(kept, batches), check)
+
+
+def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator:
+    if kept is None:
+        yield from batches
+        return
+    yield from kept.replay()
+    for batch in batches:
+        yield batch
+        kept.add(batch, batch.num_rows)
+
+
+def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settings: ScoreSettings, regions, *,
+             device, dtype, backend, revision, tss, svm) -> tuple[VariantScorer, VcfReader, dict[str, str]]:
+    """The scorer (inputs opened, model loaded, window and batch chosen, SVM checked), the VCF
+    reader and the provenance."""
     from ...genome.fasta import Reference
     from ...genome.tss import read_tss
 
@@ -91,9 +155,10 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settin
         settings.scores += ("svm",)
     loaded = resolve_model(model, device=rt.device if _by_name(model) else device, dtype=dtype, backend=backend,
                            revision=revision)
+    _choose_window_and_batch(settings, loaded, svm_model)
     if svm_model is not None:
         svm_model.check_compatible(loaded, settings.window, settings.tissue)
-    reader = VcfReader(vcf)
+    reader = VcfReader(vcf, regions)
     stack.callback(reader.close)
     scorer = VariantScorer(loaded, reference, settings.scores, settings.window, settings.batch_size, tss=tss_index,
                            svm=svm_model, tissue=settings.tissue, strict_ref=settings.strict_ref,
@@ -101,6 +166,45 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settin
     meta = provenance(loaded, window=settings.window, scores=",".join(settings.scores), reference=fasta,
                       tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None)
     return scorer, reader, meta
+
+
+def _choose_window_and_batch(settings: ScoreSettings, model, svm_model) -> None:
+    """Window: the SVM's, else 1,536 bp capped at the model's trained length; a longer window
+    asked for is run with a warning. Batch: 64 windows per pass on CUDA, 8 on CPU."""
+    trained = trained_length(model)
+    if settings.window is None:
+        settings.window = int(svm_model.meta["window"]) if svm_model is not None else min(DEFAULT_WINDOW, trained)
+    elif settings.window > trained:
+        log.warning("--window %d is longer than the %d bp this model was trained on: its scores there are "
+                    "untested (give --window %d or less)", settings.window, trained, trained)
+    if settings.batch_size is None:
+        settings.batch_size = DEFAULT_BATCH if model.device.type == "cuda" else DEFAULT_BATCH_CPU
+
+
+def _warn_skipped(counts: Counter, fasta: str) -> None:
+    if counts.get("ref_mismatch"):
+        log.warning("%d record(s) have a REF that does not match %s; they were passed through unscored "
+                    "(CADUCEUS_SKIP=ref_mismatch)", counts["ref_mismatch"], fasta)
+    if counts.get("skipped_pos_outside_contig"):
+        log.warning("%d ALT allele(s) have a POS outside their contig in %s (POS 0 or past the contig's end); "
+                    "they were passed through unscored (CADUCEUS_SKIP=pos_outside_contig)",
+                    counts["skipped_pos_outside_contig"], fasta)
+
+
+def _count_in_background(vcf: str, regions, set_total: Callable[[int], None]) -> None:
+    """Count the records to score on a thread, for the progress total and ETA (not for stdin)."""
+    if vcf == "-":
+        return
+
+    def count() -> None:
+        with contextlib.suppress(Exception):  # a count is a nicety; the run reports real errors
+            reader = VcfReader(vcf, regions)
+            try:
+                set_total(sum(1 for _ in reader._variants()))
+            finally:
+                reader.close()
+
+    threading.Thread(target=count, name="caduceus-count", daemon=True).start()
 
 
 def _by_name(model) -> bool:

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from ... import stopping
 from ...errors import CaduceusError
 from ...genome.vcf import VcfRecord
 from ...genome.windows import fetch_window, variant_window
@@ -132,6 +133,7 @@ class VariantScorer:
         model, c = self.model, self.centre
         out = []
         for start in range(0, len(ids), self.settings.batch_size):
+            stopping.check()
             x = torch.from_numpy(ids[start:start + self.settings.batch_size]).to(model.device).long()
             with autocast_for(model):
                 hidden, _ = model.caduceus(x, model.backend, False)
@@ -149,6 +151,7 @@ class VariantScorer:
         """(N, L) uint8 windows -> (N, d) strand-averaged mean embeddings of the last layer."""
         out = []
         for start in range(0, len(ids), self.settings.batch_size):
+            stopping.check()
             x = torch.from_numpy(ids[start:start + self.settings.batch_size]).to(self.model.device).long()
             out.append(embed_tokens(self.model, x, pool="mean").cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.model.config.d_model), dtype=np.float32)
@@ -215,21 +218,28 @@ class VariantScorer:
             if self.settings.missing_contig == "error":
                 self._refuse_missing_contig(rec)
             reason = "missing_contig"
-        elif rec.pos < 1 or len(rec.ref) > self.window:
-            reason = "longer_than_window" if rec.pos >= 1 else "invalid_ref"
+        elif not 1 <= rec.pos <= self.reference.contigs[contig]:
+            self._refuse_if_strict(rec, f"POS {rec.pos} is outside {contig} (1..{self.reference.contigs[contig]:,}) "
+                                        f"in the reference {self.reference.path}")
+            reason = "pos_outside_contig"
+        elif len(rec.ref) > self.window:
+            reason = "longer_than_window"
         else:
             ids, seen = self._windows(rec, contig)
             if seen.upper() == rec.ref.upper():
                 return contig, ids
             result.ref_mismatch = True
-            if self.settings.strict_ref:
-                raise CaduceusError(f"{self.source}: {self.where(rec.line)}: REF {rec.ref[:20]!r} at {rec.chrom}:{rec.pos} "
-                                    f"does not match the reference {self.reference.path} ({seen[:20]!r}); "
-                                    "is it the same genome build? (drop --strict-ref to skip such records)")
+            self._refuse_if_strict(rec, f"REF {rec.ref[:20]!r} at {rec.chrom}:{rec.pos} does not match the "
+                                        f"reference {self.reference.path} ({seen[:20]!r})")
             reason = "ref_mismatch"
         for k in scorable:
             result.reasons[k] = reason
         return None
+
+    def _refuse_if_strict(self, rec: VcfRecord, problem: str) -> None:
+        if self.settings.strict_ref:
+            raise CaduceusError(f"{self.source}: {self.where(rec.line)}: {problem}; is it the same genome build? "
+                                "(drop --strict-ref to skip such records)")
 
     def _refuse_missing_contig(self, rec: VcfRecord) -> None:
         names = list(self.reference.contigs)

@@ -12,9 +12,10 @@ from ...errors import CaduceusError
 
 SCORES = ("llr", "embed_cos", "embed_l2", "svm")
 DEFAULT_SCORES = ("llr", "embed_cos", "embed_l2")
-DEFAULT_WINDOW = 1536  # the paper's VEP window, centred on the variant
+DEFAULT_WINDOW = 1536  # the paper's VEP window, centred on the variant (capped at the model's trained length)
 DEFAULT_CHUNK = 1024  # records read and scored together
-DEFAULT_BATCH = 64  # windows per forward pass
+DEFAULT_BATCH = 64  # windows per forward pass on CUDA
+DEFAULT_BATCH_CPU = 8  # on CPU: the plain-PyTorch scan keeps ~90 KB per token of the bundled model alive
 MISSING_CONTIG = ("error", "skip")
 
 
@@ -34,8 +35,8 @@ class ScoreSettings:
     """How records are scored; ``validate`` names the option of any value that cannot work."""
 
     scores: tuple[str, ...] = DEFAULT_SCORES
-    window: int = DEFAULT_WINDOW
-    batch_size: int = DEFAULT_BATCH
+    window: int | None = DEFAULT_WINDOW  # None: chosen once the model is known (see run.py)
+    batch_size: int | None = DEFAULT_BATCH  # None: by device
     chunk_size: int = DEFAULT_CHUNK
     strict_ref: bool = False
     missing_contig: str = "error"
@@ -48,9 +49,9 @@ class ScoreSettings:
 
     def validate(self) -> "ScoreSettings":
         self.scores = validate_scores(self.scores)
-        if self.window < 3:
+        if self.window is not None and self.window < 3:
             raise CaduceusError(f"--window must be at least 3 bp, got {self.window}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise CaduceusError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.chunk_size < 1:
             raise CaduceusError(f"--chunk-size must be at least 1, got {self.chunk_size}")
