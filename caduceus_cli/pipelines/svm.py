@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import CaduceusError
-from ..genome.labeled import LabeledVariant, read_labeled
+from ..genome.labeled_variants import LabeledVariant, read_labeled
 from ..io import atomic_folder, provenance, write_json
 from ..runtime import resolve_model
 from .svm_model import (BUCKET_NAMES, BUCKETS, CS, DEFAULT_TEST_FRACTION, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN,
