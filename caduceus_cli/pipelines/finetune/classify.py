@@ -22,7 +22,7 @@ from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
 from .metrics import check_metric, is_better
 from .protocol import check_protocol, plan_runs
-from .report import METRICS_FILE, RESUME_DIR, MetricsLog, build_report, check_new_output, output_folder, write_report
+from .report import METRICS_FILE, RESUME_DIR, MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report
 from .resume import load_resume, load_weights, save_resume
 from .train import RunState, RunTrainer, TrainSettings, init_head
 
@@ -116,6 +116,7 @@ class _Job:
                     label_column=options["label_column"])
         self.splits = {k: load_split(data[k], k, **read) for k in DATA_KEYS}
         self.paths = {k: str(Path(v).resolve()) if isinstance(v, (str, Path)) else None for k, v in data.items()}
+        self.digests = {k: v.digest() if v is not None else None for k, v in self.splits.items()}
         self.space = LabelSpace.from_train(self.splits["train"], options["task"])
         self.tokens = {k: self._tokens(v, k) for k, v in self.splits.items() if v is not None}
         strata = self.space.stratify(self.tokens["train"].y)
@@ -129,7 +130,7 @@ class _Job:
 
     def check_digests(self, digests: dict, folder) -> None:
         for key, split in self.splits.items():
-            if (split.digest() if split is not None else None) != digests.get(key):
+            if self.digests[key] != digests.get(key):
                 raise CaduceusError(f"{folder}: the {key} data differ from the data the run started with: a "
                                     "resumed run keeps its data")
 
@@ -228,7 +229,7 @@ class _Job:
                         world_size=self.runtime.world_size, device=str(self.runtime.device))
         plan = self.plans[chosen["index"]] if chosen["index"] is not None else None
         return build_report(task=o["task"], protocol="finetune", label_names=self.space.names, runs=completed,
-                            folds=o["folds"], data={k: v.digest() if v is not None else None for k, v in self.splits.items()},
+                            folds=o["folds"], data=self._digests(),
                             recipe=used, model=self.backbone, status=status,
                             extra={"splits": splits, "saved_run": None if plan is None else plan.key,
                                    "runs_planned": len(self.plans)})
@@ -240,7 +241,11 @@ class _Job:
             with torch.no_grad():
                 model.score.weight.mul_(self.space.std)
                 model.score.bias.mul_(self.space.std).add_(self.space.mean)
+        stamp_head(model, self.backbone, self._digests())
         save_model(model, folder)
+
+    def _digests(self) -> dict:
+        return dict(self.digests)
 
     def _final(self, folder: Path | None, completed: list[dict], chosen: dict) -> dict:
         report = self._report(completed, chosen, "finished")
@@ -259,7 +264,7 @@ class _Job:
             best = chosen["state"] or trainer.best_state or current
             self._save_model(folder, best)
             save_resume(folder / RESUME_DIR, options=self.options, data_paths=self.paths,
-                        digests={k: v.digest() if v is not None else None for k, v in self.splits.items()},
+                        digests=self._digests(),
                         run_index=index, run_state=state.to_dict(), optimizer=trainer.optimizer.state_dict(),
                         completed=completed, chosen_index=chosen["index"], chosen_metric=chosen["metric"],
                         weights={"current": current, "best": trainer.best_state, "chosen": chosen["state"]})

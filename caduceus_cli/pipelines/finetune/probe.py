@@ -32,7 +32,7 @@ from .data import LabelSpace, TokenSplit, collate, eval_batches, load_split, tok
 from .infer import autocast, to_device
 from .metrics import split_metrics
 from .protocol import check_protocol, plan_runs
-from .report import MetricsLog, build_report, check_new_output, output_folder, write_report
+from .report import MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report
 
 log = logging.getLogger("caduceus")
 FEATURES_VERSION = 1
@@ -232,7 +232,8 @@ def _fit_and_report(folder, splits, tokens, feats, space: LabelSpace, backbone, 
         metrics_log.write(run)
     final = pipeline if plans is None else fit_linear(task, X, y, seed, oof=False)[0]
     if folder is not None:
-        _save_probe(folder, backbone, space, final, pool=pool, center_width=center_width, max_length=max_length)
+        _save_probe(folder, backbone, space, final, pool=pool, center_width=center_width, max_length=max_length,
+                    data={k: v.digest() if v is not None else None for k, v in splits.items()})
     recipe = {"protocol": "frozen embeddings + linear model", "features": f"{pool} pooling of the last hidden "
               "state, both strands averaged", "model": "StandardScaler + " + ("Ridge" if task == "regression" else
               "LogisticRegression (lbfgs)"), ("alphas" if task == "regression" else "Cs"):
@@ -247,7 +248,7 @@ def _fit_and_report(folder, splits, tokens, feats, space: LabelSpace, backbone, 
 
 
 def _save_probe(folder: Path, backbone, space: LabelSpace, pipeline, *, pool: str, center_width: int,
-                max_length: int | None) -> None:
+                max_length: int | None, data: dict) -> None:
     weight, bias = linear_head(space.task, pipeline, space.num_outputs)
     model = new_classifier(backbone.config, task=space.task, label_names=space.names, conjoin_eval=True,
                            protocol="probe", pooling=pool, center_width=center_width, max_length=max_length)
@@ -255,4 +256,5 @@ def _save_probe(folder: Path, backbone, space: LabelSpace, pipeline, *, pool: st
     with torch.no_grad():
         model.score.weight.copy_(torch.from_numpy(weight))
         model.score.bias.copy_(torch.from_numpy(bias))
+    stamp_head(model, backbone, data)
     save_model(model, folder)

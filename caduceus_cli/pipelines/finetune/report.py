@@ -89,6 +89,12 @@ def build_report(*, task: str, protocol: str, label_names, runs: list[dict], fol
     return report
 
 
+def stamp_head(model, backbone, data: dict) -> None:
+    """Record in the classifier's config.json what it was trained from: the base model (id, revision,
+    sha256), the tool and command, and the digests of the data."""
+    model.config.extra["classifier"]["trained_from"] = {**provenance(backbone), "data": data}
+
+
 def write_report(folder: Path | None, report: dict) -> None:
     if folder is not None:
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float) + "\n")
