@@ -9,6 +9,7 @@ metrics.jsonl, and resume/ when ``max_time`` stopped the job (continue with ``re
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
     """Fine-tune ``model`` on TRAIN; returns the report (also DIR/report.json). See the package docstring."""
     started = time.time()
     given = {k: v for k, v in locals().items() if k in IDENTITY_DEFAULTS}
+    if isinstance(given["model"], os.PathLike):
+        given["model"] = str(given["model"])
+    if given["fasta"] is not None:
+        given["fasta"] = str(Path(given["fasta"]).resolve())
     data = {"train": train, "valid": valid, "test": test}
     saved = None
     if resume is not None:
@@ -64,7 +69,7 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
             job.check_digests(saved["digests"], resume)
         target = resume if resume is not None else output_dir
         with output_folder(target, replace=resume is not None, enabled=runtime.is_main) as folder:
-            report = job.run(folder, saved, Path(resume) if resume is not None else None)
+            report = job.run(folder, saved, Path(resume) if resume is not None else None, target)
         runtime.barrier()
     return report
 
@@ -164,7 +169,8 @@ class _Job:
         return bool(self.runtime.all_reduce([over], "max")[0])
 
     # -- the whole protocol --------------------------------------------------------------------
-    def run(self, folder: Path | None, saved: dict | None, resume_dir: Path | None) -> dict:
+    def run(self, folder: Path | None, saved: dict | None, resume_dir: Path | None, target) -> dict:
+        self.target = target
         metrics_log = MetricsLog(folder, resume_dir / METRICS_FILE if resume_dir else None)
         completed = list(saved["completed"]) if saved else []
         chosen = {"index": saved.get("chosen_index"), "metric": saved.get("chosen_metric"),
@@ -256,8 +262,8 @@ class _Job:
 
     def _stop(self, folder, model, trainer: RunTrainer, state: RunState, index: int, completed, chosen) -> dict:
         report = self._report(completed, chosen, "stopped")
-        report["resume"] = f"stopped by --max-time in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), " \
-                           f"epoch {state.epoch + 1}, step {state.step}: continue with --resume DIR"
+        report["resume"] = (f"stopped by --max-time in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), "
+                            f"epoch {state.epoch + 1}, step {state.step}: continue with --resume {self.target}")
         log.warning("--max-time reached: %s", report["resume"])
         if folder is not None:
             current = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
