@@ -387,3 +387,15 @@ def test_engine_does_not_import_typer_or_rich():
             "caduceus_cli.pipelines.finetune.predict, caduceus_cli.genome.labeled; "
             "bad = [m for m in ('typer', 'rich', 'click') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_gpu_benchmark_script_runs_on_cpu_with_tiny_settings(models, tmp_path):
+    need_data("tasks", "gue", "mouse_0", "train.csv.gz")
+    out = tmp_path / "gpu.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune_gpu.py"), "--device", "cpu", "--tasks",
+                    "mouse_0", "H3", "--max-train", "40", "--runs", "2", "--epochs", "1", "--budget", "600",
+                    "--model", str(models["ph"]), "--work", str(tmp_path / "work"), "--json", str(out)],
+                   check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    results = {r["task"]: r for r in json.loads(out.read_text())["results"]}
+    assert results["mouse_0"]["runs_completed"] == 2 and results["mouse_0"]["mcc"]["runs"] == 2
+    assert results["H3"]["protocol"] == "folds 2" and results["H3"]["status"] == "finished"
