@@ -228,6 +228,10 @@ def test_multiclass_string_labels_probe_and_finetune(models, gue, tmp_path):
     rows = predict(tmp_path / "probe", write_fasta(tmp_path / "t.fa", test.names, test.sequences), device="cpu").rows
     assert {r["prediction"] for r in rows} <= {"high", "low", "mid"}
     assert all(abs(r["prob_high"] + r["prob_low"] + r["prob_mid"] - 1) < 1e-9 for r in rows)
+    folded = classification_metrics(np.array([["high", "low", "mid"].index(x) for x in test.labels]),
+                                     np.array([[r["prob_high"], r["prob_low"], r["prob_mid"]] for r in rows]))
+    for name, value in probe["runs"][0]["test"].items():  # the folded head == scikit-learn's predict_proba
+        assert folded[name] == pytest.approx(value, abs=1e-6), name
     clf = finetune_classifier(train, tmp_path / "clf", model=models["ps"], test=test, **FAST)
     assert clf["label_names"] == ["high", "low", "mid"] and clf["runs"][0]["test"]["f1"] is not None
     assert load_classifier(tmp_path / "clf").head["label_names"] == ["high", "low", "mid"]
@@ -242,8 +246,12 @@ def test_regression_on_a_synthetic_numeric_target(models, gue, tmp_path):
     probe = fit_probe(train, tmp_path / "probe", model=models["ph"], test=test, task="regression", cache=False,
                       **dict(QUICK_PROBE, grid=(1.0, 10.0)))
     assert probe["metric_names"] == ["mse", "pearson", "spearman", "r2"] and probe["runs"][0]["test"]["pearson"] > 0.5
+    fasta = write_fasta(tmp_path / "t.fa", test.names, test.sequences)
+    values = np.array([r["prediction"] for r in predict(tmp_path / "probe", fasta, device="cpu").rows])
+    assert float(np.mean((values - np.array(test.labels)) ** 2)) == pytest.approx(probe["runs"][0]["test"]["mse"],
+                                                                                   rel=1e-5)
     clf = finetune_classifier(train, tmp_path / "clf", model=models["ph"], test=test, task="regression", **FAST)
-    rows = predict(tmp_path / "clf", write_fasta(tmp_path / "t.fa", test.names, test.sequences), device="cpu").rows
+    rows = predict(tmp_path / "clf", fasta, device="cpu").rows
     mse = float(np.mean((np.array([r["prediction"] for r in rows]) - np.array(test.labels)) ** 2))
     assert clf["runs"][0]["test"]["mse"] == pytest.approx(mse, rel=1e-6)  # the saved head folds the scaling in
     assert clf["label_names"] is None and clf["recipe"]["select_metric"] == "mse"
