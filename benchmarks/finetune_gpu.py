@@ -70,7 +70,8 @@ def run_task(name: str, tasks: Path, args, work: Path) -> dict:
     runs = {"seeds": args.runs} if protocol == "seeds" else {"folds": args.runs}
     started = time.perf_counter()
     report = finetune_classifier(train, work / name, model=args.model, test=test, epochs=args.epochs or epochs,
-                                 batch_size=args.batch_size, device=args.device, max_time=args.budget * share, **runs)
+                                 batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, device=args.device,
+                                 max_time=args.budget * share, **runs)
     seconds = time.perf_counter() - started
     part = "cv" if protocol == "folds" else "test"
     summary = report["summary"].get(part) or {}
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="seeds (GUE) or folds (H3)")
     parser.add_argument("--epochs", type=int, default=None, help="override every task's epochs")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--eval-batch-size", type=int, default=512, help="sequences per validation/test batch")
     parser.add_argument("--budget", type=float, default=250.0, help="seconds for all tasks together")
     parser.add_argument("--max-train", type=int, default=None, help="first N records only (smoke tests)")
     parser.add_argument("--device", default=None)
