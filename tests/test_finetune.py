@@ -5,6 +5,7 @@ multi-class string labels, regression, torchrun on CPU, and one-line errors for 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -311,7 +312,7 @@ def test_classifier_folder_loads_as_backbone_shows_its_head_and_embeds(ph_run, g
         load_classifier(load_model("bundled").source["folder"])
 
 
-def test_classify_and_predict_through_the_cli(gue, models, capsys, tmp_path):
+def test_classify_and_predict_through_the_cli(gue, models, capsys, tmp_path, monkeypatch):
     out = tmp_path / "clf"
     code, stdout, _ = cli("finetune", "classify", gue[0], "-o", out, "--test", gue[1], "-m", models["ph"], "--epochs", 1,
                           "--batch-size", 32, "--device", "cpu", "-q", capsys=capsys)
@@ -319,6 +320,10 @@ def test_classify_and_predict_through_the_cli(gue, models, capsys, tmp_path):
     code, stdout, err = cli("predict", out, gue[1], "--device", "cpu", capsys=capsys)
     assert code == 0 and len([x for x in stdout.splitlines() if not x.startswith("##")]) == 61
     assert "predicted 60 sequences" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(">x\nACGTACGTAA\n>y\nTTGCA\n"))  # '-' is stdin
+    code, stdout, _ = cli("predict", out, "-", "-o", "-", "--device", "cpu", "-q", capsys=capsys)
+    rows = [x.split("\t")[0] for x in stdout.splitlines() if not x.startswith("##")]
+    assert code == 0 and rows == ["name", "x", "y"]
 
 
 BAD = {
