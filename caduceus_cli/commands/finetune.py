@@ -168,7 +168,13 @@ def classify_command(
         _print_runs(report, as_json)
 
 
-@finetune_app.command("probe")
+_PROBE_HELP = (
+    "Linear probe on frozen embeddings (the fast protocol: the model only runs forward, once per sequence): "
+    f"StandardScaler + logistic regression (ridge for regression), C in {', '.join(f'{c:g}' for c in _R.PROBE_CS)} "
+    f"chosen by {_R.PROBE_CV_FOLDS}-fold CV on TRAIN; features cached per model and data.")
+
+
+@finetune_app.command("probe", help=_PROBE_HELP)
 def probe_command(
     train: str = typer.Argument(..., help="Labeled training data: CSV/TSV, FASTA '>name|label', or BED + --fasta."),
     output: str = typer.Option(..., "--output", "-o", help="New folder for the probe (a classifier folder: config.json, "
@@ -197,8 +203,7 @@ def probe_command(
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Linear probe on frozen embeddings: StandardScaler + logistic regression (ridge for regression),
-    C chosen by 5-fold CV on TRAIN; features cached per model and data. Minutes on a laptop CPU."""
+    """Linear probe (help text: _PROBE_HELP, built from the engine's constants)."""
     import os
 
     from ..errors import CaduceusError
