@@ -161,6 +161,9 @@ class CaduceusBackbone(nn.Module):
         norm_cls = RMSNorm if config.rms_norm else LayerNorm
         norm_f = norm_cls(config.d_model, eps=config.norm_epsilon, device=device, dtype=dtype)
         self.norm_f = RCPSAddNormWrapper(norm_f) if (config.rcps and not config.fused_add_norm) else norm_f
+        # The complement of every token id, on the model's device (not saved: it comes from the config).
+        self.register_buffer("complement_ids", torch.tensor(config.complement_list(), dtype=torch.long, device=device),
+                             persistent=False)
 
     def forward(self, input_ids: torch.Tensor, backend: str = "auto", output_hidden_states: bool = False):
         """input_ids: (B, L) int64 -> (last hidden state (B, L, H), residual streams or None).
@@ -419,8 +422,7 @@ def pooled_strand_features(backbone: CaduceusBackbone, input_ids: torch.Tensor, 
     two_strands = config.rcps or conjoin
     rc_ids = None
     if two_strands:
-        complement = torch.tensor(config.complement_list(), dtype=torch.long, device=input_ids.device)
-        rc_ids = reverse_complement_padded(input_ids, lengths, complement, config.pad_token_id)
+        rc_ids = reverse_complement_padded(input_ids, lengths, backbone.complement_ids, config.pad_token_id)
     rows, mirrored = backbone.strand_states(input_ids, rc_ids, backend)
     row_lengths = None if lengths is None else lengths.repeat(rows.shape[0] // input_ids.shape[0])
     pooled = pool_rows(rows, pooling, row_lengths, mirrored, center_width)  # (S*B, d)
