@@ -152,7 +152,6 @@ class RunTrainer:
         state.bases += bases
         state.step += 1
         state.batch += 1
-        self.last_lr = lr
 
     # -- epochs ------------------------------------------------------------------------------
     def fit(self, state: RunState) -> bool:
@@ -189,7 +188,8 @@ class RunTrainer:
             state.best_metric, state.best_epoch, state.best_valid = metric, state.epoch + 1, valid
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         record = {"seed": self.seed, "fold": self.fold, "epoch": state.epoch + 1, "step": state.step,
-                  "train_loss": loss_sum / count if count else None, "lr": getattr(self, "last_lr", None),
+                  "train_loss": loss_sum / count if count else None,
+                  "lr": lr_at(state.step - 1, self.settings.lr, self.warmup, self.total_steps, FINAL_LR_FRACTION),
                   "valid": valid, "best_epoch": state.best_epoch,
                   "train_bases_per_s": state.bases / state.train_seconds if state.train_seconds else None}
         state.history.append({"epoch": state.epoch + 1, "train_loss": record["train_loss"], "valid": valid})
