@@ -25,6 +25,7 @@ _LAZY = {
     "load_svm": ("pipelines.svm", "load_svm"),
     "read_tss": ("genome.tss", "read_tss"),
     "embed_regions": ("pipelines.embed", "embed_regions"),
+    "run_benchmark": ("pipelines.benchmark", "run_benchmark"),
 }
 
 __all__ = ["__version__", "CaduceusError", *_LAZY]

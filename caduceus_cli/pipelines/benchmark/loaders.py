@@ -7,6 +7,7 @@ different release) stops the run with one line naming the file, the sequence and
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,28 @@ def load_task(files: TaskFiles, fasta: str | None = None) -> TaskData:
               "gb-coordinates": lambda path, task: _read_gb_coordinates(path, task, fasta)}[files.layout]
     splits = {name: _check_labels(reader(path, files.task), files.task) for name, path in files.splits.items()}
     return TaskData(files.task, files, splits["test"], splits.get("train"), splits.get("valid"))
+
+
+def subsample(data: TaskData, limit: int, seed: int = 0) -> TaskData:
+    """``data`` with every split larger than ``limit`` cut to ``limit`` sequences: a stratified
+    random subset (seeded, input order kept), noted in the task's notes."""
+    from sklearn.model_selection import train_test_split
+
+    if limit < 2 * data.task.n_classes:
+        raise CaduceusError(f"--max-sequences {limit}: too few for {data.task.n_classes} classes "
+                            f"(at least {2 * data.task.n_classes})")
+    replaced, notes = {}, list(data.notes)
+    for name, split in data.splits().items():
+        n = len(split.sequences)
+        if n <= limit:
+            continue
+        keep, _ = train_test_split(np.arange(n), train_size=limit, stratify=data.class_indices(split),
+                                   random_state=seed)
+        keep = np.sort(keep)
+        replaced[name] = _labeled([split.sequences[i] for i in keep], [split.labels[i] for i in keep],
+                                  [split.names[i] for i in keep], split.source)
+        notes.append(f"{name}: {limit} of {n} sequences (stratified subsample, seed {seed})")
+    return dataclasses.replace(data, notes=notes, **replaced)
 
 
 def _labeled(sequences, labels, names, source):
