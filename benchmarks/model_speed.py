@@ -5,54 +5,21 @@
 
 Weights are random (speed does not depend on them). Each row: warm-up, then the median of
 --repeats timed forward passes (CUDA events on GPU). Peak memory: torch.cuda.max_memory_allocated
-on GPU, the process's peak RSS on CPU. Embedding-style forward: hidden states, no LM head.
+on GPU, the process's peak RSS on CPU. Embedding-style forward: hidden states, no LM head. The
+measuring code is `caduceus_cli.pipelines.benchmark.speed` (also behind `caduceus benchmark speed`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import sys
-import time
 
 import torch
 
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM
-from caduceus_cli.model.scan import resolve_backend
+from caduceus_cli.pipelines.benchmark.speed import build_model, forward_speed
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def time_forward(model, ids, dtype, repeats, warmup):
-    device = ids.device
-    autocast = torch.autocast("cuda", dtype=dtype) if (device.type == "cuda" and dtype != torch.float32) else None
-
-    def once():
-        with torch.no_grad():
-            if autocast is not None:
-                with autocast:
-                    model(ids, compute_logits=False)
-            else:
-                model(ids, compute_logits=False)
-
-    for _ in range(warmup):
-        once()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            once()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            once()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+DTYPES = ("fp32", "bf16")
 
 
 def main(argv=None):
@@ -68,35 +35,25 @@ def main(argv=None):
     ap.add_argument("--json", help="write rows to this JSON file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    dtype = DTYPES[args.dtype]
-    backend = resolve_backend(args.backend, device)
     rows = []
     for spec in args.configs.split(","):
         variant, size = spec.split(":")
         d_model, n_layer = map(int, size.split("x"))
-        torch.manual_seed(0)
-        model = CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model, n_layer)).to(device).eval()
-        model.backend = backend
+        model = build_model(f"random:{variant}:{size}", device, backend=args.backend)
+        dtype = args.dtype if device.type == "cuda" else "fp32"
         for length in map(int, args.lengths.split(",")):
             batch = max(1, args.tokens_per_batch // length)
-            ids = torch.randint(7, 11, (batch, length), device=device)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
+            name = f"{variant.upper()} {d_model}x{n_layer}"
             try:
-                seconds = time_forward(model, ids, dtype, args.repeats, args.warmup)
+                result = forward_speed(model, length, batch, dtype, args.repeats, args.warmup)
             except torch.OutOfMemoryError:
-                rows.append({"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
-                             "error": "out of memory"})
+                rows.append({"model": name, "length": length, "batch": batch, "error": "out of memory"})
                 continue
-            peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
             rows.append({
-                "model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
+                "model": name, "length": length, "batch": batch,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                "dtype": args.dtype if device.type == "cuda" else "fp32", "backend": backend,
-                "seconds": round(seconds, 4), "tokens_per_s": round(batch * length / seconds),
-                "peak_memory_gib": round(peak / 2**30, 2),
+                "dtype": dtype, "backend": model.backend, "seconds": round(result["seconds"], 4),
+                "tokens_per_s": round(result["value"]), "peak_memory_gib": round(result["peak_memory_gib"], 2),
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         del model
