@@ -125,19 +125,25 @@ def test_pooled_outputs_are_strand_invariant(variant):
 
 
 @pytest.mark.parametrize("variant", ["ps", "ph"])
-@pytest.mark.parametrize("pooling,pooling_rc", [("mean", "mean"), ("max", "max"), ("first", "last"), ("last", "first")])
-def test_classifier_is_strand_invariant(variant, pooling, pooling_rc):
-    """Mean/max pooled logits are equal on both strands; the first base of x is the last of rc(x)."""
+@pytest.mark.parametrize("pooling", ["mean", "max", "center", "first", "last"])
+def test_classifier_is_strand_invariant(variant, pooling):
+    """Each strand is pooled in its own 5'->3' frame, so every pooling gives the same logits on both
+    strands (first: the 5' base of each strand), with or without right padding."""
     torch.manual_seed(3)
     model = CaduceusForSequenceClassification(CaduceusConfig.small(variant, 16, 2), num_labels=3,
-                                              pooling=pooling).eval()
+                                              pooling=pooling, center_width=4).eval()
     ids = _rand_ids(np.random.default_rng(4), 2, 33)
+    lengths = torch.tensor([33, 26])
+    padded = ids.clone()
+    padded[1, 26:] = 4
+    rc_padded = reverse_complement_ids(padded)
+    rc_padded[1] = torch.cat([reverse_complement_ids(padded[1, :26]), torch.full((7,), 4)])
     with torch.no_grad():
-        a = model(ids)
-        model.pooling = pooling_rc
-        b = model(reverse_complement_ids(ids))
+        a, b = model(ids), model(reverse_complement_ids(ids))
+        c, d = model(padded, lengths), model(rc_padded, lengths)
     assert a.shape == (2, 3)
-    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(c, d, atol=1e-5)
+    assert torch.allclose(a[0], c[0], atol=1e-5)  # a full-length row is unchanged by the lengths argument
 
 
 def test_intermediate_layers_are_equivariant_and_last_is_final_hidden():

@@ -62,8 +62,10 @@ class RCPSEmbedding(nn.Module):
     def rc(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.complement_map[input_ids.flip(-1)]
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(torch.cat([input_ids, self.rc(input_ids)]))
+    def forward(self, input_ids: torch.Tensor, rc_input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``rc_input_ids`` replaces rc(input_ids) as the second strand's input: padded batches give
+        the reverse complement of each unpadded sequence, padded the same way as the forward one."""
+        return self.embedding(torch.cat([input_ids, self.rc(input_ids) if rc_input_ids is None else rc_input_ids]))
 
 
 def unstack_strands(stacked: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
@@ -84,12 +86,19 @@ class CaduceusEmbeddings(nn.Module):
     def __init__(self, config: CaduceusConfig, device=None, dtype=None):
         super().__init__()
         v = config.padded_vocab_size
+        self.rcps = config.rcps
         if config.rcps:
             self.word_embeddings = RCPSEmbedding(v, config.d_model, config.complement_list(), device, dtype)
         else:
             self.word_embeddings = nn.Embedding(v, config.d_model, device=device, dtype=dtype)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, rc_input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """PS: both strands stacked on batch (``rc_input_ids`` as the second strand when given);
+        Ph: the rows of ``input_ids`` (and then of ``rc_input_ids``) as a batch of their own."""
+        if self.rcps:
+            return self.word_embeddings(input_ids, rc_input_ids)
+        if rc_input_ids is not None:
+            input_ids = torch.cat([input_ids, rc_input_ids])
         return self.word_embeddings(input_ids)
 
 
@@ -169,7 +178,33 @@ class CaduceusBackbone(nn.Module):
         the final output (and a requested intermediate stream) is converted to the PS layout.
         """
         rcps = self.config.rcps
-        hidden = self.embeddings(input_ids)  # PS: (2B, L, d), both strands stacked
+        hidden, conjugate, streams = self._run(self.embeddings(input_ids), backend, output_hidden_states)
+        hidden = unstack_strands(hidden, conjugate) if rcps else hidden
+        if output_hidden_states:
+            streams.append(hidden)
+        return hidden, streams
+
+    def strand_states(self, input_ids: torch.Tensor, rc_input_ids: torch.Tensor | None = None,
+                      backend: str = "auto") -> tuple[torch.Tensor, bool]:
+        """Last hidden state of each strand read 5'->3' in its own frame: (S*B, L, d), and whether
+        every row runs opposite to the input row it came from.
+
+        Rows [:B] come from ``input_ids`` and rows [B:] from ``rc_input_ids`` (S = 2); Ph without
+        ``rc_input_ids`` gives the B forward rows alone (S = 1); PS always runs two strands
+        (``rc_input_ids`` defaults to rc(input_ids)). Each row is a function of its own input row
+        only, so a sequence and its reverse complement give the same set of rows in swapped order,
+        whatever padding both share. After an odd number of fused PS blocks every row holds the
+        other strand of its input, reversed (see ``forward``): then the flag is True and a row's
+        valid positions are its input row's, mirrored.
+        """
+        hidden, conjugate, _ = self._run(self.embeddings(input_ids, rc_input_ids), backend, False)
+        if conjugate:
+            return rc_hidden(hidden), True
+        return hidden, False
+
+    def _run(self, hidden: torch.Tensor, backend: str, output_hidden_states: bool):
+        """The blocks and the final norm on embedded rows -> (rows, conjugate, streams or None)."""
+        rcps = self.config.rcps
         residual = None
         conjugate = False
         streams = [self._output(hidden)] if output_hidden_states else None
@@ -183,10 +218,7 @@ class CaduceusBackbone(nn.Module):
         # The official final norm reads channels [:d] of the PS layout as forward, fused or not.
         hidden = add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend,
                           flip_channels=conjugate)[0]
-        hidden = unstack_strands(hidden, conjugate) if rcps else hidden
-        if output_hidden_states:
-            streams.append(hidden)
-        return hidden, streams
+        return hidden, conjugate, streams
 
     def _output(self, stream: torch.Tensor) -> torch.Tensor:
         """An intermediate residual stream in the output layout. Between fused blocks the stack is
@@ -298,7 +330,7 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
         return self.lm_head(hidden) if self.config.rcps else F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
 
 
-POOLINGS = ("mean", "max", "first", "last")
+POOLINGS = ("mean", "max", "center", "first", "last")
 
 
 def strand_stack(hidden: torch.Tensor, rcps: bool, hidden_rc: torch.Tensor | None = None) -> torch.Tensor:
@@ -318,44 +350,125 @@ def strand_stack(hidden: torch.Tensor, rcps: bool, hidden_rc: torch.Tensor | Non
     return torch.stack([hidden, hidden_rc.flip(-2)], dim=-1)
 
 
-def pool(hidden: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
-    if how == "mean":
-        return hidden.mean(dim)
-    if how == "max":
-        return hidden.amax(dim)
+def reverse_complement_padded(input_ids: torch.Tensor, lengths: torch.Tensor | None, complement_map: torch.Tensor,
+                              pad_id: int) -> torch.Tensor:
+    """(B, L) ids -> the reverse complement of each row's first ``lengths[b]`` ids, right-padded with
+    ``pad_id`` as the input is (plain reverse complement of every row when ``lengths`` is None)."""
+    if lengths is None:
+        return complement_map[input_ids.flip(-1)]
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    source = (lengths[:, None] - 1 - positions).clamp(min=0)
+    out = complement_map[input_ids.gather(1, source)]
+    return out.masked_fill(positions >= lengths[:, None], pad_id)
+
+
+def pooling_window(length: torch.Tensor, how: str, center_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offset, width) of the positions pooled in a valid span of ``length`` positions.
+
+    ``center`` keeps ``center_width`` positions, grown by one when its parity differs from the
+    span's, so that the window is symmetric and a strand and its reverse complement pool the same
+    bases; ``first``/``last`` take one position, ``mean``/``max`` the whole span.
+    """
+    if how in ("mean", "max"):
+        return torch.zeros_like(length), length
     if how == "first":
-        return hidden.select(dim, 0)
+        return torch.zeros_like(length), torch.ones_like(length)
     if how == "last":
-        return hidden.select(dim, -1)
+        return length - 1, torch.ones_like(length)
+    if how == "center":
+        width = torch.minimum(length, center_width + (length - center_width) % 2)
+        return (length - width) // 2, width
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {how!r}")
 
 
-class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
-    """Backbone + linear classifier on pooled hidden states, with the paper's RC handling.
+def pool_rows(rows: torch.Tensor, how: str, lengths: torch.Tensor | None = None, mirrored: bool = False,
+              center_width: int = 1) -> torch.Tensor:
+    """Pool (R, L, d) rows over positions -> (R, d), counting only each row's valid positions.
 
-    PS: the classifier runs on each strand's pooled features and the logits are averaged.
-    Ph: with ``conjoin`` the model also runs on the reverse complement and the logits are averaged.
+    Row r holds ``lengths[r]`` valid positions (all L when None): the first ones, or with
+    ``mirrored`` the last ones (a right-padded row read in the opposite direction). Pads never
+    enter the result.
+    """
+    n_rows, width_all = rows.shape[0], rows.shape[1]
+    length = (torch.full((n_rows,), width_all, device=rows.device) if lengths is None
+              else lengths.to(rows.device))
+    offset, width = pooling_window(length, how, center_width)
+    start = (width_all - length if mirrored else torch.zeros_like(length)) + offset
+    if lengths is None and how != "max":
+        a, w = int(start[0]), int(width[0])  # one window for every row: a slice
+        return rows[:, a:a + w].mean(1)
+    positions = torch.arange(width_all, device=rows.device)
+    inside = (positions >= start[:, None]) & (positions < (start + width)[:, None])  # (R, L)
+    if how == "max":
+        return rows.masked_fill(~inside[..., None], float("-inf")).amax(1)
+    weights = inside.to(rows.dtype) / width[:, None].to(rows.dtype)
+    return torch.einsum("rl,rld->rd", weights, rows)
+
+
+def pooled_strand_features(backbone: CaduceusBackbone, input_ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                           *, pooling: str = "mean", center_width: int = 1, conjoin: bool = True,
+                           backend: str = "auto") -> torch.Tensor:
+    """(B, S, d): pooled last hidden state of each strand of each sequence, every strand read
+    5'->3' in its own frame (S = 2: PS, or Ph with ``conjoin``; S = 1: Ph forward only).
+
+    ``input_ids`` (B, L) right-padded with [PAD] beyond ``lengths``; the reverse strand is the
+    reverse complement of each unpadded sequence, padded the same way, so a sequence and its
+    reverse complement give the same strands and features that do not depend on the strand.
+    """
+    config = backbone.config
+    two_strands = config.rcps or conjoin
+    rc_ids = None
+    if two_strands:
+        complement = torch.tensor(config.complement_list(), dtype=torch.long, device=input_ids.device)
+        rc_ids = reverse_complement_padded(input_ids, lengths, complement, config.pad_token_id)
+    rows, mirrored = backbone.strand_states(input_ids, rc_ids, backend)
+    row_lengths = None if lengths is None else lengths.repeat(rows.shape[0] // input_ids.shape[0])
+    pooled = pool_rows(rows, pooling, row_lengths, mirrored, center_width)  # (S*B, d)
+    return pooled.view(-1, input_ids.shape[0], pooled.shape[-1]).transpose(0, 1)
+
+
+class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
+    """Backbone + linear head on pooled hidden states, with the paper's reverse-complement handling.
+
+    Every strand is pooled in its own 5'->3' frame (mean, max, center, first or last) and the
+    pooled features are averaged over the strands before the linear ``score`` (which equals
+    averaging the logits). Caduceus-PS always uses both of its strands (conjoined in training and
+    evaluation); Caduceus-Ph uses the reverse complement when ``conjoin`` (evaluation) or
+    ``conjoin_train`` (training) is set. Either way predictions do not depend on the strand.
+
+    ``forward(input_ids, lengths)`` -> logits (B, num_labels); ``lengths`` (B,) marks right padding.
     """
 
-    def __init__(self, config: CaduceusConfig, num_labels: int = 2, pooling: str = "mean",
-                 conjoin: bool = True, device=None, dtype=None):
+    def __init__(self, config: CaduceusConfig, num_labels: int = 2, pooling: str = "mean", conjoin: bool = True,
+                 *, conjoin_train: bool = False, center_width: int = 1, bias: bool = False, device=None, dtype=None):
         super().__init__(config)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        self.num_labels, self.pooling, self.conjoin = num_labels, pooling, conjoin
+        self.num_labels, self.pooling, self.center_width = num_labels, pooling, center_width
+        self.conjoin, self.conjoin_train = conjoin, conjoin_train
         self.caduceus = Caduceus(config, device, dtype)
-        self.score = nn.Linear(config.d_model, num_labels, bias=False, device=device, dtype=dtype)
-        self.register_buffer("complement_map", torch.tensor(config.complement_list(), dtype=torch.long),
-                             persistent=False)
+        self.score = nn.Linear(config.d_model, num_labels, bias=bias, device=device, dtype=dtype)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids: (B, L) -> logits (B, num_labels)."""
-        hidden, _ = self.caduceus(input_ids, self.backend)
-        hidden_rc = None
-        if not self.config.rcps and self.conjoin:
-            rc_ids = self.complement_map[input_ids.flip(-1)]
-            hidden_rc, _ = self.caduceus(rc_ids, self.backend)
-        strands = strand_stack(hidden, self.config.rcps, hidden_rc)  # (B, L, d, S)
-        pooled = pool(strands, self.pooling, dim=1)  # (B, d, S)
-        return self.score(pooled.transpose(1, 2)).mean(1)
+    @property
+    def backbone(self) -> CaduceusBackbone:
+        return self.caduceus.backbone
+
+    def tied_parameter_names(self) -> set[str]:
+        return set()
+
+    def uses_both_strands(self) -> bool:
+        """Whether this pass averages two strands (PS always; Ph when conjoined in this mode)."""
+        return self.config.rcps or (self.conjoin_train if self.training else self.conjoin)
+
+    def features(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d): pooled features averaged over the strands this mode uses."""
+        strands = pooled_strand_features(self.backbone, input_ids, lengths, pooling=self.pooling,
+                                         center_width=self.center_width, conjoin=self.uses_both_strands(),
+                                         backend=self.backend)
+        return strands.mean(1)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids: (B, L), lengths: (B,) or None -> logits (B, num_labels)."""
+        features = self.features(input_ids, lengths)
+        return self.score(features.to(self.score.weight.dtype))

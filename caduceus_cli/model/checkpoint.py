@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CaduceusError
-from .caduceus import CaduceusForMaskedLM
+from .caduceus import POOLINGS, CaduceusForMaskedLM, CaduceusForSequenceClassification
 from .config import CaduceusConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -150,15 +150,23 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     """Load a Caduceus masked-LM: 'bundled', a local folder, or a HuggingFace hub id.
 
     ``device`` defaults to CPU; ``dtype`` (float32, bfloat16, float16) casts the weights;
-    ``backend`` picks the selective-scan implementation ('auto', 'torch', 'cuda').
+    ``backend`` picks the selective-scan implementation ('auto', 'torch', 'cuda'). A classifier
+    folder gives its backbone (the masked-LM head is tied to the embedding).
     """
-    from .scan import resolve_backend
-
     folder, source = resolve_model_dir(name_or_path, revision)
     config = CaduceusConfig.from_json(folder / "config.json")
     state, weights_path = read_state_dict(folder)
+    if is_classifier(config):  # a fine-tuned classifier: its backbone (the LM head is tied to it)
+        state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_HEAD_PREFIX)}
     model = CaduceusForMaskedLM(config)
     load_state_dict_strict(model, state, str(weights_path))
+    return _place(model, folder, source, weights_path, device, dtype, backend)
+
+
+def _place(model, folder: Path, source: dict, weights_path: Path, device, dtype, backend: str):
+    """Cast and move a loaded model, pick its backend, record where it came from; eval mode."""
+    from .scan import resolve_backend
+
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise CaduceusError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -176,6 +184,104 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     }
     model.eval()
     return model
+
+
+# -- sequence classifiers (fine-tuned models and probes) ---------------------------------------
+CLASSIFIER_ARCHITECTURE = "CaduceusForSequenceClassification"
+CLASSIFIER_HEAD_PREFIX = "score."
+HEAD_FORMAT_VERSION = 1
+TASKS = ("classification", "regression")
+
+
+def is_classifier(config: CaduceusConfig) -> bool:
+    """Whether a config.json describes a sequence classifier (ours or the official HF class)."""
+    return CLASSIFIER_ARCHITECTURE in (config.extra.get("architectures") or [])
+
+
+def head_settings(config: CaduceusConfig, source: str = "config") -> dict:
+    """The classifier head of a config: task, label names, pooling, RC handling, bias, max length.
+
+    Our classifiers write them under ``classifier``; a classifier saved by the official HF code
+    has only ``num_labels``/``id2label``, read with the official defaults (mean pooling, no bias,
+    no conjoining).
+    """
+    extra = config.extra
+    head = dict(extra.get("classifier") or {})
+    if head.get("format_version", HEAD_FORMAT_VERSION) != HEAD_FORMAT_VERSION:
+        raise CaduceusError(f"{source}: classifier format version {head.get('format_version')!r} is not "
+                            f"{HEAD_FORMAT_VERSION}; upgrade caduceus-cli")
+    task = head.get("task") or ("regression" if extra.get("problem_type") == "regression" else "classification")
+    if task not in TASKS:
+        raise CaduceusError(f"{source}: classifier task {task!r} is not one of {', '.join(TASKS)}")
+    names = head.get("label_names")
+    if names is None and task == "classification":
+        id2label = extra.get("id2label") or {}
+        count = int(extra.get("num_labels") or len(id2label) or 2)
+        names = [id2label.get(str(i), i) for i in range(count)]
+    pooling = head.get("pooling", extra.get("pooling_strategy", "mean"))
+    if pooling not in POOLINGS:
+        raise CaduceusError(f"{source}: classifier pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
+    return {
+        "task": task, "label_names": names if task == "classification" else None,
+        "num_outputs": len(names) if task == "classification" else 1,
+        "pooling": pooling, "center_width": int(head.get("center_width", 1)),
+        "conjoin_train": bool(head.get("conjoin_train", extra.get("conjoin_train", False))),
+        "conjoin_eval": bool(head.get("conjoin_eval", extra.get("conjoin_eval", False))),
+        "bias": bool(head.get("bias", False)), "max_length": head.get("max_length"),
+        "protocol": head.get("protocol"),
+    }
+
+
+def new_classifier(backbone_config: CaduceusConfig, *, task: str, label_names: list | None, pooling: str = "mean",
+                   center_width: int = 1, conjoin_train: bool = False, conjoin_eval: bool = True,
+                   protocol: str = "finetune", max_length: int | None = None) -> CaduceusForSequenceClassification:
+    """A classifier with a new head over a copy of ``backbone_config`` (weights to be loaded), its
+    head described in the config so that the saved folder reloads as it was."""
+    import copy
+
+    config = copy.deepcopy(backbone_config)
+    head = {"format_version": HEAD_FORMAT_VERSION, "task": task, "protocol": protocol,
+            "label_names": list(label_names) if task == "classification" else None, "pooling": pooling,
+            "center_width": center_width, "conjoin_train": conjoin_train, "conjoin_eval": conjoin_eval,
+            "bias": True, "max_length": max_length}
+    config.extra["architectures"] = [CLASSIFIER_ARCHITECTURE]
+    config.extra["classifier"] = head
+    if task == "classification":
+        config.extra["num_labels"] = len(label_names)
+        config.extra["id2label"] = {str(i): str(name) for i, name in enumerate(label_names)}
+        config.extra["label2id"] = {str(name): i for i, name in enumerate(label_names)}
+        config.extra["problem_type"] = "single_label_classification"
+    else:
+        config.extra["num_labels"] = 1
+        config.extra["problem_type"] = "regression"
+        for key in ("id2label", "label2id"):
+            config.extra.pop(key, None)
+    return _classifier_from(config, "config")
+
+
+def _classifier_from(config: CaduceusConfig, source: str) -> CaduceusForSequenceClassification:
+    head = head_settings(config, source)
+    model = CaduceusForSequenceClassification(config, head["num_outputs"], head["pooling"], head["conjoin_eval"],
+                                              conjoin_train=head["conjoin_train"],
+                                              center_width=head["center_width"], bias=head["bias"])
+    model.head = head
+    return model
+
+
+def load_classifier(name_or_path: str | os.PathLike, device: str | torch.device | None = None,
+                    dtype: str | torch.dtype | None = None, revision: str | None = None,
+                    backend: str = "auto") -> CaduceusForSequenceClassification:
+    """Load a sequence classifier (``caduceus finetune classify`` or ``probe`` output) in eval mode;
+    ``model.head`` holds its task, label names, pooling and RC handling."""
+    folder, source = resolve_model_dir(name_or_path, revision)
+    config = CaduceusConfig.from_json(folder / "config.json")
+    if not is_classifier(config):
+        raise CaduceusError(f"{folder}: is a language model, not a classifier; fine-tune one with "
+                            "`caduceus finetune classify` or `caduceus finetune probe`")
+    state, weights_path = read_state_dict(folder)
+    model = _classifier_from(config, str(folder / "config.json"))
+    load_state_dict_strict(model, state, str(weights_path))
+    return _place(model, folder, source, weights_path, device, dtype, backend)
 
 
 def _hub_commit(folder: Path) -> str | None:

@@ -45,9 +45,33 @@ def model_info(name_or_path: str = "bundled", device: str | None = None, revisio
         "norm": "RMSNorm" if cfg.rms_norm else "LayerNorm",
         "bidirectional_strategy": cfg.bidirectional_strategy if cfg.bidirectional else None,
         "trained_length": cfg.extra.get("max_seq_len") or cfg.extra.get("seq_len"),
+        "head": describe_head(cfg),
         "device": device,
         "backend": "mamba-ssm CUDA kernels" if resolve_backend("auto", device) == "cuda" else "PyTorch (vectorised scan)",
     }
+
+
+def describe_head(config) -> str:
+    """The head of a checkpoint in words: the masked-LM head, or a classifier's task, labels,
+    pooling and RC handling."""
+    from .checkpoint import head_settings, is_classifier
+
+    if not is_classifier(config):
+        return "masked LM"
+    head = head_settings(config)
+    if head["task"] == "regression":
+        what = "regression (1 output)"
+    else:
+        names = ", ".join(str(n) for n in head["label_names"])
+        what = f"classification ({len(head['label_names'])} labels: {names})"
+    if config.rcps:
+        rc = "both strands averaged (PS)"
+    elif head["conjoin_eval"]:
+        rc = "conjoined at evaluation" + (" and in training" if head["conjoin_train"] else "")
+    else:
+        rc = "forward strand only"
+    protocol = f", {head['protocol']}" if head.get("protocol") else ""
+    return f"{what}, {head['pooling']} pooling, RC: {rc}{protocol}"
 
 
 def _version(dist: str) -> str | None:

@@ -46,6 +46,7 @@ from ..model.checkpoint import save_model
 from ..model.config import CaduceusConfig
 from ..model.tokenizer import A, MASK, N, T, encode
 from ..runtime import env_int
+from .optim import lr_at, parameter_groups  # noqa: F401 - shared with fine-tuning; tests use them here
 
 log = logging.getLogger("caduceus")
 
@@ -552,21 +553,6 @@ def new_model(variant: str, d_model: int, n_layer: int, seq_len: int, seed: int)
     return CaduceusForMaskedLM(config)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: none on norms, biases, embeddings (and the tied LM head),
-    A_log, D, or any parameter marked ``_no_weight_decay`` (as the official optimiser groups)."""
-    no_decay_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or getattr(p, "_no_weight_decay", False) or id(p) in no_decay_ids:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 # Tokens per forward pass (both strands count for PS) when --micro-batch-size is not given.
 MICRO_BATCH_TOKENS = 131072
 
@@ -578,14 +564,6 @@ def default_micro_batch(local_batch: int, seq_len: int, variant: str) -> int:
     per_window = seq_len * (2 if variant == "ps" else 1)
     cap = max(1, min(local_batch, MICRO_BATCH_TOKENS // per_window))
     return max(d for d in range(1, cap + 1) if local_batch % d == 0)
-
-
-def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
-    """Learning rate of 0-based ``step``: linear warmup to ``lr``, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class _Logits(nn.Module):
