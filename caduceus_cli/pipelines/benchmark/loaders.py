@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from ...genome.lines import open_text
 from .registry import Task
 from .sources import TaskFiles
 
-_IUPAC_TO_N = re.compile(r"[RYSWKMBDHVU]")
-_NOT_IUPAC = re.compile(r"[^ACGTNRYSWKMBDHVU]")
 
 
 @dataclass
@@ -76,9 +73,7 @@ def subsample(data: TaskData, limit: int, seed: int = 0) -> TaskData:
             continue
         keep, _ = train_test_split(np.arange(n), train_size=limit, stratify=data.class_indices(split),
                                    random_state=seed)
-        keep = np.sort(keep)
-        replaced[name] = _labeled([split.sequences[i] for i in keep], [split.labels[i] for i in keep],
-                                  [split.names[i] for i in keep], split.source)
+        replaced[name] = split.subset(np.sort(keep))
         notes.append(f"{name}: {limit} of {n} sequences (stratified subsample, seed {seed})")
     return dataclasses.replace(data, notes=notes, **replaced)
 
@@ -123,11 +118,9 @@ def _check_labels(split, task: Task):
 
 
 def _clean(sequence: str, where: str) -> str:
-    sequence = "".join(sequence.split()).upper()
-    bad = _NOT_IUPAC.search(sequence)
-    if bad:
-        raise CaduceusError(f"{where}: character {bad.group()!r} is not a nucleotide code")
-    return _IUPAC_TO_N.sub("N", sequence)
+    from ...genome.labeled import canonical_sequence
+
+    return canonical_sequence("".join(sequence.split()), where)
 
 
 def _natural(path: Path):

@@ -164,7 +164,8 @@ def _tasks_to_run(suite: Suite, names, data_dir: Path | None, note) -> list[Task
                             f"(tasks: {', '.join(list(suite.tasks)[:6])}, ...)")
     missing = [t.name for t in suite.tasks.values() if t not in present]
     if missing:
-        note(f"{len(present)} of {len(suite.tasks)} {suite.name} tasks are in {data_dir}; not there: {', '.join(missing)}")
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        note(f"{len(present)} of {len(suite.tasks)} {suite.name} tasks are in {data_dir} (not there: {shown})")
     return present
 
 
@@ -235,13 +236,17 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
         files = locate(next(iter(the_suite.tasks.values())), data_dir, cache_dir)
         new_rows = run_eqtl(files, plan, fasta, tss, folder)
         return _finish(folder, the_suite, rows, new_rows, "svm", header)
-    for k, task in enumerate(_tasks_to_run(the_suite, tasks, data_dir, note), start=1):
+    chosen = _tasks_to_run(the_suite, tasks, data_dir, note)
+    if data_dir is not None:  # a local copy: find a missing split before hours of work, not after
+        for task in chosen:
+            locate(task, data_dir, cache_dir, fasta)
+    for k, task in enumerate(chosen, start=1):
         wanted = [protocol] + ([report.BASELINE] if baseline else [])
         pending = [p for p in wanted if not report.done(rows, task.name, p)]
         if not pending:
             note(f"{task.name}: already in the report; skipped (--resume)")
             continue
-        note(f"{task.name} ({k}): {' + '.join(pending)}")
+        note(f"{task.name} ({k}/{len(chosen)}): {' + '.join(pending)}")
         task_data = load_task(locate(task, data_dir, cache_dir, fasta), fasta)
         if max_sequences:
             task_data = subsample(task_data, max_sequences)
@@ -258,7 +263,8 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
 
 
 def _default_seeds(suite: Suite, protocol: str) -> int:
-    return suite.finetune_seeds if protocol == "finetune" else 1
+    """The paper's seeds for fine-tuning and for the eQTL SVMs; one seed for the (deterministic) probe."""
+    return suite.finetune_seeds if protocol == "finetune" or suite.kind == "variants" else 1
 
 
 def _header(plan: Plan, data_dir: Path | None) -> dict:
