@@ -14,6 +14,7 @@ import csv
 import json
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from ..._version import __version__
@@ -108,7 +109,7 @@ def _rows(files: TaskFiles, result: dict, svm_meta: str, n_train: int, n_test: i
               "model_sha256": meta.get("model_sha256"), "model_revision": None,
               "evaluation": "test: chromosomes 9 and 10; train: all others", "n": {"train": n_train, "test": n_test},
               "data_origin": files.origin, "tool_version": __version__, "command": command_line(),
-              "device": plan.device or "auto", "task_wall_seconds": round(seconds, 2),
+              "device": plan.device or "auto", "task_wall_seconds": round(seconds, 2), "run_id": uuid.uuid4().hex[:12],
               "recipe": {"window": meta.get("window"), "use_tissue": True, "Cs": meta.get("Cs"),
                          "n_train": meta.get("n_train"), "features": meta.get("features")},
               "dropped_unscorable": result.get("n_unscorable_dropped")}

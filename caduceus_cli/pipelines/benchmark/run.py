@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -147,7 +148,7 @@ def run_task(task: Task, data: TaskData, plan: Plan, pending: list[str]) -> list
     common = {"suite": task.suite, "task": task.name, "metric": task.metric, "evaluation": _evaluation(data, plan),
               "n": data.sizes(), "data": data.digests(), "data_origin": data.files.origin, "notes": data.notes,
               "tool_version": __version__, "command": command_line(), "device": plan.device or "auto",
-              "task_wall_seconds": round(time.perf_counter() - started, 2)}
+              "task_wall_seconds": round(time.perf_counter() - started, 2), "run_id": uuid.uuid4().hex[:12]}
     return [{**common, **row, "value": row["metrics"].get(task.metric)} for row in rows]
 
 
@@ -268,12 +269,18 @@ def _default_seeds(suite: Suite, protocol: str) -> int:
 
 
 def _header(plan: Plan, data_dir: Path | None) -> dict:
-    recipe = (f"frozen embeddings + logistic regression (finetune engine's fit_probe), seeds {plan.seeds}"
-              if plan.protocol == "probe" else
-              f"full fine-tuning (finetune engine), {plan.epochs or plan.suite.finetune_epochs} epochs, "
-              f"{len(plan.seeds)} seeds")
+    if plan.suite.kind == "variants":
+        recipe = ("the paper's SVM through `train_svm`: StandardScaler + RBF SVC per distance-to-TSS bucket on "
+                  "[ref, alt] mean embeddings + tissue, C in 1/5/10 kept by mean AUROC of the decision function, "
+                  f"seeds {plan.seeds}, 5,000 training variants per fit")
+    elif plan.protocol == "probe":
+        recipe = f"frozen embeddings + logistic regression (finetune engine's fit_probe), seeds {plan.seeds}"
+    else:
+        recipe = (f"full fine-tuning (finetune engine), {plan.epochs or plan.suite.finetune_epochs} epochs, "
+                  f"{len(plan.seeds)} seeds")
     return {"model": f"`{plan.model}`", "protocol": recipe,
-            "cross-validation": f"{plan.folds} stratified folds where a task has only a test split",
+            "cross-validation": f"{plan.folds} stratified folds where a task has only a test split"
+            if plan.suite.kind == "sequences" else None,
             "baseline": "k-mer frequencies (k = 1..6) + logistic regression on the same splits" if plan.baseline else None,
             "subsample": f"at most {plan.max_sequences} sequences per split (stratified, seeded)" if plan.max_sequences else None,
             "data": str(data_dir) if data_dir else "downloaded / cached copies of the published data",
