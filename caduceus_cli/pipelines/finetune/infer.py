@@ -1,0 +1,75 @@
+"""Batched inference of a classifier over token arrays: equal-length batches, bf16 autocast on CUDA,
+work shared between torchrun processes and gathered back in input order."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data import collate, eval_batches
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing elsewhere (CPU runs in fp32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(array: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    if array is None:
+        return None
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def predict_logits(model, tokens: list[np.ndarray], batch_size: int, runtime=None,
+                   progress: Callable[..., None] | None = None) -> np.ndarray:
+    """(N, num_outputs) float32 logits of every sequence, in input order, in eval mode.
+
+    Each batch holds sequences of one length (no padding); under torchrun batch i runs on rank
+    ``i % world`` and every rank receives all logits.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    batches = eval_batches(lengths, batch_size)
+    world, rank = (runtime.world_size, runtime.rank) if runtime is not None else (1, 0)
+    out = np.zeros((len(tokens), model.num_labels), dtype=np.float32)
+    mine = []
+    for i, idx in enumerate(batches):
+        if i % world != rank:
+            continue
+        ids, lens = collate(tokens, idx)
+        with autocast(device):
+            logits = model(to_device(ids, device), to_device(lens, device))
+        mine.append((idx, logits.float().cpu().numpy()))
+        if progress is not None:
+            progress(len(idx))
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, mine)
+        mine = [pair for part in gathered for pair in part]
+    for idx, logits in mine:
+        out[idx] = logits
+    model.train(was_training)
+    return out
+
+
+def outputs_from_logits(task: str, logits: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    """Class probabilities (N, K) (softmax in float64) or regression values (N,) (``logits * std + mean``)."""
+    if task == "regression":
+        return logits[:, 0].astype(np.float64) * std + mean
+    z = logits.astype(np.float64)
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

@@ -1,0 +1,162 @@
+"""`predict`: apply a fine-tuned classifier or probe to sequences; one row per input, in input order.
+
+Input: FASTA, CSV/TSV with a sequence column, or BED + ``fasta=`` (read by content, ``-`` = stdin);
+labels are not needed and not read. It is streamed in chunks of ``chunk_size`` records; under
+torchrun chunk i runs on rank ``i % world`` and rank 0 writes every chunk back in input order
+(``runtime.run_sharded``). Sequences longer than the model's ``max_length`` are centre-cropped as
+in training, and counted.
+
+Output columns: ``name``, ``prediction`` (the label with the highest probability, or the regression
+value), then ``prob_<label>`` per class (classification). TSV (``##key=value`` provenance lines, a
+header; ``-`` = stdout; ``.gz`` = BGZF) or Parquet (provenance in the schema metadata), by the file
+name; without ``output`` the rows are returned in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ...errors import CaduceusError
+from ...genome.labeled import iter_records
+from ...io import atomic_file, check_writable, open_output, provenance, refuse_overwriting_inputs
+from ...runtime import run_sharded, torchrun
+from .data import tokenize_split
+from .infer import outputs_from_logits, predict_logits
+
+CHUNK_SIZE = 4096
+DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
+
+
+@dataclass
+class PredictResult:
+    """What ``predict`` did: ``rows`` (one dict per input, in order) when no output file was given."""
+
+    rows: list[dict] | None
+    columns: list[str]
+    output: str | None
+    n_records: int
+    truncated: int
+    seconds: float
+
+
+def output_columns(head: dict) -> list[str]:
+    if head["task"] == "regression":
+        return ["name", "prediction"]
+    return ["name", "prediction", *(f"prob_{name}" for name in head["label_names"])]
+
+
+def _schema(head: dict, metadata: dict) -> pa.Schema:
+    if head["task"] == "regression":
+        prediction = pa.float64()
+    else:
+        prediction = pa.int64() if all(isinstance(n, int) for n in head["label_names"]) else pa.string()
+    fields = [pa.field("name", pa.string()), pa.field("prediction", prediction)]
+    fields += [pa.field(c, pa.float64()) for c in output_columns(head)[2:]]
+    return pa.schema(fields, metadata={k: str(v) for k, v in metadata.items()})
+
+
+def _chunks(records: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(records, size)):
+        yield chunk
+
+
+class _Predictor:
+    def __init__(self, model, batch_size: int, schema: pa.Schema, progress):
+        self.model, self.head, self.batch_size = model, model.head, batch_size
+        self.schema, self.progress = schema, progress
+        self.truncated = 0
+
+    def __call__(self, chunk: list) -> pa.RecordBatch:
+        tokens = tokenize_split([r.sequence for r in chunk], np.zeros(len(chunk)), self.head["max_length"])
+        self.truncated += tokens.truncated
+        logits = predict_logits(self.model, tokens.tokens, self.batch_size)
+        outputs = outputs_from_logits(self.head["task"], logits)
+        columns = {"name": [r.name for r in chunk]}
+        if self.head["task"] == "regression":
+            columns["prediction"] = outputs.tolist()
+        else:
+            names = self.head["label_names"]
+            columns["prediction"] = [names[i] for i in outputs.argmax(1)]
+            for k, name in enumerate(names):
+                columns[f"prob_{name}"] = outputs[:, k].tolist()
+        if self.progress is not None:
+            self.progress(len(chunk))
+        return pa.RecordBatch.from_pydict(columns, schema=self.schema)
+
+
+@contextlib.contextmanager
+def _sink(output, schema: pa.Schema) -> Iterator:
+    """A function that writes one record batch; TSV or Parquet by the name, committed at the end."""
+    if str(output).lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with atomic_file(output) as tmp:
+            writer = pq.ParquetWriter(str(tmp), schema)
+            try:
+                yield writer.write_batch
+            finally:
+                writer.close()
+        return
+    with open_output(output) as stream:
+        for key, value in (schema.metadata or {}).items():
+            stream.write(f"##{key.decode()}={' '.join(value.decode().split())}\n")
+        stream.write("\t".join(schema.names) + "\n")
+
+        def write(batch: pa.RecordBatch) -> None:
+            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            stream.write("".join("\t".join(_cell(c[i]) for c in cols) + "\n" for i in range(batch.num_rows)))
+
+        yield write
+
+
+def _cell(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None, progress=None,
+            sequence_column=None, backend="auto", chunk_size: int = CHUNK_SIZE) -> PredictResult:
+    """Predict every record of ``input`` with the classifier in ``model_dir``; see the module docstring."""
+    from ...model.checkpoint import load_classifier
+
+    started = time.time()
+    if output is not None and str(output) != "-":
+        check_writable(output)
+        refuse_overwriting_inputs(output, input, fasta)
+    with torchrun(device) as runtime:
+        model = load_classifier(model_dir, device=runtime.device, backend=backend)
+        schema = _schema(model.head, provenance(model, input=input, task=model.head["task"]))
+        size = batch_size or DEFAULT_BATCH.get(runtime.device.type, 64)
+        predictor = _Predictor(model, size, schema, progress if runtime.is_main else None)
+        records = iter_records(input, fasta=fasta, sequence_column=sequence_column, labels=False)
+        first = next(records, None)
+        if first is None:  # before any output exists
+            raise CaduceusError(f"{'<stdin>' if str(input) == '-' else input}: no sequences to predict (the file is empty)")
+        records = itertools.chain([first], records)
+        folder = Path(output).resolve().parent if output is not None and str(output) != "-" else Path(tempfile.gettempdir())
+        batches = run_sharded(_chunks(records, chunk_size), predictor, runtime, folder, "predict")
+        rows, count = ([] if output is None else None), 0
+        if output is None:
+            for batch in batches:
+                rows += batch.to_pylist()
+                count += batch.num_rows
+        elif runtime.is_main:
+            with _sink(output, schema) as write:
+                for batch in batches:
+                    write(batch)
+                    count += batch.num_rows
+        else:
+            for _ in batches:  # this rank's share, written to its part file
+                pass
+        truncated = int(runtime.all_reduce([float(predictor.truncated)])[0])
+        runtime.barrier()
+    return PredictResult(rows, output_columns(model.head), None if output is None else str(output), count,
+                         truncated, round(time.time() - started, 2))

@@ -1,0 +1,45 @@
+"""The fine-tuning recipe of the Caduceus paper as defaults, and the probe's settings.
+
+Plain constants (no torch import), so that the command line can state them in ``--help``.
+Sources: the official configs and appendix D of Schiff et al. (2024), quoted in
+``../shared/data/published_figures.md``.
+"""
+
+EPOCHS = 10                   # Genomic Benchmarks: 10 epochs (NT tasks: 20)
+LR = 1e-3                     # peak learning rate
+BATCH_SIZE = 128              # sequences per optimiser step, over all processes
+WEIGHT_DECAY = 0.1            # AdamW, not on norms, biases, embeddings, A_log, D
+ADAM_BETAS = (0.9, 0.999)
+WARMUP_FRACTION = 0.01        # linear warmup over the first 1% of steps ...
+FINAL_LR_FRACTION = 0.1       # ... then cosine decay to 0.1 x lr
+GRAD_CLIP = 1.0               # gradient-norm clipping
+VALID_FRACTION = 0.1          # stratified 90/10 train/validation split per seed
+POOLING = "mean"              # mean over the sequence, then linear
+SHUFFLE_WINDOW = 50           # batches per shuffled window sorted by length (equal-length batches)
+SELECT_METRIC = {"classification": "mcc", "regression": "mse"}  # best epoch on validation
+
+# Probe: frozen embeddings + scikit-learn; C (or the ridge alpha) chosen by CV on train.
+PROBE_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+PROBE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+PROBE_CV_FOLDS = 5
+PROBE_MAX_ITER = 2000
+PROBE_BATCH_SIZE = {"cpu": 64, "cuda": 512}
+
+CLASSIFICATION_METRICS = ("accuracy", "mcc", "f1", "auroc", "auprc")
+REGRESSION_METRICS = ("mse", "pearson", "spearman", "r2")
+LOWER_IS_BETTER = ("mse", "loss")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def recipe(**overrides) -> dict:
+    """The recipe as recorded in reports: the defaults above with the run's own settings on top."""
+    base = {"optimizer": "AdamW", "betas": list(ADAM_BETAS), "weight_decay": WEIGHT_DECAY, "lr": LR,
+            "schedule": f"linear warmup over {WARMUP_FRACTION:.0%} of steps, cosine decay to "
+                        f"{FINAL_LR_FRACTION} x lr", "warmup_fraction": WARMUP_FRACTION,
+            "final_lr_fraction": FINAL_LR_FRACTION, "grad_clip": GRAD_CLIP, "epochs": EPOCHS,
+            "batch_size": BATCH_SIZE, "pooling": POOLING, "precision": "bf16 autocast on CUDA, fp32 on CPU"}
+    base.update(overrides)
+    return base
