@@ -53,7 +53,9 @@ class Plan:
 
 
 def cv_folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The stratified K-fold split of a test-only task: the same for the model and the baseline."""
+    """The stratified K-fold split of a test-only task, drawn as the finetune engine draws it
+    (scikit-learn's StratifiedKFold, shuffled with ``seed``, classes in sorted order), so that the
+    model and the baseline see the same folds (a test checks it)."""
     from sklearn.model_selection import StratifiedKFold
 
     smallest = int(np.bincount(labels).min())
@@ -121,8 +123,10 @@ def _baseline_rows(data: TaskData, plan: Plan) -> list[dict]:
         labels = data.class_indices(data.test)
         for seed in plan.seeds:
             started = time.perf_counter()
+            # the engine's folds: fine-tuning draws them per seed, the probe always with seed 1
+            fold_seed = seed if plan.protocol == "finetune" else 1
             folds = kmer.cross_validate(list(data.test.sequences), labels, n_classes,
-                                        cv_folds(labels, plan.folds, seed), seed)
+                                        cv_folds(labels, plan.folds, fold_seed), seed)
             rows.append({"protocol": report.BASELINE, "seed": seed, "metrics": _mean_metrics(folds),
                          "folds": [f["test"] for f in folds], "C": [f["C"] for f in folds],
                          "wall_seconds": round(time.perf_counter() - started, 2)})
@@ -226,7 +230,7 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
     cache_dir = Path(cache) if cache is not None else default_cache()
     plan = Plan(the_suite, protocol, model, list(range(1, (seeds or _default_seeds(the_suite, protocol)) + 1)), epochs,
                 folds or the_suite.cv_folds, baseline, device, batch_size, max_sequences,
-                cache_dir / "embeddings" if protocol == "probe" else None, options, note, progress)
+                Path(cache) / "features" if cache is not None else None, options, note, progress)
     header = _header(plan, data_dir)
     if the_suite.kind == "variants":
         from .eqtl import run_eqtl

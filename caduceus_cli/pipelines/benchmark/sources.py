@@ -93,12 +93,12 @@ class TaskFiles:
 
 
 def default_cache() -> Path:
-    """``$CADUCEUS_CACHE``, else ``$XDG_CACHE_HOME/caduceus``, else ``~/.cache/caduceus``; data go to
-    its ``benchmark`` folder."""
+    """``benchmark/`` of the tool's cache (as the probe's feature cache): ``$CADUCEUS_CACHE``, else
+    ``$XDG_CACHE_HOME/caduceus-cli``, else ``~/.cache/caduceus-cli``."""
     if os.environ.get("CADUCEUS_CACHE"):
         return Path(os.environ["CADUCEUS_CACHE"]) / "benchmark"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "caduceus" / "benchmark"
+    return base / "caduceus-cli" / "benchmark"
 
 
 def _first(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path | None:
