@@ -204,6 +204,7 @@ def write_plot(path: Path, suite: Suite, rows: list[dict], protocol: str) -> Non
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+        ax.set_xlim(-0.6, len(shown) - 0.4)
         ax.set_xticks(range(len(shown)))
         ax.set_xticklabels([t.name for t in shown], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
