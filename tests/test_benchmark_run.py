@@ -131,3 +131,13 @@ def test_official_figures_are_shown_for_the_published_sizes():
     model = build_model("random:ph:256x16", "cpu")
     assert _official("forward", model, 131072)["value"] == 2.14e6
     assert _official("forward", model, 4096) is None and _official("embed", model, 1536) is None
+
+
+def test_options_of_another_kind_of_suite_are_refused(tmp_path):
+    with pytest.raises(CaduceusError, match="--window does not apply to gue"):
+        run_benchmark("gue", tmp_path / "r", window=1536)
+    with pytest.raises(CaduceusError, match="--lengths does not apply to vep-eqtl"):
+        run_benchmark("vep-eqtl", tmp_path / "r", lengths="1024")
+    with pytest.raises(CaduceusError, match="--baseline kmer applies to sequence-classification suites"):
+        run_benchmark("speed", tmp_path / "r", baseline="kmer")
+    assert not (tmp_path / "r").exists()

@@ -104,12 +104,14 @@ def run_eqtl(files: TaskFiles, plan, fasta: str | None, tss: str | None, folder:
 
 
 def _rows(files: TaskFiles, result: dict, svm_meta: str, n_train: int, n_test: int, seconds: float, plan) -> list[dict]:
+    from .run import device_name
+
     meta = json.loads(svm_meta)
     common = {"suite": "vep-eqtl", "protocol": "svm", "metric": "auroc", "model": meta.get("model"),
               "model_sha256": meta.get("model_sha256"), "model_revision": None,
               "evaluation": "test: chromosomes 9 and 10; train: all others", "n": {"train": n_train, "test": n_test},
               "data_origin": files.origin, "tool_version": __version__, "command": command_line(),
-              "device": plan.device or "auto", "task_wall_seconds": round(seconds, 2), "run_id": uuid.uuid4().hex[:12],
+              "device": device_name(plan.device), "task_wall_seconds": round(seconds, 2), "run_id": uuid.uuid4().hex[:12],
               "recipe": {"window": meta.get("window"), "use_tissue": True, "Cs": meta.get("Cs"),
                          "n_train": meta.get("n_train"), "features": meta.get("features")},
               "dropped_unscorable": result.get("n_unscorable_dropped")}

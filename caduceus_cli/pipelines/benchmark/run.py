@@ -156,7 +156,7 @@ def run_task(task: Task, data: TaskData, plan: Plan, pending: list[str]) -> list
         rows += [{**_baseline_common(), **r} for r in _baseline_rows(data, plan)]
     common = {"suite": task.suite, "task": task.name, "metric": task.metric, "evaluation": _evaluation(data, plan),
               "n": data.sizes(), "data": data.digests(), "data_origin": data.files.origin, "notes": data.notes,
-              "tool_version": __version__, "command": command_line(), "device": plan.device or "auto",
+              "tool_version": __version__, "command": command_line(), "device": device_name(plan.device),
               "task_wall_seconds": round(time.perf_counter() - started, 2), "run_id": uuid.uuid4().hex[:12]}
     return [{**common, **row, "value": row["metrics"].get(task.metric)} for row in rows]
 
@@ -217,6 +217,7 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
     summary to ``summary.md``/``summary.png``; ``resume`` skips tasks that already have rows.
     """
     the_suite = get_suite(suite)
+    _check_options(the_suite, options)
     if protocol not in PROTOCOLS:
         raise CaduceusError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline is not None and baseline not in BASELINES:
@@ -270,6 +271,33 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
     if folder is not None and rows:
         report.write_summary(folder, the_suite, rows, protocol, header)
     return rows
+
+
+SPEED_OPTIONS = {"lengths", "dtypes", "backends", "tokens_per_batch", "repeats", "regions", "variants"}
+VEP_OPTIONS = {"window", "n_train", "Cs", "backend"}
+
+
+def _check_options(suite: Suite, options: dict) -> None:
+    """Options of one kind of suite are refused by the others (sequence suites pass the rest on to
+    the finetune engine, e.g. lr, pool, max_length)."""
+    own = {"speed": SPEED_OPTIONS, "variants": VEP_OPTIONS}.get(suite.kind)
+    foreign = (SPEED_OPTIONS | VEP_OPTIONS) - (own or set())
+    misplaced = sorted(k for k in options if k in foreign or (own is not None and k not in own))
+    if misplaced:
+        name = misplaced[0].replace("_", "-")
+        raise CaduceusError(f"--{name} does not apply to {suite.name}")
+
+
+def device_name(device: str | None) -> str:
+    """The device a run used, as people know it (cpu, or the GPU's name)."""
+    from ...runtime import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
 
 
 def _default_seeds(suite: Suite, protocol: str) -> int:
