@@ -165,5 +165,5 @@ def test_bad_data_is_one_line_and_a_nonzero_exit(tmp_path):
     shutil.copytree(tmp_path / "gb" / task.name / "test" / "positive", tmp_path / "gb" / task.name / "test" / "maybe")
     assert_one_line(run_cli("genomic-benchmarks", "--data", str(tmp_path / "gb"), "-o", str(tmp_path / "r4")),
                     "'maybe' is not a class of genomic-benchmarks/human_nontata_promoters")
-    for name in ("r1", "r3", "r4"):
-        assert not (tmp_path / name / "results.jsonl").exists()
+    for name in ("r1", "r2", "r3", "r4"):
+        assert not (tmp_path / name).exists()  # nothing left behind

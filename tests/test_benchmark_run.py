@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from caduceus_cli.cli import main
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.pipelines.benchmark import baseline, run_benchmark
 from caduceus_cli.pipelines.benchmark.registry import SUITES
@@ -103,14 +104,16 @@ def test_baseline_folds_are_the_engines(tmp_path):
             assert list(task.classes) == sorted(task.classes), task.name
 
 
-def test_cli_writes_the_report(tmp_path, small_ps_dir, capsys):
+def test_cli_writes_the_report(tmp_path, small_ps_dir):
     data = need_data("tasks", "nt_yeast_histone")
-    with pytest.raises(SystemExit) as e:
-        main(["benchmark", "nt-suite", "--data", str(data), "--tasks", "H3K36me3", "--max-sequences", "20",
-              "--folds", "2", "--model", str(small_ps_dir), "--device", "cpu", "-o", str(tmp_path / "r")])
-    assert e.value.code == 0, capsys.readouterr().err
+    result = subprocess.run([sys.executable, "-m", "caduceus_cli", "benchmark", "nt-suite", "--data", str(data),
+                             "--tasks", "H3K36me3", "--max-sequences", "20", "--folds", "2", "--model",
+                             str(small_ps_dir), "--device", "cpu", "-o", str(tmp_path / "r")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
     assert [r["protocol"] for r in rows] == ["probe"] and rows[0]["evaluation"] == "2-fold CV on the test split"
+    assert rows[0]["command"].startswith("caduceus benchmark nt-suite") and rows[0]["device"] == "cpu"
     assert "H3K36me3" in (tmp_path / "r" / "summary.md").read_text()
 
 

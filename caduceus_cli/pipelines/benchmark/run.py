@@ -8,6 +8,7 @@ Tasks with only a test split are evaluated by stratified K-fold cross-validation
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -226,50 +227,75 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
         raise CaduceusError(f"--baseline {baseline} applies to sequence-classification suites, not {suite}")
     note = note or log.info
     folder = Path(output_dir) if output_dir is not None else None
-    rows = _open_report(folder, resume, the_suite) if folder is not None else []
-    if the_suite.kind == "speed":
-        from .speed import run_speed
+    with _report_folder(folder, resume, the_suite) as rows:
+        if the_suite.kind == "speed":
+            from .speed import run_speed
 
-        return _finish(folder, the_suite, rows, run_speed(model, tasks, device=device, note=note, **options), "speed",
-                       {"tool": f"caduceus-cli {__version__}", "command": f"`{command_line()}`"})
-    data_dir = Path(data) if data is not None else None
-    cache_dir = Path(cache) if cache is not None else default_cache()
-    plan = Plan(the_suite, protocol, model, list(range(1, (seeds or _default_seeds(the_suite, protocol)) + 1)), epochs,
-                folds or the_suite.cv_folds, baseline, device, batch_size, max_sequences,
-                Path(cache) / "features" if cache is not None else None, options, note, progress)
-    header = _header(plan, data_dir)
-    if the_suite.kind == "variants":
-        from .eqtl import run_eqtl
+            return _finish(folder, the_suite, rows, run_speed(model, tasks, device=device, note=note, **options),
+                           "speed", {"tool": f"caduceus-cli {__version__}", "command": f"`{command_line()}`"})
+        data_dir = Path(data) if data is not None else None
+        cache_dir = Path(cache) if cache is not None else default_cache()
+        plan = Plan(the_suite, protocol, model, list(range(1, (seeds or _default_seeds(the_suite, protocol)) + 1)),
+                    epochs, folds or the_suite.cv_folds, baseline, device, batch_size, max_sequences,
+                    Path(cache) / "features" if cache is not None else None, options, note, progress)
+        header = _header(plan, data_dir)
+        if the_suite.kind == "variants":
+            return _run_variants(plan, rows, folder, data_dir, cache_dir, fasta, tss, header)
+        chosen = _tasks_to_run(the_suite, tasks, data_dir, note)
+        return _run_sequences(plan, chosen, rows, folder, data_dir, cache_dir, fasta, header)
 
-        if report.done(rows, next(iter(the_suite.tasks)), "svm"):
-            note(f"{suite}: already in {folder}; nothing to do")
-            return rows
-        files = locate(next(iter(the_suite.tasks.values())), data_dir, cache_dir)
-        new_rows = run_eqtl(files, plan, fasta, tss, folder)
-        return _finish(folder, the_suite, rows, new_rows, "svm", header)
-    chosen = _tasks_to_run(the_suite, tasks, data_dir, note)
+
+@contextlib.contextmanager
+def _report_folder(folder: Path | None, resume: bool, suite: Suite):
+    """The rows already in ``folder`` (opened or created); a folder this run created is removed
+    again when the run fails before writing anything into it."""
+    if folder is None:
+        yield []
+        return
+    created = not folder.exists()
+    rows = _open_report(folder, resume, suite)
+    try:
+        yield rows
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _run_variants(plan: Plan, rows, folder, data_dir, cache_dir, fasta, tss, header) -> list[dict]:
+    from .eqtl import run_eqtl
+
+    first = next(iter(plan.suite.tasks.values()))
+    if report.done(rows, first.name, "svm"):
+        plan.note(f"{plan.suite.name}: already in {folder}; nothing to do")
+        return rows
+    new_rows = run_eqtl(locate(first, data_dir, cache_dir), plan, fasta, tss, folder)
+    return _finish(folder, plan.suite, rows, new_rows, "svm", header)
+
+
+def _run_sequences(plan: Plan, chosen: list[Task], rows, folder, data_dir, cache_dir, fasta, header) -> list[dict]:
+    """Each task in turn; its rows are appended (and the summary rewritten) as soon as it is done."""
     if data_dir is not None:  # a local copy: find a missing split before hours of work, not after
         for task in chosen:
             locate(task, data_dir, cache_dir, fasta)
+    wanted = [plan.protocol] + ([report.BASELINE] if plan.baseline else [])
     for k, task in enumerate(chosen, start=1):
-        wanted = [protocol] + ([report.BASELINE] if baseline else [])
         pending = [p for p in wanted if not report.done(rows, task.name, p)]
         if not pending:
-            note(f"{task.name}: already in the report; skipped (--resume)")
+            plan.note(f"{task.name}: already in the report; skipped (--resume)")
             continue
-        note(f"{task.name} ({k}/{len(chosen)}): {' + '.join(pending)}")
+        plan.note(f"{task.name} ({k}/{len(chosen)}): {' + '.join(pending)}")
         task_data = load_task(locate(task, data_dir, cache_dir, fasta), fasta)
-        if max_sequences:
-            task_data = subsample(task_data, max_sequences)
+        if plan.max_sequences:
+            task_data = subsample(task_data, plan.max_sequences)
         new_rows = run_task(task, task_data, plan, pending)
         if folder is not None:
             _check_same_model(rows, new_rows, folder)
             report.append_rows(folder, new_rows)
-        rows += new_rows
-        if folder is not None:
-            report.write_summary(folder, the_suite, rows, protocol, header)
+            report.write_summary(folder, plan.suite, rows + new_rows, plan.protocol, header)
+        rows = rows + new_rows
     if folder is not None and rows:
-        report.write_summary(folder, the_suite, rows, protocol, header)
+        report.write_summary(folder, plan.suite, rows, plan.protocol, header)
     return rows
 
 
