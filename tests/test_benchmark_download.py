@@ -59,6 +59,15 @@ def test_a_file_missing_from_the_offline_cache_is_one_line(offline_hub, tmp_path
     assert "H3/train.fna" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_hf_home_locates_the_cache_too(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fill_hf_cache(tmp_path / "home" / "hub", sources.NT_REPO, {"H4/train.fna": ">a|1\nACGT\n", "H4/test.fna": ">b|0\nAC\n"})
+    files = sources.locate(SUITES["nt-suite"].tasks["H4"], None, tmp_path / "cache")
+    assert files.splits["train"].read_text() == ">a|1\nACGT\n"
+
+
 def test_eqtl_table_from_the_cache(offline_hub, tmp_path):
     fill_hf_cache(offline_hub, sources.EQTL_REPO, {sources.EQTL_FILE: "CHROM,POS\n"})
     files = sources.locate(SUITES["vep-eqtl"].tasks["eqtl_0-30kbp"], None, tmp_path / "cache")

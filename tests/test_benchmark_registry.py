@@ -73,3 +73,16 @@ def test_unknown_suite_or_task_is_one_line():
     with pytest.raises(CaduceusError, match="H5 is not a task of nt-suite"):
         select_tasks(SUITES["nt-suite"], "H3,H5")
     assert [t.name for t in select_tasks(SUITES["gue"], "tf_1,tf_0,tf_1")] == ["tf_1", "tf_0"]
+
+
+def test_the_benchmark_engine_never_imports_typer_or_rich():
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib, pkgutil, caduceus_cli as cc, caduceus_cli.pipelines.benchmark as b\n"
+            "assert cc.run_benchmark is b.run_benchmark\n"
+            "for m in pkgutil.iter_modules(b.__path__): importlib.import_module(b.__name__ + '.' + m.name)\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('typer', 'rich', 'click')]\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
