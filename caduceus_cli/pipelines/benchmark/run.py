@@ -94,10 +94,14 @@ def _engine_report(data: TaskData, plan: Plan, seed: int | None = None) -> dict:
 
 
 def _mean_metrics(runs: list[dict]) -> dict:
-    """Metrics of a seed: its test metrics, or the mean over its CV folds of the held-out metrics."""
+    """Metrics of a seed: its test metrics, or the mean over its CV folds of the held-out metrics
+    (a metric undefined on some fold, None, is averaged over the folds that define it)."""
     held_out = [r.get("test") or r.get("valid") or {} for r in runs]
-    names = [m for m in held_out[0] if all(m in h for h in held_out)]
-    return {m: float(np.mean([h[m] for h in held_out])) for m in names}
+    out = {}
+    for name in dict.fromkeys(m for h in held_out for m in h):
+        values = [h[name] for h in held_out if h.get(name) is not None]
+        out[name] = float(np.mean(values)) if values else None
+    return out
 
 
 def _model_rows(data: TaskData, plan: Plan) -> list[dict]:
@@ -110,11 +114,12 @@ def _model_rows(data: TaskData, plan: Plan) -> list[dict]:
         for run in rep["runs"]:
             by_seed.setdefault(run["seed"], []).append(run)
         for seed, runs in by_seed.items():
+            # a probe report is one seed: its whole call (features and fits); fine-tuning: the seed's runs
+            seconds = rep.get("seconds") if plan.protocol == "probe" else sum(r.get("seconds") or 0.0 for r in runs)
             row = {"protocol": plan.protocol, "seed": seed, "metrics": _mean_metrics(runs),
                    "model": provenance.get("model", str(plan.model)), "model_sha256": provenance.get("model_sha256"),
                    "model_revision": provenance.get("model_revision"), "recipe": rep.get("recipe"),
-                   "wall_seconds": round(sum(r.get("seconds") or 0.0 for r in runs), 2),
-                   "best_epoch": [r.get("best_epoch") for r in runs]}
+                   "wall_seconds": round(seconds or 0.0, 2), "best_epoch": [r.get("best_epoch") for r in runs]}
             if data.cross_validated:
                 row["folds"] = [r.get("test") or r.get("valid") for r in runs]
             rows.append(row)
