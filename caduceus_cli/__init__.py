@@ -25,6 +25,12 @@ _LAZY = {
     "load_svm": ("pipelines.svm", "load_svm"),
     "read_tss": ("genome.tss", "read_tss"),
     "embed_regions": ("pipelines.embed", "embed_regions"),
+    "finetune_classifier": ("pipelines.finetune.classify", "finetune_classifier"),
+    "fit_probe": ("pipelines.finetune.probe", "fit_probe"),
+    "predict": ("pipelines.finetune.predict", "predict"),
+    "read_labeled_sequences": ("genome.labeled", "read_labeled_sequences"),
+    "LabeledSequences": ("genome.labeled", "LabeledSequences"),
+    "load_classifier": ("model.checkpoint", "load_classifier"),
     "run_benchmark": ("pipelines.benchmark", "run_benchmark"),
 }
 

@@ -1,15 +1,18 @@
-"""`caduceus finetune`: train models on top of Caduceus (`svm`: the paper's variant-effect SVM)."""
+"""`caduceus finetune`: train models on top of Caduceus (`svm`: the paper's variant-effect SVM; `classify`:
+full fine-tuning with a classification or regression head; `probe`: a linear probe on frozen embeddings)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Optional
 
 import typer
 
 from ._common import BackendOption, DeviceOption, ModelOption, Progress, default_device
 
-finetune_app = typer.Typer(help="Fine-tune or fit classifiers on Caduceus features.", no_args_is_help=True)
+finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe (probe) or the variant SVM (svm).",
+                            no_args_is_help=True)
 
 
 @finetune_app.command("svm")
@@ -50,6 +53,167 @@ def svm_command(
         else:
             sys.stdout.write(f"{name}\t{b['n_train']}\t{b['n_test']}\t{b['best_C']}\t{b['auroc_decision']:.4f}\t"
                              f"{b['auroc_hard_labels']:.4f}\n")
+
+
+# -- classify / probe: the recipe defaults come from the engine's constants ---------------------
+from ..pipelines.finetune import recipe as _R  # noqa: E402 - plain constants, no torch
+
+_TASK_HELP = "classification (labels: integers or strings; binary or multi-class) or regression (numeric target, MSE loss)."
+_SEQUENCE_HELP = "CSV/TSV: the sequence column's name or 1-based number. (default: sequence/seq, or the column of DNA)"
+_LABEL_HELP = ("CSV/TSV: the label column's name or 1-based number (default: label/target/y, or the last column); "
+               "BED: its column number (default: the last column).")
+_CLASSIFY_HELP = (
+    "Fine-tune a Caduceus model with a classification (or regression) head, with the paper's recipe: "
+    f"AdamW (betas {_R.ADAM_BETAS[0]}, {_R.ADAM_BETAS[1]}), weight decay {_R.WEIGHT_DECAY}, lr {_R.LR:g} with "
+    f"{_R.WARMUP_FRACTION:.0%} warmup and cosine decay to {_R.FINAL_LR_FRACTION} x lr, gradient clipping "
+    f"{_R.GRAD_CLIP}, batch {_R.BATCH_SIZE}, {_R.EPOCHS} epochs, bf16 autocast on GPU; {_R.POOLING} pooling, "
+    "then linear; the best epoch on validation.\n\n"
+    "Many GPUs: torchrun --nproc-per-node N -m caduceus_cli finetune classify ...")
+
+
+def _print_runs(report: dict, as_json: bool) -> None:
+    """The report as JSON, or one line per run and the summary as a tab-separated table."""
+    if as_json:
+        json.dump(report, sys.stdout, indent=2, default=float)
+        sys.stdout.write("\n")
+        return
+    names = report["metric_names"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    sys.stdout.write("\t".join(["run", "best_epoch", *(f"valid_{n}" for n in names), *(f"test_{n}" for n in names)]) + "\n")
+    for r in report["runs"]:
+        key = f"seed {r['seed']}" + (f" fold {r['fold']}" if r.get("fold") is not None else "")
+        valid, test = r.get("valid") or {}, r.get("test") or {}
+        sys.stdout.write("\t".join([key, str(r.get("best_epoch") or "-"), *(fmt(valid.get(n)) for n in names),
+                                    *(fmt(test.get(n)) for n in names)]) + "\n")
+    for part, summary in report["summary"].items():
+        if summary:
+            cells = [f"{n}={s['mean']:.4f} ({s['min']:.4f}..{s['max']:.4f})" for n, s in summary.items()]
+            sys.stdout.write(f"# {part} over {len(report['runs'])} run(s): " + " ".join(cells) + "\n")
+    if report.get("status") == "stopped":
+        sys.stderr.write(f"caduceus: {report['resume']}\n")
+
+
+@finetune_app.command("classify", help=_CLASSIFY_HELP)
+def classify_command(
+    train: Optional[str] = typer.Argument(None, help="Labeled training data: CSV/TSV (sequence,label), FASTA with "
+                                                     "'>name|label' headers, or BED + --fasta (detected by content)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="New folder for the fine-tuned model (config.json, "
+                                         "model.safetensors), report.json and metrics.jsonl."),
+    valid: Optional[str] = typer.Option(None, "--valid", help="Validation data (default: a stratified --valid-fraction "
+                                        "of TRAIN, drawn per seed)."),
+    valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction", help=f"Fraction of TRAIN held out for "
+                                                   f"validation when --valid is not given. (default: {_R.VALID_FRACTION})"),
+    test: Optional[str] = typer.Option(None, "--test", help="Test data: every run's best checkpoint is evaluated on it."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place "
+                                        "of a test set."),
+    seeds: int = typer.Option(1, "--seeds", help="Repeat with seeds 1..N, each with its own validation split; "
+                              "mean and min/max are reported (the paper: 10)."),
+    model: str = ModelOption,
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    task: str = typer.Option("classification", "--task", help=_TASK_HELP),
+    fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED inputs."),
+    sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help=_SEQUENCE_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=_LABEL_HELP),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs. (default: {_R.EPOCHS})"),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate of AdamW; {_R.WARMUP_FRACTION:.0%} linear "
+                                       f"warmup, cosine decay to {_R.FINAL_LR_FRACTION} x lr. (default: {_R.LR:g})"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=f"Sequences per step over all processes. "
+                                             f"(default: {_R.BATCH_SIZE})"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay (not on norms, "
+                                                 f"biases, embeddings). (default: {_R.WEIGHT_DECAY})"),
+    pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling of each strand before the linear head: mean, max, "
+                                       f"center, first or last. (default: {_R.POOLING})"),
+    center_width: Optional[int] = typer.Option(None, "--center-width", help="Positions averaged by --pool center. "
+                                               "(default: 1, the central base or two)"),
+    rc_aug: bool = typer.Option(False, "--rc-aug", help="Caduceus-Ph: reverse-complement each training sequence with "
+                                "probability 0.5 (Ph is conjoined at evaluation; PS is strand-invariant anyway)."),
+    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train the head alone."),
+    select_metric: Optional[str] = typer.Option(None, "--select-metric", help="Validation metric that picks the best "
+                                                "epoch and the saved run. (default: mcc; mse for regression)"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences "
+                                             "(counted in the report). (default: no limit)"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly after this wall time (420, 7m, "
+                                           "1h30m), leaving a folder that --resume continues."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time (its folder)."),
+    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Sequences per evaluation batch "
+                                                  "(default: --batch-size)."),
+    device: Optional[str] = DeviceOption,
+    backend: str = BackendOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Full fine-tuning (help text: _CLASSIFY_HELP, built from the engine's recipe constants)."""
+    import os
+
+    from ..errors import CaduceusError
+    from ..pipelines.finetune import finetune_classifier
+    from ..pipelines.pretrain import parse_duration
+
+    if valid is not None and valid_fraction is not None:
+        raise CaduceusError("give --valid FILE or --valid-fraction, not both")
+    if output is None and resume is None:
+        raise CaduceusError("give the output folder with -o DIR (or --resume DIR to continue a stopped run)")
+    options = dict(valid_fraction=valid_fraction, epochs=epochs, lr=lr, batch_size=batch_size,
+                   weight_decay=weight_decay, pool=pool, center_width=center_width)
+    options = {k: v for k, v in options.items() if v is not None}
+    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    with Progress("finetune", unit="steps", quiet=quiet or not is_main) as progress:
+        report = finetune_classifier(train, output, model=model, revision=revision, valid=valid, test=test,
+                                     folds=folds, seeds=seeds, task=task, fasta=fasta, sequence_column=sequence_column,
+                                     label_column=label_column, rc_aug=rc_aug, freeze_backbone=freeze_backbone,
+                                     select_metric=select_metric, max_length=max_length,
+                                     max_time=parse_duration(max_time), resume=resume, eval_batch_size=eval_batch_size,
+                                     device=device, backend=backend, progress=progress, **options)
+    if is_main:
+        _print_runs(report, as_json)
+
+
+@finetune_app.command("probe")
+def probe_command(
+    train: str = typer.Argument(..., help="Labeled training data: CSV/TSV, FASTA '>name|label', or BED + --fasta."),
+    output: str = typer.Option(..., "--output", "-o", help="New folder for the probe (a classifier folder: config.json, "
+                               "model.safetensors), report.json and metrics.jsonl."),
+    valid: Optional[str] = typer.Option(None, "--valid", help="Validation data (default: out-of-fold metrics on TRAIN)."),
+    test: Optional[str] = typer.Option(None, "--test", help="Test data."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place "
+                                        "of a test set."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the cross-validation splits."),
+    model: str = ModelOption,
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    task: str = typer.Option("classification", "--task", help=_TASK_HELP),
+    fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED inputs."),
+    sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help=_SEQUENCE_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=_LABEL_HELP),
+    pool: str = typer.Option(_R.POOLING, "--pool", help="Pooling of each strand: mean, max, center, first or last."),
+    center_width: int = typer.Option(1, "--center-width", help="Positions averaged by --pool center."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass (default: "
+                                             f"{_R.PROBE_BATCH_SIZE['cpu']} on CPU, {_R.PROBE_BATCH_SIZE['cuda']} on CUDA)."),
+    cache: Optional[str] = typer.Option(None, "--cache", help="Folder of cached features (default: "
+                                        "$CADUCEUS_CACHE or ~/.cache/caduceus-cli, features/ inside)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
+    device: Optional[str] = DeviceOption,
+    backend: str = BackendOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Linear probe on frozen embeddings: StandardScaler + logistic regression (ridge for regression),
+    C chosen by 5-fold CV on TRAIN; features cached per model and data. Minutes on a laptop CPU."""
+    import os
+
+    from ..errors import CaduceusError
+    from ..pipelines.finetune import fit_probe
+
+    if cache is not None and no_cache:
+        raise CaduceusError("give --cache DIR or --no-cache, not both")
+    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    with Progress("features", unit="sequences", quiet=quiet or not is_main) as progress:
+        report = fit_probe(train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seed=seed,
+                           task=task, fasta=fasta, sequence_column=sequence_column, label_column=label_column, pool=pool,
+                           center_width=center_width, max_length=max_length, batch_size=batch_size,
+                           cache=False if no_cache else cache, device=device, backend=backend, progress=progress)
+    if is_main:
+        _print_runs(report, as_json)
 
 
 def register(app: typer.Typer) -> None:

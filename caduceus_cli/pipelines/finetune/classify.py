@@ -9,6 +9,7 @@ metrics.jsonl, and resume/ when ``max_time`` stopped the job (continue with ``re
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
 from .metrics import check_metric, is_better
 from .protocol import check_protocol, plan_runs
-from .report import METRICS_FILE, RESUME_DIR, MetricsLog, build_report, check_new_output, output_folder, write_report
+from .report import METRICS_FILE, RESUME_DIR, MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report
 from .resume import load_resume, load_weights, save_resume
 from .train import RunState, RunTrainer, TrainSettings, init_head
 
@@ -48,6 +49,10 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
     """Fine-tune ``model`` on TRAIN; returns the report (also DIR/report.json). See the package docstring."""
     started = time.time()
     given = {k: v for k, v in locals().items() if k in IDENTITY_DEFAULTS}
+    if isinstance(given["model"], os.PathLike):
+        given["model"] = str(given["model"])
+    if given["fasta"] is not None:
+        given["fasta"] = str(Path(given["fasta"]).resolve())
     data = {"train": train, "valid": valid, "test": test}
     saved = None
     if resume is not None:
@@ -64,7 +69,7 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
             job.check_digests(saved["digests"], resume)
         target = resume if resume is not None else output_dir
         with output_folder(target, replace=resume is not None, enabled=runtime.is_main) as folder:
-            report = job.run(folder, saved, Path(resume) if resume is not None else None)
+            report = job.run(folder, saved, Path(resume) if resume is not None else None, target)
         runtime.barrier()
     return report
 
@@ -116,6 +121,7 @@ class _Job:
                     label_column=options["label_column"])
         self.splits = {k: load_split(data[k], k, **read) for k in DATA_KEYS}
         self.paths = {k: str(Path(v).resolve()) if isinstance(v, (str, Path)) else None for k, v in data.items()}
+        self.digests = {k: v.digest() if v is not None else None for k, v in self.splits.items()}
         self.space = LabelSpace.from_train(self.splits["train"], options["task"])
         self.tokens = {k: self._tokens(v, k) for k, v in self.splits.items() if v is not None}
         strata = self.space.stratify(self.tokens["train"].y)
@@ -129,7 +135,7 @@ class _Job:
 
     def check_digests(self, digests: dict, folder) -> None:
         for key, split in self.splits.items():
-            if (split.digest() if split is not None else None) != digests.get(key):
+            if self.digests[key] != digests.get(key):
                 raise CaduceusError(f"{folder}: the {key} data differ from the data the run started with: a "
                                     "resumed run keeps its data")
 
@@ -163,7 +169,8 @@ class _Job:
         return bool(self.runtime.all_reduce([over], "max")[0])
 
     # -- the whole protocol --------------------------------------------------------------------
-    def run(self, folder: Path | None, saved: dict | None, resume_dir: Path | None) -> dict:
+    def run(self, folder: Path | None, saved: dict | None, resume_dir: Path | None, target) -> dict:
+        self.target = target
         metrics_log = MetricsLog(folder, resume_dir / METRICS_FILE if resume_dir else None)
         completed = list(saved["completed"]) if saved else []
         chosen = {"index": saved.get("chosen_index"), "metric": saved.get("chosen_metric"),
@@ -228,7 +235,7 @@ class _Job:
                         world_size=self.runtime.world_size, device=str(self.runtime.device))
         plan = self.plans[chosen["index"]] if chosen["index"] is not None else None
         return build_report(task=o["task"], protocol="finetune", label_names=self.space.names, runs=completed,
-                            folds=o["folds"], data={k: v.digest() if v is not None else None for k, v in self.splits.items()},
+                            folds=o["folds"], data=self._digests(),
                             recipe=used, model=self.backbone, status=status,
                             extra={"splits": splits, "saved_run": None if plan is None else plan.key,
                                    "runs_planned": len(self.plans)})
@@ -240,7 +247,11 @@ class _Job:
             with torch.no_grad():
                 model.score.weight.mul_(self.space.std)
                 model.score.bias.mul_(self.space.std).add_(self.space.mean)
+        stamp_head(model, self.backbone, self._digests())
         save_model(model, folder)
+
+    def _digests(self) -> dict:
+        return dict(self.digests)
 
     def _final(self, folder: Path | None, completed: list[dict], chosen: dict) -> dict:
         report = self._report(completed, chosen, "finished")
@@ -251,15 +262,15 @@ class _Job:
 
     def _stop(self, folder, model, trainer: RunTrainer, state: RunState, index: int, completed, chosen) -> dict:
         report = self._report(completed, chosen, "stopped")
-        report["resume"] = f"stopped by --max-time in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), " \
-                           f"epoch {state.epoch + 1}, step {state.step}: continue with --resume DIR"
+        report["resume"] = (f"stopped by --max-time in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), "
+                            f"epoch {state.epoch + 1}, step {state.step}: continue with --resume {self.target}")
         log.warning("--max-time reached: %s", report["resume"])
         if folder is not None:
             current = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             best = chosen["state"] or trainer.best_state or current
             self._save_model(folder, best)
             save_resume(folder / RESUME_DIR, options=self.options, data_paths=self.paths,
-                        digests={k: v.digest() if v is not None else None for k, v in self.splits.items()},
+                        digests=self._digests(),
                         run_index=index, run_state=state.to_dict(), optimizer=trainer.optimizer.state_dict(),
                         completed=completed, chosen_index=chosen["index"], chosen_metric=chosen["metric"],
                         weights={"current": current, "best": trainer.best_state, "chosen": chosen["state"]})

@@ -36,7 +36,8 @@ def load_split(data, what: str, *, fasta=None, task: str = "classification", seq
         if len({len(data.sequences), len(data.labels), len(data.names)}) != 1:
             raise CaduceusError(f"{data.source}: sequences, labels and names of the {what} split differ in number")
         sequences = [canonical_sequence(s, f"{data.source}: {what} record {i + 1}") for i, s in enumerate(data.sequences)]
-        return LabeledSequences(sequences, list(data.labels), [str(n) for n in data.names], data.source)
+        labels = [v.item() if hasattr(v, "item") else v for v in data.labels]  # numpy scalars -> Python
+        return LabeledSequences(sequences, labels, [str(n) for n in data.names], data.source)
     if not isinstance(data, (str, os.PathLike)):
         raise CaduceusError(f"the {what} split must be a file path or LabeledSequences, not {type(data).__name__}")
     return read_labeled_sequences(data, fasta=fasta, sequence_column=sequence_column, label_column=label_column,

@@ -28,11 +28,11 @@ import pyarrow as pa
 from ...errors import CaduceusError
 from ...genome.labeled import iter_records
 from ...io import atomic_file, check_writable, open_output, provenance, refuse_overwriting_inputs
-from ...runtime import run_sharded, torchrun
+from ...runtime import env_int, run_sharded, torchrun
 from .data import tokenize_split
 from .infer import outputs_from_logits, predict_logits
 
-CHUNK_SIZE = 4096
+CHUNK_SIZE = 4096  # records per chunk (the unit of torchrun sharding); CADUCEUS_PREDICT_CHUNK overrides
 DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
 
 
@@ -123,11 +123,12 @@ def _cell(value) -> str:
 
 
 def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None, progress=None,
-            sequence_column=None, backend="auto", chunk_size: int = CHUNK_SIZE) -> PredictResult:
+            sequence_column=None, backend="auto", chunk_size: int | None = None) -> PredictResult:
     """Predict every record of ``input`` with the classifier in ``model_dir``; see the module docstring."""
     from ...model.checkpoint import load_classifier
 
     started = time.time()
+    chunk_size = chunk_size or env_int("CADUCEUS_PREDICT_CHUNK", CHUNK_SIZE, minimum=1)
     if output is not None and str(output) != "-":
         check_writable(output)
         refuse_overwriting_inputs(output, input, fasta)

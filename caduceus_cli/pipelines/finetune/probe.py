@@ -32,7 +32,7 @@ from .data import LabelSpace, TokenSplit, collate, eval_batches, load_split, tok
 from .infer import autocast, to_device
 from .metrics import split_metrics
 from .protocol import check_protocol, plan_runs
-from .report import MetricsLog, build_report, check_new_output, output_folder, write_report
+from .report import MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report
 
 log = logging.getLogger("caduceus")
 FEATURES_VERSION = 1
@@ -122,25 +122,26 @@ def _estimator(task: str, value: float, seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(C=value, max_iter=R.PROBE_MAX_ITER, random_state=seed))
 
 
-def _cv(task: str, y: np.ndarray, seed: int):
+def _cv(task: str, y: np.ndarray, seed: int, folds: int):
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    folds = R.PROBE_CV_FOLDS
     if task == "regression":
         return KFold(folds, shuffle=True, random_state=seed)
     return StratifiedKFold(min(folds, int(np.unique(y, return_counts=True)[1].min())), shuffle=True, random_state=seed)
 
 
-def fit_linear(task: str, X: np.ndarray, y: np.ndarray, seed: int, oof: bool) -> tuple[object, float, np.ndarray | None]:
-    """(fitted pipeline, chosen C or alpha, out-of-fold outputs on X or None)."""
+def fit_linear(task: str, X: np.ndarray, y: np.ndarray, seed: int, oof: bool, grid=None,
+               cv_folds: int = R.PROBE_CV_FOLDS) -> tuple[object, float, np.ndarray | None]:
+    """(fitted pipeline, chosen C or alpha, out-of-fold outputs on X or None). ``grid``: the Cs
+    (alphas for regression) tried, by default the recipe's."""
     from sklearn.model_selection import GridSearchCV, cross_val_predict
 
     if task == "classification" and np.unique(y, return_counts=True)[1].min() < 2:
         raise CaduceusError("a class has a single training record: the probe's cross-validation needs two per class")
-    grid = R.PROBE_ALPHAS if task == "regression" else R.PROBE_CS
+    grid = grid or (R.PROBE_ALPHAS if task == "regression" else R.PROBE_CS)
     key = "ridge__alpha" if task == "regression" else "logisticregression__C"
     scoring = "neg_mean_squared_error" if task == "regression" else "neg_log_loss"
-    cv = _cv(task, y, seed)
+    cv = _cv(task, y, seed, cv_folds)
     search = GridSearchCV(_estimator(task, 1.0, seed), {key: list(grid)}, scoring=scoring, cv=cv, refit=True)
     search.fit(X, y)
     chosen = float(search.best_params_[key])
@@ -170,8 +171,9 @@ def pipeline_outputs(task: str, pipeline, X: np.ndarray) -> np.ndarray:
 def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None, fasta=None, task="classification",
               pool="mean", folds=None, seed=1, device=None, batch_size=None, cache=None, progress=None,
               sequence_column=None, label_column=None, center_width=1, max_length=None, backend="auto",
-              revision=None) -> dict:
-    """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json)."""
+              revision=None, grid=None, cv_folds=R.PROBE_CV_FOLDS) -> dict:
+    """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json).
+    ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
     started = time.time()
     check_new_output(output_dir)
     if pool not in POOLINGS:
@@ -197,8 +199,10 @@ def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None,
                                                     progress if runtime.is_main else None)
         feature_seconds = time.time() - tick
         with output_folder(output_dir, enabled=runtime.is_main) as folder:
+            search = {"grid": tuple(grid or (R.PROBE_ALPHAS if task == "regression" else R.PROBE_CS)),
+                      "cv_folds": cv_folds}
             report = _fit_and_report(folder, splits, tokens, feats, space, backbone, folds=folds, seed=seed, pool=pool,
-                                     center_width=center_width, max_length=max_length)
+                                     center_width=center_width, max_length=max_length, search=search)
             report["features"] = {"seconds": round(feature_seconds, 2), "cached": hits, "batch_size": size,
                                   "cache": None if cache_dir is None else str(cache_dir), **settings}
             report["seconds"] = round(time.time() - started, 2)
@@ -208,7 +212,7 @@ def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None,
 
 
 def _fit_and_report(folder, splits, tokens, feats, space: LabelSpace, backbone, *, folds, seed, pool, center_width,
-                    max_length) -> dict:
+                    max_length, search: dict) -> dict:
     task = space.task
     X, y = feats["train"], tokens["train"].y
     metrics_log = MetricsLog(folder)
@@ -218,7 +222,7 @@ def _fit_and_report(folder, splits, tokens, feats, space: LabelSpace, backbone, 
     for plan in plans or [None]:
         tick = time.time()
         train_idx = plan.train if plan else np.arange(len(y))
-        pipeline, chosen, oof = fit_linear(task, X[train_idx], y[train_idx], seed, oof="valid" not in feats)
+        pipeline, chosen, oof = fit_linear(task, X[train_idx], y[train_idx], seed, oof="valid" not in feats, **search)
         valid = (split_metrics(task, tokens["valid"].y, pipeline_outputs(task, pipeline, feats["valid"]))
                  if "valid" in feats else split_metrics(task, y[train_idx], oof))
         test_X, test_y = (X[plan.test], y[plan.test]) if plan else (feats.get("test"), tokens["test"].y if "test" in tokens else None)
@@ -230,13 +234,14 @@ def _fit_and_report(folder, splits, tokens, feats, space: LabelSpace, backbone, 
                ("alpha" if task == "regression" else "C"): chosen}
         runs.append(run)
         metrics_log.write(run)
-    final = pipeline if plans is None else fit_linear(task, X, y, seed, oof=False)[0]
+    final = pipeline if plans is None else fit_linear(task, X, y, seed, oof=False, **search)[0]
     if folder is not None:
-        _save_probe(folder, backbone, space, final, pool=pool, center_width=center_width, max_length=max_length)
+        _save_probe(folder, backbone, space, final, pool=pool, center_width=center_width, max_length=max_length,
+                    data={k: v.digest() if v is not None else None for k, v in splits.items()})
     recipe = {"protocol": "frozen embeddings + linear model", "features": f"{pool} pooling of the last hidden "
               "state, both strands averaged", "model": "StandardScaler + " + ("Ridge" if task == "regression" else
               "LogisticRegression (lbfgs)"), ("alphas" if task == "regression" else "Cs"):
-              list(R.PROBE_ALPHAS if task == "regression" else R.PROBE_CS), "cv_folds": R.PROBE_CV_FOLDS,
+              list(search["grid"]), "cv_folds": search["cv_folds"],
               "scoring": "neg_mean_squared_error" if task == "regression" else "neg_log_loss", "seed": seed,
               "folds": folds, "pooling": pool, "center_width": center_width, "max_length": max_length}
     data = {k: v.digest() if v is not None else None for k, v in splits.items()}
@@ -247,7 +252,7 @@ def _fit_and_report(folder, splits, tokens, feats, space: LabelSpace, backbone, 
 
 
 def _save_probe(folder: Path, backbone, space: LabelSpace, pipeline, *, pool: str, center_width: int,
-                max_length: int | None) -> None:
+                max_length: int | None, data: dict) -> None:
     weight, bias = linear_head(space.task, pipeline, space.num_outputs)
     model = new_classifier(backbone.config, task=space.task, label_names=space.names, conjoin_eval=True,
                            protocol="probe", pooling=pool, center_width=center_width, max_length=max_length)
@@ -255,4 +260,5 @@ def _save_probe(folder: Path, backbone, space: LabelSpace, pipeline, *, pool: st
     with torch.no_grad():
         model.score.weight.copy_(torch.from_numpy(weight))
         model.score.bias.copy_(torch.from_numpy(bias))
+    stamp_head(model, backbone, data)
     save_model(model, folder)

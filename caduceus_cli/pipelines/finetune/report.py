@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ...errors import CaduceusError
-from ...io import atomic_folder, provenance
+from ...io import _UMASK, atomic_folder, provenance
 from .protocol import summarize
 from .recipe import metric_names
 
@@ -36,16 +36,24 @@ def output_folder(path: str | os.PathLike | None, *, replace: bool = False, enab
     if not replace:
         with atomic_folder(target) as tmp:
             yield tmp
+            _plain_modes(tmp)
         return
     staged = target.parent / f".{target.name}.resumed"
     shutil.rmtree(staged, ignore_errors=True)
     with atomic_folder(staged) as tmp:
         yield tmp
+        _plain_modes(tmp)
     old = target.parent / f".{target.name}.replaced"
     shutil.rmtree(old, ignore_errors=True)
     os.replace(target, old)
     os.replace(staged, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _plain_modes(folder: Path) -> None:
+    """Files as a plain open() would create them (some writers make private 0600 temporaries)."""
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
 
 
 def check_new_output(path: str | os.PathLike | None) -> None:
@@ -87,6 +95,12 @@ def build_report(*, task: str, protocol: str, label_names, runs: list[dict], fol
     }
     report.update(extra or {})
     return report
+
+
+def stamp_head(model, backbone, data: dict) -> None:
+    """Record in the classifier's config.json what it was trained from: the base model (id, revision,
+    sha256), the tool and command, and the digests of the data."""
+    model.config.extra["classifier"]["trained_from"] = {**provenance(backbone), "data": data}
 
 
 def write_report(folder: Path | None, report: dict) -> None:

@@ -1,0 +1,47 @@
+"""`caduceus predict`: apply a fine-tuned classifier or probe to sequences."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ._common import BackendOption, DeviceOption, Progress
+
+
+def predict_command(
+    model_dir: str = typer.Argument(..., help="A classifier folder from `caduceus finetune classify` or `probe`."),
+    input: str = typer.Argument(..., help="Sequences: FASTA, CSV/TSV with a sequence column, or BED + --fasta "
+                                          "(detected by content; gzip ok; '-' for stdin)."),
+    output: str = typer.Option("-", "--output", "-o", help="out.tsv (.gz: bgzip) or out.parquet; '-' writes TSV to "
+                                                          "stdout."),
+    fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED input."),
+    sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help="CSV/TSV: column name or 1-based "
+                                                  "number (default: sequence/seq, or the column that holds DNA)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass "
+                                             "(default: 64 on CPU, 512 on CUDA)."),
+    device: Optional[str] = DeviceOption,
+    backend: str = BackendOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+) -> None:
+    """Apply a fine-tuned classifier or probe: one row per input sequence, in input order.
+
+    Columns: name, prediction (the most probable label, or the regression value), prob_<label> per
+    class. Many GPUs: torchrun --nproc-per-node N -m caduceus_cli predict ...
+    """
+    import os
+
+    from ..pipelines.finetune import predict
+
+    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
+        result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
+                         batch_size=batch_size, device=device, backend=backend, progress=progress)
+    if is_main and not quiet:
+        where = "stdout" if result.output == "-" else result.output
+        typer.echo(f"caduceus: predicted {result.n_records:,} sequences ({result.truncated:,} cropped to the model's "
+                   f"max length) in {result.seconds:.1f} s -> {where}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_command)
