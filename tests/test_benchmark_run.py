@@ -89,6 +89,8 @@ def test_an_interrupted_task_leaves_no_rows_and_resume_finishes(tmp_path, small_
     monkeypatch.setattr(baseline, "cross_validate", real)
     rows = run_benchmark("nt-suite", out, resume=True, **options)
     assert [r["task"] for r in rows] == ["H3", "H3", "H3K4me1", "H3K4me1"] and rows[:2] == first
+    mcc = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| H3K4me1 | MCC"))
+    assert "(2 folds)" in mcc  # one seed of CV: the spread is over the folds
 
 
 def test_baseline_folds_are_the_engines(tmp_path):

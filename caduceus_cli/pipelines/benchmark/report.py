@@ -57,22 +57,28 @@ def done(rows: list[dict], task: str, protocol: str) -> bool:
 
 
 # -- the summary table --------------------------------------------------------------------------
-def _spread(values: list[float]) -> dict:
+def _spread(values: list[float], over: str = "seeds") -> dict:
     clean = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not clean:
-        return {"mean": None, "min": None, "max": None, "n": 0}
-    return {"mean": sum(clean) / len(clean), "min": min(clean), "max": max(clean), "n": len(clean)}
+        return {"mean": None, "min": None, "max": None, "n": 0, "over": over}
+    return {"mean": sum(clean) / len(clean), "min": min(clean), "max": max(clean), "n": len(clean), "over": over}
 
 
 def aggregate(rows: list[dict]) -> dict:
-    """{(task, protocol): {metric: {mean, min, max, n}}} over the seeds of each task and protocol."""
+    """{(task, protocol): {metric: {mean, min, max, n, over}}}: the spread over the seeds of each task
+    and protocol; over the folds when a cross-validated task ran with one seed."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["task"], row["protocol"])].append(row)
     out = {}
     for key, members in groups.items():
         names = {m for row in members for m in row.get("metrics", {})}
-        out[key] = {m: _spread([row["metrics"].get(m) for row in members]) for m in names}
+        folds = members[0].get("folds") if len(members) == 1 else None
+        if folds:
+            out[key] = {m: {**_spread([f.get(m) for f in folds], "folds"), "mean": members[0]["metrics"].get(m)}
+                        for m in names}
+        else:
+            out[key] = {m: _spread([row["metrics"].get(m) for row in members]) for m in names}
     return out
 
 
@@ -85,7 +91,7 @@ def _ours(stats: dict | None) -> str:
         return "-"
     if stats["n"] == 1:
         return _fmt(stats["mean"])
-    return f"{_fmt(stats['mean'])} [{_fmt(stats['min'])}, {_fmt(stats['max'])}] (n={stats['n']})"
+    return f"{_fmt(stats['mean'])} [{_fmt(stats['min'])}, {_fmt(stats['max'])}] ({stats['n']} {stats['over']})"
 
 
 def _published_cell(task, model: str, metric: str, marks: dict[str, str]) -> str:
@@ -122,7 +128,8 @@ def summary_markdown(suite: Suite, rows: list[dict], protocol: str, header: dict
     lines += ["", "Sources of the published figures (their protocols differ from ours where noted):", ""]
     lines += [f"[{mark}] {SOURCES[source]}" for source, mark in marks.items()]
     lines += ["", "Metrics are computed over whole splits (never averaged over batches). "
-              "`[min, max]` spans the seeds; n is the number of seeds. Tasks whose only split is a test split "
+              "`[min, max]` spans the seeds, or the folds of a cross-validated task run with one seed. "
+              "Tasks whose only split is a test split "
               "are evaluated by stratified K-fold cross-validation on it (evaluation column), so their figures "
               "are not directly comparable with the papers' train/test figures.", ""]
     lines += _wall_times(rows)

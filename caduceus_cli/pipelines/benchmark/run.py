@@ -49,6 +49,7 @@ class Plan:
     max_sequences: int | None = None
     embedding_cache: Path | None = None
     engine_options: dict = field(default_factory=dict)
+    seeds_given: bool = False
     note: Callable[[str], None] = log.info
     progress: Callable | None = None
 
@@ -88,9 +89,16 @@ def _engine_report(data: TaskData, plan: Plan, seed: int | None = None) -> dict:
         with threadpool_limits(limits=1, user_api="blas"):
             return fit_probe(train, seed=seed or 1, batch_size=plan.batch_size, cache=plan.embedding_cache,
                              **options, **plan.engine_options)
-    return finetune_classifier(train, seeds=len(plan.seeds), epochs=plan.epochs or plan.suite.finetune_epochs,
+    return finetune_classifier(train, seeds=len(_seeds_for(data, plan)),
+                               epochs=plan.epochs or plan.suite.finetune_epochs,
                                **({"batch_size": plan.batch_size} if plan.batch_size else {}), **options,
                                **plan.engine_options)
+
+
+def _seeds_for(data: TaskData, plan: Plan) -> list[int]:
+    """The seeds of a task: a cross-validated task runs one seed unless --seeds was given (its K
+    folds already are K runs, as the paper's seeds are on a train/test task)."""
+    return plan.seeds if not data.cross_validated or plan.seeds_given else plan.seeds[:1]
 
 
 def _mean_metrics(runs: list[dict]) -> dict:
@@ -105,7 +113,7 @@ def _mean_metrics(runs: list[dict]) -> dict:
 
 
 def _model_rows(data: TaskData, plan: Plan) -> list[dict]:
-    reports = [_engine_report(data, plan, seed) for seed in plan.seeds] if plan.protocol == "probe" \
+    reports = [_engine_report(data, plan, seed) for seed in _seeds_for(data, plan)] if plan.protocol == "probe" \
         else [_engine_report(data, plan)]
     rows = []
     for rep in reports:
@@ -132,7 +140,7 @@ def _baseline_rows(data: TaskData, plan: Plan) -> list[dict]:
     rows = []
     if data.cross_validated:
         labels = data.class_indices(data.test)
-        for seed in plan.seeds:
+        for seed in _seeds_for(data, plan):
             started = time.perf_counter()
             # the engine's folds: fine-tuning draws them per seed, the probe always with seed 1
             fold_seed = seed if plan.protocol == "finetune" else 1
@@ -242,7 +250,8 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bu
         cache_dir = Path(cache) if cache is not None else default_cache()
         plan = Plan(the_suite, protocol, model, list(range(1, (seeds or _default_seeds(the_suite, protocol)) + 1)),
                     epochs, folds or the_suite.cv_folds, baseline, device, batch_size, max_sequences,
-                    Path(cache) / "features" if cache is not None else None, options, note, progress)
+                    Path(cache) / "features" if cache is not None else None, options, seeds is not None, note,
+                    progress)
         header = _header(plan, data_dir)
         if the_suite.kind == "variants":
             return _run_variants(plan, rows, folder, data_dir, cache_dir, fasta, tss, header)
@@ -345,7 +354,8 @@ def _header(plan: Plan, data_dir: Path | None) -> dict:
         recipe = f"frozen embeddings + logistic regression (finetune engine's fit_probe), seeds {plan.seeds}"
     else:
         recipe = (f"full fine-tuning (finetune engine), {plan.epochs or plan.suite.finetune_epochs} epochs, "
-                  f"{len(plan.seeds)} seeds")
+                  f"{len(plan.seeds)} seed(s)" + ("" if plan.seeds_given else
+                                                  " (one seed of K-fold CV where a task has only a test split)"))
     return {"model": f"`{plan.model}`", "protocol": recipe,
             "cross-validation": f"{plan.folds} stratified folds where a task has only a test split"
             if plan.suite.kind == "sequences" else None,
