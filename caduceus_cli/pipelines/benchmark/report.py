@@ -109,13 +109,29 @@ def _metrics_shown(task) -> list[str]:
     return shown + sorted({f.metric for f in task.published} - set(shown))
 
 
+def _with_provenance(header: dict, rows: list[dict]) -> dict:
+    """The header, with the model's sha256, the device and the commands that made the rows (a
+    resumed report was made by several)."""
+    out = dict(header)
+    shas = sorted({r["model_sha256"] for r in rows if r.get("model_sha256") and r["protocol"] != BASELINE})
+    devices = sorted({str(r["device"]) for r in rows if r.get("device")})
+    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
+    if shas:
+        out["model"] = f"{header.get('model', '')} (weights sha256 {', '.join(s[:16] + '...' for s in shas)})"
+    if devices:
+        out["device"] = ", ".join(devices)
+    if commands:
+        out["command"] = "; ".join(f"`{c}`" for c in commands)
+    return out
+
+
 def summary_markdown(suite: Suite, rows: list[dict], protocol: str, header: dict) -> str:
     stats = aggregate(rows)
     tasks = [t for t in suite.tasks.values() if any(r["task"] == t.name for r in rows)]
     marks: dict[str, str] = {}
     evaluation = {r["task"]: r.get("evaluation", "") for r in rows if r["protocol"] == protocol}
     lines = [f"# caduceus benchmark {suite.name}", "", suite.description + ".", ""]
-    lines += [f"- {key}: {value}" for key, value in header.items() if value not in (None, "")]
+    lines += [f"- {key}: {value}" for key, value in _with_provenance(header, rows).items() if value not in (None, "")]
     lines += ["", f"| task | metric | evaluation | ours ({protocol}) mean [min, max] | k-mer baseline | "
               + " | ".join(COLUMNS) + " |", "|" + "---|" * (5 + len(COLUMNS))]
     for task in tasks:
