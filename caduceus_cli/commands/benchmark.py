@@ -9,6 +9,13 @@ import typer
 from ._common import DeviceOption, Progress
 
 
+class TaskProgress(Progress):
+    """One bar reused by every task: each engine call that announces its total starts it afresh."""
+
+    def set_total(self, total: int | None) -> None:
+        self._bar.reset(self._task, total=total)
+
+
 def benchmark_command(
     suite: str = typer.Argument(..., help="nt-suite, genomic-benchmarks, gue, vep-eqtl or speed."),
     output: str = typer.Option(..., "--output", "-o", help="Report folder: results.jsonl, summary.md, summary.png."),
@@ -52,7 +59,7 @@ def benchmark_command(
 
     options = {k: v for k, v in (("lengths", lengths), ("dtypes", dtypes), ("backends", backends),
                                  ("window", window)) if v is not None}
-    with Progress("sequences", unit="items", quiet=quiet) as progress:
+    with TaskProgress("sequences", unit="items", quiet=quiet) as progress:
         rows = run_benchmark(suite, output, model=model, protocol=protocol, tasks=tasks, data=data, cache=cache,
                              baseline=baseline, resume=resume, fasta=fasta, tss=tss, seeds=seeds, epochs=epochs,
                              folds=folds, max_sequences=max_sequences, batch_size=batch_size, device=device,
