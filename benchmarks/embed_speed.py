@@ -14,7 +14,8 @@ the genome with a seed, so runs are comparable across machines.
     python benchmarks/embed_speed.py --compare single.parquet multi.parquet
 
 tokens/s counts input bases (one token per base); Caduceus-Ph with post-hoc conjoining runs two
-passes per token, Caduceus-PS one.
+passes per token, Caduceus-PS one. The region sampling is shared with `caduceus benchmark speed`
+(`caduceus_cli.pipelines.benchmark.speed`), which also measures embed regions/s on one process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import resource
 import shutil
 import sys
@@ -33,23 +33,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_GENOME = REPO.parent / "shared" / "data" / "genomes" / "sacCer3.fa.gz"
-
-
-def sample_regions(fasta: Path, n: int, length: int, seed: int) -> list[tuple[str, int, int]]:
-    """``n`` regions of ``length`` bp, contigs drawn in proportion to their length."""
-    from caduceus_cli.genome.fasta import Reference
-
-    with Reference(fasta) as ref:
-        contigs = [(name, size) for name, size in ref.contigs.items() if size > length]
-    rng = random.Random(seed)
-    names = [c for c, _ in contigs]
-    weights = [s - length for _, s in contigs]
-    out = []
-    for _ in range(n):
-        contig = rng.choices(names, weights)[0]
-        start = rng.randrange(0, dict(contigs)[contig] - length)
-        out.append((contig, start, start + length))
-    return out
 
 
 def build_model(args):
@@ -88,6 +71,7 @@ def peak_memory(device: str) -> dict:
 def run(args) -> dict:
     import torch
 
+    from caduceus_cli.pipelines.benchmark.speed import sample_regions
     from caduceus_cli.pipelines.embed import embed_regions
 
     from caduceus_cli.runtime import resolve_device

@@ -11,17 +11,16 @@ so that every implementation runs the same one; without it, batch = --tokens-per
 
 Weights are random (speed does not depend on them). Each row: warm-up, then the median of
 --repeats timed forward passes (CUDA events on GPU). Peak memory: torch.cuda.max_memory_allocated
-on GPU, the process's peak RSS on CPU. Embedding-style forward: hidden states, no LM head.
+on GPU, the process's peak RSS on CPU. Embedding-style forward: hidden states, no LM head. The
+measuring code is `caduceus_cli.pipelines.benchmark.speed.forward_speed` (also behind `caduceus
+benchmark speed`); this script adds the official implementation and a fixed batch for comparisons.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM  # noqa: E402
 from caduceus_cli.model.scan import BACKENDS, resolve_backend  # noqa: E402
+from caduceus_cli.pipelines.benchmark.speed import forward_speed  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = ("fp32", "bf16")
 
 
 def official_model(folder: str, config: CaduceusConfig, device):
@@ -65,38 +65,12 @@ class _OfficialBackbone(torch.nn.Module):
         super().__init__()
         self.model = model
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def forward(self, ids, compute_logits=False):
         return self.model.caduceus(input_ids=ids, return_dict=False)
-
-
-def time_forward(model, ids, dtype, repeats, warmup):
-    device = ids.device
-    autocast = torch.autocast("cuda", dtype=dtype) if (device.type == "cuda" and dtype != torch.float32) else None
-
-    def once():
-        with torch.no_grad():
-            if autocast is not None:
-                with autocast:
-                    model(ids, compute_logits=False)
-            else:
-                model(ids, compute_logits=False)
-
-    for _ in range(warmup):
-        once()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            once()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            once()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -115,7 +89,6 @@ def main(argv=None):
     ap.add_argument("--json", help="write rows to this JSON file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    dtype = DTYPES[args.dtype]
     backend = "official" if args.official else resolve_backend(args.backend, device)
     rows = []
     for spec in args.configs.split(","):
@@ -130,27 +103,22 @@ def main(argv=None):
             model.backend = backend
         for length in map(int, args.lengths.split(",")):
             batch = args.batch or max(1, args.tokens_per_batch // length)
-            ids = torch.randint(7, 11, (batch, length), device=device)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
             try:
-                seconds = time_forward(model, ids, dtype, args.repeats, args.warmup)
+                result = forward_speed(model, length, batch, args.dtype if device.type == "cuda" else "fp32",
+                                       args.repeats, args.warmup)
             except torch.OutOfMemoryError:
                 rows.append({"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
                              "backend": backend, "error": "out of memory"})
-                del ids
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            seconds = result["seconds"]
             rows.append({
                 "model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "dtype": args.dtype if device.type == "cuda" else "fp32", "backend": backend,
                 "seconds": round(seconds, 4), "tokens_per_s": round(batch * length / seconds),
-                "peak_memory_gib": round(peak / 2**30, 2),
+                "peak_memory_gib": round(result["peak_memory_gib"], 2),
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         del model

@@ -4,7 +4,8 @@
     python benchmarks/variants_speed.py --model bundled --device cpu --n 200
 
 `--model random-ps-256x16` builds a randomly initialised Caduceus-PS with d_model 256 and 16 layers
-(the published configuration; speed does not depend on the weights). Prints a table and JSON.
+(the published configuration; speed does not depend on the weights), with the model builder of
+`caduceus benchmark speed` (`caduceus_cli.pipelines.benchmark.speed`). Prints a table and JSON.
 """
 
 from __future__ import annotations
@@ -20,20 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "variants"
-
-
-def build_model(name: str, device: str, folder: Path):
-    import torch
-
-    from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model
-
-    if name.startswith("random-"):
-        variant, size = name.split("-")[1:3]
-        d_model, n_layer = (int(x) for x in size.split("x"))
-        torch.manual_seed(0)
-        save_model(CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model, n_layer)), folder)
-        name = str(folder)
-    return load_model(name, device=device)
 
 
 def main() -> None:
@@ -52,13 +39,15 @@ def main() -> None:
 
     import torch
 
+    from caduceus_cli.pipelines.benchmark.speed import build_model
     from caduceus_cli.pipelines.variants import score_variants
     from caduceus_cli.runtime import resolve_device
 
     device = str(resolve_device(args.device))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = build_model(args.model, device, tmp / "model")
+        spec = "random:" + ":".join(args.model.split("-")[1:3]) if args.model.startswith("random-") else args.model
+        model = build_model(spec, device)
         lines = gzip.open(args.vcf, "rt")
         with open(tmp / "in.vcf", "w") as f:
             n = 0

@@ -31,6 +31,7 @@ _LAZY = {
     "read_labeled_sequences": ("genome.labeled", "read_labeled_sequences"),
     "LabeledSequences": ("genome.labeled", "LabeledSequences"),
     "load_classifier": ("model.checkpoint", "load_classifier"),
+    "run_benchmark": ("pipelines.benchmark", "run_benchmark"),
 }
 
 __all__ = ["__version__", "CaduceusError", *_LAZY]

@@ -17,7 +17,8 @@ from ._version import __version__
 from .errors import CaduceusError
 
 # Subcommand modules under caduceus_cli/commands, each with register(app).
-COMMAND_MODULES = ["models", "doctor", "pretrain", "score_variants", "finetune", "embed", "predict"]
+COMMAND_MODULES = ["models", "doctor", "pretrain", "score_variants", "finetune", "embed", "predict",
+                   "benchmark"]
 
 app = typer.Typer(
     name="caduceus",
