@@ -651,7 +651,10 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
 
     Returns (y, checkpoints): y like u (same strides and dtype), or ``out`` (which may be z or u
     themselves: every position is read before it is written); checkpoints (batch, channels,
-    ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``."""
+    ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``.
+    B, C may also be (batch, 16, L): one group."""
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
     batch, channels, length = u.shape
     groups, n = B.shape[1], A.shape[1]
     if n != 16:
