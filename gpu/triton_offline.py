@@ -65,7 +65,7 @@ def report(k, show_sass=False, show_ttgir=False):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["fwd", "fwd_state", "bwd", "conv_fwd", "conv_bwd"])
+    ap.add_argument("what", choices=["fwd", "fwd_state", "bwd", "bwdseq", "conv_fwd", "conv_bwd"])
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--r", type=int, default=1)
     ap.add_argument("--warps", type=int, default=4)
@@ -114,6 +114,21 @@ def main():
         ce.update(extra)
         div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
         div = [d for d in div if d not in ce and d in types and d not in ("n_split",)]
+    elif args.what == "bwdseq":
+        from caduceus_cli.model import scan_triton_bwd as sb
+
+        fn = sb._scan_bwd_seq_kernel
+        types = {n: "i32" for n in fn.arg_names}
+        for p in ["u_ptr", "d_ptr", "z_ptr", "dout_ptr", "du_ptr", "dd_ptr", "dz_ptr"]:
+            types[p] = f"*{dt}"
+        for p in ["A2_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "ckpt_ptr", "scratch_ptr", "dbc_ptr", "dA_ptr",
+                  "dD_ptr", "dbias_ptr"]:
+            types[p] = "*fp32"
+        ce = dict(su_l=1, sd_l=1, sz_l=1, so_l=1, sdu_l=1, sdd_l=1, sdz_l=1, sB_n=1, sC_n=1, BT=32 * args.warps,
+                  CK=64, EVEN_C=True, HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, RS=True)
+        ce.update(extra)
+        div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
+        div = [d for d in div if d not in ce and d in types]
     else:
         fn = st._conv_fwd_kernel if args.what == "conv_fwd" else st._conv_bwd_kernel
         types = {n: "i32" for n in fn.arg_names}

@@ -181,8 +181,8 @@ def test_backend_names_and_devices():
         selective_scan(*mixer_layout(1, 1, 2, 3), backend="triton")
 
 
-_INTERPRETER_CHECK = r"""
-import json, sys
+_INTERPRETER_PRELUDE = r"""
+import itertools, json, sys
 import numpy as np, torch
 import triton.runtime.interpreter as ti
 _patch = ti._patch_lang_tensor
@@ -191,13 +191,18 @@ def _patched(tensor, scope):  # triton 3.6's interpreter calls int() on 1-elemen
     scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
 ti._patch_lang_tensor = _patched
 sys.path.insert(0, sys.argv[1])
+"""
+
+_INTERPRETER_CHECK = _INTERPRETER_PRELUDE + r"""
 from caduceus_cli.model import scan_triton as st
 from caduceus_cli.model.scan import causal_conv1d_torch, selective_scan_reference
 from tests.test_scan_kernels import NAMES, grads, mixer_layout, rel
 st._MIN_CHUNK, st.CKPT = 16, 8  # several time chunks and backward chunks at a small length
 report = {}
-for length, seed in ((70, 1), (5, 2)):
-    args = mixer_layout(1, 2, 6, length, seed=seed)
+for length, seed, k in ((70, 1, 2), (5, 2, 2), (1, 3, 1), (37, 4, 1)):
+    args = mixer_layout(1, k, 6, length, seed=seed)
+    if k == 1:  # one group: B, C as (batch, n, L)
+        args[3], args[4] = args[3][:, 0], args[4][:, 0]
     poisoned = torch.full_like(args[0], float("nan"))
     y, _ = st.scan_forward(*args, delta_softplus=True, out=poisoned)
     ref = selective_scan_reference(*args, delta_softplus=True)
@@ -221,16 +226,22 @@ print(json.dumps(report))
 """
 
 
-@pytest.mark.slow
-def test_triton_kernels_under_the_interpreter():
-    """Forward (several time chunks, carried states; output poisoned first), backward (several
-    checkpoint chunks) and the causal convolution, each against float64 references."""
+def _run_under_the_interpreter(code: str) -> dict:
     pytest.importorskip("triton", reason="Triton is not installed (CI has none; tests/test_gpu.py runs the kernels)")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK, str(REPO)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_triton_kernels_under_the_interpreter():
+    """Forward (several time chunks, carried states; output poisoned first), the sequential backward
+    (several checkpoint chunks and sub-chunks, odd lengths, length 1, one and two groups; channel
+    sums by tl.sum: the interpreter has no shuffles) and the causal convolution, each against
+    float64 references."""
+    report = _run_under_the_interpreter(_INTERPRETER_CHECK)
     for key, value in report.items():
         if key.startswith(("fwd", "conv_fwd")):
             assert value < 1e-4, (key, value)
@@ -238,3 +249,59 @@ def test_triton_kernels_under_the_interpreter():
             assert value
         else:
             assert value < 1e-4, (key, value)
+
+
+_ADD_NORM_CHECK = _INTERPRETER_PRELUDE + r"""
+from caduceus_cli.model.mamba import LayerNorm, RMSNorm, add_norm
+from caduceus_cli.model.norm_triton import add_norm_triton
+from tests.test_scan_kernels import rel
+report = {}
+g = torch.Generator().manual_seed(0)
+for rms, has_res, fp32res, dtype, flip, strided in itertools.product(
+        (True, False), (True, False), (True, False), (torch.float32, torch.bfloat16), (False, True), (False, True)):
+    d = 24
+    norm = (RMSNorm if rms else LayerNorm)(d)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(d, generator=g))
+        if not rms:
+            norm.bias.copy_(torch.randn(d, generator=g))
+    x = torch.randn(3, d, 7, generator=g).to(dtype).transpose(1, 2)  # channels strided, like a mixer output
+    x = x if strided else x.contiguous()
+    res = torch.randn(3, 7, d, generator=g).to(torch.float32 if fp32res else dtype) if has_res else None
+    outs = {}
+    for impl in ("reference", "triton"):
+        xl = x.detach().clone().double().requires_grad_()
+        rl = res.detach().clone().double().requires_grad_() if res is not None else None
+        norm.zero_grad()
+        if impl == "reference":  # the PyTorch path in float64
+            y, r = add_norm(xl, rl, norm.double(), fp32res, backend="torch", flip_channels=flip)
+            norm.float()
+        else:
+            xl = x.detach().clone().requires_grad_()
+            rl = res.detach().clone().requires_grad_() if res is not None else None
+            w, b = norm.weight, norm.bias
+            if flip:
+                w, b = w.flip(0), (None if b is None else b.flip(0))
+            y, r = add_norm_triton(xl, rl, w, b, norm.eps, rms, torch.float32 if fp32res else (rl if rl is not None else xl).dtype)
+            assert y.dtype == x.dtype and r.dtype == (torch.float32 if fp32res else (res if res is not None else x).dtype)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        gr = torch.randn(r.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        ((y.double() * gy).sum() + (r.double() * gr).sum()).backward()
+        outs[impl] = [y.detach(), r.detach(), xl.grad] + ([rl.grad] if rl is not None else []) + [
+            p.grad.clone() for p in norm.parameters()]
+    key = f"{'rms' if rms else 'ln'}_res{int(has_res)}_fp32res{int(fp32res)}_{str(dtype)[6:]}_flip{int(flip)}_strided{int(strided)}"
+    report[key] = max(rel(a, b) for a, b in zip(outs["triton"], outs["reference"]))
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_triton_add_norm_under_the_interpreter():
+    """The fused residual add + RMSNorm/LayerNorm against the PyTorch path in float64, forward and
+    every gradient (x, residual, weight, bias): with and without a residual, residual in fp32 or not,
+    fp32 and bf16, weights flipped (the PS conjugate frame), channel-strided input."""
+    report = _run_under_the_interpreter(_ADD_NORM_CHECK)
+    assert len(report) == 64
+    for key, value in report.items():
+        # fp32: rounding only; bf16: the output and gradients are rounded to bf16 (2^-9 relative)
+        assert value < (1e-5 if "float32" in key else 1e-2), (key, value)

@@ -49,6 +49,11 @@ def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | Lay
     if flip_channels:
         weight = weight.flip(0)
         bias = None if bias is None else bias.flip(0)
+    res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
+    if x.is_cuda and resolve_backend(backend, x.device) == "triton":
+        from .norm_triton import add_norm_triton
+
+        return add_norm_triton(x, residual, weight, bias, norm.eps, is_rms, res_dtype)
     if use_cuda_kernel("layer_norm", x, backend):
         return cuda_kernels()["layer_norm"](
             x, weight, bias, residual=residual, eps=norm.eps, prenorm=True,
@@ -59,7 +64,6 @@ def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | Lay
         normed = total * torch.rsqrt(total.square().mean(-1, keepdim=True) + norm.eps) * weight.float()
     else:
         normed = F.layer_norm(total, total.shape[-1:], weight.float(), bias.float(), norm.eps)
-    res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
     return normed.to(x.dtype), total.to(res_dtype)
 
 

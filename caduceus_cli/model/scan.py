@@ -17,6 +17,7 @@ in O(log L) tensor operations.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F

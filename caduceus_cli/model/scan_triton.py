@@ -62,6 +62,38 @@ def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 
 
+@triton.jit
+def _mufu(x, OP: tl.constexpr):
+    """One special-function-unit instruction, flushing denormals: OP 0 ex2, 1 lg2, 2 rcp (approx)."""
+    if OP == 0:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+    elif OP == 1:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _softplus_f(x, FAST: tl.constexpr):
+    """:func:`_softplus` from three approximate MUFU instructions (relative error ~1e-7) where
+    FAST; the IEEE exp/log/division versions cost about three times the instructions."""
+    if FAST:
+        e = _mufu(tl.minimum(x, 20.0) * 1.4426950408889634, 0)
+        w = 1.0 + e
+        lp = tl.where(w == 1.0, e, (_mufu(w, 1) * 0.6931471805599453) * (e * _mufu(w - 1.0, 2)))
+        return tl.where(x > 20.0, x, lp)
+    else:
+        return _softplus(x)
+
+
+@triton.jit
+def _sigmoid_f(x, FAST: tl.constexpr):
+    if FAST:
+        return _mufu(1.0 + _mufu(x * -1.4426950408889634, 0), 2)
+    else:
+        return _sigmoid(x)
+
+
 # Tensors of a channel block are [R, BT, ...]: BT = 32 * num_warps channels across the threads, R
 # channels per thread (rows r * BT + i). Each thread keeps its channels' 16 states and time tiles in
 # registers; the loads below put whole rows (16 bytes) into one thread so that splitting a tile into
@@ -223,6 +255,7 @@ def _dt(d, bias, t, t_end, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLU
     if HAS_BIAS:
         d = d + bias
     if SOFTPLUS:
+        # the IEEE version: with _softplus_f this kernel (249 registers) spills
         d = _softplus(d)
     if MASKED:
         d = tl.where(t < t_end, d, 0.0)  # past the end: no decay, no input
@@ -618,7 +651,10 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
 
     Returns (y, checkpoints): y like u (same strides and dtype), or ``out`` (which may be z or u
     themselves: every position is read before it is written); checkpoints (batch, channels,
-    ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``."""
+    ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``.
+    B, C may also be (batch, 16, L): one group."""
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
     batch, channels, length = u.shape
     groups, n = B.shape[1], A.shape[1]
     if n != 16:
@@ -669,8 +705,23 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     return y, (ckpt if keep_states else None)
 
 
+# 'seq' (scan_triton_bwd, channel sums by shuffles), 'seq-sum' (the same with tl.sum), 'tile' (the first version)
+BWD = os.environ.get("CADUCEUS_SCAN_BWD", "seq")
+
+
 def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y."""
+    if BWD == "tile":
+        return scan_backward_tile(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt)
+    from .scan_triton_bwd import scan_backward_seq
+
+    per_group = u.shape[1] // B.shape[1]
+    return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
+                             _num_warps(per_group), _INTERPRET, reduce_scatter=BWD != "seq-sum")
+
+
+def scan_backward_tile(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
+    """The first backward: 64-position tiles with associative scans (kept for comparison)."""
     batch, channels, length = u.shape
     groups = B.shape[1]
     per_group = channels // groups
