@@ -146,3 +146,22 @@ def test_options_of_another_kind_of_suite_are_refused(tmp_path):
     with pytest.raises(CaduceusError, match="--baseline kmer applies to sequence-classification suites"):
         run_benchmark("speed", tmp_path / "r", baseline="kmer")
     assert not (tmp_path / "r").exists()
+
+
+def test_speed_rows_beside_an_official_figure_run_its_batch():
+    """A row shown beside the official H200 figure runs that figure's batch (256 windows at 1,536 bp,
+    2 at 131,072 bp, 256 for training at 1,024 bp); other rows fill the token budget; an explicit
+    --tokens-per-batch always wins."""
+    from types import SimpleNamespace
+
+    from caduceus_cli.pipelines.benchmark.speed import row_batch
+
+    def model(variant, d, n):
+        return SimpleNamespace(config=SimpleNamespace(rcps=variant == "ps", d_model=d, n_layer=n))
+
+    ps256, ph256, ps128 = model("ps", 256, 16), model("ph", 256, 16), model("ps", 128, 4)
+    assert row_batch("forward", ps256, 1536, 262_144, None) == 256
+    assert row_batch("forward", ph256, 131_072, 262_144, None) == 2
+    assert row_batch("train", ps128, 1024, 262_144, None) == 256
+    assert row_batch("forward", ps128, 1536, 262_144, None) == 170  # no official figure: the budget
+    assert row_batch("forward", ps256, 1536, 1536 * 8, 1536 * 8) == 8

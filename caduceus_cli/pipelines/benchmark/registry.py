@@ -187,6 +187,8 @@ OFFICIAL_FORWARD = {("ps", 256, 16, 1536): 0.63e6, ("ps", 256, 16, 131072): 0.97
                     ("ph", 256, 16, 1536): 1.34e6, ("ph", 256, 16, 131072): 2.14e6}
 # masked-LM training, 4 layers, d_model 128, 1,024 bp, batch 256, bf16: tokens/s and peak GB
 OFFICIAL_TRAIN = {("ps", 128, 4, 1024): (1.54e6, 11.4), ("ph", 128, 4, 1024): (3.32e6, 6.2)}
+# The batch (windows) of those official figures, by length: a row beside one runs the same batch
+OFFICIAL_BATCH = {1536: 256, 131072: 2, 1024: 256}
 
 
 def _suites() -> dict[str, Suite]:

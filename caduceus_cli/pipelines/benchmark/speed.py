@@ -27,7 +27,7 @@ from typing import Callable
 from ..._version import __version__
 from ...errors import CaduceusError
 from ...io import command_line
-from .registry import OFFICIAL_FORWARD, OFFICIAL_TRAIN, SPEED_MEASURES
+from .registry import OFFICIAL_BATCH, OFFICIAL_FORWARD, OFFICIAL_TRAIN, SPEED_MEASURES
 
 DTYPES = ("fp32", "bf16")
 PIPELINES = ("embed", "score-variants")  # whole pipelines: their own precision (bf16 autocast on CUDA)
@@ -225,6 +225,14 @@ def _official(measure: str, model, length: int) -> dict | None:
     return None
 
 
+def row_batch(measure: str, model, length: int, budget: int, tokens_per_batch: int | None) -> int:
+    """Windows per timed pass: the official figure's batch where the row sits beside one (so that the
+    two are timed at the same batch and length), else ``budget // length``; --tokens-per-batch wins."""
+    if tokens_per_batch is None and _official(measure, model, length):
+        return OFFICIAL_BATCH[length]
+    return max(1, budget // length)
+
+
 def _as_list(value, default: list) -> list:
     if value is None:
         return default
@@ -262,7 +270,8 @@ def run_speed(models="bundled", measures=None, *, device=None, lengths=None, dty
                         if measure in PIPELINES and k:
                             continue  # the pipelines run in their own precision: measured once
                         scale = max(1, length // 1536)  # long windows: fewer regions/variants, similar tokens
-                        rows.append(_measure(measure, model, spec, length, max(1, budget // length), dtype, repeats,
+                        batch = row_batch(measure, model, length, budget, tokens_per_batch)
+                        rows.append(_measure(measure, model, spec, length, batch, dtype, repeats,
                                              max(4, regions // scale), max(4, variants // scale), genome, note))
             del model
     return rows
