@@ -376,3 +376,50 @@ def test_triton_bf16_training_gradients_are_as_close_to_fp32_as_torch_backends()
     err_triton = rel_err(gradient("triton", True), exact)
     print(f"\nbf16 gradient rel. error vs fp32: torch {err_torch:.2e}, triton {err_triton:.2e}")
     assert err_triton < max(2 * err_torch, 1e-2)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_triton), "torch"])
+def test_norm_written_in_the_autocast_dtype_is_the_cast_of_the_fp32_norm(backend):
+    """Blocks under bf16 autocast write the norm of an fp32 stream in bf16 directly (the matmul
+    after it would cast it anyway): the same bits as the fp32 norm cast by torch; and without
+    gradients, outputs written over their inputs give the same bits as fresh buffers."""
+    from caduceus_cli.model.mamba import RMSNorm, add_norm
+
+    g = torch.Generator("cuda").manual_seed(0)
+    norm = RMSNorm(256).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(256, device="cuda", generator=g))
+        x = torch.randn(8, 1000, 256, device="cuda", generator=g)
+        res = torch.randn(8, 1000, 256, device="cuda", generator=g)
+        y32, r32 = add_norm(x, res, norm, True, backend=backend)
+        y16, r16 = add_norm(x, res, norm, True, backend=backend, out_dtype=torch.bfloat16)
+        assert y16.dtype == torch.bfloat16 and torch.equal(y16, y32.to(torch.bfloat16)) and torch.equal(r16, r32)
+        xb = x.to(torch.bfloat16)
+        fresh = add_norm(xb, res, norm, True, backend=backend)
+        xr, rr = xb.clone(), res.clone()
+        reused = add_norm(xr, rr, norm, True, backend=backend, reuse_inputs=True)
+        assert torch.equal(fresh[0], reused[0]) and torch.equal(fresh[1], reused[1])
+        if backend == "triton":
+            assert reused[0].data_ptr() == xr.data_ptr() and reused[1].data_ptr() == rr.data_ptr()
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", ["ps", "ph"])
+def test_triton_inference_reusing_buffers_gives_the_same_bits(variant):
+    """bf16 autocast, no gradients: the forward that writes over its buffers and sums the two
+    directions in place against the one that keeps every stream (output_hidden_states), and the
+    flip-add written in place against the out-of-place kernel."""
+    from caduceus_cli.model.flipops import flip_add, flip_add_
+
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small(variant, 128, 4)).cuda().eval()
+    model.backend = "triton"
+    ids = torch.randint(7, 11, (8, 1536), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        reused = model(ids).last_hidden_state
+        kept = model(ids, output_hidden_states=True).last_hidden_state
+    assert torch.equal(reused, kept)
+    a = torch.randn(3, 64, 500, device="cuda").to(torch.bfloat16).transpose(1, 2)
+    b = torch.randn(3, 64, 500, device="cuda").to(torch.bfloat16).transpose(1, 2)
+    want = flip_add(a, b)
+    assert torch.equal(flip_add_(a, b), want) and torch.equal(a, want)
