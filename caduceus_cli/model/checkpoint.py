@@ -150,7 +150,9 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     """Load a Caduceus masked-LM: 'bundled', a local folder, or a HuggingFace hub id.
 
     ``device`` defaults to CPU; ``dtype`` (float32, bfloat16, float16) casts the weights;
-    ``backend`` picks the selective-scan implementation ('auto', 'torch', 'cuda').
+    ``backend`` picks the selective-scan kernels (``scan.BACKENDS``): 'auto' (triton on CUDA, numba
+    on CPU), 'triton', 'numba', 'torch' (plain PyTorch, everywhere) or 'mamba-ssm' (alias 'cuda';
+    needs the optional ``[cuda]`` extra).
     """
     from .scan import resolve_backend
 
