@@ -4,7 +4,8 @@
     python benchmarks/model_speed.py --device cuda --dtype bf16 --official .official --batch 256 --lengths 1536
     python benchmarks/model_speed.py --device cpu --backend numba --configs ps:128x4 --lengths 1536 --batch 4
 
---backend: triton | mamba-ssm (alias cuda) | torch | numba | auto. --batch fixes the batch (windows)
+--backend: triton | mamba-ssm (alias cuda) | torch | numba | auto, or several separated by commas
+(each row then times every backend in turn on the same model and inputs, in this process). --batch fixes the batch (windows)
 so that every implementation runs the same one; without it, batch = --tokens-per-batch // length.
 --official FOLDER times the official kuleshov-group/caduceus modeling code instead (FOLDER holds its
 ``caduceus/`` package; it needs mamba-ssm and transformers), built from the same configuration.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -73,11 +75,33 @@ class _OfficialBackbone(torch.nn.Module):
         return self.model.caduceus(input_ids=ids, return_dict=False)
 
 
+def _row(model, length, batch, backend, variant, d_model, n_layer, args) -> dict:
+    """Time one backend at ``batch`` x ``length``; the row of the results table."""
+    device = torch.device(args.device)
+    if backend != "official":
+        model.backend = backend
+    row = {"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch, "backend": backend}
+    try:
+        result = forward_speed(model, length, batch, args.dtype if device.type == "cuda" else "fp32",
+                               args.repeats, args.warmup)
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {**row, "error": "out of memory"}
+    # CPU: the process's peak RSS so far (rows run in order, so a later row's figure includes earlier ones)
+    return {
+        **row, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": args.dtype if device.type == "cuda" else "fp32", "threads": torch.get_num_threads(),
+        "seconds": round(result["seconds"], 4), "tokens_per_s": round(batch * length / result["seconds"]),
+        "peak_memory_gib": round(result["peak_memory_gib"], 2), "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bf16", choices=DTYPES)
-    ap.add_argument("--backend", default="auto", choices=BACKENDS)
+    ap.add_argument("--backend", default="auto", help=f"one of {', '.join(BACKENDS)}, or several separated by commas")
     ap.add_argument("--official", metavar="FOLDER", help="time the official implementation found in FOLDER/caduceus")
     ap.add_argument("--batch", type=int, help="windows per forward pass, the same for every length (default: "
                     "--tokens-per-batch // length)")
@@ -89,7 +113,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write rows to this JSON file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    backend = "official" if args.official else resolve_backend(args.backend, device)
+    backends = ["official"] if args.official else [resolve_backend(b, device) for b in args.backend.split(",")]
     rows = []
     for spec in args.configs.split(","):
         variant, size = spec.split(":")
@@ -100,27 +124,11 @@ def main(argv=None):
             model = _OfficialBackbone(official_model(args.official, config, device))
         else:
             model = CaduceusForMaskedLM(config).to(device).eval()
-            model.backend = backend
         for length in map(int, args.lengths.split(",")):
             batch = args.batch or max(1, args.tokens_per_batch // length)
-            try:
-                result = forward_speed(model, length, batch, args.dtype if device.type == "cuda" else "fp32",
-                                       args.repeats, args.warmup)
-            except torch.OutOfMemoryError:
-                rows.append({"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
-                             "backend": backend, "error": "out of memory"})
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            seconds = result["seconds"]
-            rows.append({
-                "model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch,
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                "dtype": args.dtype if device.type == "cuda" else "fp32", "backend": backend,
-                "seconds": round(seconds, 4), "tokens_per_s": round(batch * length / seconds),
-                "peak_memory_gib": round(result["peak_memory_gib"], 2),
-            })
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            for backend in backends:
+                rows.append(_row(model, length, batch, backend, variant, d_model, n_layer, args))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         del model
     print(f"{'model':<12}{'length':>8}{'batch':>7}{'backend':>10}{'dtype':>6}{'Mtok/s':>9}{'peak GiB':>10}")
     for r in rows:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -201,7 +202,7 @@ def cpu(args):
             times[name] = statistics.median(ts)
         rows.append({"shape": list(inputs[0].shape), "what": label, "torch_s": times["torch"],
                      "numba_s": times["numba"], "speedup": times["torch"] / times["numba"], "numba_rel_err": err,
-                     "threads": torch.get_num_threads()})
+                     "threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in os.getloadavg()]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"\nbundled model layer (PS d_model 128, d_inner 256), {args.cpu_batch} windows x {args.length} bp, CPU")
     print(f"{'shape':<22}{'what':<38}{'torch s':>9}{'numba s':>9}{'speedup':>9}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -80,6 +82,8 @@ def main() -> None:
         "scores": args.scores, "records": summary["records"], "alts": summary["alts"], "scored": summary["scored"],
         "seconds": round(seconds, 3), "records_per_s": round(summary["records"] / seconds, 2),
         "alts_per_s": round(summary["alts"] / seconds, 2), "backend": model.backend,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     width = max(len(k) for k in result)
     for k, v in result.items():

@@ -6,6 +6,8 @@ Run: python -m pytest tests/test_gpu.py -v
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -214,7 +216,7 @@ def test_golden_parity_with_triton_kernels(case):
 
 
 @needs_triton
-@pytest.mark.parametrize("length,batch", [(1536, 4), (131072, 1)])
+@pytest.mark.parametrize("length,batch", [(1536, 4), (32768, 1)])  # 32 kbp on 1 sequence: chunked forward
 def test_triton_and_torch_backends_agree_on_ps_256x16(length, batch):
     torch.manual_seed(0)
     model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 256, 16)).cuda().eval()
@@ -232,3 +234,192 @@ def test_triton_and_torch_backends_agree_on_ps_256x16(length, batch):
     print(f"\nL={length}: fp32 max|torch-triton|={fp32_diff:.2e}; bf16 triton vs fp32 {err_bf16:.2e}; "
           f"bf16 torch vs triton {between:.2e}")
     assert fp32_diff < 1e-3 and err_bf16 < 3e-2 and between < 3e-2
+
+
+# -- the sequential backward, the fused add + norm, whole-model training (issue 12, part 2) ---------
+
+
+def _scan_grads(fn, args, weight, **kw):
+    leaves = [a.detach().clone().requires_grad_() for a in args]
+    y = fn(*leaves, delta_softplus=True, **kw)
+    return y, torch.autograd.grad((y.double() * weight).sum(), leaves)
+
+
+@needs_triton
+@pytest.mark.parametrize("k,d,length", [(2, 80, 333), (1, 200, 129), (2, 160, 64), (1, 48, 2)])
+def test_triton_sequential_backward_uneven_channel_blocks(k, d, length):
+    """Channel counts that do not fill the last block of 32 x warps channels (masked lanes take
+    part in the warp reduce-scatter of dB/dC), lengths that end inside a 4-position sub-chunk and
+    a 64-position checkpoint chunk, one group and two; float64 reference on small shapes."""
+    st = triton_kernels()
+    args = _cuda(mixer_layout(2, k, d, length, seed=d + length))
+    if k == 1:
+        args[3], args[4] = args[3][:, 0], args[4][:, 0]
+    w = torch.randn(args[0].shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(1))
+    y, got = _scan_grads(st.selective_scan_triton, args, w)
+    ref, want = _scan_grads(selective_scan_reference, [a.cpu() for a in args], w.cpu())
+    assert rel_err(y.cpu(), ref) < 1e-5
+    for name, a, b in zip(NAMES, got, want):
+        assert a.shape == b.shape, name
+        assert rel_err(a.cpu(), b) < 1e-4, (name, rel_err(a.cpu(), b))
+
+
+@needs_triton
+def test_triton_backward_bf16_inputs_match_the_torch_twin():
+    """bf16 u/delta/z/B/C (what autocast hands the scan): gradients within bf16 rounding of the
+    PyTorch twin run on the same rounded inputs."""
+    st = triton_kernels()
+    args = _cuda(mixer_layout(2, 2, 128, 1000, dtype=torch.bfloat16, seed=3))
+    w = torch.randn(args[0].shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(2))
+    y, got = _scan_grads(st.selective_scan_triton, args, w)
+    y_t, want = _scan_grads(selective_scan_torch, args, w)
+    assert y.dtype == torch.bfloat16 and rel_err(y, y_t) < 1e-2
+    for name, a, b in zip(NAMES, got, want):
+        assert a.dtype == b.dtype, name
+        assert rel_err(a, b) < 2e-2, (name, rel_err(a, b))
+
+
+@needs_triton
+def test_triton_backward_long_sequence_matches_the_torch_twin():
+    """20,000 positions: 313 checkpoint chunks walked from the end, the state adjoint carried
+    across all of them; fp32 against the PyTorch twin's autograd on the GPU."""
+    st = triton_kernels()
+    args = _cuda(mixer_layout(1, 2, 64, 20000, seed=4))
+    w = torch.randn(args[0].shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(3))
+    y, got = _scan_grads(st.selective_scan_triton, args, w)
+    y_t, want = _scan_grads(selective_scan_torch, args, w)
+    assert rel_err(y, y_t) < 1e-5
+    for name, a, b in zip(NAMES, got, want):
+        assert rel_err(a, b) < 1e-4, (name, rel_err(a, b))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rms,residual_in_fp32", [(True, False), (True, True), (False, False), (False, True)])
+def test_triton_add_norm_matches_pytorch(dtype, rms, residual_in_fp32):
+    """The fused residual add + norm against the PyTorch path in float64: forward and the
+    gradients of x, residual, weight, bias; x channel-strided like a mixer output, residual
+    present and absent, weights flipped (the PS conjugate frame)."""
+    from caduceus_cli.model.mamba import LayerNorm, RMSNorm, add_norm
+
+    g = torch.Generator("cuda").manual_seed(0)
+    d = 256
+    norm = (RMSNorm if rms else LayerNorm)(d).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(d, device="cuda", generator=g))
+        if not rms:
+            norm.bias.copy_(torch.randn(d, device="cuda", generator=g))
+    x = torch.randn(4, d, 1000, device="cuda", generator=g).to(dtype).transpose(1, 2)
+    res_dtype = torch.float32 if residual_in_fp32 else dtype
+    for res in (None, torch.randn(4, 1000, d, device="cuda", generator=g).to(res_dtype)):
+        for flip in (False, True):
+            outs = {}
+            for backend, cast in (("torch", torch.float64), ("triton", None)):
+                ref_norm = norm.double() if cast else norm.float()
+                xl = (x.to(cast) if cast else x).detach().clone().requires_grad_()
+                rl = None if res is None else (res.to(cast) if cast else res).detach().clone().requires_grad_()
+                ref_norm.zero_grad()
+                y, r = add_norm(xl, rl, ref_norm, residual_in_fp32, backend=backend, flip_channels=flip)
+                if not cast:
+                    assert y.dtype == dtype and r.dtype == res_dtype
+                gy = torch.randn(y.shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(5))
+                gr = torch.randn(r.shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(6))
+                ((y.double() * gy).sum() + (r.double() * gr).sum()).backward()
+                outs[backend] = [y, r, xl.grad] + ([] if rl is None else [rl.grad]) + [
+                    p.grad.clone() for p in ref_norm.parameters()]
+            norm.float()
+            tol = 1e-5 if dtype == torch.float32 else 1e-2
+            for i, (a, b) in enumerate(zip(outs["triton"], outs["torch"])):
+                assert rel_err(a.detach(), b.detach()) < tol, (i, res is None, flip, rel_err(a.detach(), b.detach()))
+
+
+@needs_triton
+@pytest.mark.parametrize("variant,overrides", [("ps", {}), ("ph", {"rms_norm": False, "residual_in_fp32": True}),
+                                               ("ps", {"fused_add_norm": False})])
+def test_triton_training_gradients_match_the_torch_backend(variant, overrides):
+    """Whole-model backward (scan, conv, add + norm, flips) with backend triton against torch, fp32,
+    for PS fused and unfused and Ph with LayerNorm and an fp32 residual; an odd length."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(CaduceusConfig.small(variant, 64, 2), **overrides)
+    model = CaduceusForMaskedLM(config).cuda()
+    ids = torch.randint(7, 11, (2, 301), device="cuda")
+    results = {}
+    for backend in ("torch", "triton"):
+        model.backend = backend
+        model.zero_grad()
+        out = model(ids)
+        out.logits.float().square().mean().backward()
+        results[backend] = (out.logits.detach(),
+                            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert rel_err(results["triton"][0], results["torch"][0]) < 1e-5
+    assert rel_err(results["triton"][1], results["torch"][1]) < 1e-3
+
+
+@needs_triton
+def test_triton_bf16_training_gradients_are_as_close_to_fp32_as_torch_backends():
+    """Under bf16 autocast the triton backend's gradients are no further from the fp32 gradients
+    than the PyTorch backend's under the same autocast (both round the same activations)."""
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 128, 4)).cuda()
+    ids = torch.randint(7, 11, (4, 1024), device="cuda")
+
+    def gradient(backend, autocast):
+        model.backend = backend
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(ids).logits.float().square().mean()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    exact = gradient("torch", False)
+    err_torch = rel_err(gradient("torch", True), exact)
+    err_triton = rel_err(gradient("triton", True), exact)
+    print(f"\nbf16 gradient rel. error vs fp32: torch {err_torch:.2e}, triton {err_triton:.2e}")
+    assert err_triton < max(2 * err_torch, 1e-2)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_triton), "torch"])
+def test_norm_written_in_the_autocast_dtype_is_the_cast_of_the_fp32_norm(backend):
+    """Blocks under bf16 autocast write the norm of an fp32 stream in bf16 directly (the matmul
+    after it would cast it anyway): the same bits as the fp32 norm cast by torch; and without
+    gradients, outputs written over their inputs give the same bits as fresh buffers."""
+    from caduceus_cli.model.mamba import RMSNorm, add_norm
+
+    g = torch.Generator("cuda").manual_seed(0)
+    norm = RMSNorm(256).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(256, device="cuda", generator=g))
+        x = torch.randn(8, 1000, 256, device="cuda", generator=g)
+        res = torch.randn(8, 1000, 256, device="cuda", generator=g)
+        y32, r32 = add_norm(x, res, norm, True, backend=backend)
+        y16, r16 = add_norm(x, res, norm, True, backend=backend, out_dtype=torch.bfloat16)
+        assert y16.dtype == torch.bfloat16 and torch.equal(y16, y32.to(torch.bfloat16)) and torch.equal(r16, r32)
+        xb = x.to(torch.bfloat16)
+        fresh = add_norm(xb, res, norm, True, backend=backend)
+        xr, rr = xb.clone(), res.clone()
+        reused = add_norm(xr, rr, norm, True, backend=backend, reuse_inputs=True)
+        assert torch.equal(fresh[0], reused[0]) and torch.equal(fresh[1], reused[1])
+        if backend == "triton":
+            assert reused[0].data_ptr() == xr.data_ptr() and reused[1].data_ptr() == rr.data_ptr()
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", ["ps", "ph"])
+def test_triton_inference_reusing_buffers_gives_the_same_bits(variant):
+    """bf16 autocast, no gradients: the forward that writes over its buffers and sums the two
+    directions in place against the one that keeps every stream (output_hidden_states), and the
+    flip-add written in place against the out-of-place kernel."""
+    from caduceus_cli.model.flipops import flip_add, flip_add_
+
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small(variant, 128, 4)).cuda().eval()
+    model.backend = "triton"
+    ids = torch.randint(7, 11, (8, 1536), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        reused = model(ids).last_hidden_state
+        kept = model(ids, output_hidden_states=True).last_hidden_state
+    assert torch.equal(reused, kept)
+    a = torch.randn(3, 64, 500, device="cuda").to(torch.bfloat16).transpose(1, 2)
+    b = torch.randn(3, 64, 500, device="cuda").to(torch.bfloat16).transpose(1, 2)
+    want = flip_add(a, b)
+    assert torch.equal(flip_add_(a, b), want) and torch.equal(a, want)

@@ -8,13 +8,17 @@ this machine has. Triton: the kernels run under TRITON_INTERPRET=1 on CPU tensor
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
@@ -165,6 +169,85 @@ def test_inference_slices_match_the_stacked_training_path(monkeypatch):
     assert (sliced - stacked).abs().max() < 1e-5
 
 
+class _LiveTensorBytes(TorchDispatchMode):
+    """Counts the storages that aten ops create while active: the peak of their bytes alive at
+    once and every shape created (a storage is alive while a tensor created on it is)."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs, self.sizes, self.live, self.peak, self.shapes = {}, {}, 0, 0, []
+
+    def _release(self, key):
+        self.refs[key] -= 1
+        if self.refs[key] == 0:
+            self.live -= self.sizes.pop(key)
+            del self.refs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                key = t.untyped_storage().data_ptr()
+                if key not in self.refs:
+                    self.refs[key], self.sizes[key] = 0, t.untyped_storage().nbytes()
+                    self.live += self.sizes[key]
+                    self.peak = max(self.peak, self.live)
+                    self.shapes.append(tuple(t.shape))
+                self.refs[key] += 1
+                weakref.finalize(t, self._release, key)
+        return out
+
+
+@needs_numba
+@pytest.mark.parametrize("variant", ["ps", "ph"])
+def test_numba_forward_and_backward_never_hold_a_state_per_position(variant):
+    """No tensor of (sequences x channels x length x d_state) elements is ever made, and a no-grad
+    forward keeps at most 16 residual streams' worth of fp32 alive (one state tensor per layer
+    would be 32 of them: 2 x d_model channels x 16 states)."""
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small(variant, 32, 2))
+    model.backend = "numba"
+    ids = torch.randint(7, 11, (2, 301))
+    sequences = 4 if variant == "ps" else 2
+    state_elements = sequences * 2 * 64 * 301 * 16  # both directions' d_inner channels
+    with torch.no_grad():
+        model(ids)  # compile outside the count
+        inference = _LiveTensorBytes()
+        with inference:
+            model(ids, compute_logits=False)
+    training = _LiveTensorBytes()
+    with training:
+        model(ids).logits.square().mean().backward()
+    for shape in inference.shapes + training.shapes:
+        assert math.prod(shape) < state_elements / 4, shape
+    stream_bytes = sequences * 301 * 32 * 4
+    assert inference.peak < 16 * stream_bytes, inference.peak / stream_bytes
+
+
+@pytest.mark.parametrize("variant,overrides", [("ps", {}), ("ph", {"rms_norm": False, "residual_in_fp32": True}),
+                                               ("ps", {"fused_add_norm": False})])
+def test_inference_reusing_buffers_gives_the_same_values(variant, overrides, monkeypatch):
+    """A no-grad forward writes residuals and norms over their inputs and adds the reverse
+    direction into the forward one slice by slice: bit for bit what the forward computes when
+    intermediate streams are requested (nothing reused) and what the stacked path computes."""
+    import dataclasses
+
+    import caduceus_cli.model.mamba as mamba
+
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(dataclasses.replace(CaduceusConfig.small(variant, 32, 3), **overrides))
+    model.backend = "torch"
+    ids = torch.randint(7, 11, (3, 57))
+    monkeypatch.setattr(mamba, "_SLICE_ELEMENTS", {"cpu": 57 * 64})  # one sequence per slice
+    with torch.no_grad():
+        reused = model(ids)
+        kept = model(ids, output_hidden_states=True)
+    assert torch.equal(reused.last_hidden_state, kept.last_hidden_state)
+    assert torch.equal(reused.logits, kept.logits)
+    stacked = model(ids)  # gradients enabled: no slices, no reuse
+    assert (stacked.last_hidden_state.detach() - reused.last_hidden_state).abs().max() < 1e-5
+
+
 def test_backend_names_and_devices():
     assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("auto", "cpu") == ("numba" if numba_kernels() is not None else "torch")
@@ -291,6 +374,23 @@ for rms, has_res, fp32res, dtype, flip, strided in itertools.product(
             p.grad.clone() for p in norm.parameters()]
     key = f"{'rms' if rms else 'ln'}_res{int(has_res)}_fp32res{int(fp32res)}_{str(dtype)[6:]}_flip{int(flip)}_strided{int(strided)}"
     report[key] = max(rel(a, b) for a, b in zip(outs["triton"], outs["reference"]))
+# no gradients: outputs written over the inputs give the same bits as fresh buffers
+norm = RMSNorm(24)
+with torch.no_grad():
+    norm.weight.copy_(torch.randn(24, generator=g))
+    x = torch.randn(3, 7, 24, generator=g).to(torch.bfloat16)
+    res = torch.randn(3, 7, 24, generator=g)
+    y1, r1 = add_norm_triton(x, res, norm.weight, None, 1e-5, True, torch.float32)
+    x2, res2 = x.clone(), res.clone()
+    y2, r2 = add_norm_triton(x2, res2, norm.weight, None, 1e-5, True, torch.float32, reuse_inputs=True)
+    report["reuse_same_bits"] = bool(torch.equal(y1, y2) and torch.equal(r1, r2))
+    report["reuse_aliases"] = y2.data_ptr() == x2.data_ptr() and r2.data_ptr() == res2.data_ptr()
+    x32 = torch.randn(3, 7, 24, generator=g)
+    y3, r3 = add_norm_triton(x32, None, norm.weight, None, 1e-5, True, torch.float32, out_dtype=torch.bfloat16)
+    # (bf16 rounding: the interpreter truncates where compiled Triton rounds to nearest even, so the
+    # bits are compared with torch's cast on the GPU, tests/test_gpu.py)
+    report["bf16_out"] = y3.dtype == torch.bfloat16
+    report["no_residual_is_x"] = r3 is x32
 print(json.dumps(report))
 """
 
@@ -299,8 +399,11 @@ print(json.dumps(report))
 def test_triton_add_norm_under_the_interpreter():
     """The fused residual add + RMSNorm/LayerNorm against the PyTorch path in float64, forward and
     every gradient (x, residual, weight, bias): with and without a residual, residual in fp32 or not,
-    fp32 and bf16, weights flipped (the PS conjugate frame), channel-strided input."""
+    fp32 and bf16, weights flipped (the PS conjugate frame), channel-strided input; without
+    gradients, outputs written over the inputs give the same bits."""
     report = _run_under_the_interpreter(_ADD_NORM_CHECK)
+    flags = ("reuse_same_bits", "reuse_aliases", "bf16_out", "no_residual_is_x")
+    assert all(report.pop(flag) is True for flag in flags), report
     assert len(report) == 64
     for key, value in report.items():
         # fp32: rounding only; bf16: the output and gradients are rounded to bf16 (2^-9 relative)

@@ -144,12 +144,25 @@ class CaduceusBlock(nn.Module):
     def norm_module(self) -> nn.Module:
         return self.norm.submodule if isinstance(self.norm, RCPSAddNormWrapper) else self.norm
 
-    def forward(self, hidden, residual=None, backend: str = "auto", conjugate: bool = False):
+    def forward(self, hidden, residual=None, backend: str = "auto", conjugate: bool = False,
+                reuse_inputs: bool = False):
         """PS: hidden and residual are both strands stacked on batch (2B, L, d); ``conjugate`` runs
-        the block in the flipped frame (norm and mixer with channel-reversed weights)."""
+        the block in the flipped frame (norm and mixer with channel-reversed weights).
+        ``reuse_inputs`` (no gradients): the caller will not read hidden or residual again, so the
+        block may write over them."""
         hidden, residual = add_norm(hidden, residual, self.norm_module, self.residual_in_fp32, backend,
-                                    flip_channels=conjugate)
+                                    flip_channels=conjugate, out_dtype=_mixer_input_dtype(hidden),
+                                    reuse_inputs=reuse_inputs)
         return self.mixer(hidden, backend=backend, conjugate=conjugate), residual
+
+
+def _mixer_input_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the mixer's first matmul reads x in: under CUDA autocast an fp32 x is cast to the
+    autocast dtype there, so the norm writes it in that dtype directly (the same rounding, half the
+    memory); otherwise x's own."""
+    if x.is_cuda and x.dtype == torch.float32 and torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return x.dtype
 
 
 class CaduceusBackbone(nn.Module):
@@ -211,10 +224,14 @@ class CaduceusBackbone(nn.Module):
         residual = None
         conjugate = False
         streams = [self._output(hidden)] if output_hidden_states else None
+        # Without gradients or requested streams nothing else holds the stream tensors, so each block
+        # may write its outputs over its inputs (the embeddings' tensor included).
+        reuse = not output_hidden_states and not (torch.is_grad_enabled() and any(
+            p.requires_grad for p in self.parameters()))
         for i, layer in enumerate(self.layers):
             if rcps and self.config.fused_add_norm:
                 conjugate = not conjugate
-            hidden, residual = layer(hidden, residual, backend, conjugate=conjugate)
+            hidden, residual = layer(hidden, residual, backend, conjugate=conjugate, reuse_inputs=reuse)
             if output_hidden_states and i + 1 < len(self.layers):
                 streams.append(self._output((hidden.float() + residual.float()).to(hidden.dtype)))
         norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f

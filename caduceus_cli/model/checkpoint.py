@@ -194,8 +194,10 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     """Load a Caduceus masked-LM: 'bundled', a local folder, or a HuggingFace hub id.
 
     ``device`` defaults to CPU; ``dtype`` (float32, bfloat16, float16) casts the weights;
-    ``backend`` picks the selective-scan implementation ('auto', 'torch', 'cuda'). A classifier
-    folder gives its backbone (the masked-LM head is tied to the embedding).
+    ``backend`` picks the selective-scan kernels (``scan.BACKENDS``): 'auto' (triton on CUDA, numba
+    on CPU), 'triton', 'numba', 'torch' (plain PyTorch, everywhere) or 'mamba-ssm' (alias 'cuda';
+    needs the optional ``[cuda]`` extra).
+    A classifier folder gives its backbone (the masked-LM head is tied to the embedding).
     """
     folder, source = resolve_model_dir(name_or_path, revision)
     config = CaduceusConfig.from_json(folder / "config.json")

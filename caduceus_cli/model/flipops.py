@@ -45,14 +45,14 @@ def _kernels():
 
     @triton.jit
     def flip_add_kernel(a_ptr, b_ptr, out_ptr, length, width, sa_b, sa_l, sa_d, sb_b, sb_l, sb_d,
-                        BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+                        so_b, so_l, so_d, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         pos = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)[:, None]
         ch = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
         b = tl.program_id(2).to(tl.int64)
         mask = (pos < length) & (ch < width)
         x = tl.load(a_ptr + b * sa_b + pos * sa_l + ch * sa_d, mask=mask).to(tl.float32)
         y = tl.load(b_ptr + b * sb_b + (length - 1 - pos) * sb_l + ch * sb_d, mask=mask).to(tl.float32)
-        tl.store(out_ptr + (b * length + pos) * width + ch, (x + y).to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + b * so_b + pos * so_l + ch * so_d, (x + y).to(out_ptr.dtype.element_ty), mask=mask)
 
     return stack_flip_kernel, flip_add_kernel
 
@@ -73,10 +73,12 @@ def _stack_flip_kernel(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _flip_add_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    out = torch.empty(a.shape, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
+def _flip_add_kernel(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out`` may be ``a`` itself (each element is read before it is written), not ``b``."""
+    if out is None:
+        out = torch.empty(a.shape, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
     length, width = a.shape[1:]
-    _kernels()[1][_grid(a.shape)](a, b, out, length, width, *a.stride(), *b.stride(),
+    _kernels()[1][_grid(a.shape)](a, b, out, length, width, *a.stride(), *b.stride(), *out.stride(),
                                   BLOCK_L=_BLOCK_L, BLOCK_D=_BLOCK_D)
     return out
 
@@ -119,3 +121,10 @@ def flip_add(a: torch.Tensor, b: torch.Tensor, backend: str = "auto") -> torch.T
     if _use_kernel(a, b, backend=backend) and a.dtype == b.dtype:
         return _FlipAdd.apply(a, b)
     return a + b.flip(1)
+
+
+def flip_add_(a: torch.Tensor, b: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """``a += b.flip(1)`` in place (no gradient), the same values as :func:`flip_add`; returns a."""
+    if _use_kernel(a, b, backend=backend) and a.dtype == b.dtype:
+        return _flip_add_kernel(a, b, out=a)
+    return a.add_(b.flip(1))

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .flipops import flip_add, stack_flip
+from .flipops import flip_add, flip_add_, stack_flip
 from .scan import causal_conv1d, cuda_kernels, resolve_backend, selective_scan, use_cuda_kernel
 
 
@@ -36,13 +36,16 @@ class LayerNorm(nn.Module):
 
 def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | LayerNorm,
              residual_in_fp32: bool, backend: str = "auto",
-             flip_channels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+             flip_channels: bool = False, out_dtype: torch.dtype | None = None,
+             reuse_inputs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(norm(x + residual), x + residual): the pre-norm residual step, computed in fp32.
 
-    x, residual: (..., D). The normalised output has x's dtype; the residual is fp32 when
-    ``residual_in_fp32`` (or when the incoming residual already is), else x's dtype.
+    x, residual: (..., D). The normalised output has ``out_dtype`` (default x's dtype); the residual
+    is fp32 when ``residual_in_fp32`` (or when the incoming residual already is), else x's dtype.
     ``flip_channels`` applies the norm with its weight and bias reversed, which equals flipping the
     channels of x before a normal norm and back after (the statistics ignore channel order).
+    ``reuse_inputs`` (no gradients only): the caller will not read x or residual again, so the
+    outputs may be written over them (same values, less memory alive at once).
     """
     is_rms = isinstance(norm, RMSNorm)
     weight, bias = norm.weight, norm.bias
@@ -50,21 +53,30 @@ def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | Lay
         weight = weight.flip(0)
         bias = None if bias is None else bias.flip(0)
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
+    out_dtype = x.dtype if out_dtype is None else out_dtype
     if x.is_cuda and resolve_backend(backend, x.device) == "triton":
         from .norm_triton import add_norm_triton
 
-        return add_norm_triton(x, residual, weight, bias, norm.eps, is_rms, res_dtype)
+        return add_norm_triton(x, residual, weight, bias, norm.eps, is_rms, res_dtype, out_dtype,
+                               reuse_inputs=reuse_inputs)
     if use_cuda_kernel("layer_norm", x, backend):
-        return cuda_kernels()["layer_norm"](
+        normed, total = cuda_kernels()["layer_norm"](
             x, weight, bias, residual=residual, eps=norm.eps, prenorm=True,
             residual_in_fp32=residual_in_fp32, is_rms_norm=is_rms,
         )
-    total = x.float() if residual is None else x.float() + residual.float()
+        return normed.to(out_dtype), total
+    if residual is None:
+        total = x.float()
+    elif (reuse_inputs and residual.dtype == torch.float32 and res_dtype == torch.float32
+          and not (torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad))):
+        total = residual.add_(x)  # the same fp32 sum as below, without a new buffer
+    else:
+        total = x.float() + residual.float()
     if is_rms:
         normed = total * torch.rsqrt(total.square().mean(-1, keepdim=True) + norm.eps) * weight.float()
     else:
         normed = F.layer_norm(total, total.shape[-1:], weight.float(), bias.float(), norm.eps)
-    return normed.to(x.dtype), total.to(res_dtype)
+    return normed.to(out_dtype), total.to(res_dtype)
 
 
 class Mamba(nn.Module):
@@ -211,6 +223,23 @@ def _inference(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]]) -> bo
 _SLICE_ELEMENTS = {"cuda": 1 << 27, "cpu": 1 << 24}
 
 
+def _slice_size(hidden: torch.Tensor, d_inner: int) -> int:
+    """Sequences per inference slice: equal slices under the device's element budget."""
+    b, length, _ = hidden.shape
+    budget = _SLICE_ELEMENTS.get(hidden.device.type, 1 << 24)
+    per = max(1, min(b, budget // max(1, length * d_inner)))
+    return -(-b // -(-b // per))  # equal slices: ceil(b / number of slices)
+
+
+def _direction_pieces(hidden: torch.Tensor, mixer: Mamba, reversed_: bool, backend: str, conjugate: bool):
+    """Inference: one direction over slices of the batch; yields (first row, output rows)."""
+    b = hidden.shape[0]
+    per = _slice_size(hidden, mixer.d_inner)
+    for s0 in range(0, b, per):
+        piece = hidden if per >= b else hidden[s0:s0 + per]
+        yield s0, _directions_stacked(piece, [(mixer, reversed_)], backend, conjugate, inference=True)[0]
+
+
 def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
                      conjugate: bool = False) -> list[torch.Tensor]:
     """Run one mixer per direction over ``hidden``.
@@ -230,25 +259,38 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     if not _inference(hidden, directions):
         return _directions_stacked(hidden, directions, backend, conjugate)
     b, length, _ = hidden.shape
-    di = directions[0][0].d_inner
-    budget = _SLICE_ELEMENTS.get(hidden.device.type, 1 << 24)
-    per = max(1, min(b, budget // max(1, length * di)))
-    per = -(-b // -(-b // per))  # equal slices: ceil(b / number of slices)
     outs = []
     for mixer, rev in directions:
-        if per >= b:
-            outs.append(_directions_stacked(hidden, [(mixer, rev)], backend, conjugate, inference=True)[0])
-            continue
         out = None
-        for s0 in range(0, b, per):
-            piece = _directions_stacked(hidden[s0:s0 + per], [(mixer, rev)], backend, conjugate,
-                                        inference=True)[0]
+        for s0, piece in _direction_pieces(hidden, mixer, rev, backend, conjugate):
+            if piece.shape[0] == b:
+                out = piece
+                break
             if out is None:
                 out = hidden.new_empty((b, length, piece.shape[-1]), dtype=piece.dtype)
-            out[s0:s0 + per] = piece
+            out[s0:s0 + piece.shape[0]] = piece
             del piece
         outs.append(out)
     return outs
+
+
+def mamba_flip_sum(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
+                   conjugate: bool = False) -> torch.Tensor:
+    """Inference only: ``outs[0] + outs[1].flip(1)`` for ``outs = mamba_directions(...)`` with a
+    forward-reading and a reverse-reading direction, the same values, with the second direction's
+    slices added into one (B, L, d_model) buffer as they come (two such tensors fewer alive)."""
+    (first, rev0), (second, rev1) = directions
+    b, length, _ = hidden.shape
+    total = None
+    for s0, piece in _direction_pieces(hidden, first, rev0, backend, conjugate):
+        if total is None:
+            total = hidden.new_empty((b, length, piece.shape[-1]), dtype=piece.dtype)
+        total[s0:s0 + piece.shape[0]] = piece
+        del piece
+    for s0, piece in _direction_pieces(hidden, second, rev1, backend, conjugate):
+        flip_add_(total[s0:s0 + piece.shape[0]], piece, backend)
+        del piece
+    return total
 
 
 class BiMambaWrapper(nn.Module):
@@ -281,6 +323,9 @@ class BiMambaWrapper(nn.Module):
             directions = [(fwd, True)] if rev is None else [(rev, False), (fwd, True)]
         else:
             directions = [(fwd, False)] if rev is None else [(fwd, False), (rev, True)]
+        if (len(directions) == 2 and self.bidirectional_strategy == "add" and directions[1][1]
+                and not directions[0][1] and _inference(hidden, directions)):
+            return mamba_flip_sum(hidden, directions, backend, conjugate)
         outs = mamba_directions(hidden, directions, backend, conjugate=conjugate)
         if len(outs) == 1:
             return outs[0].flip(1) if directions[0][1] else outs[0]

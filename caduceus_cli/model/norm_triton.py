@@ -119,23 +119,32 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count if torch.cuda.is_available() else 4
 
 
+def _forward(x, residual, weight, bias, eps, is_rms, res_dtype, out_dtype, y=None, res=None, store_res=True):
+    """Run the forward kernel: (y, res, rstd, mean). ``y`` / ``res``: buffers to write into (None:
+    new ones; x and residual themselves are allowed, every element is read before it is written);
+    without ``store_res`` nothing is written as the residual (the caller reuses x)."""
+    d = x.shape[-1]
+    x2, sx_m, sx_d = _rows(x)
+    r2, sr_m, sr_d = _rows(residual) if residual is not None else (x2, 0, 0)
+    rows = x.numel() // d
+    y = torch.empty(x.shape, dtype=out_dtype, device=x.device) if y is None else y
+    if store_res and res is None:
+        res = torch.empty(x.shape, dtype=res_dtype, device=x.device)
+    rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
+    mean = torch.empty(rows if not is_rms else 1, dtype=torch.float32, device=x.device)
+    bm, bd, warps = _block(d)
+    _add_norm_fwd_kernel[(max(1, triton.cdiv(rows, bm)),)](
+        x2, r2, weight, bias if bias is not None else weight, y, res if store_res else y, rstd, mean,
+        rows, d, sx_m, sx_d, sr_m, sr_d, eps,
+        HAS_RES=residual is not None, IS_RMS=is_rms, HAS_BIAS=bias is not None, STORE_RES=store_res,
+        BM=bm, BD=bd, num_warps=warps)
+    return y, res, rstd, mean
+
+
 class AddNormTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, residual, weight, bias, eps, is_rms, res_dtype):
-        d = x.shape[-1]
-        x2, sx_m, sx_d = _rows(x)
-        r2, sr_m, sr_d = _rows(residual) if residual is not None else (x2, 0, 0)
-        rows = x.numel() // d
-        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        res = torch.empty(x.shape, dtype=res_dtype, device=x.device)
-        rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
-        mean = torch.empty(rows if not is_rms else 1, dtype=torch.float32, device=x.device)
-        bm, bd, warps = _block(d)
-        _add_norm_fwd_kernel[(max(1, triton.cdiv(rows, bm)),)](
-            x2, r2, weight, bias if bias is not None else weight, y, res, rstd, mean,
-            rows, d, sx_m, sx_d, sr_m, sr_d, eps,
-            HAS_RES=residual is not None, IS_RMS=is_rms, HAS_BIAS=bias is not None, STORE_RES=True,
-            BM=bm, BD=bd, num_warps=warps)
+    def forward(ctx, x, residual, weight, bias, eps, is_rms, res_dtype, out_dtype):
+        y, res, rstd, mean = _forward(x, residual, weight, bias, eps, is_rms, res_dtype, out_dtype)
         ctx.save_for_backward(res, weight, rstd, mean)
         ctx.has_bias, ctx.is_rms = bias is not None, is_rms
         ctx.dtypes = (x.dtype, None if residual is None else residual.dtype)
@@ -168,11 +177,31 @@ class AddNormTriton(torch.autograd.Function):
             BM=bm, BD=bd, num_warps=warps)
         dweight = dw.sum(0).to(weight.dtype)
         dbias = db.sum(0).to(weight.dtype) if ctx.has_bias else None
-        return dx, (dr if r_dtype is not None else None), dweight, dbias, None, None, None
+        return dx, (dr if r_dtype is not None else None), dweight, dbias, None, None, None, None
 
 
-def add_norm_triton(x, residual, weight, bias, eps: float, is_rms: bool, res_dtype: torch.dtype):
-    """(norm(x + residual) in x's dtype, x + residual in res_dtype), the sum and statistics in fp32.
+def _dense(t: torch.Tensor | None) -> bool:
+    return t is not None and t.is_contiguous()
 
-    x, residual: (..., D) any strides; weight, bias: (D,) (bias None for RMSNorm)."""
-    return AddNormTriton.apply(x, residual, weight, bias, float(eps), bool(is_rms), res_dtype)
+
+def add_norm_triton(x, residual, weight, bias, eps: float, is_rms: bool, res_dtype: torch.dtype,
+                    out_dtype: torch.dtype | None = None, reuse_inputs: bool = False):
+    """(norm(x + residual) in out_dtype (default x's), x + residual in res_dtype), the sum and
+    statistics in fp32.
+
+    x, residual: (..., D) any strides; weight, bias: (D,) (bias None for RMSNorm).
+    Without gradients, ``reuse_inputs`` lets the outputs take the inputs' memory where dtype and
+    layout allow (the residual over ``residual``, the normalised output over ``x``): the caller
+    promises not to read them again. With no residual and res_dtype x's, the residual returned is
+    x itself (the same values) instead of a copy."""
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, residual, weight, bias))
+    if needs_grad:
+        return AddNormTriton.apply(x, residual, weight, bias, float(eps), bool(is_rms), res_dtype, out_dtype)
+    reuse_x = residual is None and res_dtype == x.dtype
+    res = residual if (reuse_inputs and _dense(residual) and residual.dtype == res_dtype) else None
+    y = x if (reuse_inputs and not reuse_x and _dense(x) and x.dtype == out_dtype) else None
+    y, res, _, _ = _forward(x, residual, weight, bias, float(eps), bool(is_rms), res_dtype, out_dtype,
+                            y=y, res=res, store_res=not reuse_x)
+    return y, (x if reuse_x else res)

@@ -22,7 +22,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "triton", "numba", "torch", "mamba-ssm", "cuda")
+from ..backend_names import BACKENDS  # the one list, also read by the command line
 _ALIASES = {"cuda": "mamba-ssm"}
 # Elements of one (batch, channels, length, state) block of the PyTorch scan; bounds its memory
 # (about eight fp32 tensors of this size are alive at once): 32 MiB each on CPU, 256 MiB on GPU.
