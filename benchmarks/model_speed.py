@@ -57,7 +57,11 @@ def official_model(folder: str, config: CaduceusConfig, device):
         modules[name] = mod
     cfg = {k: v for k, v in config.to_dict().items() if k not in ("architectures", "model_type")}
     official_cfg = modules["configuration_caduceus"].CaduceusConfig(**cfg)
-    return modules["modeling_caduceus"].CaduceusForMaskedLM(official_cfg).to(device).eval()
+    cls = modules["modeling_caduceus"].CaduceusForMaskedLM
+    own_tie = cls.tie_weights
+    # transformers >= 5 calls tie_weights(recompute_mapping=...), which the official class does not take
+    cls.tie_weights = lambda self, *args, **kwargs: own_tie(self)
+    return cls(official_cfg).to(device).eval()
 
 
 class _OfficialBackbone(torch.nn.Module):
