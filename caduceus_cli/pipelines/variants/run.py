@@ -124,7 +124,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
             pass
         return scored_here
     if kept is not None and kept.records and progress is not None:
-        progress(kept.records)
+        progress(kept.records, resumed=True)
     check = SortedCheck(reader.label, reader.where) if write_index else None
     with RecordSink(output, fmt, write_index, scorer.reference.contigs) as sink:
         head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None)
