@@ -85,7 +85,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
         progress_kept.finish()
     _warn_skipped(counts, fasta)
     return summary(counts, time.perf_counter() - started, rank=rt.rank, world_size=rt.world_size, output=output,
-                   format=fmt, window=settings.window)
+                   format=fmt, window=settings.window, batch_size=settings.batch_size)
 
 
 def _regions(vcf: str, regions: str | None, regions_file: str | None):
