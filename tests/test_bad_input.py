@@ -1,7 +1,15 @@
 """Every row of the "Reliability at scale" table (issue 13), through the real console script: one
 line naming the file, line or value, a non-zero exit and nothing left behind; or accepted on
-purpose (docs/reliability.md says which). Usage errors are in test_cli.py, /dev/null and the
-umask in test_outputs.py; signals, broken pipes and --resume in test_signals.py."""
+purpose (docs/reliability.md says which).
+
+Rows tested elsewhere, not repeated here:
+- `--window 1.5`, missing arguments, unknown options and commands: test_cli.py
+  (test_usage_errors_are_one_line_with_exit_status_2); `caduceus` with no arguments:
+  test_cli.py (test_a_bare_group_prints_its_help);
+- `-o /dev/full`: test_outputs.py (test_full_disk_is_one_line_and_exit_1);
+- `| head -1` and SIGTERM during score-variants or embed: test_signals.py
+  (test_a_reader_that_goes_away_ends_the_run_with_141, test_sigterm_without_resume_leaves_nothing).
+"""
 
 from __future__ import annotations
 
