@@ -9,7 +9,10 @@ own REF base, sorted, written as VCF; BED regions of --region-length bp. The pea
 wait4(); the RSS is also sampled every second to show it is flat while the records stream through.
 The defaults keep the model's share of the time small (one 16 bp window per SNV, 32 bp regions,
 1,024 windows per pass): what grows with the input is the number of records, not their cost.
-Prints a table and, with --json, writes every figure and the command line.
+A run still going after --max-seconds is stopped with SIGTERM (it stops cleanly at a batch boundary)
+and reported as such, with the records it had done and its rate from its last progress line
+(CADUCEUS_PROGRESS_SECONDS=10 here). Prints a table and, with --json, writes every figure and the
+command line (after each run, so that a benchmark cut short keeps what it measured).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import argparse
 import json
 import os
 import random
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,32 +96,47 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def measure(args: list[str]) -> dict:
-    """Run ``python -m caduceus_cli ARGS``; peak RSS (wait4) and RSS sampled every second."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+PROGRESS = re.compile(r"^caduceus: \w+: ([\d,]+) (?:of [\d,]+ )?\w+.*?, ([\d,.]+) \w+/s", re.M)
+
+
+def measure(args: list[str], max_seconds: float) -> dict:
+    """Run ``python -m caduceus_cli ARGS``; peak RSS (wait4) and RSS sampled every second; SIGTERM
+    after ``max_seconds``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CADUCEUS_PROGRESS_SECONDS": "10"}
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "caduceus_cli", *args], env=env, stderr=subprocess.PIPE,
                             text=True)
     samples: list[int] = []
+    stopped = threading.Event()
 
     def sample() -> None:
         while proc.poll() is None:
             value = rss_kib(proc.pid)
             if value:
                 samples.append(value)
+            if time.time() - started > max_seconds and not stopped.is_set():
+                stopped.set()
+                proc.send_signal(signal.SIGTERM)
             time.sleep(1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    stderr = proc.stderr.read()  # until the process closes it (read here: a full pipe would block it)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read()
     sampler.join(timeout=5)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not (stopped.is_set() and proc.returncode == 143):
         raise SystemExit(f"caduceus {' '.join(args)} failed ({proc.returncode}):\n{stderr[-2000:]}")
     quarters = [samples[min(len(samples) - 1, int(q * len(samples)))] // 1024 for q in (0.25, 0.5, 0.75)] if samples else []
-    return {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "rss_mib_at_25_50_75_percent_of_time": quarters,
-            "seconds": round(time.time() - started, 1), "summary": stderr.strip().splitlines()[-1:]}
+    row = {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "rss_mib_at_25_50_75_percent_of_time": quarters,
+           "seconds": round(time.time() - started, 1), "summary": stderr.strip().splitlines()[-1:]}
+    if proc.returncode == 143:
+        done = PROGRESS.findall(stderr)
+        row["stopped_after_seconds"] = max_seconds
+        if done:
+            row["done_at_last_progress_line"] = int(done[-1][0].replace(",", ""))
+            row["rate_per_second_at_last_progress_line"] = float(done[-1][1].replace(",", ""))
+    return row
 
 
 def main() -> None:
@@ -128,6 +148,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--scores", default="llr")
     ap.add_argument("--region-length", type=int, default=32)
+    ap.add_argument("--max-seconds", type=float, default=3600, help="stop a run (SIGTERM) after this long")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     results = []
@@ -139,23 +160,29 @@ def main() -> None:
             write_vcf(vcf, args.reference, n)
             row = measure(["score-variants", str(vcf), "-f", str(args.reference), "-m", str(model), "--window",
                            str(args.window), "--batch-size", str(args.batch_size), "--scores", args.scores,
-                           "--device", "cpu", "-o", str(tmp / "scored.vcf.gz")])
+                           "--device", "cpu", "-o", str(tmp / "scored.vcf.gz")], args.max_seconds)
             results.append({"command": "score-variants", "records": n, **row})
-            print(json.dumps(results[-1]), flush=True)
+            report(results, args.json)
             vcf.unlink()
         for n in [int(x) for x in args.regions.split(",") if x]:
             bed = tmp / f"synthetic_{n}.bed"
             write_bed(bed, args.reference, n, args.region_length)
             row = measure(["embed", str(args.reference), str(bed), "-m", str(model), "--batch-size",
-                           str(args.batch_size), "--device", "cpu", "-o", str(tmp / "emb.parquet")])
+                           str(args.batch_size), "--device", "cpu", "-o", str(tmp / "emb.parquet")], args.max_seconds)
             results.append({"command": "embed", "regions": n, **row})
-            print(json.dumps(results[-1]), flush=True)
-    print(f"\n{'command':<15} {'input':>12} {'peak RSS (MiB)':>15} {'seconds':>9}")
+            report(results, args.json)
+    print(f"\n{'command':<15} {'input':>20} {'peak RSS (MiB)':>15} {'seconds':>9}  note")
     for r in results:
         size = f"{r.get('records', r.get('regions')):,} {'records' if 'records' in r else 'regions'}"
-        print(f"{r['command']:<15} {size:>20} {r['peak_rss_mib']:>15,.1f} {r['seconds']:>9,.1f}")
-    if args.json:
-        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
+        note = (f"stopped: {r.get('done_at_last_progress_line', 0):,} done, "
+                f"{r.get('rate_per_second_at_last_progress_line', 0):,.1f}/s" if "stopped_after_seconds" in r else "")
+        print(f"{r['command']:<15} {size:>20} {r['peak_rss_mib']:>15,.1f} {r['seconds']:>9,.1f}  {note}")
+
+
+def report(results: list[dict], path: Path | None) -> None:
+    print(json.dumps(results[-1]), flush=True)
+    if path is not None:
+        path.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
