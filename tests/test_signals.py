@@ -5,7 +5,8 @@ SIGTERM (what cluster schedulers send) and SIGINT stop a run at a batch boundary
 130, leaving no temporary file and nothing under the output's name; with --resume the finished
 chunks stay in `.OUTPUT.resume/` and the same command continues from them, writing the output an
 uninterrupted run writes (only the `command` provenance line differs: it holds --resume). A reader
-of stdout that goes away (`| head -1`) ends the run at once with exit 141.
+of stdout that goes away (`| head -1`) ends the run at once with exit 141. pretrain saves a
+checkpoint of the steps done when a signal stops it, and --resume continues from there.
 """
 
 from __future__ import annotations
@@ -167,3 +168,32 @@ def test_a_reader_that_goes_away_ends_the_run_with_141(small_ps_dir, inputs, tmp
     assert proc.returncode == 141, err
     assert err == ""  # no summary (the run did not finish), no traceback, no message
     assert listing(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_pretrain_stopped_by_sigterm_checkpoints_the_steps_done_and_resumes(tmp_path):
+    from .conftest import REPO
+
+    genome = REPO / "caduceus_cli" / "data" / "examples" / "synthetic_genome.fa"
+    args = ["pretrain", genome, "-o", "run", "--d-model", "16", "--n-layer", "1", "--seq-len", "64", "--batch-size",
+            "2", "--steps", "100000", "--checkpoint-every", "50000", "--device", "cpu"]
+    proc = subprocess.Popen(console_command(*args), cwd=tmp_path, env=console_env({"CADUCEUS_PROGRESS_SECONDS": "0"}),
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stderr:
+            if " of 100,000 steps" in line:  # a step is done
+                proc.send_signal(signal.SIGTERM)
+                break
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    checkpoints = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))]
+    assert len(checkpoints) == 1 and checkpoints[0].startswith("checkpoint-"), checkpoints  # no temporary left
+    step = int(checkpoints[0].split("-")[1])
+    assert f"stopped after step {step} of 100000: checkpoint saved; continue with --resume run" in err
+    assert err.splitlines()[-1] == "caduceus: terminated"
+    resumed = console("pretrain", "--resume", "run", "--max-time", "1", "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stderr.splitlines()[-1])["steps"] > step
