@@ -17,7 +17,7 @@ pytest.importorskip("snakemake", reason="the workflow tests need snakemake: pip 
 pysam = pytest.importorskip("pysam")
 
 SNAKEFILE = REPO / "examples" / "snakemake" / "Snakefile"
-REGIONS = ["z:1-300", "z:301-700", "z:701-1000"]
+REGIONS = ["z:1-450", "z:451-1000"]  # two jobs: both run at once on a 2-core CI machine
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_snakemake_scatters_scores_and_gathers_every_record_in_order(real_slice,
         assert len(list(out.fetch("z", 300, 700))) == sum(1 for r in expected if 300 < r[1] <= 700)
     assert header.startswith("##fileformat=VCF") and "##caduceus_model_sha256=" in header
     logs = sorted((tmp_path / "out" / "logs").iterdir())
-    assert [p.name for p in logs] == ["part0001.log", "part0002.log", "part0003.log"]
+    assert [p.name for p in logs] == ["part0001.log", "part0002.log"]
     # Parts are temporary: only the gathered file, its index and the logs are left.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["logs", "scored.vcf.gz", "scored.vcf.gz.tbi"]
 

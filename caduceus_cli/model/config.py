@@ -42,9 +42,9 @@ DEFAULT_INITIALIZER_CFG: dict[str, Any] = {
 REQUIRED_FIELDS = ("d_model", "n_layer", "vocab_size")
 BIDIRECTIONAL_STRATEGIES = ("add", "ew_multiply")
 
-# What a config.json may ask for: wide enough for every Caduceus and Mamba model published so far
-# (d_model 2560, 64 layers), narrow enough that a corrupt or hostile file is refused in one line
-# before anything is allocated. A config.json is a few kilobytes; 1 MB is far beyond any real one.
+# What a config.json may ask for: far beyond the published Caduceus checkpoints (d_model 256, 16 layers)
+# and Mamba-2.8b's sizes (d_model 2560, 64 layers), narrow enough that a corrupt or hostile file is
+# refused in one line before anything is built. A config.json is a few kilobytes; 1 MB is far beyond any real one.
 MAX_CONFIG_BYTES = 1 << 20
 INT_RANGES = {"d_model": (1, 16384), "n_layer": (1, 512), "vocab_size": (1, 65536),
               "pad_vocab_size_multiple": (1, 1024)}
