@@ -28,7 +28,8 @@ Generated from the Typer app by `python scripts/gen_cli_docs.py`; do not edit by
 
 Every command exits with status 0 on success, 1 on an error in the input or the run (one line on
 stderr: `caduceus: error: ...`), 2 on a usage error (an unknown command or option, a missing or
-malformed value), 130 when interrupted.
+malformed value), 130 after SIGINT (Ctrl-C), 143 after SIGTERM and 141 when the reader of stdout
+went away (`caduceus ... | head`); see reliability.md.
 """
 
 

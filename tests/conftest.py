@@ -96,15 +96,24 @@ def run_cli(capsys):
     return run
 
 
-def console(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """The installed `caduceus` console script running this checkout's code (PYTHONPATH wins over the
-    installed package), for what only a real process shows: usage errors, devices, signals."""
+def console_command(*args) -> list[str]:
     script = shutil.which("caduceus")
     if script is None:
         pytest.skip("the caduceus console script is not installed (pip install -e .)")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout,
-                          **kwargs)
+    return [script, *map(str, args)]
+
+
+def console_env(env: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+
+
+def console(*args, timeout: float = 300, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The installed `caduceus` console script running this checkout's code (PYTHONPATH wins over the
+    installed package), for what only a real process shows: usage errors, devices, signals. stdout
+    and stderr are captured unless given; ``env`` adds to the environment."""
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(console_command(*args), text=True, env=console_env(env), timeout=timeout, **kwargs)
 
 
 DEVICES = {"null": (1, 3), "full": (1, 7)}

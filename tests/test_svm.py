@@ -3,6 +3,7 @@ an end-to-end fit on a labeled set built from the real 1000 Genomes records, and
 
 import gzip
 import json
+import re
 import stat
 
 import numpy as np
@@ -211,3 +212,21 @@ def test_read_labeled_detects_gzip_by_content_not_name(tmp_path):
     packed.write_bytes(gzip.compress(text.encode()))
     assert read_labeled(str(packed)) == read_labeled(str(plain))
     assert [v.label for v in read_labeled(str(plain))] == [1, 0]
+
+
+def test_svm_command_prints_its_table_and_one_summary_sentence(small_ps_dir, tmp_path, run_cli):
+    need_data("variants", "1kgp_grch37_chr20_1-2Mb.vcf.gz")
+    need_data("annotation", "hg38_refGene_tss.bed.gz")
+    tss = derived_tss_bed(tmp_path / "z_tss.bed")
+    labeled = labeled_snvs(tmp_path / "labeled.tsv", 40)
+    args = ["finetune", "svm", labeled, "-f", FA, "--tss", tss, "-m", small_ps_dir, "--window", W, "--n-train", 60]
+    code, out, err = run_cli(*args, "-o", tmp_path / "svm")
+    assert code == 0, err
+    table = out.splitlines()
+    assert table[0].startswith("bucket\tn_train") and len(table) == 1 + len(json.loads(
+        (tmp_path / "svm" / "report.json").read_text())["buckets"])
+    last = err.splitlines()[-1]
+    assert re.fullmatch(rf"caduceus: finetune svm: fitted [1-9] of {len(table) - 1} distance-to-TSS buckets on 80 "
+                        rf"variants in \d+s -> {re.escape(str(tmp_path / 'svm'))}", last), last
+    code, out, err = run_cli(*args, "-o", tmp_path / "svm2", "--json")
+    assert code == 0 and json.loads(out)["n_variants"] == 80 and "finetune svm:" not in err  # the report is the summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import typer
@@ -83,7 +84,7 @@ class Progress:
         self.description, self.unit = description, unit
         self._task = self._bar.add_task(description, total=None, rate="")
         self._shown = False
-        self.done, self.total = 0, None
+        self.done, self.resumed, self.total = 0, 0, None
         self._started = self._last_line = None
         self._interval = self._line_interval()
 
@@ -104,17 +105,18 @@ class Progress:
             self._bar.__exit__(*exc)
 
     def _show(self) -> None:
-        import time
-
         if not self._shown:
             self._started = time.monotonic()
             if self.enabled:
                 self._bar.start()
             self._shown = True
 
-    def __call__(self, advance: int = 1, **fields) -> None:
+    def __call__(self, advance: int = 1, resumed: bool = False, **fields) -> None:
+        """``advance`` more done; ``resumed``: done by an earlier, interrupted run (not in the rate)."""
         self._show()
         self.done += advance
+        if resumed:
+            self.resumed += advance
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         if self.enabled:
             speed = self._bar.tasks[0].speed
@@ -125,20 +127,18 @@ class Progress:
 
     def set_total(self, total: int | None) -> None:
         self.total = total
+        self._show()
         if self.enabled:
-            self._show()
             self._bar.update(self._task, total=total)
 
     def _line(self, extra: str) -> None:
         """``caduceus: scoring: 12,288 of 1,000,000 records (1.2%), 45.1 records/s, ETA 6h05m``."""
-        import time
-
         now = time.monotonic()
         if self._last_line is not None and now - self._last_line < self._interval:
             return
         self._last_line = now
         elapsed = now - self._started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.resumed) / elapsed if elapsed >= 1 else 0.0  # none yet after a fraction of a second
         text = f"{self.done:,}"
         if self.total:
             text += f" of {self.total:,} {self.unit} ({100 * self.done / self.total:.1f}%)"
@@ -146,6 +146,6 @@ class Progress:
         else:
             text += f" {self.unit}"
             eta = ""
-        rate_text = f", {rate:,.1f} {self.unit}/s" if elapsed > 0 else ""
+        rate_text = f", {rate:,.1f} {self.unit}/s" if rate > 0 else ""
         sys.stderr.write(f"caduceus: {self.description}: {text}{rate_text}{eta}{'; ' + extra if extra else ''}\n")
         sys.stderr.flush()

@@ -11,7 +11,7 @@ import typer
 
 from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
-from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption
+from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption, duration, report
 
 finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe on frozen embeddings (probe) or the "
                                 "variant-effect SVM (svm).\n\n"
@@ -38,22 +38,34 @@ def svm_command(
     batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOption,
     backend: str = BackendOption,
-    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON (instead of the table)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
 ) -> None:
     from ..pipelines.svm import train_svm
 
     with Progress("features", unit="variants", quiet=quiet) as progress:
-        report = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
+        fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
                            n_train=n_train, batch_size=batch_size, device=device, revision=revision, backend=backend,
                            progress=progress)
-    if as_json:
-        json.dump(report, sys.stdout, indent=2)
+    if as_json:  # the report is the machine's summary: on stdout, as `models info --json`
+        json.dump(fitted, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
+    _print_buckets(fitted)
+    report("finetune svm", svm_sentence(fitted, output), fitted, quiet=quiet)
+
+
+def svm_sentence(fitted: dict, output: str) -> str:
+    """``fitted 3 of 4 distance-to-TSS buckets on 1,200 variants in 2m10s -> svm_model``."""
+    done = sum("skipped" not in b for b in fitted["buckets"].values())
+    return (f"fitted {done} of {len(fitted['buckets'])} distance-to-TSS buckets on {fitted['n_variants']:,} variants "
+            f"in {duration(fitted['seconds'])} -> {output}")
+
+
+def _print_buckets(fitted: dict) -> None:
     sys.stdout.write("bucket\tn_train\tn_test\tbest_C\tauroc_decision\tauroc_hard_labels\n")
-    for name, b in report["buckets"].items():
+    for name, b in fitted["buckets"].items():
         if "skipped" in b:
             sys.stdout.write(f"{name}\t{b['n_train']}\t{b['n_test']}\t-\tskipped: {b['skipped']}\t-\n")
         else:

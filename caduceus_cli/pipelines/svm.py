@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CaduceusError
 from ..genome.labeled_variants import LabeledVariant, read_labeled
-from ..io import atomic_folder, provenance, write_json
+from ..io import atomic_folder, provenance, refuse_overwriting_inputs, write_json
 from ..runtime import resolve_model
 from .svm_model import (BUCKET_NAMES, BUCKETS, CS, DEFAULT_TEST_FRACTION, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN,
                         SEEDS, bucket_of)
@@ -229,6 +229,7 @@ def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model="bun
 
     if not 0 < test_fraction < 1:
         raise CaduceusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    refuse_overwriting_inputs(output_dir, labeled, fasta, tss, test)
     with atomic_folder(output_dir) as folder:
         train_set, test_set = _read_sets(labeled, test, label_field, use_tissue)
         tss_index = read_tss(tss)

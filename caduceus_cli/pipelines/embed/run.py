@@ -220,7 +220,7 @@ def _replay(kept: ResumableOutput, sink: _Sink, source: RegionSource, progress) 
         sink.write(batch)
     source.note_replayed(kept.counters.get("failed", 0))
     if kept.records and progress is not None:
-        progress(kept.records)
+        progress(kept.records, resumed=True)
 
 
 def _skipped_everywhere(source: RegionSource, rt: Runtime) -> int:

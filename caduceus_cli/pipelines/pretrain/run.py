@@ -21,7 +21,7 @@ import numpy as np
 from ... import stopping
 from ..._version import __version__
 from ...errors import CaduceusError
-from ...io import command_line, write_json, writing
+from ...io import command_line, refuse_overwriting_inputs, write_json, writing
 from ...runtime import Runtime, prefetch, torchrun
 from .checkpoints import (latest_checkpoint, load_trainer_state, prepare_run_folder, remove_unstarted_run,
                           save_checkpoint, save_final, truncate_metrics)
@@ -67,6 +67,7 @@ def pretrain(genomes: list[str] | None = None, out_dir: str | None = None, *, re
     Returns the summary (also written to RUN_DIR/summary.json by rank 0).
     """
     started = time.time()
+    refuse_overwriting_inputs(out_dir, *(genomes or []), options.get("intervals"))
     run_dir, saved = _open_run(out_dir, resume)
     settings = _resolve_settings(_given_options(options, genomes, saved), saved, run_dir)
     created = prepare_run_folder(run_dir)

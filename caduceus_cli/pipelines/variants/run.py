@@ -85,7 +85,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
         progress_kept.finish()
     _warn_skipped(counts, fasta)
     return summary(counts, time.perf_counter() - started, rank=rt.rank, world_size=rt.world_size, output=output,
-                   format=fmt, window=settings.window)
+                   format=fmt, window=settings.window, batch_size=settings.batch_size)
 
 
 def _regions(vcf: str, regions: str | None, regions_file: str | None):
@@ -124,7 +124,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
             pass
         return scored_here
     if kept is not None and kept.records and progress is not None:
-        progress(kept.records)
+        progress(kept.records, resumed=True)
     check = SortedCheck(reader.label, reader.where) if write_index else None
     with RecordSink(output, fmt, write_index, scorer.reference.contigs) as sink:
         head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None)

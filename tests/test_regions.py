@@ -1,0 +1,68 @@
+"""score-variants -r/-R on an indexed VCF (caduceus_cli/genome/regions.py): the records whose POS
+lies in a region, as `bcftools view --regions R --regions-overlap pos` selects them, so that the
+parts of a scattered run never hold a record twice."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from caduceus_cli.errors import CaduceusError
+from caduceus_cli.genome.regions import END_OF_CONTIG, Region, parse_regions
+
+from .conftest import DATA, need_data
+
+VCF = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.vcf.gz"
+FA = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.fa"
+
+
+def test_region_syntax_is_bcftools():
+    assert parse_regions("z:40-,y:5,z:15-30,z:10-20,chr:with:colons:1-2,x") == [  # by contig, merged
+        Region("z", 10, 30), Region("z", 40, END_OF_CONTIG), Region("y", 5, 5), Region("chr:with:colons", 1, 2),
+        Region("x", 1, END_OF_CONTIG)]
+    for bad, needle in (("z:20-10", "end 10 is before start 20"), ("z:0-5", "start"), ("z,,y", "empty region")):
+        with pytest.raises(CaduceusError, match=needle):
+            parse_regions(bad)
+
+
+@pytest.fixture(scope="module")
+def positions():
+    need_data("variants", VCF.name)
+    need_data("variants", FA.name)
+    return [int(ln.split("\t")[1]) for ln in gzip.open(VCF, "rt") if not ln.startswith("#")]
+
+
+def scored_positions(run_cli, model, *extra) -> list[int]:
+    code, out, err = run_cli("score-variants", VCF, "-f", FA, "-m", model, "--window", "32", "--scores", "llr", "-q",
+                             "-o", "-", "--format", "tsv", *extra)
+    assert code == 0, err
+    return [int(ln.split("\t")[1]) for ln in out.splitlines() if not ln.startswith(("#", "chrom\t"))]
+
+
+def test_regions_read_the_records_whose_pos_is_inside_each_once(run_cli, small_ps_dir, positions, tmp_path):
+    first, last = positions[10], positions[40]  # region ends on records: inclusive at both
+    inside = [p for p in positions if first <= p <= last]
+    assert scored_positions(run_cli, small_ps_dir, "-r", f"z:{first}-{last}") == sorted(inside)
+    middle = positions[25]
+    parts = scored_positions(run_cli, small_ps_dir, "-r", f"z:{first}-{middle - 1},z:{middle}-{last}")
+    assert parts == sorted(inside)  # adjacent regions: every record once
+    bed = tmp_path / "r.bed"
+    bed.write_text(f"z\t{first - 1}\t{last}\n")  # BED: 0-based, half-open
+    assert scored_positions(run_cli, small_ps_dir, "-R", bed) == sorted(inside)
+    plain = tmp_path / "r.txt"
+    plain.write_text(f"z\t{first}\t{last}\n")
+    assert scored_positions(run_cli, small_ps_dir, "-R", plain) == sorted(inside)
+
+
+def test_regions_need_an_index_and_one_kind(run_cli, small_ps_dir, tmp_path):
+    need_data("variants", VCF.name)
+    unindexed = tmp_path / "copy.vcf.gz"
+    unindexed.write_bytes(VCF.read_bytes())
+    code, _, err = run_cli("score-variants", unindexed, "-f", FA, "-m", small_ps_dir, "-r", "z:1-100")
+    assert code == 1 and "copy.vcf.gz: -r/-R need an indexed VCF/BCF and there is no" in err and len(
+        err.splitlines()) == 1
+    bed = tmp_path / "r.bed"
+    bed.write_text("z\t0\t10\n")
+    code, _, err = run_cli("score-variants", VCF, "-f", FA, "-m", small_ps_dir, "-r", "z", "-R", bed)
+    assert code == 1 and err.strip() == "caduceus: error: give -r REGIONS or -R FILE, not both"
