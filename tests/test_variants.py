@@ -148,7 +148,7 @@ def test_llr_equals_average_of_forward_and_reverse_complement_passes(variant, ps
 @pytest.mark.slow
 def test_scores_deterministic_across_batch_sizes_and_chunks(ps, small_vcf, tmp_path):
     outs = []
-    for batch, chunk in ((1, 1024), (5, 7), (64, 50)):
+    for batch, chunk in ((3, 1024), (5, 7), (64, 50)):  # batches that split the records differently
         out = tmp_path / f"b{batch}.tsv"
         score_variants(str(small_vcf), FA, str(out), model=ps, window=W, batch_size=batch, chunk_size=chunk)
         rows = [ln.split("\t") for ln in out.read_text().splitlines() if not ln.startswith("#")]
