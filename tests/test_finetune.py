@@ -314,12 +314,16 @@ def test_classifier_folder_loads_as_backbone_shows_its_head_and_embeds(ph_run, g
 
 def test_classify_and_predict_through_the_cli(gue, models, capsys, tmp_path, monkeypatch):
     out = tmp_path / "clf"
-    code, stdout, _ = cli("finetune", "classify", gue[0], "-o", out, "--test", gue[1], "-m", models["ph"], "--epochs", 1,
-                          "--batch-size", 32, "--device", "cpu", "-q", capsys=capsys)
+    code, stdout, err = cli("finetune", "classify", gue[0], "-o", out, "--test", gue[1], "-m", models["ph"], "--epochs",
+                            1, "--batch-size", 32, "--device", "cpu", capsys=capsys)
     assert code == 0 and stdout.startswith("run\tbest_epoch") and "# test over 1 run(s): accuracy=" in stdout
+    last = err.strip().splitlines()[-1]  # the one summary sentence, in every data command's style
+    assert last.startswith("caduceus: finetune classify: 1 run(s); test ") and last.endswith(f"-> {out}"), err
     code, stdout, err = cli("predict", out, gue[1], "--device", "cpu", capsys=capsys)
     assert code == 0 and len([x for x in stdout.splitlines() if not x.startswith("##")]) == 61
-    assert "predicted 60 sequences" in err
+    assert err.strip().splitlines()[-1].startswith("caduceus: predict: predicted 60 sequences"), err
+    code, _, err = cli("predict", out, gue[1], "--device", "cpu", "--json", "-o", tmp_path / "p.tsv", capsys=capsys)
+    assert code == 0 and json.loads(err.strip().splitlines()[-1])["records"] == 60
     monkeypatch.setattr(sys, "stdin", io.StringIO(">x\nACGTACGTAA\n>y\nTTGCA\n"))  # '-' is stdin
     code, stdout, _ = cli("predict", out, "-", "-o", "-", "--device", "cpu", "-q", capsys=capsys)
     rows = [x.split("\t")[0] for x in stdout.splitlines() if not x.startswith("##")]

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ._common import BackendOption, DeviceOption, Progress
+from ._common import BackendOption, DeviceOption, Progress, report
 
 
 def predict_command(
@@ -23,6 +23,7 @@ def predict_command(
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
     """Apply a fine-tuned classifier or probe: one row per input sequence, in input order.
 
@@ -43,10 +44,12 @@ def predict_command(
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
                          batch_size=batch_size, device=device, backend=backend, progress=progress)
-    if is_main and not quiet:
+    if is_main:
         where = "stdout" if result.output == "-" else result.output
-        typer.echo(f"caduceus: predicted {result.n_records:,} sequences ({result.truncated:,} cropped to the model's "
-                   f"max length) in {result.seconds:.1f} s -> {where}", err=True)
+        summary = {"records": result.n_records, "cropped": result.truncated, "seconds": round(result.seconds, 3),
+                   "output": where}
+        report("predict", f"predicted {result.n_records:,} sequences ({result.truncated:,} cropped to the model's "
+               f"max length) in {result.seconds:.1f} s -> {where}", summary, as_json=as_json, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:
