@@ -131,69 +131,12 @@ def runs_sentence(fitted: dict, output: str | None, seconds: float) -> str:
     part = next((p for p in ("test", "cv", "valid") if fitted["summary"].get(p)), None)
     if part:
         summary = fitted["summary"][part]
-        wanted = [(fitted.get("recipe") or {}).get("select_metric"), "mcc", "mse", *summary]
-        name = next(n for n in wanted if n in summary and summary[n] and summary[n].get("mean") is not None) \
-            if any(v and v.get("mean") is not None for v in summary.values()) else None
+        defined = [n for n, stat in summary.items() if stat and stat.get("mean") is not None]
+        preferred = [(fitted.get("recipe") or {}).get("select_metric"), "mcc", "mse", *defined]
+        name = next((n for n in preferred if n in defined), None)
         if name:
             stat = summary[name]
             text += f"; {part} {name} {stat['mean']:.4f} ({stat['min']:.4f}..{stat['max']:.4f})"
-    if fitted.get("status") == "stopped":
-        text += ", stopped by --max-time"
-    return f"{text} in {duration(seconds)} -> {output}"
-
-
-# -- classify / probe: the recipe defaults come from the engine's constants ---------------------
-from ..pipelines.finetune import recipe as _R  # noqa: E402 - plain constants, no torch
-
-_TASK_HELP = "classification (labels: integers or strings; binary or multi-class) or regression (numeric target, MSE loss)."
-_SEQUENCE_HELP = "CSV/TSV: the sequence column's name or 1-based number. (default: sequence/seq, or the column of DNA)"
-_LABEL_HELP = ("CSV/TSV: the label column's name or 1-based number (default: label/target/y, or the last column); "
-               "BED: its column number (default: the last column).")
-_CLASSIFY_HELP = (
-    "Fine-tune a Caduceus model with a classification (or regression) head, with the paper's recipe: "
-    f"AdamW (betas {_R.ADAM_BETAS[0]}, {_R.ADAM_BETAS[1]}), weight decay {_R.WEIGHT_DECAY}, lr {_R.LR:g} with "
-    f"{_R.WARMUP_FRACTION:.0%} warmup and cosine decay to {_R.FINAL_LR_FRACTION} x lr, gradient clipping "
-    f"{_R.GRAD_CLIP}, batch {_R.BATCH_SIZE}, {_R.EPOCHS} epochs, bf16 autocast on GPU; {_R.POOLING} pooling, "
-    "then linear; the best epoch on validation.\n\n"
-    "Examples:\n\n"
-    "  caduceus finetune classify prom_core_all/train.csv.gz --valid prom_core_all/dev.csv.gz "
-    "--test prom_core_all/test.csv.gz -o prom_clf\n\n"
-    "  caduceus finetune classify H3/test.fna.gz --folds 10 --seeds 1 -m kuleshov-group/caduceus-ph_seqlen-1k_d_model-256_n_layer-4_lr-8e-3 -o h3_cv\n\n"
-    "Many GPUs: torchrun --nproc-per-node N -m caduceus_cli finetune classify ...")
-
-
-def _print_runs(fitted: dict, as_json: bool) -> None:
-    """The report as JSON, or one line per run and the summary as a tab-separated table."""
-    if as_json:
-        json.dump(fitted, sys.stdout, indent=2, default=float)
-        sys.stdout.write("\n")
-        return
-    names = fitted["metric_names"]
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    sys.stdout.write("\t".join(["run", "best_epoch", *(f"valid_{n}" for n in names), *(f"test_{n}" for n in names)]) + "\n")
-    for r in fitted["runs"]:
-        key = f"seed {r['seed']}" + (f" fold {r['fold']}" if r.get("fold") is not None else "")
-        valid, test = r.get("valid") or {}, r.get("test") or {}
-        sys.stdout.write("\t".join([key, str(r.get("best_epoch") or "-"), *(fmt(valid.get(n)) for n in names),
-                                    *(fmt(test.get(n)) for n in names)]) + "\n")
-    for part, summary in fitted["summary"].items():
-        if summary:
-            cells = [f"{n}={s['mean']:.4f} ({s['min']:.4f}..{s['max']:.4f})" for n, s in summary.items()]
-            sys.stdout.write(f"# {part} over {len(fitted['runs'])} run(s): " + " ".join(cells) + "\n")
-    if fitted.get("status") == "stopped":
-        sys.stderr.write(f"caduceus: {fitted['resume']}\n")
-
-
-def runs_sentence(fitted: dict, output: str | None, seconds: float) -> str:
-    """``3 run(s); test mcc 0.6285 (0.6121..0.6344) in 1m57s -> prom_clf`` (the selection metric, or
-    the first one, of the test split, else of validation)."""
-    part = next((p for p in ("test", "valid") if fitted["summary"].get(p)), None)
-    text = f"{len(fitted['runs'])} run(s)"
-    if part:
-        summary = fitted["summary"][part]
-        name = fitted.get("select_metric") if fitted.get("select_metric") in summary else next(iter(summary))
-        s = summary[name]
-        text += f"; {part} {name} {s['mean']:.4f} ({s['min']:.4f}..{s['max']:.4f})"
     if fitted.get("status") == "stopped":
         text += ", stopped by --max-time"
     return f"{text} in {duration(seconds)} -> {output}"
@@ -253,9 +196,9 @@ def classify_command(
 
     from ..errors import CaduceusError
     from ..pipelines.finetune import finetune_classifier
+    from ..pipelines.pretrain import parse_duration
 
     started = time.perf_counter()
-    from ..pipelines.pretrain import parse_duration
 
     if valid is not None and valid_fraction is not None:
         raise CaduceusError("give --valid FILE or --valid-fraction, not both")
