@@ -13,7 +13,7 @@ Names are loaded on first use, so that the command line reads the settings witho
 
 from __future__ import annotations
 
-import importlib
+from ...lazy import lazy_getattr
 
 _NAMES = {
     "embed_regions": "run", "EmbedResult": "run",
@@ -27,10 +27,4 @@ _NAMES = {
 
 __all__ = list(_NAMES)
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)

@@ -51,21 +51,10 @@ reports), resume (the state of a stopped job), recipe (the paper's defaults).
 
 from __future__ import annotations
 
-_LAZY = {
-    "finetune_classifier": ("classify", "finetune_classifier"),
-    "fit_probe": ("probe", "fit_probe"),
-    "predict": ("predict", "predict"),
-}
+from ...lazy import lazy_getattr
+
+_LAZY = {"finetune_classifier": "classify", "fit_probe": "probe", "predict": "predict"}
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

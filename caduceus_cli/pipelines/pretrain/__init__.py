@@ -9,7 +9,7 @@ numpy or torch.
 
 from __future__ import annotations
 
-import importlib
+from ...lazy import lazy_getattr
 
 _NAMES = {
     "pretrain": "run",
@@ -25,10 +25,4 @@ _NAMES = {
 
 __all__ = list(_NAMES)
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)
