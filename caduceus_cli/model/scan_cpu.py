@@ -63,6 +63,16 @@ def _exp2_many(y, p, bits, scale):
         scale[n] = p[n] * scale[n]
 
 
+@numba.njit(inline="always", fastmath=_FASTMATH)
+def _advance(h, dt, du, bt, a2, yv, p, bits, decay):
+    """One state update in place: h = exp2(dt * a2) * h + du * bt (``decay`` views ``bits``)."""
+    for n in range(h.shape[0]):
+        yv[n] = dt * a2[n]
+    _exp2_many(yv, p, bits, decay)
+    for n in range(h.shape[0]):
+        h[n] = decay[n] * h[n] + du * bt[n]
+
+
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _forward(u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_bias, softplus):
     """u, delta, z, out: (batch, dim, L) fp32; A: (dim, N); Bt, Ct: (batch, groups, L, N); D, bias: (dim,)."""
@@ -149,13 +159,7 @@ def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has
             dt = delta[b, c, t] + bias_c
             if softplus:
                 dt = _softplus(dt)
-            du_t = dt * u[b, c, t]
-            bt = Bt[b, g, t]
-            for n in range(n_state):
-                yv[n] = dt * a2[n]
-            _exp2_many(yv, p, bits, decay)
-            for n in range(n_state):
-                h[n] = decay[n] * h[n] + du_t * bt[n]
+            _advance(h, dt, dt * u[b, c, t], Bt[b, g, t], a2, yv, p, bits, decay)
         # pass 2: chunks from the end, states recomputed, gradients walked back
         dh[:] = 0.0  # dL/dh_t arriving from position t + 1
         da_acc = np.zeros(n_state, dtype=np.float32)
@@ -169,13 +173,7 @@ def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has
                 dt = delta[b, c, t] + bias_c
                 if softplus:
                     dt = _softplus(dt)
-                du_t = dt * u[b, c, t]
-                bt = Bt[b, g, t]
-                for n in range(n_state):
-                    yv[n] = dt * a2[n]
-                _exp2_many(yv, p, bits, decay)
-                for n in range(n_state):
-                    h[n] = decay[n] * h[n] + du_t * bt[n]
+                _advance(h, dt, dt * u[b, c, t], Bt[b, g, t], a2, yv, p, bits, decay)
                 states[t - t0] = h
             for t in range(t1 - 1, t0 - 1, -1):
                 raw = delta[b, c, t] + bias_c
