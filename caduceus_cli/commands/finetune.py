@@ -85,10 +85,18 @@ finetune_app.command("svm")(svm_command)
 # -- classify / probe: the recipe defaults come from the engine's constants ---------------------
 from ..pipelines.finetune import recipe as _R  # noqa: E402 - plain constants, no torch
 
-_TASK_HELP = "classification (labels: integers or strings; binary or multi-class) or regression (numeric target, MSE loss)."
-_SEQUENCE_HELP = "CSV/TSV: the sequence column's name or 1-based number. (default: sequence/seq, or the column of DNA)"
-_LABEL_HELP = ("CSV/TSV: the label column's name or 1-based number (default: label/target/y, or the last column); "
-               "BED: its column number (default: the last column).")
+# Options of both classify and probe
+_TaskOption = typer.Option("classification", "--task", help="classification (labels: integers or strings; binary or "
+                           "multi-class) or regression (numeric target, MSE loss).")
+_FastaOption = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED inputs.")
+_SequenceColumnOption = typer.Option(None, "--sequence-column", help="CSV/TSV: the sequence column's name or 1-based "
+                                     "number. (default: sequence/seq, or the column of DNA)")
+_LabelColumnOption = typer.Option(None, "--label-column", help="CSV/TSV: the label column's name or 1-based number "
+                                  "(default: label/target/y, or the last column); BED: its column number (default: "
+                                  "the last column).")
+_FoldsOption = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place of a test set.")
+_ReportJsonOption = typer.Option(False, "--json", help="Print the full report as JSON.")
+_QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 _CLASSIFY_HELP = (
     "Fine-tune a Caduceus model with a classification (or regression) head, with the paper's recipe: "
     f"AdamW (betas {_R.ADAM_BETAS[0]}, {_R.ADAM_BETAS[1]}), weight decay {_R.WEIGHT_DECAY}, lr {_R.LR:g} with "
@@ -153,16 +161,15 @@ def classify_command(
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction", help=f"Fraction of TRAIN held out for "
                                                    f"validation when --valid is not given. (default: {_R.VALID_FRACTION})"),
     test: Optional[str] = typer.Option(None, "--test", help="Test data: every run's best checkpoint is evaluated on it."),
-    folds: Optional[int] = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place "
-                                        "of a test set."),
+    folds: Optional[int] = _FoldsOption,
     seeds: int = typer.Option(1, "--seeds", help="Repeat with seeds 1..N, each with its own validation split; "
                               "mean and min/max are reported (the paper: 10)."),
     model: str = ModelOption,
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
-    task: str = typer.Option("classification", "--task", help=_TASK_HELP),
-    fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED inputs."),
-    sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help=_SEQUENCE_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help=_LABEL_HELP),
+    revision: Optional[str] = RevisionOption,
+    task: str = _TaskOption,
+    fasta: Optional[str] = _FastaOption,
+    sequence_column: Optional[str] = _SequenceColumnOption,
+    label_column: Optional[str] = _LabelColumnOption,
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs. (default: {_R.EPOCHS})"),
     lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate of AdamW; {_R.WARMUP_FRACTION:.0%} linear "
                                        f"warmup, cosine decay to {_R.FINAL_LR_FRACTION} x lr. (default: {_R.LR:g})"),
@@ -188,8 +195,8 @@ def classify_command(
                                                   "(default: --batch-size)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = _ReportJsonOption,
+    quiet: bool = _QuietOption,
 ) -> None:
     """Full fine-tuning (help text: _CLASSIFY_HELP, built from the engine's recipe constants)."""
     import os
@@ -238,15 +245,14 @@ def probe_command(
                                "model.safetensors), report.json and metrics.jsonl."),
     valid: Optional[str] = typer.Option(None, "--valid", help="Validation data (default: out-of-fold metrics on TRAIN)."),
     test: Optional[str] = typer.Option(None, "--test", help="Test data."),
-    folds: Optional[int] = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place "
-                                        "of a test set."),
+    folds: Optional[int] = _FoldsOption,
     seed: int = typer.Option(1, "--seed", help="Seed of the cross-validation splits."),
     model: str = ModelOption,
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
-    task: str = typer.Option("classification", "--task", help=_TASK_HELP),
-    fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED inputs."),
-    sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help=_SEQUENCE_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help=_LABEL_HELP),
+    revision: Optional[str] = RevisionOption,
+    task: str = _TaskOption,
+    fasta: Optional[str] = _FastaOption,
+    sequence_column: Optional[str] = _SequenceColumnOption,
+    label_column: Optional[str] = _LabelColumnOption,
     pool: str = typer.Option(_R.POOLING, "--pool", help="Pooling of each strand: mean, max, center, first or last."),
     center_width: int = typer.Option(1, "--center-width", help="Positions averaged by --pool center."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences."),
@@ -257,8 +263,8 @@ def probe_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = _ReportJsonOption,
+    quiet: bool = _QuietOption,
 ) -> None:
     """Linear probe (help text: _PROBE_HELP, built from the engine's constants)."""
     import os
