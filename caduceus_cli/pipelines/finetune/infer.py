@@ -29,28 +29,19 @@ def to_device(array: np.ndarray | None, device: torch.device) -> torch.Tensor | 
 
 
 @torch.no_grad()
-def predict_logits(model, tokens: list[np.ndarray], batch_size: int, runtime=None,
-                   progress: Callable[..., None] | None = None) -> np.ndarray:
-    """(N, num_outputs) float32 logits of every sequence, in input order, in eval mode.
-
-    Each batch holds sequences of one length (no padding); under torchrun batch i runs on rank
-    ``i % world`` and every rank receives all logits.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+def batched_rows(tokens: list[np.ndarray], batch_size: int, width: int, compute: Callable, runtime=None,
+                 progress: Callable[..., None] | None = None) -> np.ndarray:
+    """(N, width) float32: ``compute(ids, lens)`` (a tensor of one row per sequence) over equal-length
+    batches (no padding), under bf16 autocast on CUDA; under torchrun batch i runs on rank
+    ``i % world`` and every rank receives all rows, in input order. ``ids``/``lens`` are on the
+    device of ``compute``'s model, which the caller closes over."""
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    batches = eval_batches(lengths, batch_size)
     world, rank = (runtime.world_size, runtime.rank) if runtime is not None else (1, 0)
-    out = np.zeros((len(tokens), model.num_labels), dtype=np.float32)
     mine = []
-    for i, idx in enumerate(batches):
+    for i, idx in enumerate(eval_batches(lengths, batch_size)):
         if i % world != rank:
             continue
-        ids, lens = collate(tokens, idx)
-        with autocast(device):
-            logits = model(to_device(ids, device), to_device(lens, device))
-        mine.append((idx, logits.float().cpu().numpy()))
+        mine.append((idx, compute(*collate(tokens, idx)).float().cpu().numpy()))
         if progress is not None:
             progress(len(idx))
     if world > 1:
@@ -59,8 +50,26 @@ def predict_logits(model, tokens: list[np.ndarray], batch_size: int, runtime=Non
         gathered: list = [None] * world
         dist.all_gather_object(gathered, mine)
         mine = [pair for part in gathered for pair in part]
-    for idx, logits in mine:
-        out[idx] = logits
+    out = np.zeros((len(tokens), width), dtype=np.float32)
+    for idx, rows in mine:
+        out[idx] = rows
+    return out
+
+
+@torch.no_grad()
+def predict_logits(model, tokens: list[np.ndarray], batch_size: int, runtime=None,
+                   progress: Callable[..., None] | None = None) -> np.ndarray:
+    """(N, num_outputs) float32 logits of every sequence, in input order, in eval mode (see
+    :func:`batched_rows` for batching and torchrun)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+
+    def logits(ids, lens):
+        with autocast(device):
+            return model(to_device(ids, device), to_device(lens, device))
+
+    out = batched_rows(tokens, batch_size, model.num_labels, logits, runtime, progress)
     model.train(was_training)
     return out
 

@@ -28,8 +28,8 @@ from ...model.caduceus import POOLINGS, pooled_strand_features
 from ...model.checkpoint import new_classifier, save_model
 from ...runtime import resolve_model, torchrun
 from . import recipe as R
-from .data import LabelSpace, TokenSplit, collate, eval_batches, load_split, tokenize_split
-from .infer import autocast, to_device
+from .data import LabelSpace, TokenSplit, load_split, tokenize_split
+from .infer import autocast, batched_rows, to_device
 from .metrics import split_metrics
 from .protocol import check_protocol, plan_runs
 from .report import MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report
@@ -50,30 +50,15 @@ def embed_features(model, tokens: list[np.ndarray], *, pooling: str, center_widt
                    runtime=None, progress=None) -> np.ndarray:
     """(N, d) float32 strand-averaged pooled features, in input order (equal-length batches)."""
     device = next(model.parameters()).device
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    world, rank = (runtime.world_size, runtime.rank) if runtime is not None else (1, 0)
-    mine = []
-    for i, idx in enumerate(eval_batches(lengths, batch_size)):
-        if i % world != rank:
-            continue
-        ids, lens = collate(tokens, idx)
+
+    def features(ids, lens):
         with autocast(device):
             strands = pooled_strand_features(model.backbone, to_device(ids, device), to_device(lens, device),
                                              pooling=pooling, center_width=center_width, conjoin=True,
                                              backend=model.backend)
-        mine.append((idx, strands.float().mean(1).cpu().numpy()))
-        if progress is not None:
-            progress(len(idx))
-    if world > 1:
-        import torch.distributed as dist
+        return strands.float().mean(1)
 
-        parts: list = [None] * world
-        dist.all_gather_object(parts, mine)
-        mine = [pair for part in parts for pair in part]
-    out = np.zeros((len(tokens), model.config.d_model), dtype=np.float32)
-    for idx, feats in mine:
-        out[idx] = feats
-    return out
+    return batched_rows(tokens, batch_size, model.config.d_model, features, runtime, progress)
 
 
 def features_key(model, tokens: list[np.ndarray], settings: dict) -> str:
