@@ -20,6 +20,18 @@ DATA = SHARED / "data"
 GOLDEN = REPO / "tests" / "data" / "golden"  # copied from ../shared/golden (generated for this project)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (tiny models on a shared 2-core machine run far faster; in
+    case torch was imported before OMP_NUM_THREADS took effect)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def need_data(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test saying what is missing."""
     path = DATA.joinpath(*parts)

@@ -34,13 +34,7 @@ FAST = dict(epochs=1, batch_size=32, device="cpu")
 QUICK_PROBE = dict(grid=(0.1, 1.0), cv_folds=3, device="cpu")  # a small C grid keeps the CPU suite fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
