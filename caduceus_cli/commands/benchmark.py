@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from ..backend_names import BACKENDS
 from ._common import DeviceOption, Progress
 
 
@@ -45,7 +46,7 @@ def benchmark_command(
     lengths: str = typer.Option(None, "--lengths", help="speed: comma-separated lengths (default: GPU 1536,131072; "
                                 "CPU 1024)."),
     dtypes: str = typer.Option(None, "--dtypes", help="speed: fp32 and/or bf16 (default: GPU bf16, CPU fp32)."),
-    backends: str = typer.Option(None, "--backends", help="speed: auto, torch and/or cuda."),
+    backends: str = typer.Option(None, "--backends", help=f"speed: comma-separated selective-scan backends ({', '.join(BACKENDS)}; default auto)."),
     window: int = typer.Option(None, "--window", help="vep-eqtl: window (bp) centred on the variant (default 1536)."),
     device: str = DeviceOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
