@@ -105,7 +105,7 @@ def main() -> None:
 
     import torch
 
-    from caduceus_cli.model.scan import cuda_kernels
+    from caduceus_cli.model.kernels.scan import cuda_kernels
 
     tasks, work = data_root(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM  # noqa: E402
-from caduceus_cli.model.scan import BACKENDS, resolve_backend  # noqa: E402
+from caduceus_cli.model.kernels.scan import BACKENDS, resolve_backend  # noqa: E402
 from caduceus_cli.pipelines.benchmark.speed import forward_speed  # noqa: E402
 
 DTYPES = ("fp32", "bf16")

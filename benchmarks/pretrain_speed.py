@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caduceus_cli.model.scan import BACKENDS, resolve_backend  # noqa: E402
+from caduceus_cli.model.kernels.scan import BACKENDS, resolve_backend  # noqa: E402
 from caduceus_cli.pipelines.pretrain import (RC_AUGMENT_PROB, GenomeSet, Trainer, WindowSampler,  # noqa: E402
                                              batch_stream, default_micro_batch, new_model, split_regions)
 from caduceus_cli.runtime import prefetch, torchrun  # noqa: E402

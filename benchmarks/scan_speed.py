@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caduceus_cli.model.scan import (causal_conv1d_torch, cuda_kernels, numba_kernels,  # noqa: E402
+from caduceus_cli.model.kernels.scan import (causal_conv1d_torch, cuda_kernels, numba_kernels,  # noqa: E402
                                      selective_scan_reference, selective_scan_torch, triton_kernels)
 
 
@@ -132,7 +132,9 @@ def gpu(args):
     cb = torch.randn(x.shape[1], device=device)
     conv = {"torch": lambda: causal_conv1d_torch(x, w, cb, "silu")}
     if st is not None:
-        conv["triton"] = lambda: st.causal_conv1d_triton(x, w, cb, True)
+        from caduceus_cli.model.kernels import conv_triton
+
+        conv["triton"] = lambda: conv_triton.causal_conv1d_triton(x, w, cb, True)
     if cuda_kernels()["causal_conv1d"] is not None:
         conv["causal-conv1d"] = lambda: cuda_kernels()["causal_conv1d"](x, w, cb, activation="silu")
     want = causal_conv1d_torch(x[:2].double(), w.double(), cb.double(), "silu")
@@ -183,7 +185,7 @@ def cpu(args):
     torch.manual_seed(0)
     if numba_kernels() is None:
         raise SystemExit("numba is not installed")
-    from caduceus_cli.model.scan_cpu import selective_scan_numba
+    from caduceus_cli.model.kernels.scan_cpu import selective_scan_numba
 
     rows = []
     for k, label in ((2, "training (both directions stacked)"), (1, "inference (one direction)")):

@@ -9,8 +9,6 @@ Every pipeline and command uses these; nothing here imports Typer or Rich.
   (``cuda:0`` outside torchrun), else ``cpu``; a device that cannot run here is refused.
 - :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
   sets up the process group once and always destroys what it created.
-- :func:`resolve_model` takes a model name, folder or hub id (with ``revision``) or a model that is
-  already loaded.
 - :func:`prefetch` runs an iterator on a background thread.
 - :func:`run_sharded` spreads numbered chunks over ranks (chunk i on rank ``i % world``), and rank 0
   reads the results back in input order.
@@ -36,8 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 T = TypeVar("T")
-
-DEFAULT_MODEL = "bundled"  # the small model shipped inside the package
 
 # ---------------------------------------------------------------------------------------------
 # settings from the environment
@@ -100,6 +96,16 @@ def resolve_device(device: "str | torch.device | None" = None, local_rank: int |
     if dev.type == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return dev
     raise CaduceusError(f"--device {device}: not supported here; use cpu, cuda or cuda:N")
+
+
+def device_name(device: "str | torch.device | None") -> str:
+    """The device a run uses, as people know it (cpu, or the GPU's name)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,65 +211,6 @@ def torchrun(device: "str | torch.device | None" = None, *, collectives: str | N
             with contextlib.suppress(Exception):  # destroying must not hide the error that got us here
                 dist.destroy_process_group()
             runtime.group_owned = False
-
-
-# ---------------------------------------------------------------------------------------------
-# models
-# ---------------------------------------------------------------------------------------------
-def resolve_model(model: Any = DEFAULT_MODEL, *, device: "str | torch.device | None" = None, dtype: str | None = None,
-                  backend: str = "auto", revision: str | None = None, train: bool = False):
-    """A loaded model on ``device``: ``model`` is 'bundled', a folder, a hub id (at ``revision``) or
-    an already loaded module (moved to ``device`` when one is given; ``revision`` must then be None).
-
-    The model is returned in eval mode unless ``train``.
-    """
-    import torch.nn as nn
-
-    if isinstance(model, nn.Module):
-        if revision is not None:
-            raise CaduceusError("--revision applies to a model name or hub id, not to a model that is already loaded")
-        if device is not None:
-            dev = resolve_device(device)
-            if next(model.parameters()).device != dev:
-                model = model.to(dev)
-        if dtype is not None:
-            from .model.checkpoint import DTYPES
-
-            if dtype not in DTYPES:
-                raise CaduceusError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-            model = model.to(DTYPES[dtype])
-        if backend != "auto" and hasattr(model, "backend"):
-            from .model.scan import resolve_backend
-
-            model.backend = resolve_backend(backend, next(model.parameters()).device)
-        return model.train(train)
-    from .model.checkpoint import load_model
-
-    refuse_run_folder(model)
-    loaded = load_model(model, device=resolve_device(device), dtype=dtype, revision=revision, backend=backend)
-    return loaded.train(train)
-
-
-def refuse_run_folder(model) -> None:
-    """A pretraining run folder is not a model: point to its final/ model (or latest checkpoint)."""
-    folder = Path(model)
-    if not (folder / "run.json").is_file() or (folder / "config.json").is_file():
-        return
-    if (folder / "final" / "config.json").is_file():
-        raise CaduceusError(f"{folder}: a pretraining run folder, not a model: its model is {folder / 'final'} "
-                            f"(--model {folder / 'final'})")
-    checkpoints = sorted(folder.glob("checkpoint-*/config.json"), key=lambda p: int(p.parent.name.split("-")[-1])
-                         if p.parent.name.split("-")[-1].isdigit() else -1)
-    latest = f"; its latest checkpoint is {checkpoints[-1].parent}" if checkpoints else ""
-    raise CaduceusError(f"{folder}: a pretraining run folder without a final model yet (the run has not "
-                        f"finished: continue it with caduceus pretrain --resume {folder}){latest}")
-
-
-def trained_length(model, default: int = 131072) -> int:
-    """The sequence length ``model`` was trained on (its config's max_seq_len), else ``default``
-    (the published Caduceus checkpoints were trained on 131,072 bp)."""
-    extra = model.config.extra
-    return int(extra.get("max_seq_len") or extra.get("max_position_embeddings") or default)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM  # noqa: E402
-from caduceus_cli.model.scan import (causal_conv1d_torch, selective_scan_reference,  # noqa: E402
+from caduceus_cli.model.kernels.scan import (causal_conv1d_torch, selective_scan_reference,  # noqa: E402
                                      selective_scan_torch, triton_kernels)
 
 REPORT: dict = {}
@@ -84,7 +84,9 @@ def correctness():
     x = layer_inputs(2, 256, 3000, torch.bfloat16, torch.device("cuda"), seed=6)[0].detach().requires_grad_()
     wc = torch.randn(x.shape[1], 4, device="cuda", requires_grad=True)
     bc = torch.randn(x.shape[1], device="cuda", requires_grad=True)
-    o = st.causal_conv1d_triton(x, wc, bc, True)
+    from caduceus_cli.model.kernels.conv_triton import causal_conv1d_triton
+
+    o = causal_conv1d_triton(x, wc, bc, True)
     xr, wr, br = (t.detach().double().requires_grad_() for t in (x, wc, bc))
     r = causal_conv1d_torch(xr, wr, br, "silu")
     out["conv_fwd_bf16"] = rel(o, r)
@@ -104,7 +106,7 @@ def scan_speed():
 
 @part("bwd_variants")
 def bwd_variants():
-    """fwd+bwd of the scan on the scan_speed shape with the backward's state loop pipelined or not."""
+    """fwd and fwd+bwd of the scan on the scan_speed shape."""
     from triton.testing import do_bench
 
     from scan_speed import layer_inputs
@@ -114,13 +116,10 @@ def bwd_variants():
             for a in layer_inputs(128, 512, 1536, torch.bfloat16, torch.device("cuda"))]
     g = torch.randn(args[0].shape, device="cuda", dtype=torch.bfloat16)
     out = {}
-    for stages in (1, 2, 3):
-        st.BWD_STAGES = stages
 
-        def fb():
-            torch.autograd.grad(st.selective_scan_triton(*args, delta_softplus=True), args, g)
-        out[f"fwd_bwd_ms_stages{stages}"] = do_bench(fb, warmup=5, rep=40, return_mode="median")
-    st.BWD_STAGES = 2
+    def fb():
+        torch.autograd.grad(st.selective_scan_triton(*args, delta_softplus=True), args, g)
+    out["fwd_bwd_ms"] = do_bench(fb, warmup=5, rep=40, return_mode="median")
     out["fwd_ms"] = do_bench(lambda: st.selective_scan_triton(*args, delta_softplus=True), return_mode="median")
     return out
 

@@ -65,7 +65,7 @@ def report(k, show_sass=False, show_ttgir=False):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["fwd", "fwd_state", "bwd", "bwdseq", "conv_fwd", "conv_bwd"])
+    ap.add_argument("what", choices=["fwd", "fwd_state", "bwdseq", "conv_fwd", "conv_bwd"])
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--r", type=int, default=1)
     ap.add_argument("--warps", type=int, default=4)
@@ -74,7 +74,7 @@ def main():
     ap.add_argument("--ttgir", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], help="extra constexprs NAME=VALUE")
     args = ap.parse_args()
-    from caduceus_cli.model import scan_triton as st
+    from caduceus_cli.model.kernels import scan_triton as st
 
     dt = args.dtype
     extra = {k: int(v) for k, v in (s.split("=") for s in args.set)}
@@ -101,21 +101,8 @@ def main():
                                                                   "sy_b", "sy_c", "sB_b", "sB_g", "sB_n", "sB_l", "sC_l",
                                                                   "sC_b", "sC_g", "sC_n"]
         div = [d for d in div if d not in ce]
-    elif args.what == "bwd":
-        fn = st._scan_bwd_kernel
-        types = {n: "i32" for n in fn.arg_names}
-        for p in ["u_ptr", "d_ptr", "z_ptr", "dout_ptr", "du_ptr", "dd_ptr", "dz_ptr"]:
-            types[p] = f"*{dt}"
-        for p in ["A2_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "ckpt_ptr", "dB_ptr", "dC_ptr", "dA_ptr",
-                  "dD_ptr", "dbias_ptr", "carry_ptr"]:
-            types[p] = "*fp32"
-        ce = dict(su_l=1, sd_l=1, sz_l=1, so_l=1, sdu_l=1, sdd_l=1, sdz_l=1, sB_n=1, sC_n=1, BD=32, CK=64,
-                  HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, NSTAGE=2)
-        ce.update(extra)
-        div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
-        div = [d for d in div if d not in ce and d in types and d not in ("n_split",)]
     elif args.what == "bwdseq":
-        from caduceus_cli.model import scan_triton_bwd as sb
+        from caduceus_cli.model.kernels import scan_triton_bwd as sb
 
         fn = sb._scan_bwd_seq_kernel
         types = {n: "i32" for n in fn.arg_names}
@@ -130,7 +117,9 @@ def main():
         div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
         div = [d for d in div if d not in ce and d in types]
     else:
-        fn = st._conv_fwd_kernel if args.what == "conv_fwd" else st._conv_bwd_kernel
+        from caduceus_cli.model.kernels import conv_triton as ct
+
+        fn = ct._conv_fwd_kernel if args.what == "conv_fwd" else ct._conv_bwd_kernel
         types = {n: "i32" for n in fn.arg_names}
         for n in fn.arg_names:
             if n.endswith("_ptr"):

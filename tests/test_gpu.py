@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
-from caduceus_cli.model.scan import (cuda_kernels, selective_scan_reference, selective_scan_torch,
+from caduceus_cli.model.kernels.scan import (cuda_kernels, selective_scan_reference, selective_scan_torch,
                                      triton_kernels)
 
 from .conftest import GOLDEN
@@ -81,7 +81,7 @@ def test_backends_agree_on_ps_256x16(length, batch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_flip_kernels_match_pytorch_and_are_each_others_gradient(dtype):
-    from caduceus_cli.model.flipops import _kernels, flip_add, stack_flip
+    from caduceus_cli.model.kernels.flips import _kernels, flip_add, stack_flip
 
     assert _kernels() is not None, "Triton kernels did not compile"
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -182,15 +182,15 @@ def test_triton_scan_gradients_match_reference(k, length):
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_conv_matches_pytorch_forward_and_backward(dtype):
-    from caduceus_cli.model.scan import causal_conv1d_torch
+    from caduceus_cli.model.kernels.conv_triton import causal_conv1d_triton
+    from caduceus_cli.model.kernels.scan import causal_conv1d_torch
 
-    st = triton_kernels()
     x = torch.randn(2, 96, 3 * 1000, device="cuda").reshape(2, 96, 3, 1000).permute(2, 1, 0, 3)
     x = x.reshape(3, 96 * 2, 1000)[:, :96].to(dtype)  # strided like the in_proj output
     w = torch.randn(96, 4, device="cuda", requires_grad=True)
     b = torch.randn(96, device="cuda", requires_grad=True)
     xl = x.detach().clone().requires_grad_()
-    out = st.causal_conv1d_triton(xl, w, b, True)
+    out = causal_conv1d_triton(xl, w, b, True)
     xr = x.detach().double().requires_grad_()
     wr, br = w.detach().double().requires_grad_(), b.detach().double().requires_grad_()
     ref = causal_conv1d_torch(xr, wr, br, "silu")
@@ -415,7 +415,7 @@ def test_triton_inference_reusing_buffers_gives_the_same_bits(variant):
     """bf16 autocast, no gradients: the forward that writes over its buffers and sums the two
     directions in place against the one that keeps every stream (output_hidden_states), and the
     flip-add written in place against the out-of-place kernel."""
-    from caduceus_cli.model.flipops import flip_add, flip_add_
+    from caduceus_cli.model.kernels.flips import flip_add, flip_add_
 
     torch.manual_seed(0)
     model = CaduceusForMaskedLM(CaduceusConfig.small(variant, 128, 4)).cuda().eval()

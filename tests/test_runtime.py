@@ -35,7 +35,7 @@ def test_env_int_default_when_unset(monkeypatch):
 
 def test_size_suffixes_in_the_environment_do_not_break_import():
     """Defect: CADUCEUS_SCAN_BLOCK=32M / CADUCEUS_PRETRAIN_MAX_BASES=4G crashed at import."""
-    code = ("import torch, caduceus_cli.pipelines.pretrain, caduceus_cli.model.scan as s;"
+    code = ("import torch, caduceus_cli.pipelines.pretrain, caduceus_cli.model.kernels.scan as s;"
             "x = torch.randn(1, 4, 9); A = -torch.rand(4, 2); B = torch.randn(1, 2, 9);"
             "print(s.selective_scan_torch(x, x.abs(), A, B, B).shape)")
     env = {"CADUCEUS_SCAN_BLOCK": "32M", "CADUCEUS_PRETRAIN_MAX_BASES": "4G", "PATH": ""}
@@ -45,7 +45,7 @@ def test_size_suffixes_in_the_environment_do_not_break_import():
 
 
 def test_bad_scan_block_is_one_line_error_when_used(monkeypatch):
-    from caduceus_cli.model.scan import selective_scan_torch
+    from caduceus_cli.model.kernels.scan import selective_scan_torch
 
     monkeypatch.setenv("CADUCEUS_SCAN_BLOCK", "lots")
     x = torch.randn(1, 4, 9)

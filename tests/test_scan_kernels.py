@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
-from caduceus_cli.model.scan import (numba_kernels, resolve_backend, selective_scan, selective_scan_reference,
+from caduceus_cli.model.kernels.scan import (numba_kernels, resolve_backend, selective_scan, selective_scan_reference,
                                      selective_scan_torch)
 
 from .conftest import GOLDEN, REPO
@@ -65,7 +65,7 @@ def grads(fn, args, weight):
 @pytest.mark.parametrize("length", [1, 7, 65, 300])
 @pytest.mark.parametrize("k", [1, 2])
 def test_numba_matches_reference_forward_and_gradients(length, k):
-    from caduceus_cli.model.scan_cpu import selective_scan_numba
+    from caduceus_cli.model.kernels.scan_cpu import selective_scan_numba
 
     args = mixer_layout(2, k, 5, length, seed=length * 3 + k)
     if k == 1:  # one group: B, C as (batch, n, L)
@@ -85,7 +85,7 @@ def test_numba_matches_reference_forward_and_gradients(length, k):
 
 @needs_numba
 def test_numba_optional_inputs_and_no_softplus():
-    from caduceus_cli.model.scan_cpu import selective_scan_numba
+    from caduceus_cli.model.kernels.scan_cpu import selective_scan_numba
 
     u, delta, A, B, C, D, z, bias = mixer_layout(1, 2, 4, 33, seed=5)
     delta = delta.abs()
@@ -101,7 +101,7 @@ def test_numba_optional_inputs_and_no_softplus():
 
 @needs_numba
 def test_numba_long_sequence_matches_torch_twin():
-    from caduceus_cli.model.scan_cpu import selective_scan_numba
+    from caduceus_cli.model.kernels.scan_cpu import selective_scan_numba
 
     args = mixer_layout(1, 2, 3, 20_000, seed=7)
     got = selective_scan_numba(*args, delta_softplus=True)
@@ -113,7 +113,7 @@ def test_numba_long_sequence_matches_torch_twin():
 @needs_numba
 def test_numba_bf16_inputs_within_bf16_tolerance():
     """bf16 in, bf16 out: computed in fp32 like the torch twin, so only the final rounding differs."""
-    from caduceus_cli.model.scan_cpu import selective_scan_numba
+    from caduceus_cli.model.kernels.scan_cpu import selective_scan_numba
 
     args = mixer_layout(2, 2, 6, 100, dtype=torch.bfloat16, seed=9)
     got = selective_scan_numba(*args, delta_softplus=True)
@@ -277,8 +277,9 @@ sys.path.insert(0, sys.argv[1])
 """
 
 _INTERPRETER_CHECK = _INTERPRETER_PRELUDE + r"""
-from caduceus_cli.model import scan_triton as st
-from caduceus_cli.model.scan import causal_conv1d_torch, selective_scan_reference
+from caduceus_cli.model.kernels import scan_triton as st
+from caduceus_cli.model.kernels.conv_triton import causal_conv1d_triton
+from caduceus_cli.model.kernels.scan import causal_conv1d_torch, selective_scan_reference
 from tests.test_scan_kernels import NAMES, grads, mixer_layout, rel
 st._MIN_CHUNK, st.CKPT = 16, 8  # several time chunks and backward chunks at a small length
 report = {}
@@ -297,7 +298,7 @@ for length, seed, k in ((70, 1, 2), (5, 2, 2), (1, 3, 1), (37, 4, 1)):
 x = torch.randn(2, 6, 300, dtype=torch.float64).transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
 wt = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
 bs = torch.randn(6, dtype=torch.float64, requires_grad=True)
-out = st.causal_conv1d_triton(x.float(), wt.float(), bs.float(), True)
+out = causal_conv1d_triton(x.float(), wt.float(), bs.float(), True)
 want = causal_conv1d_torch(x, wt, bs, "silu")
 report["conv_fwd"] = float((out.double() - want).abs().max())
 report["conv_strides_kept"] = out.stride() == x.stride()
@@ -336,7 +337,7 @@ def test_triton_kernels_under_the_interpreter():
 
 _ADD_NORM_CHECK = _INTERPRETER_PRELUDE + r"""
 from caduceus_cli.model.mamba import LayerNorm, RMSNorm, add_norm
-from caduceus_cli.model.norm_triton import add_norm_triton
+from caduceus_cli.model.kernels.norm_triton import add_norm_triton
 from tests.test_scan_kernels import rel
 report = {}
 g = torch.Generator().manual_seed(0)

@@ -9,8 +9,7 @@ from typing import Any
 
 import typer
 
-from ..backend_names import BACKENDS
-from ..runtime import DEFAULT_MODEL
+from ..choices import BACKENDS, DEFAULT_MODEL
 
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help=f"'{DEFAULT_MODEL}' (the default model shipped with "
                            "the tool), a local folder, or a HuggingFace hub id.")

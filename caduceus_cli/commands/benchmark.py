@@ -6,7 +6,8 @@ import sys
 
 import typer
 
-from ..backend_names import BACKENDS
+from ..choices import DEFAULT_MODEL
+from ..choices import BACKENDS
 from ._common import DeviceOption, Progress
 
 
@@ -20,7 +21,7 @@ class TaskProgress(Progress):
 def benchmark_command(
     suite: str = typer.Argument(..., help="nt-suite, genomic-benchmarks, gue, vep-eqtl or speed."),
     output: str = typer.Option(..., "--output", "-o", help="Report folder: results.jsonl, summary.md, summary.png."),
-    model: str = typer.Option("bundled", "--model", "-m", help="'bundled', a folder or a hub id (speed: a comma-separated "
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'bundled', a folder or a hub id (speed: a comma-separated "
                               "list, random:ps:256x16 for random weights of a size)."),
     protocol: str = typer.Option("probe", "--protocol", help="probe (frozen embeddings + logistic regression) or "
                                  "finetune (the paper's recipe: 10 epochs / 5 seeds Genomic Benchmarks and GUE, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..runtime import DEFAULT_MODEL
+from ..choices import DEFAULT_MODEL
 from ._common import RevisionOption, print_table
 
 models_app = typer.Typer(help="Inspect models: the bundled default, local folders, HuggingFace hub ids.\n\n"

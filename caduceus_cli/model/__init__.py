@@ -1,9 +1,9 @@
 """Caduceus models: configuration, modules, selective-scan backends, checkpoints."""
 
-from .caduceus import (CaduceusForMaskedLM, CaduceusForSequenceClassification, CaduceusOutput,
-                       rc_hidden, strand_stack)
+from .caduceus import CaduceusForMaskedLM, CaduceusForSequenceClassification, CaduceusOutput
 from .checkpoint import load_model, save_model
 from .config import CaduceusConfig
+from .strands import rc_hidden, strand_stack
 from .tokenizer import reverse_complement, reverse_complement_ids, tokenize
 
 __all__ = ["CaduceusConfig", "CaduceusForMaskedLM", "CaduceusForSequenceClassification", "CaduceusOutput",

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from ..errors import CaduceusError
-from ..runtime import DEFAULT_MODEL
-from .caduceus import POOLINGS, CaduceusForMaskedLM, CaduceusForSequenceClassification
+from ..choices import DEFAULT_MODEL
+from ..choices import POOLINGS
+from .caduceus import CaduceusForMaskedLM, CaduceusForSequenceClassification
 from .config import CaduceusConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -47,7 +48,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         path = bundled_model_dir()
         if not (path / "config.json").is_file():
             raise CaduceusError(f"the bundled model is missing from this installation ({path}); reinstall caduceus-cli")
-        return path, {"id": "bundled", "revision": None}
+        return path, {"id": DEFAULT_MODEL, "revision": None}
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -212,7 +213,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
 
 def _place(model, folder: Path, source: dict, weights_path: Path, device, dtype, backend: str):
     """Cast and move a loaded model, pick its backend, record where it came from; eval mode."""
-    from .scan import resolve_backend
+    from .kernels.scan import resolve_backend
 
     if isinstance(dtype, str):
         if dtype not in DTYPES:

@@ -7,7 +7,8 @@ import platform
 
 import torch
 
-from .scan import cuda_kernels, numba_kernels, resolve_backend, triton_kernels
+from ..choices import DEFAULT_MODEL
+from .kernels.scan import cuda_kernels, numba_kernels, resolve_backend, triton_kernels
 
 BACKEND_NAMES = {
     "triton": "triton (this package's Triton kernels)",
@@ -30,9 +31,10 @@ def rc_mode(config) -> str:
     return "none (uni-directional)"
 
 
-def model_info(name_or_path: str = "bundled", device: str | None = None, revision: str | None = None) -> dict:
+def model_info(name_or_path: str = DEFAULT_MODEL, device: str | None = None, revision: str | None = None) -> dict:
     """Variant, sizes, parameter count, RC mode, provenance and the backend that would run."""
-    from ..runtime import DEFAULT_MODEL, resolve_device, resolve_model
+    from ..runtime import resolve_device
+    from .loading import resolve_model
 
     model = resolve_model(name_or_path, device="cpu", revision=revision)
     cfg = model.config

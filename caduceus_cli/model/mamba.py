@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .flipops import flip_add, flip_add_, stack_flip
-from .scan import causal_conv1d, cuda_kernels, resolve_backend, selective_scan, use_cuda_kernel
+from .kernels.flips import flip_add, flip_add_, stack_flip
+from .kernels.scan import causal_conv1d, cuda_kernels, resolve_backend, selective_scan, use_cuda_kernel
 
 
 class RMSNorm(nn.Module):
@@ -55,7 +55,7 @@ def add_norm(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm | Lay
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else x.dtype)
     out_dtype = x.dtype if out_dtype is None else out_dtype
     if x.is_cuda and resolve_backend(backend, x.device) == "triton":
-        from .norm_triton import add_norm_triton
+        from .kernels.norm_triton import add_norm_triton
 
         return add_norm_triton(x, residual, weight, bias, norm.eps, is_rms, res_dtype, out_dtype,
                                reuse_inputs=reuse_inputs)

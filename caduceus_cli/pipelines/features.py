@@ -13,7 +13,8 @@ import contextlib
 import torch
 
 from ..genome.windows import central_slice
-from ..model.caduceus import CaduceusForMaskedLM, strand_stack
+from ..model.caduceus import CaduceusForMaskedLM
+from ..model.strands import strand_stack
 from ..model.tokenizer import reverse_complement_ids
 from .embed.settings import POOLS
 

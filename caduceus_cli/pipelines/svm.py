@@ -23,10 +23,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..choices import DEFAULT_MODEL
 from ..errors import CaduceusError
 from ..genome.labeled_variants import LabeledVariant, read_labeled
 from ..io import atomic_folder, provenance, refuse_overwriting_inputs, write_json
-from ..runtime import resolve_model
+from ..model.loading import resolve_model
 from .svm_model import (BUCKET_NAMES, BUCKETS, CS, DEFAULT_TEST_FRACTION, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN,
                         SEEDS, bucket_of)
 from .variants.scorer import VariantScorer
@@ -213,7 +214,7 @@ def _read_sets(labeled: str, test: str | None, label_field: str, use_tissue: boo
     return train_set, test_set
 
 
-def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model="bundled", window: int = DEFAULT_WINDOW,
+def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model=DEFAULT_MODEL, window: int = DEFAULT_WINDOW,
               test: str | None = None, test_fraction: float = DEFAULT_TEST_FRACTION, label_field: str = "label",
               use_tissue: bool = False, Cs: Sequence[float] = CS, seeds: Sequence[int] = SEEDS, n_train: int = N_TRAIN,
               batch_size: int = DEFAULT_BATCH, device: str | None = None, backend: str = "auto",

@@ -104,7 +104,7 @@ def run_eqtl(files: TaskFiles, plan, fasta: str | None, tss: str | None, folder:
 
 
 def _rows(files: TaskFiles, result: dict, svm_meta: str, n_train: int, n_test: int, seconds: float, plan) -> list[dict]:
-    from .run import device_name
+    from ...runtime import device_name
 
     meta = json.loads(svm_meta)
     common = {"suite": "vep-eqtl", "protocol": "svm", "metric": "auroc", "model": meta.get("model"),

@@ -18,9 +18,11 @@ from typing import Callable
 
 import numpy as np
 
+from ...choices import DEFAULT_MODEL
 from ..._version import __version__
 from ...errors import CaduceusError
 from ...io import command_line
+from ...runtime import device_name
 from . import baseline as kmer
 from . import report
 from .loaders import TaskData, load_task, subsample
@@ -39,7 +41,7 @@ class Plan:
 
     suite: Suite
     protocol: str
-    model: object = "bundled"
+    model: object = DEFAULT_MODEL
     seeds: list[int] = field(default_factory=lambda: [1])
     epochs: int | None = None
     folds: int = 5
@@ -219,7 +221,7 @@ def _check_same_model(rows: list[dict], new_rows: list[dict], folder: Path) -> N
                             "resume with the same --model, or choose a new -o")
 
 
-def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model="bundled", protocol: str = "probe",
+def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model=DEFAULT_MODEL, protocol: str = "probe",
                   tasks=None, data: str | Path | None = None, cache: str | Path | None = None,
                   baseline: str | None = None, resume: bool = False, fasta: str | None = None, tss: str | None = None,
                   seeds: int | None = None, epochs: int | None = None, folds: int | None = None,
@@ -326,18 +328,6 @@ def _check_options(suite: Suite, options: dict) -> None:
     if misplaced:
         name = misplaced[0].replace("_", "-")
         raise CaduceusError(f"--{name} does not apply to {suite.name}")
-
-
-def device_name(device: str | None) -> str:
-    """The device a run used, as people know it (cpu, or the GPU's name)."""
-    from ...runtime import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        import torch
-
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    return str(dev)
 
 
 def _default_seeds(suite: Suite, protocol: str) -> int:

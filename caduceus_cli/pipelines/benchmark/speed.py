@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ...choices import DEFAULT_MODEL
 from ..._version import __version__
 from ...errors import CaduceusError
 from ...io import command_line
@@ -39,8 +40,8 @@ def build_model(spec: str, device, dtype: str = "fp32", backend: str = "auto", s
     import torch
 
     from ...model import CaduceusConfig, CaduceusForMaskedLM
-    from ...model.scan import resolve_backend
-    from ...runtime import resolve_model
+    from ...model.kernels.scan import resolve_backend
+    from ...model.loading import resolve_model
 
     if not spec.startswith("random:"):
         return resolve_model(spec, device=device, backend=backend)
@@ -241,7 +242,7 @@ def _as_list(value, default: list) -> list:
     return list(value)
 
 
-def run_speed(models="bundled", measures=None, *, device=None, lengths=None, dtypes=None, backends=None,
+def run_speed(models=DEFAULT_MODEL, measures=None, *, device=None, lengths=None, dtypes=None, backends=None,
               tokens_per_batch: int | None = None, repeats: int | None = None, regions: int = 64, variants: int = 64,
               fasta: str | None = None, note: Callable[[str], None] = print, **_ignored) -> list[dict]:
     """One row per measure, model, length, dtype and backend (see the module docstring)."""
@@ -261,7 +262,7 @@ def run_speed(models="bundled", measures=None, *, device=None, lengths=None, dty
     repeats = repeats or (10 if gpu else 3)
     genome = fasta or str(EXAMPLE_GENOME)
     rows = []
-    for spec in _as_list(models, ["bundled"]):
+    for spec in _as_list(models, [DEFAULT_MODEL]):
         for backend in _as_list(backends, ["auto"]):
             model = build_model(spec, dev, backend=backend)
             for k, dtype in enumerate(dtypes):

@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow as pa
 
 from ... import stopping
+from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...io import check_writable, provenance, refuse_overwriting_inputs
 from ...resume import ResumableOutput
-from ...runtime import (Runtime, prefetch, resolve_device, resolve_model, run_sharded, shard_location, torchrun,
-                       trained_length)
+from ...model.loading import resolve_model, trained_length
+from ...runtime import Runtime, prefetch, resolve_device, run_sharded, shard_location, torchrun
 from .compute import Embedder
 from .settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, EmbedSettings)
@@ -65,7 +66,7 @@ class _Counter(_Sink):
 
 
 def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = None,
-                  output: str | os.PathLike | None = None, *, model="bundled", device: str | None = None,
+                  output: str | os.PathLike | None = None, *, model=DEFAULT_MODEL, device: str | None = None,
                   dtype: str | None = None, backend: str = "auto", revision: str | None = None,
                   pool: str = DEFAULT_POOL, center_width: int = DEFAULT_CENTER_WIDTH, layer: int | None = None,
                   rc: bool = True, window: int | None = None, tile: bool = False, tile_overlap: int | None = None,

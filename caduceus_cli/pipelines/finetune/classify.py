@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from ...choices import DEFAULT_MODEL, POOLINGS
 from ...errors import CaduceusError
-from ...model.caduceus import POOLINGS
 from ...model.checkpoint import TASKS, new_classifier, save_model
-from ...runtime import resolve_model, torchrun
+from ...model.loading import resolve_model
+from ...runtime import torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
 from .metrics import check_metric, is_better
@@ -31,7 +32,7 @@ log = logging.getLogger("caduceus")
 
 # Settings that define a job: a resumed job keeps them (a different value given again is refused).
 IDENTITY_DEFAULTS = {
-    "model": "bundled", "revision": None, "task": "classification", "seeds": 1, "folds": None,
+    "model": DEFAULT_MODEL, "revision": None, "task": "classification", "seeds": 1, "folds": None,
     "valid_fraction": R.VALID_FRACTION, "epochs": R.EPOCHS, "lr": R.LR, "batch_size": R.BATCH_SIZE,
     "weight_decay": R.WEIGHT_DECAY, "pool": R.POOLING, "center_width": 1, "rc_aug": False, "conjoin_train": False,
     "freeze_backbone": False, "max_length": None, "select_metric": None, "sequence_column": None,
@@ -40,7 +41,7 @@ IDENTITY_DEFAULTS = {
 DATA_KEYS = ("train", "valid", "test")
 
 
-def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=None, valid_fraction=R.VALID_FRACTION,
+def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, valid=None, valid_fraction=R.VALID_FRACTION,
                         test=None, fasta=None, task="classification", seeds=1, folds=None, epochs=R.EPOCHS, lr=R.LR,
                         batch_size=R.BATCH_SIZE, weight_decay=R.WEIGHT_DECAY, pool=R.POOLING, rc_aug=False,
                         freeze_backbone=False, device=None, max_length=None, max_time=None, resume=None, progress=None,

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...choices import DEFAULT_MODEL, POOLINGS
 from ...errors import CaduceusError
 from ...io import atomic_file
-from ...model.caduceus import POOLINGS, pooled_strand_features
+from ...model.strands import pooled_strand_features
 from ...model.checkpoint import new_classifier, save_model
-from ...runtime import resolve_model, torchrun
+from ...model.loading import resolve_model
+from ...runtime import torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
 from .infer import autocast, batched_rows, to_device
@@ -153,7 +155,7 @@ def pipeline_outputs(task: str, pipeline, X: np.ndarray) -> np.ndarray:
 
 
 # -- the protocol --------------------------------------------------------------------------------
-def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None, fasta=None, task="classification",
+def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=None, fasta=None, task="classification",
               pool="mean", folds=None, seed=1, device=None, batch_size=None, cache=None, progress=None,
               sequence_column=None, label_column=None, center_width=1, max_length=None, backend="auto",
               revision=None, grid=None, cv_folds=R.PROBE_CV_FOLDS) -> dict:

@@ -18,12 +18,14 @@ from collections import Counter
 from typing import Callable, Iterable, Iterator
 
 from ... import stopping
+from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...genome.regions import parse_regions, read_regions_file, require_index
 from ...genome.vcf import RecordSink, SortedCheck, VcfReader, output_format
 from ...io import check_writable, provenance, refuse_overwriting_inputs
 from ...resume import ResumableOutput
-from ...runtime import Runtime, resolve_model, run_sharded, shard_location, torchrun, trained_length
+from ...model.loading import resolve_model, trained_length
+from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
 from .outputs import chunk_batch, header, summary, write_batches
 from .scorer import VariantScorer
@@ -32,7 +34,7 @@ from .settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_S
 log = logging.getLogger("caduceus")
 
 
-def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
+def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MODEL,
                    scores: Iterable[str] | str = DEFAULT_SCORES, window: int | None = None,
                    batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK, device: str | None = None,
                    dtype: str | None = None, backend: str = "auto", revision: str | None = None,

@@ -21,10 +21,11 @@ program. Under the Triton interpreter (no inline PTX) the channel sums use ``tl.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
-from .scan_triton import _cols4, _exp2, _ld, _sigmoid_f, _softplus_f
+from .jit import LOG2E, _cols4, _exp2, _ld, _sigmoid_f, _softplus_f, states_last_fp32
 
 LOG2E_INV = tl.constexpr(0.6931471805599453)  # 1 / log2(e): A = A2 * LOG2E_INV
 
@@ -438,17 +439,13 @@ def _scan_bwd_seq_kernel(
 
 
 def scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck: int,
-                      num_warps: int, interpret: bool, reduce_scatter: bool = True):
+                      num_warps: int, interpret: bool):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of ``scan_triton.scan_forward``'s y
     from its checkpoints ``ckpt`` (batch, channels, ceil(L / ck), 16), fp32 natural state order."""
-    import torch
-
-    from .scan_triton import LOG2E, _states_last_fp32
-
     batch, channels, length = u.shape
     groups = B.shape[1]
     per_group = channels // groups
-    B32, C32 = _states_last_fp32(B), _states_last_fp32(C)
+    B32, C32 = states_last_fp32(B), states_last_fp32(C)
     A2 = (A.float() * LOG2E).contiguous()
     bt = 32 * num_warps
     blocks = groups * triton.cdiv(per_group, bt)
@@ -473,7 +470,7 @@ def scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
         *du.stride(), *dd.stride(), *dzz.stride(), *B32.stride(), *C32.stride(),
         BT=bt, CK=ck, EVEN_C=per_group % bt == 0,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
-        FAST=not interpret, RS=reduce_scatter and not interpret, num_warps=num_warps,
+        FAST=not interpret, RS=not interpret, num_warps=num_warps,
     )
     dB = dbc[..., :16].transpose(-1, -2)
     dC = dbc[..., 16:].transpose(-1, -2)

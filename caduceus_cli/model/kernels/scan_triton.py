@@ -1,7 +1,7 @@
-"""Selective scan and causal depthwise convolution in Triton: forward and backward.
+"""Selective scan in Triton: the forward kernel, its host side and the autograd function.
 
-Same math and arguments as :func:`caduceus_cli.model.scan.selective_scan_torch`; imported only when
-Triton is (``scan.triton_available``). Written for the layout ``mamba_directions`` produces:
+Same math and arguments as :func:`caduceus_cli.model.kernels.scan.selective_scan_torch`; imported only
+when Triton is (``scan.triton_kernels``). Written for the layout ``mamba_directions`` produces:
 u, delta, z (batch, channels, L) with L contiguous and any batch/channel strides (they are views of
 (k, d_inner, batch*L) tensors), B, C (batch, groups, N, L) with any strides. Nothing is copied,
 transposed or flipped on the way in; y is written with u's strides.
@@ -20,102 +20,16 @@ forward stored at the chunk's start (no (batch, channels, L, N) tensor ever exis
 ``tl.associative_scan`` forward over the states and in reverse over their gradients.
 """
 
-from __future__ import annotations
 
-import functools
-import math
-import os
+from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-LOG2E = math.log2(math.e)
-# Under TRITON_INTERPRET=1 (CPU tests) inline PTX is not available: use tl.exp2 there.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-# -- small helpers -------------------------------------------------------------------------------
-
-
-@triton.jit
-def _exp2(x, FAST: tl.constexpr):
-    if FAST:
-        # MUFU.EX2 with flush-to-zero: no denormal fix-up around it (decays that small are 0 anyway)
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return tl.exp2(x)
-
-
-@triton.jit
-def _softplus(x):
-    """log(1 + exp(x)) as torch computes it (x itself above 20), with log1p accuracy for x << 0."""
-    e = tl.exp(tl.minimum(x, 20.0))
-    w = 1.0 + e
-    lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
-    return tl.where(x > 20.0, x, lp)
-
-
-@triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _mufu(x, OP: tl.constexpr):
-    """One special-function-unit instruction, flushing denormals: OP 0 ex2, 1 lg2, 2 rcp (approx)."""
-    if OP == 0:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
-    elif OP == 1:
-        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _softplus_f(x, FAST: tl.constexpr):
-    """:func:`_softplus` from three approximate MUFU instructions (relative error ~1e-7) where
-    FAST; the IEEE exp/log/division versions cost about three times the instructions."""
-    if FAST:
-        e = _mufu(tl.minimum(x, 20.0) * 1.4426950408889634, 0)
-        w = 1.0 + e
-        lp = tl.where(w == 1.0, e, (_mufu(w, 1) * 0.6931471805599453) * (e * _mufu(w - 1.0, 2)))
-        return tl.where(x > 20.0, x, lp)
-    else:
-        return _softplus(x)
-
-
-@triton.jit
-def _sigmoid_f(x, FAST: tl.constexpr):
-    if FAST:
-        return _mufu(1.0 + _mufu(x * -1.4426950408889634, 0), 2)
-    else:
-        return _sigmoid(x)
-
-
-# Tensors of a channel block are [R, BT, ...]: BT = 32 * num_warps channels across the threads, R
-# channels per thread (rows r * BT + i). Each thread keeps its channels' 16 states and time tiles in
-# registers; the loads below put whole rows (16 bytes) into one thread so that splitting a tile into
-# time columns, or broadcasting B_t / C_t to every channel, is register renaming, not a shuffle.
-
-
-@triton.jit
-def _cols4(x, R: tl.constexpr, BT: tl.constexpr):
-    """[R, BT, 4] -> its 4 columns [R, BT] in order."""
-    e, o = tl.split(tl.reshape(x, [R, BT, 2, 2]))  # columns 0,2 and 1,3
-    c0, c2 = tl.split(e)
-    c1, c3 = tl.split(o)
-    return c0, c1, c2, c3
-
-
-@triton.jit
-def _ld(ptrs, mask, MASKED: tl.constexpr):
-    if MASKED:
-        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        return tl.load(ptrs).to(tl.float32)
-
+from .jit import (INTERPRET, LOG2E, _cols4, _exp2, _ld, _sigmoid, _softplus, num_warps_for, sm_count,
+                  states_last_fp32, vec_width)
+from .scan_triton_bwd import scan_backward_seq
 
 @triton.jit
 def _load_cols8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr, R: tl.constexpr,
@@ -477,171 +391,12 @@ def _scan_fwd_kernel(
         tl.store(dtsum_ptr + state_row + j, dsum, mask=cm)
 
 
-# -- backward ------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _combine(a1, b1, a2, b2):
-    """(a1, b1) then (a2, b2) for h -> a h + b."""
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _scan_bwd_kernel(
-    u_ptr, d_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, ckpt_ptr,
-    du_ptr, dd_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, carry_ptr,
-    L, per_group, channels, n_ckpt, n_split, groups, batch,
-    su_b, su_c, su_l, sd_b, sd_c, sd_l, sz_b, sz_c, sz_l, so_b, so_c, so_l,
-    sdu_b, sdu_c, sdu_l, sdd_b, sdd_c, sdd_l, sdz_b, sdz_c, sdz_l,
-    sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
-    BD: tl.constexpr, CK: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    FAST: tl.constexpr, NSTAGE: tl.constexpr,
-):
-    """Grid (groups, batch, n_split). Program (g, b, s) walks the sequence from its end in chunks of
-    CK positions (the forward's checkpoint interval) over channel blocks s, s + n_split, ... of
-    group g. Per chunk and block it recomputes the states from the checkpoint with a forward scan,
-    their gradients with a reverse scan, and accumulates every input's gradient; dB and dC of the
-    chunk are summed over the program's channels in registers and written once (a partial per s).
-
-    dA, dD, dbias: per-(b, channel) partials (summed over batch by the caller); carry: per-(b,
-    channel, state) scratch holding a_t0 * dh_t0 of the chunk just done (the gradient the state
-    entering it receives)."""
-    g = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    s = tl.program_id(2)
-    n_blocks = tl.cdiv(per_group, BD)
-    ci = tl.arange(0, BD)
-    ti = tl.arange(0, CK)
-    ni = tl.arange(0, 16)
-    LOG2E_: tl.constexpr = 1.4426950408889634
-    for kk in range(0, n_ckpt):
-        k = n_ckpt - 1 - kk
-        t0 = k * CK
-        tt = t0 + ti
-        tm = tt < L
-        nx_ok = (tt + 1 < L) & (ti + 1 < CK)  # a_{t+1} inside this chunk; 1 at its last position
-        dB_acc = tl.zeros([16, CK], dtype=tl.float32)
-        dC_acc = tl.zeros([16, CK], dtype=tl.float32)
-        for blk0 in range(0, n_blocks, n_split):
-            cig = (blk0 + s) * BD + ci
-            cmask = cig < per_group
-            c = (g * per_group + cig).to(tl.int64)
-            m = cmask[:, None] & tm[None, :]
-            mnx = cmask[:, None] & nx_ok[None, :]
-            u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + tt[None, :] * su_l, mask=m, other=0.0).to(tl.float32)
-            draw = tl.load(d_ptr + b * sd_b + c[:, None] * sd_c + tt[None, :] * sd_l, mask=m, other=0.0).to(tl.float32)
-            dnx = tl.load(d_ptr + b * sd_b + c[:, None] * sd_c + (tt + 1)[None, :] * sd_l, mask=mnx, other=0.0).to(tl.float32)
-            dout = tl.load(dout_ptr + b * so_b + c[:, None] * so_c + tt[None, :] * so_l, mask=m, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                bias = tl.load(bias_ptr + c, mask=cmask, other=0.0)
-                draw = draw + bias[:, None]
-                dnx = dnx + bias[:, None]
-            if SOFTPLUS:
-                dt = _softplus(draw)
-                dtn = _softplus(dnx)
-            else:
-                dt = draw
-                dtn = dnx
-            dt = tl.where(m, dt, 0.0)
-            dtn = tl.where(mnx, dtn, 0.0)
-            if HAS_Z:
-                z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + tt[None, :] * sz_l, mask=m, other=0.0).to(tl.float32)
-                zs = _sigmoid(z)
-                dy = dout * (z * zs)
-            else:
-                dy = dout
-            if HAS_D:
-                Dv = tl.load(D_ptr + c, mask=cmask, other=0.0)
-                du = dy * Dv[:, None]
-                y = u * Dv[:, None]
-            else:
-                du = tl.zeros([BD, CK], dtype=tl.float32)
-                y = tl.zeros([BD, CK], dtype=tl.float32)
-            ddt = tl.zeros([BD, CK], dtype=tl.float32)
-            dtu = dt * u
-            srow = (b * channels + c) * 16  # [BD] rows of the (batch, channels, 16) scratch
-            for n in tl.range(0, 16, num_stages=NSTAGE):  # pipelined: the next state's loads in flight
-                A2n = tl.load(A2_ptr + c * 16 + n, mask=cmask, other=0.0)
-                Bn = tl.load(B_ptr + b * sB_b + g * sB_g + n * sB_n + tt * sB_l, mask=tm, other=0.0).to(tl.float32)
-                Cn = tl.load(C_ptr + b * sC_b + g * sC_g + n * sC_n + tt * sC_l, mask=tm, other=0.0).to(tl.float32)
-                h0 = tl.load(ckpt_ptr + ((b * channels + c) * n_ckpt + k) * 16 + n, mask=cmask, other=0.0)
-                a = _exp2(dt * A2n[:, None], FAST)
-                bb = dtu * Bn[None, :]
-                pa, pb = tl.associative_scan((a, bb), 1, _combine)
-                h = pb + pa * h0[:, None]
-                y += h * Cn[None, :]
-                an = _exp2(dtn * A2n[:, None], FAST)
-                beta = dy * Cn[None, :]
-                ra, rb = tl.associative_scan((an, beta), 1, _combine, reverse=True)
-                e = tl.load(carry_ptr + srow + n, mask=cmask & (kk > 0), other=0.0)
-                dh = rb + ra * e[:, None]
-                dh = tl.where(m, dh, 0.0)
-                hprev_a = h - bb  # a_t * h_{t-1}
-                du += dh * (dt * Bn[None, :])
-                ddt += dh * (u * Bn[None, :] + (A2n[:, None] / LOG2E_) * hprev_a)
-                dAn = tl.sum(dh * dt * hprev_a, axis=1)
-                da_prev = tl.load(dA_ptr + srow + n, mask=cmask, other=0.0)
-                tl.store(dA_ptr + srow + n, da_prev + dAn, mask=cmask)
-                e_new = tl.sum(tl.where(ti[None, :] == 0, a * dh, 0.0), axis=1)
-                tl.store(carry_ptr + srow + n, e_new, mask=cmask)
-                dBn = tl.sum(dh * dtu, axis=0)  # [CK]
-                dCn = tl.sum(tl.where(m, dy * h, 0.0), axis=0)
-                sel = (ni == n)[:, None]
-                dB_acc += tl.where(sel, dBn[None, :], 0.0)
-                dC_acc += tl.where(sel, dCn[None, :], 0.0)
-            if HAS_Z:
-                dz = dout * y * (zs * (1.0 + z * (1.0 - zs)))
-                tl.store(dz_ptr + b * sdz_b + c[:, None] * sdz_c + tt[None, :] * sdz_l,
-                         dz.to(dz_ptr.dtype.element_ty), mask=m)
-            if HAS_D:
-                dD_prev = tl.load(dD_ptr + b * channels + c, mask=cmask, other=0.0)
-                tl.store(dD_ptr + b * channels + c, dD_prev + tl.sum(tl.where(m, dy * u, 0.0), axis=1), mask=cmask)
-            if SOFTPLUS:
-                ddt = ddt * _sigmoid(draw)
-            ddt = tl.where(m, ddt, 0.0)
-            if HAS_BIAS:
-                db_prev = tl.load(dbias_ptr + b * channels + c, mask=cmask, other=0.0)
-                tl.store(dbias_ptr + b * channels + c, db_prev + tl.sum(ddt, axis=1), mask=cmask)
-            tl.store(du_ptr + b * sdu_b + c[:, None] * sdu_c + tt[None, :] * sdu_l,
-                     du.to(du_ptr.dtype.element_ty), mask=m)
-            tl.store(dd_ptr + b * sdd_b + c[:, None] * sdd_c + tt[None, :] * sdd_l,
-                     ddt.to(dd_ptr.dtype.element_ty), mask=m)
-        part = ((s * batch + b) * groups + g) * 16  # rows of the (n_split, batch, groups, 16, L) partials
-        tl.store(dB_ptr + (part + ni[:, None]) * L + tt[None, :], dB_acc, mask=tm[None, :])
-        tl.store(dC_ptr + (part + ni[:, None]) * L + tt[None, :], dC_acc, mask=tm[None, :])
 
 
 # -- host side -----------------------------------------------------------------------------------
 
-BWD_STAGES = int(os.environ.get("CADUCEUS_SCAN_BWD_STAGES", "2"))  # 1: no pipelining of the state loop
 CKPT = 64  # positions between stored states (the backward's chunk): 64 B of fp32 state per 64 positions
 _MIN_CHUNK = 1024  # shortest time chunk the forward cuts a long sequence into
-
-
-def _vec(t: torch.Tensor) -> int:
-    return 8 if t.element_size() == 2 else 4
-
-
-def _states_last_fp32(x: torch.Tensor) -> torch.Tensor:
-    """(batch, groups, N, L) any dtype/strides -> the same values as fp32 with N contiguous (a view
-    of a (batch, groups, L, N) tensor), so one thread loads a position's 16 values as 4 vectors."""
-    if x.dtype == torch.float32 and x.stride(-2) == 1 and x.stride(-1) % 16 == 0 and x.data_ptr() % 16 == 0:
-        return x
-    out = torch.empty(x.shape[0], x.shape[1], x.shape[3], x.shape[2], device=x.device, dtype=torch.float32)
-    out.copy_(x.transpose(-1, -2))
-    return out.transpose(-1, -2)
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    if not torch.cuda.is_available():  # the interpreter on CPU tensors
-        return 4
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _num_warps(per_group: int) -> int:
-    return 4 if per_group >= 128 else 2 if per_group >= 64 else 1
 
 
 def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -660,17 +415,17 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     if n != 16:
         raise ValueError(f"the Triton scan is written for d_state 16, got {n}")
     per_group = channels // groups
-    B32, C32 = _states_last_fp32(B), _states_last_fp32(C)
+    B32, C32 = states_last_fp32(B), states_last_fp32(C)
     A2 = (A.float() * LOG2E).contiguous()
     y = torch.empty_like(u) if out is None else out
-    num_warps = _num_warps(per_group)
+    num_warps = num_warps_for(per_group)
     bt = 32 * num_warps
     blocks = groups * triton.cdiv(per_group, bt)
     n_ckpt = triton.cdiv(length, CKPT)
     ckpt = (torch.empty(batch, channels, n_ckpt, 16, device=u.device, dtype=torch.float32) if keep_states
             else torch.empty(1, device=u.device, dtype=torch.float32))
     # Enough programs to keep every multiprocessor busy; otherwise cut the sequence into chunks.
-    want = 8 * _sm_count(u.device.index or 0)
+    want = 8 * sm_count(u.device.index or 0)
     n_chunks = 1
     if blocks * batch < want and length >= 2 * _MIN_CHUNK:
         n_chunks = min(triton.cdiv(want, blocks * batch), length // _MIN_CHUNK)
@@ -680,10 +435,10 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     common = dict(
         R=1, BT=bt, EVEN_C=per_group % bt == 0, CKPT=CKPT,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
-        VEC_U=_vec(u), VEC_D=_vec(delta), VEC_Z=_vec(z) if z is not None else 4, VEC_Y=_vec(y), VEC_B=4,
-        FAST=not _INTERPRET, num_warps=num_warps,
+        VEC_U=vec_width(u), VEC_D=vec_width(delta), VEC_Z=vec_width(z) if z is not None else 4, VEC_Y=vec_width(y), VEC_B=4,
+        FAST=not INTERPRET, num_warps=num_warps,
         # touching a tile's B, C rows ahead needs rows of >= 16 floats (true of _states_last_fp32's)
-        PREFETCH_BC=not _INTERPRET and B32.stride(-1) >= 16 and C32.stride(-1) >= 16,
+        PREFETCH_BC=not INTERPRET and B32.stride(-1) >= 16 and C32.stride(-1) >= 16,
     )
     zz = z if z is not None else u
     bias = delta_bias.float().contiguous() if delta_bias is not None else dummy
@@ -705,62 +460,12 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     return y, (ckpt if keep_states else None)
 
 
-# 'seq' (scan_triton_bwd, channel sums by shuffles), 'seq-sum' (the same with tl.sum), 'tile' (the first version)
-BWD = os.environ.get("CADUCEUS_SCAN_BWD", "seq")
-
 
 def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y."""
-    if BWD == "tile":
-        return scan_backward_tile(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt)
-    from .scan_triton_bwd import scan_backward_seq
-
     per_group = u.shape[1] // B.shape[1]
     return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
-                             _num_warps(per_group), _INTERPRET, reduce_scatter=BWD != "seq-sum")
-
-
-def scan_backward_tile(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
-    """The first backward: 64-position tiles with associative scans (kept for comparison)."""
-    batch, channels, length = u.shape
-    groups = B.shape[1]
-    per_group = channels // groups
-    B32, C32 = _states_last_fp32(B), _states_last_fp32(C)
-    A2 = (A.float() * LOG2E).contiguous()
-    bd = 32
-    n_blocks = triton.cdiv(per_group, bd)
-    want = 4 * _sm_count(u.device.index or 0)
-    n_split = max(1, min(n_blocks, triton.cdiv(want, batch * groups)))
-    n_ckpt = ckpt.shape[2]
-    f32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty_like(u)
-    dd = torch.empty_like(delta)
-    dz = torch.empty_like(z) if z is not None else None
-    dB = torch.empty(n_split, batch, groups, 16, length, **f32)
-    dC = torch.empty(n_split, batch, groups, 16, length, **f32)
-    dA = torch.zeros(batch, channels, 16, **f32)
-    dD = torch.zeros(batch, channels, **f32)
-    dbias = torch.zeros(batch, channels, **f32)
-    carry = torch.empty(batch, channels, 16, **f32)
-    zz = z if z is not None else u
-    dzz = dz if dz is not None else du
-    dummy = A2
-    _scan_bwd_kernel[(groups, batch, n_split)](
-        u, delta, zz, dout, A2, B32, C32,
-        D.float().contiguous() if D is not None else dummy,
-        delta_bias.float().contiguous() if delta_bias is not None else dummy, ckpt,
-        du, dd, dzz, dB, dC, dA, dD, dbias, carry,
-        length, per_group, channels, n_ckpt, n_split, groups, batch,
-        *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
-        *du.stride(), *dd.stride(), *dzz.stride(), *B32.stride(), *C32.stride(),
-        BD=bd, CK=CKPT, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-        HAS_D=D is not None, HAS_Z=z is not None, FAST=not _INTERPRET, num_warps=8,  # 8: few spills
-        NSTAGE=BWD_STAGES,
-    )
-    dB = dB.sum(0) if n_split > 1 else dB[0]
-    dC = dC.sum(0) if n_split > 1 else dC[0]
-    return (du, dd, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz,
-            dbias.sum(0) if delta_bias is not None else None)
+                             num_warps_for(per_group), INTERPRET)
 
 
 class SelectiveScanTriton(torch.autograd.Function):
@@ -793,144 +498,3 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     if out is not None and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
         return scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out=out)[0]
     return SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-
-
-# -- causal depthwise convolution, width 4, optional SiLU -----------------------------------------
-
-
-@triton.jit
-def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, o_ptr, L, D,
-                     sx_b, sx_c, sx_l, so_b, so_c, so_l,
-                     HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BC: tl.constexpr, BLT: tl.constexpr):
-    """out[b, c, t] = act(bias[c] + sum_j w[c, j] x[b, c, t - 3 + j]); grid (D / BC, batch, L / BLT)."""
-    c = tl.program_id(0) * BC + tl.arange(0, BC)
-    b = tl.program_id(1).to(tl.int64)
-    t = tl.program_id(2) * BLT + tl.arange(0, BLT)
-    cm = c < D
-    c64 = c.to(tl.int64)
-    row = x_ptr + b * sx_b + c64[:, None] * sx_c
-    acc = tl.zeros([BC, BLT], dtype=tl.float32)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + c, mask=cm, other=0.0).to(tl.float32)[:, None]
-    for j in tl.static_range(4):
-        tj = t - 3 + j
-        xj = tl.load(row + tj[None, :] * sx_l, mask=cm[:, None] & (tj >= 0)[None, :] & (tj < L)[None, :],
-                     other=0.0).to(tl.float32)
-        acc += tl.load(w_ptr + c * 4 + j, mask=cm, other=0.0).to(tl.float32)[:, None] * xj
-    if SILU:
-        acc = acc * _sigmoid(acc)
-    tl.store(o_ptr + b * so_b + c64[:, None] * so_c + t[None, :] * so_l, acc.to(o_ptr.dtype.element_ty),
-             mask=cm[:, None] & (t < L)[None, :])
-
-
-@triton.jit
-def _conv_pre(row, sl, t, s: tl.constexpr, L, cm, w0, w1, w2, w3, bias):
-    """The pre-activation at positions t + s (0 where t + s is past the end)."""
-    acc = bias
-    for j in tl.static_range(4):
-        tj = t + s - 3 + j
-        xj = tl.load(row + tj[None, :] * sl, mask=cm[:, None] & (tj >= 0)[None, :] & (tj < L)[None, :],
-                     other=0.0).to(tl.float32)
-        if j == 0:
-            acc = acc + w0 * xj
-        elif j == 1:
-            acc = acc + w1 * xj
-        elif j == 2:
-            acc = acc + w2 * xj
-        else:
-            acc = acc + w3 * xj
-    return acc
-
-
-@triton.jit
-def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, dw_ptr, db_ptr, L, D, batch,
-                     sx_b, sx_c, sx_l, sg_b, sg_c, sg_l, sdx_b, sdx_c, sdx_l,
-                     HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BC: tl.constexpr, BLT: tl.constexpr):
-    """dx[t] = sum_s w[3 - s] * gpre[t + s], gpre = dout * act'(pre) recomputed; per-program partial
-    sums of dw (.., 4) and dbias into dw_ptr / db_ptr, rows (time block, batch, channel)."""
-    c = tl.program_id(0) * BC + tl.arange(0, BC)
-    b = tl.program_id(1).to(tl.int64)
-    tb = tl.program_id(2)
-    t = tb * BLT + tl.arange(0, BLT)
-    cm = c < D
-    c64 = c.to(tl.int64)
-    row = x_ptr + b * sx_b + c64[:, None] * sx_c
-    grow = g_ptr + b * sg_b + c64[:, None] * sg_c
-    w0 = tl.load(w_ptr + c * 4 + 0, mask=cm, other=0.0).to(tl.float32)[:, None]
-    w1 = tl.load(w_ptr + c * 4 + 1, mask=cm, other=0.0).to(tl.float32)[:, None]
-    w2 = tl.load(w_ptr + c * 4 + 2, mask=cm, other=0.0).to(tl.float32)[:, None]
-    w3 = tl.load(w_ptr + c * 4 + 3, mask=cm, other=0.0).to(tl.float32)[:, None]
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + c, mask=cm, other=0.0).to(tl.float32)[:, None]
-    else:
-        bias = tl.zeros([BC, 1], dtype=tl.float32)
-    dx = tl.zeros([BC, BLT], dtype=tl.float32)
-    gp0 = tl.zeros([BC, BLT], dtype=tl.float32)
-    for s in tl.static_range(4):
-        ts = t + s
-        g = tl.load(grow + ts[None, :] * sg_l, mask=cm[:, None] & (ts < L)[None, :], other=0.0).to(tl.float32)
-        if SILU:
-            pre = _conv_pre(row, sx_l, t, s, L, cm, w0, w1, w2, w3, bias)
-            sg = _sigmoid(pre)
-            g = g * sg * (1.0 + pre * (1.0 - sg))
-        if s == 0:
-            gp0 = g
-            dx += w3 * g
-        elif s == 1:
-            dx += w2 * g
-        elif s == 2:
-            dx += w1 * g
-        else:
-            dx += w0 * g
-    tl.store(dx_ptr + b * sdx_b + c64[:, None] * sdx_c + t[None, :] * sdx_l, dx.to(dx_ptr.dtype.element_ty),
-             mask=cm[:, None] & (t < L)[None, :])
-    part = (tb * batch + b) * D + c64
-    for j in tl.static_range(4):
-        tj = t - 3 + j
-        xj = tl.load(row + tj[None, :] * sx_l, mask=cm[:, None] & (tj >= 0)[None, :] & (tj < L)[None, :],
-                     other=0.0).to(tl.float32)
-        tl.store(dw_ptr + part * 4 + j, tl.sum(gp0 * xj, axis=1), mask=cm)
-    tl.store(db_ptr + part, tl.sum(gp0, axis=1), mask=cm)
-
-
-_CONV_BC, _CONV_BLT, _CONV_BLT_BWD = 16, 256, 64  # the backward holds more tiles: 64 positions keep it in registers
-
-
-def _conv_grid(x, blt=_CONV_BLT):
-    batch, dim, length = x.shape
-    return (triton.cdiv(dim, _CONV_BC), batch, triton.cdiv(length, blt))
-
-
-class CausalConvTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, silu):
-        w = weight.reshape(weight.shape[0], -1).contiguous()
-        out = torch.empty_like(x)
-        _conv_fwd_kernel[_conv_grid(x)](x, w, bias if bias is not None else w, out, x.shape[2], x.shape[1],
-                                        *x.stride(), *out.stride(), HAS_BIAS=bias is not None, SILU=silu,
-                                        BC=_CONV_BC, BLT=_CONV_BLT, num_warps=4)
-        ctx.save_for_backward(x, w, bias)
-        ctx.silu, ctx.wshape = silu, weight.shape
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w, bias = ctx.saved_tensors
-        batch, dim, length = x.shape
-        grid = _conv_grid(x, _CONV_BLT_BWD)
-        dx = torch.empty_like(x)
-        dw = torch.empty(grid[2], batch, dim, 4, device=x.device, dtype=torch.float32)
-        db = torch.empty(grid[2], batch, dim, device=x.device, dtype=torch.float32)
-        _conv_bwd_kernel[grid](x, w, bias if bias is not None else w, g, dx, dw, db, length, dim, batch,
-                               *x.stride(), *g.stride(), *dx.stride(), HAS_BIAS=bias is not None, SILU=ctx.silu,
-                               BC=_CONV_BC, BLT=_CONV_BLT_BWD, num_warps=4)
-        dweight = dw.sum((0, 1)).reshape(ctx.wshape).to(w.dtype)
-        dbias = db.sum((0, 1)).to(bias.dtype) if bias is not None else None
-        return dx, dweight, dbias, None
-
-
-def causal_conv1d_triton(x, weight, bias=None, silu=False):
-    """x: (B, D, L) any strides, weight (D, 4) or (D, 1, 4), bias (D,) -> act(causal conv), x's strides."""
-    if weight.shape[-1] != 4:
-        raise ValueError("the Triton causal convolution is written for width 4")
-    return CausalConvTriton.apply(x, weight, bias, bool(silu))

@@ -3,7 +3,8 @@
 Both functions take the same arguments as mamba-ssm's ``selective_scan_fn`` and causal-conv1d's
 ``causal_conv1d_fn``. Backends (``--backend``):
 
-- ``triton``: this package's Triton kernels (``scan_triton.py``), forward and backward, CUDA only.
+- ``triton``: this package's Triton kernels (``scan_triton.py``, ``scan_triton_bwd.py``,
+  ``conv_triton.py``), forward and backward, CUDA only.
   Triton ships with every CUDA build of PyTorch, so nothing needs compiling.
 - ``numba``: a compiled CPU scan (``scan_cpu.py``), forward and backward.
 - ``torch``: the plain-PyTorch twin below, everywhere (the reference the kernels are tested against).
@@ -22,7 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ..backend_names import BACKENDS  # the one list, also read by the command line
+from ...choices import BACKENDS  # the one list, also read by the command line
 _ALIASES = {"cuda": "mamba-ssm"}
 # Elements of one (batch, channels, length, state) block of the PyTorch scan; bounds its memory
 # (about eight fp32 tensors of this size are alive at once): 32 MiB each on CPU, 256 MiB on GPU.
@@ -79,7 +80,7 @@ def numba_kernels():
 
 
 def _error(message: str):
-    from ..errors import CaduceusError
+    from ...errors import CaduceusError
 
     return CaduceusError(message)
 
@@ -140,7 +141,9 @@ def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto"):
     if x.is_cuda:
         name = resolve_backend(backend, x.device)
         if name == "triton" and weight.shape[-1] <= 4:
-            return triton_kernels().causal_conv1d_triton(x, weight, bias, activation in ("silu", "swish"))
+            from .conv_triton import causal_conv1d_triton
+
+            return causal_conv1d_triton(x, weight, bias, activation in ("silu", "swish"))
         if name == "mamba-ssm" and cuda_kernels()["causal_conv1d"] is not None:
             return cuda_kernels()["causal_conv1d"](x, weight, bias, activation=activation)
     return causal_conv1d_torch(x, weight, bias, activation)
@@ -188,7 +191,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     batch, dim, length = u.shape
     groups, n = B.shape[1], A.shape[1]
     per_group = dim // groups
-    from ..runtime import env_int
+    from ...runtime import env_int
 
     budget = env_int("CADUCEUS_SCAN_BLOCK", minimum=1) or _DEFAULT_BLOCK.get(u.device.type, 1 << 23)
     block = max(1, min(per_group, budget // max(1, batch * length * n)))

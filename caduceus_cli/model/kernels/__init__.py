@@ -1,0 +1,10 @@
+"""The model's compute kernels, apart from the model's modules.
+
+- ``scan``: the dispatcher (``selective_scan``, ``causal_conv1d``, ``resolve_backend``) and the
+  plain-PyTorch twin every kernel is tested against.
+- ``scan_cpu``: the selective scan compiled for the CPU with numba.
+- ``scan_triton``, ``scan_triton_bwd``, ``conv_triton``, ``norm_triton``, ``flips``: Triton kernels
+  for CUDA (forward and backward), with ``jit`` holding the helpers they share.
+
+Nothing here imports Triton until a GPU kernel is asked for.
+"""

@@ -1,0 +1,131 @@
+"""Triton helpers shared by the scan's forward and backward kernels and the convolution.
+
+Imported only when Triton is (see ``scan.triton_kernels``). ``INTERPRET`` is true under
+``TRITON_INTERPRET=1`` (the CPU tests), where inline PTX is not available and the ``FAST`` paths
+fall back to ``tl.exp2`` and friends.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = math.log2(math.e)
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+# -- small helpers -------------------------------------------------------------------------------
+
+
+@triton.jit
+def _exp2(x, FAST: tl.constexpr):
+    if FAST:
+        # MUFU.EX2 with flush-to-zero: no denormal fix-up around it (decays that small are 0 anyway)
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def _softplus(x):
+    """log(1 + exp(x)) as torch computes it (x itself above 20), with log1p accuracy for x << 0."""
+    e = tl.exp(tl.minimum(x, 20.0))
+    w = 1.0 + e
+    lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+    return tl.where(x > 20.0, x, lp)
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _mufu(x, OP: tl.constexpr):
+    """One special-function-unit instruction, flushing denormals: OP 0 ex2, 1 lg2, 2 rcp (approx)."""
+    if OP == 0:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+    elif OP == 1:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _softplus_f(x, FAST: tl.constexpr):
+    """:func:`_softplus` from three approximate MUFU instructions (relative error ~1e-7) where
+    FAST; the IEEE exp/log/division versions cost about three times the instructions."""
+    if FAST:
+        e = _mufu(tl.minimum(x, 20.0) * 1.4426950408889634, 0)
+        w = 1.0 + e
+        lp = tl.where(w == 1.0, e, (_mufu(w, 1) * 0.6931471805599453) * (e * _mufu(w - 1.0, 2)))
+        return tl.where(x > 20.0, x, lp)
+    else:
+        return _softplus(x)
+
+
+@triton.jit
+def _sigmoid_f(x, FAST: tl.constexpr):
+    if FAST:
+        return _mufu(1.0 + _mufu(x * -1.4426950408889634, 0), 2)
+    else:
+        return _sigmoid(x)
+
+
+# Tensors of a channel block are [R, BT, ...]: BT = 32 * num_warps channels across the threads, R
+# channels per thread (rows r * BT + i). Each thread keeps its channels' 16 states and time tiles in
+# registers; the loads below put whole rows (16 bytes) into one thread so that splitting a tile into
+# time columns, or broadcasting B_t / C_t to every channel, is register renaming, not a shuffle.
+
+
+@triton.jit
+def _cols4(x, R: tl.constexpr, BT: tl.constexpr):
+    """[R, BT, 4] -> its 4 columns [R, BT] in order."""
+    e, o = tl.split(tl.reshape(x, [R, BT, 2, 2]))  # columns 0,2 and 1,3
+    c0, c2 = tl.split(e)
+    c1, c3 = tl.split(o)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _ld(ptrs, mask, MASKED: tl.constexpr):
+    if MASKED:
+        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.load(ptrs).to(tl.float32)
+
+
+
+
+# -- host side -----------------------------------------------------------------------------------
+
+
+def vec_width(t: torch.Tensor) -> int:
+    return 8 if t.element_size() == 2 else 4
+
+
+def states_last_fp32(x: torch.Tensor) -> torch.Tensor:
+    """(batch, groups, N, L) any dtype/strides -> the same values as fp32 with N contiguous (a view
+    of a (batch, groups, L, N) tensor), so one thread loads a position's 16 values as 4 vectors."""
+    if x.dtype == torch.float32 and x.stride(-2) == 1 and x.stride(-1) % 16 == 0 and x.data_ptr() % 16 == 0:
+        return x
+    out = torch.empty(x.shape[0], x.shape[1], x.shape[3], x.shape[2], device=x.device, dtype=torch.float32)
+    out.copy_(x.transpose(-1, -2))
+    return out.transpose(-1, -2)
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int) -> int:
+    if not torch.cuda.is_available():  # the interpreter on CPU tensors
+        return 4
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_warps_for(per_group: int) -> int:
+    return 4 if per_group >= 128 else 2 if per_group >= 64 else 1
+

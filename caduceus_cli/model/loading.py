@@ -1,0 +1,69 @@
+"""A model ready to run: a name, folder or hub id (with ``revision``), or a model already loaded,
+on the device the runtime resolves; and what a loaded model says about itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..choices import DEFAULT_MODEL
+from ..errors import CaduceusError
+from ..runtime import resolve_device
+from .checkpoint import load_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def resolve_model(model: Any = DEFAULT_MODEL, *, device: "str | torch.device | None" = None, dtype: str | None = None,
+                  backend: str = "auto", revision: str | None = None, train: bool = False):
+    """A loaded model on ``device``: ``model`` is 'bundled', a folder, a hub id (at ``revision``) or
+    an already loaded module (moved to ``device`` when one is given; ``revision`` must then be None).
+
+    The model is returned in eval mode unless ``train``.
+    """
+    import torch.nn as nn
+
+    if isinstance(model, nn.Module):
+        if revision is not None:
+            raise CaduceusError("--revision applies to a model name or hub id, not to a model that is already loaded")
+        if device is not None:
+            dev = resolve_device(device)
+            if next(model.parameters()).device != dev:
+                model = model.to(dev)
+        if dtype is not None:
+            from .checkpoint import DTYPES
+
+            if dtype not in DTYPES:
+                raise CaduceusError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            model = model.to(DTYPES[dtype])
+        if backend != "auto" and hasattr(model, "backend"):
+            from .kernels.scan import resolve_backend
+
+            model.backend = resolve_backend(backend, next(model.parameters()).device)
+        return model.train(train)
+    refuse_run_folder(model)
+    loaded = load_model(model, device=resolve_device(device), dtype=dtype, revision=revision, backend=backend)
+    return loaded.train(train)
+
+
+def refuse_run_folder(model) -> None:
+    """A pretraining run folder is not a model: point to its final/ model (or latest checkpoint)."""
+    folder = Path(model)
+    if not (folder / "run.json").is_file() or (folder / "config.json").is_file():
+        return
+    if (folder / "final" / "config.json").is_file():
+        raise CaduceusError(f"{folder}: a pretraining run folder, not a model: its model is {folder / 'final'} "
+                            f"(--model {folder / 'final'})")
+    checkpoints = sorted(folder.glob("checkpoint-*/config.json"), key=lambda p: int(p.parent.name.split("-")[-1])
+                         if p.parent.name.split("-")[-1].isdigit() else -1)
+    latest = f"; its latest checkpoint is {checkpoints[-1].parent}" if checkpoints else ""
+    raise CaduceusError(f"{folder}: a pretraining run folder without a final model yet (the run has not "
+                        f"finished: continue it with caduceus pretrain --resume {folder}){latest}")
+
+
+def trained_length(model, default: int = 131072) -> int:
+    """The sequence length ``model`` was trained on (its config's max_seq_len), else ``default``
+    (the published Caduceus checkpoints were trained on 131,072 bp)."""
+    extra = model.config.extra
+    return int(extra.get("max_seq_len") or extra.get("max_position_embeddings") or default)
