@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from ..genome.windows import central_slice
 from ..model.caduceus import CaduceusForMaskedLM
+from ..model.precision import autocast
 from ..model.strands import strand_stack
 from ..model.tokenizer import reverse_complement_ids
 from .embed.settings import POOLS
@@ -22,9 +21,7 @@ from .embed.settings import POOLS
 
 def autocast_for(model: CaduceusForMaskedLM, dtype: torch.dtype | None = None):
     """bf16 autocast on CUDA (unless the model or ``dtype`` says fp32); nothing on CPU."""
-    if model.device.type != "cuda" or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype or torch.bfloat16)
+    return autocast(model.device, dtype)
 
 
 def _hidden(model, input_ids, layer):

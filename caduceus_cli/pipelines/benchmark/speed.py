@@ -75,13 +75,11 @@ def _reset_peak(device) -> None:
 
 
 def _autocast(device, dtype: str):
-    import contextlib
-
     import torch
 
-    if dtype == "bf16":
-        return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    from ...model.precision import autocast
+
+    return autocast(device, torch.bfloat16 if dtype == "bf16" else torch.float32)
 
 
 def timed(step: Callable[[], None], device, repeats: int, warmup: int) -> float:

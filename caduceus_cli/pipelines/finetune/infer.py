@@ -3,20 +3,13 @@ work shared between torchrun processes and gathered back in input order."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ...model.precision import autocast
 from .data import collate, eval_batches
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing elsewhere (CPU runs in fp32)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def to_device(array: np.ndarray | None, device: torch.device) -> torch.Tensor | None:

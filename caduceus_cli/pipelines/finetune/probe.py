@@ -31,7 +31,8 @@ from ...model.loading import resolve_model
 from ...runtime import torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
-from .infer import autocast, batched_rows, to_device
+from ...model.precision import autocast
+from .infer import batched_rows, to_device
 from .metrics import split_metrics
 from .protocol import check_protocol, plan_runs
 from .report import MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ..optim import lr_at, parameter_groups
 from .data import LabelSpace, TokenSplit, batches_per_epoch, collate, train_batches
-from .infer import autocast, outputs_from_logits, predict_logits, to_device
+from ...model.precision import autocast
+from .infer import outputs_from_logits, predict_logits, to_device
 from .metrics import is_better, split_metrics
 from .recipe import ADAM_BETAS, FINAL_LR_FRACTION, GRAD_CLIP, WARMUP_FRACTION
 

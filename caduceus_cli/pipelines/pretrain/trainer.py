@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ...model.caduceus import CaduceusForMaskedLM
 from ...model.config import CaduceusConfig
+from ...model.precision import autocast
 from ...runtime import Runtime
 from ..optim import lr_at, parameter_groups
 from .settings import ADAM_BETAS, GRAD_CLIP, IGNORE_INDEX, MICRO_BATCH_TOKENS
@@ -77,9 +78,7 @@ class Trainer:
         self.last_lr = 0.0
 
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device)
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor, n_targets: int | None = None) -> None:
         """inputs: (n, L) uint8 token ids, labels: (n, L) int64 (IGNORE_INDEX where not a target),
