@@ -195,10 +195,18 @@ class RecordSink:
         return index_path(self.path, self.fmt)
 
     def __enter__(self) -> "RecordSink":
+        try:
+            self._open()
+        except BaseException:  # a full disk at the header: as an error inside the block
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _open(self) -> None:
         if self.path == "-":
             self._stream = self._outputs.enter_context(open_output("-"))
             self._stream.write(self.header)
-            return self
+            return
         self._tmp = self._outputs.enter_context(atomic_file(self.path))
         if self.write_index:  # put in place before the output (exit callbacks run last-in, first-out)
             self._index_tmp = self._outputs.enter_context(temporary_file(self.index_path))
@@ -206,11 +214,10 @@ class RecordSink:
         if self.fmt == "bcf":
             self._bcf = _BcfWriter(self._tmp, self.header, self.path, self.source)
             self._streams.push(lambda exc_type, exc, tb: self._bcf.close(complete=exc_type is None))
-            return self
+            return
         compress = self.fmt == "vcf.gz" or (self.fmt == "tsv" and self.path.lower().endswith((".gz", ".bgz")))
         self._stream = self._streams.enter_context(open_file(self._tmp, "w", compress=compress))
         self._stream.write(self.header)
-        return self
 
     def write(self, chrom: str, text: str, line: int) -> None:
         if self._bcf is not None:
