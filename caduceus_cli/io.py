@@ -313,13 +313,12 @@ def open_file(path: str | os.PathLike, mode: str = "w", *, compress: bool = Fals
 
 def quiet_htslib() -> None:
     """Silence htslib's own stderr lines (``[E::...]``, ``[W::...]``) in both copies of it, pysam's
-    and cyvcf2's: errors are reported on one line by the code that meets them."""
+    and, once it is imported, cyvcf2's: errors are reported on one line by the code that meets them."""
     import pysam
 
     pysam.set_verbosity(0)
-    import cyvcf2.cyvcf2
-
-    set_level = getattr(cyvcf2.cyvcf2, "set_htslib_log_level", None)  # cyvcf2 >= 0.31
+    cyvcf2 = sys.modules.get("cyvcf2.cyvcf2")  # silenced once loaded, by whoever loads it
+    set_level = getattr(cyvcf2, "set_htslib_log_level", None)  # cyvcf2 >= 0.31
     if set_level is not None:
         set_level(0)
 
