@@ -96,7 +96,7 @@ def refuse_overwriting_inputs(output: str | os.PathLike | None, *inputs: str | o
     if output is None or str(output) == "-":
         return
     for src in inputs:
-        if src is None or str(src) == "-":
+        if not isinstance(src, (str, os.PathLike)) or str(src) == "-":  # None, or data given in memory
             continue
         if same_file(src, output):
             raise CaduceusError(f"{output}: the output would overwrite the input {src}; choose another output name")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ...errors import CaduceusError
+from ...io import refuse_overwriting_inputs
 from ...model.caduceus import POOLINGS
 from ...model.checkpoint import TASKS, new_classifier, save_model
 from ...runtime import resolve_model, torchrun
@@ -61,6 +62,7 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
         saved = load_resume(resume)
         given, data = _resumed_options(saved, given, data, resume)
     else:
+        refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
         check_new_output(output_dir)
     options = _checked(given, data)
     with torchrun(device) as runtime:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ...errors import CaduceusError
-from ...io import atomic_file
+from ...io import atomic_file, refuse_overwriting_inputs
 from ...model.caduceus import POOLINGS, pooled_strand_features
 from ...model.checkpoint import new_classifier, save_model
 from ...runtime import resolve_model, torchrun
@@ -160,6 +160,7 @@ def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None,
     """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json).
     ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
     started = time.time()
+    refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
     check_new_output(output_dir)
     if pool not in POOLINGS:
         raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {pool!r}")
