@@ -1,9 +1,10 @@
 """VCF/BCF in (cyvcf2), with errors that name file, line and value; annotated output is written by
 :mod:`.vcf_writer`.
 
-The input is opened once: records are read from it, the regions of ``-r``/``-R`` are checked
-against its contigs (header and index), and the number of records comes from its index when there
-is one (for progress).
+The input is opened once, by htslib: records are read from it, the regions of ``-r``/``-R`` are
+checked against its contigs (header and index), and the number of records comes from its index
+when there is one (for progress). A text file's header lines are counted once, from the file, to
+give records their line numbers (htslib may add header lines of its own).
 """
 
 from __future__ import annotations
