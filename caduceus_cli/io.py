@@ -86,11 +86,24 @@ def same_file(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
         return final_path(a) == final_path(b)
 
 
+INPUT_COMPANIONS = (".fai", ".gzi", ".tbi", ".csi")  # indexes htslib reads beside a FASTA, VCF or BCF
+
+
 def refuse_overwriting_inputs(output: str | os.PathLike | None, *inputs: str | os.PathLike | None) -> None:
-    """Raise before any work when ``output`` would replace one of ``inputs``."""
+    """Raise before any work when ``output`` would replace one of ``inputs`` or an index beside one
+    (its .fai, .gzi, .tbi or .csi, existing or to be built on first use). Every command that writes
+    a file or folder calls this with every input it reads."""
+    if output is None or str(output) == "-":
+        return
     for src in inputs:
+        if not isinstance(src, (str, os.PathLike)) or str(src) == "-":  # None, or data given in memory
+            continue
         if same_file(src, output):
             raise CaduceusError(f"{output}: the output would overwrite the input {src}; choose another output name")
+        for companion in (f"{src}{suffix}" for suffix in INPUT_COMPANIONS):
+            if same_file(companion, output):
+                raise CaduceusError(f"{output}: the output would overwrite {companion}, the index of the input "
+                                    f"{src}; choose another output name")
 
 
 def write_error(path: str | os.PathLike, error: OSError) -> CaduceusError:
@@ -274,15 +287,11 @@ def open_output(path: str | os.PathLike, mode: str = "w", *, compress: bool | No
     if compress is None:
         compress = _compressed_by_name(path)
     if str(path) == "-":
-        raw = sys.stdout.buffer
         if compress:
-            stream = _bgzf_stream(raw, mode)
-            yield stream
-            stream.close()
-        else:
-            stream = raw if "b" in mode else sys.stdout
-            yield stream
-            stream.flush()
+            raise CaduceusError("BGZF output needs -o FILE; for stdout pipe plain text into bgzip")
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield stream
+        stream.flush()
         return
     with atomic_file(path) as tmp, open_file(tmp, mode, compress=compress) as stream:
         yield stream
@@ -293,19 +302,67 @@ def open_file(path: str | os.PathLike, mode: str = "w", *, compress: bool = Fals
     """A stream writing ``path`` itself (no temporary: for the temporary of an :func:`atomic_file`);
     BGZF with ``compress``. Text mode is UTF-8 with '\\n' line ends."""
     if compress:
-        with open(path, "wb") as f, contextlib.closing(_bgzf_stream(f, mode)) as stream:
-            yield stream
+        with contextlib.closing(_HtslibBgzf(path)) as raw:
+            stream = raw if "b" in mode else io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+            with stream:
+                yield stream
     else:
         with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as stream:
             yield stream
 
 
-def _bgzf_stream(raw: IO[bytes], mode: str) -> IO:
-    """A BGZF writer over ``raw`` (left open), in text or binary ``mode``."""
-    from ._bgzf import BgzfWriter
+def quiet_htslib() -> None:
+    """Silence htslib's own stderr lines (``[E::...]``, ``[W::...]``) in both copies of it, pysam's
+    and, once it is imported, cyvcf2's: errors are reported on one line by the code that meets them."""
+    import pysam
 
-    writer = BgzfWriter(raw)
-    return writer if "b" in mode else io.TextIOWrapper(writer, encoding="utf-8", newline="\n")
+    pysam.set_verbosity(0)
+    cyvcf2 = sys.modules.get("cyvcf2.cyvcf2")  # silenced once loaded, by whoever loads it
+    set_level = getattr(cyvcf2, "set_htslib_log_level", None)  # cyvcf2 >= 0.31
+    if set_level is not None:
+        set_level(0)
+
+
+class _HtslibBgzf(io.RawIOBase):
+    """htslib's BGZF writer (pysam's BGZFile) as a binary stream: blocks of at most 64 KiB and the
+    empty EOF block, as bgzip writes them. pysam reports a failed write without its errno, so a full
+    disk is recognised by looking (:func:`reported_os_error`)."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        from pysam.libcbgzf import BGZFile
+
+        quiet_htslib()
+        self._path = path
+        try:
+            self._file = BGZFile(str(path), "wb")
+        except OSError as e:
+            raise self._failure(e) from None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            self._file.write(bytes(data))
+        except OSError as e:
+            raise self._failure(e) from None
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as e:
+            raise self._failure(e) from None
+        finally:
+            super().close()
+
+    def _failure(self, error: OSError) -> OSError:
+        if error.errno:
+            return error
+        return reported_os_error(RuntimeError(str(error)), self._path) or OSError(errno.EIO, os.strerror(errno.EIO))
 
 
 def command_line() -> str:

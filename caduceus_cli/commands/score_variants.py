@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..genome.vcf import FORMATS
+from ..genome.vcf_writer import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
                                            DEFAULT_WINDOW, MISSING_CONTIG, SCORES)
 from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report

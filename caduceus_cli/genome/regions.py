@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 from ..errors import CaduceusError
 from .lines import parse_int, read_lines
@@ -40,15 +41,19 @@ class Region:
         return self.beg <= pos <= self.end
 
 
-def parse_region(text: str, where: str = "-r") -> Region:
+def parse_region(text: str, where: str = "-r", contigs: Collection[str] | None = None) -> Region:
     """One ``chr``, ``chr:pos``, ``chr:beg-end`` or ``chr:beg-`` (the last colon separates the
-    contig from the range, so contig names may hold colons)."""
+    contig from the range, so contig names may hold colons). Given the input's ``contigs``, text
+    with a colon is a whole contig name only when the input has that contig, as in htslib."""
     text = text.strip()
     contig, colon, span = text.rpartition(":")
     match = _RANGE.match(span) if colon else None
     if not match:
         if not text:
             raise CaduceusError(f"{where}: empty region (give chr, chr:pos or chr:beg-end, comma-separated)")
+        if colon and contigs is not None and text not in contigs:
+            raise CaduceusError(f"{where}: {text}: {span!r} is not a position or range and {text!r} is not a contig "
+                                "of the VCF (give chr, chr:pos or chr:beg-end, 1-based, comma-separated)")
         return Region(text, 1, END_OF_CONTIG)
     beg = parse_int(match["beg"], "start", f"{where}: {text}", minimum=1)
     end_text = match["end"] or ""
@@ -58,9 +63,10 @@ def parse_region(text: str, where: str = "-r") -> Region:
     return Region(contig, beg, end)
 
 
-def parse_regions(text: str) -> list[Region]:
-    """The regions of a ``-r`` value (comma-separated)."""
-    return merge([parse_region(p) for p in text.split(",")])
+def parse_regions(text: str, contigs: Collection[str] | None = None) -> list[Region]:
+    """The regions of a ``-r`` value (comma-separated); see :func:`parse_region` for ``contigs``."""
+    contigs = None if contigs is None else set(contigs)
+    return merge([parse_region(p, contigs=contigs) for p in text.split(",")])
 
 
 def read_regions_file(path: str | os.PathLike) -> list[Region]:

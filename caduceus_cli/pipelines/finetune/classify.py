@@ -17,6 +17,7 @@ import torch
 
 from ...choices import DEFAULT_MODEL, POOLINGS
 from ...errors import CaduceusError
+from ...io import refuse_overwriting_inputs
 from ...model.checkpoint import TASKS, new_classifier, save_model
 from ...model.loading import resolve_model
 from ...runtime import torchrun
@@ -62,6 +63,7 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
         saved = load_resume(resume)
         given, data = _resumed_options(saved, given, data, resume)
     else:
+        refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
         check_new_output(output_dir)
     options = _checked(given, data)
     with torchrun(device) as runtime:

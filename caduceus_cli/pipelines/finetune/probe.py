@@ -24,7 +24,7 @@ import torch
 
 from ...choices import DEFAULT_MODEL, POOLINGS
 from ...errors import CaduceusError
-from ...io import atomic_file
+from ...io import atomic_file, refuse_overwriting_inputs
 from ...model.strands import pooled_strand_features
 from ...model.checkpoint import new_classifier, save_model
 from ...model.loading import resolve_model
@@ -163,6 +163,7 @@ def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=N
     """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json).
     ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
     started = time.time()
+    refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
     check_new_output(output_dir)
     if pool not in POOLINGS:
         raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {pool!r}")
