@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ...dna import encode
 from ...errors import CaduceusError
 from ...genome.bed import BedReader, Region
 from ...genome.windows import centred_on, fetch_window, tile_starts
@@ -79,8 +80,6 @@ def plan_bed_region(index: int, region: Region, reference, settings: EmbedSettin
 
 def _encode(seq: str, job: Job) -> np.ndarray:
     """Token ids of the strand-oriented window sequence ``seq``."""
-    from ...model.tokenizer import encode
-
     r = job.region
     return encode(seq, source=f"{r.where()} ({r.contig}:{r.start}-{r.end})")
 

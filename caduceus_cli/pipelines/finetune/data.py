@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...dna import encode
 from ...errors import CaduceusError
 from ...genome.labeled import TASKS, LabeledSequences, canonical_sequence, read_labeled_sequences
 from .recipe import SHUFFLE_WINDOW
@@ -126,8 +127,6 @@ def tokenize_split(sequences: list[str], y: np.ndarray, max_length: int | None) 
     """Token ids of every sequence; one longer than ``max_length`` keeps its central ``max_length``
     bases (the crop of its reverse complement is the reverse complement of its crop when the excess
     is even; one base off otherwise)."""
-    from ...model.tokenizer import encode
-
     tokens, cropped = [], np.zeros(len(sequences), dtype=bool)
     for i, seq in enumerate(sequences):
         if max_length is not None and len(seq) > max_length:
