@@ -3,8 +3,10 @@ the model, background reading and sharded work merged back in input order.
 
 Every pipeline and command uses these; nothing here imports Typer or Rich.
 
-- :func:`env_int` reads a size such as ``CADUCEUS_SCAN_BLOCK=32M`` when it is used, and says which
-  variable is wrong in one line instead of failing at import.
+- :func:`env_int`, :func:`env_float`, :func:`env_flag` and :func:`env_str` are the one reader of
+  settings from the environment (``CADUCEUS_*`` and the few of other libraries that this package
+  honours): a value is read when it is used, never at import, and a value that cannot be used is
+  refused with one line naming the variable, whatever the setting.
 - :func:`resolve_device` is the one default-device rule: ``cuda:LOCAL_RANK`` when CUDA is there
   (``cuda:0`` outside torchrun), else ``cpu``; a device that cannot run here is refused.
 - :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import queue
 import re
@@ -42,6 +45,43 @@ _SIZE = re.compile(r"^\s*(\d+(?:_\d+)*)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bad_env(name: str, text: str, problem: str) -> CaduceusError:
+    return CaduceusError(f"environment variable {name}={text!r} {problem}; fix or unset it")
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The text of environment variable ``name``, stripped (``default`` when unset or blank)."""
+    text = os.environ.get(name, "").strip()
+    return text or default
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off in any case (``default`` when unset or blank)."""
+    text = env_str(name)
+    if text is None:
+        return default
+    if text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    raise _bad_env(name, text, "is not a yes/no setting (1, true, yes, on or 0, false, no, off)")
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A finite number of at least ``minimum`` (``default`` when unset or blank), such as seconds."""
+    text = env_str(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad_env(name, text, "is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise _bad_env(name, text, f"must be a finite number of at least {minimum:g}")
+    return value
+
+
 def env_int(name: str, default: int | None = None, *, minimum: int = 0) -> int | None:
     """The integer in environment variable ``name`` (``default`` when unset or empty).
 
@@ -49,16 +89,15 @@ def env_int(name: str, default: int | None = None, *, minimum: int = 0) -> int |
     and ``MB`` read the same: powers of 1,024). Anything else raises a CaduceusError naming the
     variable, when the value is used rather than at import.
     """
-    text = os.environ.get(name, "")
-    if not text.strip():
+    text = env_str(name)
+    if text is None:
         return default
     match = _SIZE.match(text)
     if not match:
-        raise CaduceusError(f"environment variable {name}={text!r} is not a whole number "
-                            "(examples: 1048576, 32M, 4G); fix or unset it")
+        raise _bad_env(name, text, "is not a whole number (examples: 1048576, 32M, 4G)")
     value = int(match.group(1).replace("_", "")) * _SCALE[(match.group(2) or "")[:1].lower()]
     if value < minimum:
-        raise CaduceusError(f"environment variable {name}={text!r} must be at least {minimum}")
+        raise _bad_env(name, text, f"must be at least {minimum}")
     return value
 
 

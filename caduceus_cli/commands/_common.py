@@ -89,12 +89,9 @@ class Progress:
 
     @staticmethod
     def _line_interval() -> float:
-        import os
+        from ..runtime import env_float
 
-        try:
-            return max(0.0, float(os.environ.get("CADUCEUS_PROGRESS_SECONDS", "60")))
-        except ValueError:
-            return 60.0
+        return env_float("CADUCEUS_PROGRESS_SECONDS", 60.0)
 
     def __enter__(self) -> "Progress":
         return self
