@@ -93,6 +93,25 @@ def refuse_overwriting_inputs(output: str | os.PathLike | None, *inputs: str | o
             raise CaduceusError(f"{output}: the output would overwrite the input {src}; choose another output name")
 
 
+def output_format(path: str | os.PathLike, fmt: str | None, suffixes: dict[str, str], *, stream: str) -> str:
+    """The format of an output: ``fmt`` (``--format``, any case) when given, else the one the file
+    name ends in (``suffixes``: ending -> format, the longest ending first); stdout ('-'), a device
+    or a pipe get ``stream``. A file name that names no format is refused rather than guessed."""
+    formats = list(dict.fromkeys(suffixes.values()))
+    if fmt:
+        if fmt.lower() not in formats:
+            raise CaduceusError(f"--format must be one of {', '.join(formats)}, got {fmt!r}")
+        return fmt.lower()
+    if str(path) == "-" or is_special(path):
+        return stream
+    name = str(path).lower()
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffixes[suffix]
+    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
+                        f"{', '.join(suffixes)}, or give --format")
+
+
 def write_error(path: str | os.PathLike, error: OSError) -> CaduceusError:
     """One line for an OSError met while writing ``path``."""
     reason = error.strerror or str(error)

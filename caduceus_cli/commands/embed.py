@@ -45,7 +45,7 @@ def embed(
                                              f"{DEFAULT_BATCH_CUDA} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=f"At most this many bases per batch "
                                              f"(default {DEFAULT_MAX_TOKENS})."),
-    output_format: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from "
+    fmt: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from "
                                                                        "the output file name)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
                                                                     "stopping: bad lines, unknown contigs, too long."),
@@ -70,7 +70,7 @@ def embed(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,
             pool=pool, center_width=center_width, layer=layer, rc=not no_rc, window=window, tile=tile,
             tile_overlap=tile_overlap, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
-            output_format_=output_format, skip_invalid=skip_invalid, io_threads=io_threads, resume=resume,
+            fmt=fmt, skip_invalid=skip_invalid, io_threads=io_threads, resume=resume,
             progress=progress, set_total=progress.set_total,
         )
     if result.output is None:  # a torchrun rank other than 0: rank 0 reports

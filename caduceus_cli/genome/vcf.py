@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaduceusError
-from ..io import (atomic_file, check_writable, is_special, open_file, open_output, reported_os_error,
+from ..io import (atomic_file, check_writable, open_file, open_output, reported_os_error,
                   temporary_file, write_error)
 
 log = logging.getLogger("caduceus")
@@ -110,7 +110,7 @@ class VcfReader:
                                 "(is the header cut short?)") from None
         self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
         self.raw_header = self.vcf.raw_header
-        self.regions = regions  # genome.regions.Region list: read only records whose POS lies in one
+        self.regions = regions  # genome.regions.RegionQuery list: read only records whose POS lies in one
         self.n_header_lines = None if regions else self._count_header_lines()  # records are numbered then
         self.contigs = set(self.vcf.seqnames)
 
@@ -281,28 +281,8 @@ def add_info(line: str, items: list[str], drop_info: set[str]) -> str:
 
 # -- writers ---------------------------------------------------------------------------------------
 
-_SUFFIXES = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
-             ".tsv.gz": "tsv", ".tsv.bgz": "tsv"}
-
-
-def output_format(path: str, fmt: str | None) -> str:
-    """The output format from ``--format`` or the file name (stdout, a device or a pipe: vcf unless
-    told tsv); a file name that says no format is refused rather than guessed."""
-    if fmt:
-        fmt = fmt.lower()
-        if fmt not in FORMATS:
-            raise CaduceusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        if path == "-" and fmt in ("vcf.gz", "bcf"):
-            raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
-        return fmt
-    if str(path) == "-" or is_special(path):  # stdout, /dev/null, a named pipe: as stdout
-        return "vcf"
-    name = str(path).lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return _SUFFIXES[suffix]
-    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
-                        f"{', '.join(_SUFFIXES)}, or give --format")
+OUTPUT_SUFFIXES = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
+                   ".tsv.gz": "tsv", ".tsv.bgz": "tsv"}  # file name ending -> format (io.output_format)
 
 
 class SortedCheck:

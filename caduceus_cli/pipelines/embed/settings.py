@@ -17,6 +17,7 @@ DEFAULT_MAX_TOKENS = 1 << 17  # bases per batch
 DEFAULT_IO_THREADS = 2
 DEFAULT_POOL = "mean"
 FORMATS = ("parquet", "npy", "npz", "tsv")
+OUTPUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".tsv": "tsv"}
 POOLS = ("mean", "max", "center", "none")
 
 

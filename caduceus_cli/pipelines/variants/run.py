@@ -21,8 +21,8 @@ from ... import stopping
 from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...genome.regions import parse_regions, read_regions_file, require_index
-from ...genome.vcf import RecordSink, SortedCheck, VcfReader, output_format
-from ...io import check_writable, provenance, refuse_overwriting_inputs
+from ...genome.vcf import OUTPUT_SUFFIXES, RecordSink, SortedCheck, VcfReader
+from ...io import check_writable, output_format, provenance, refuse_overwriting_inputs
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
@@ -55,7 +55,9 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue).validate()
-    fmt = output_format(output, fmt)
+    fmt = output_format(output, fmt, OUTPUT_SUFFIXES, stream="vcf")
+    if output == "-" and fmt in ("vcf.gz", "bcf"):
+        raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
     wanted = _regions(vcf, regions, regions_file)
     if output != "-":
         refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)
