@@ -12,8 +12,9 @@ Every pipeline and command uses these; nothing here imports Typer or Rich.
 - :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
   sets up the process group once and always destroys what it created.
 - :func:`prefetch` runs an iterator on a background thread.
-- :func:`run_sharded` spreads numbered chunks over ranks (chunk i on rank ``i % world``), and rank 0
-  reads the results back in input order.
+- :func:`run_sharded` is the one way work is shared between torchrun processes: chunk i runs on
+  rank ``i % world`` and the results come back in input order, to rank 0 through part files
+  (whole outputs) or to every rank in memory (small results such as features).
 """
 
 from __future__ import annotations
@@ -209,6 +210,16 @@ class Runtime:
         dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
         return t.tolist()
 
+    def all_gather(self, value: T) -> list[T]:
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        import torch.distributed as dist
+
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
     def token(self) -> str:
         """A random name shared by all ranks (for part files of one run)."""
         return self.broadcast(uuid.uuid4().hex[:12] if self.is_main else None)
@@ -321,19 +332,29 @@ def owns(chunk_index: int, runtime: Runtime) -> bool:
     return chunk_index % runtime.world_size == runtime.rank
 
 
-def run_sharded(chunks: Iterable[T], work: Callable[[T], "pa.RecordBatch"], runtime: Runtime,
-                folder: str | os.PathLike, stem: str) -> Iterator["pa.RecordBatch"]:
-    """``work(chunk)`` for every chunk, one record batch per chunk, in input order.
+def run_sharded(chunks: Iterable[T], work: Callable[[T], Any], runtime: Runtime | None,
+                folder: str | os.PathLike | None = None, stem: str = "shard") -> Iterator[Any]:
+    """``work(chunk)`` for every chunk, one result per chunk, in input order.
 
-    Single process: the batches are yielded as they are computed. Under torchrun every rank reads
-    all chunks (keep ``chunks`` cheap: fetch the data inside ``work``) and computes its own (chunk i
-    on rank ``i % world``) into a part file in ``folder``; after a barrier, rank 0 yields every
-    chunk's batch in input order, reading the parts round-robin, and removes them. Other ranks
-    yield nothing. Every chunk's batch must have the same schema (it may have no rows).
+    Single process (``runtime`` None or not distributed): the results are yielded as they are
+    computed. Under torchrun every rank reads all chunks (keep ``chunks`` cheap: fetch the data
+    inside ``work``) and computes its own, chunk i on rank ``i % world``; then
+
+    - with ``folder`` (results are pyarrow record batches of one schema, possibly without rows, as
+      for a whole output): each rank writes its results to a part file in ``folder``; after a
+      barrier rank 0 yields every chunk's batch in input order, reading the parts round-robin, and
+      removes them; other ranks yield nothing;
+    - without ``folder`` (small picklable results): the results are exchanged in memory and every
+      rank yields every chunk's result in input order.
     """
-    if not runtime.distributed:
+    if runtime is None or not runtime.distributed:
         for chunk in chunks:
             yield work(chunk)
+        return
+    if folder is None:
+        mine = [(i, work(c)) for i, c in enumerate(chunks) if owns(i, runtime)]
+        for _, result in sorted((pair for part in runtime.all_gather(mine) for pair in part), key=lambda p: p[0]):
+            yield result
         return
     import pyarrow as pa
 

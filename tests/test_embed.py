@@ -26,7 +26,7 @@ from caduceus_cli.model import tokenize
 from caduceus_cli.pipelines import embed as embed_mod
 from caduceus_cli.genome.windows import central_width, tile_cores, tile_starts
 from caduceus_cli.pipelines.embed import embed_regions
-from caduceus_cli.pipelines.features import embed_tokens, strand_features
+from caduceus_cli.pipelines.inference import embed_tokens, strand_features
 
 from .conftest import REPO, need_data, pretend_rank
 

@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
+from ..choices import PER_POSITION, POOLINGS
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
-                                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS, POOLS)
+                                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS)
 from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
 
 
@@ -23,9 +24,9 @@ def embed(
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     dtype: Optional[str] = DtypeOption,
-    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLS[:-1])} (the mean over the central "
-                                                          "--center-width bp) or none (one vector per position; "
-                                                          "Parquet or .npy/.npz)."),
+    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLINGS)} (center: the mean over the central "
+                             "--center-width bp; first/last: each strand's own first/last base), or "
+                             f"{PER_POSITION} (one vector per position; Parquet or .npy/.npz)."),
     center_width: int = typer.Option(DEFAULT_CENTER_WIDTH, "--center-width", help="Width of the central window for "
                                      "--pool center (the paper's VEP features average 1,536 bp)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Hidden layer: 0 = token embeddings ... n_layer = last "

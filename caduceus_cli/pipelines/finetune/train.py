@@ -23,8 +23,8 @@ from ...dna import reverse_complement_tokens
 from ..optim import lr_at, parameter_groups
 from .data import LabelSpace, TokenSplit, batches_per_epoch, collate, train_batches
 from ...model.precision import autocast
-from .infer import outputs_from_logits, predict_logits, to_device
-from .metrics import is_better, split_metrics
+from ..inference import predict_logits, to_device
+from .metrics import is_better, outputs_from_logits, split_metrics
 from .recipe import ADAM_BETAS, FINAL_LR_FRACTION, GRAD_CLIP, WARMUP_FRACTION
 
 log = logging.getLogger("caduceus")
