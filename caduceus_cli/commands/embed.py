@@ -9,7 +9,8 @@ import typer
 from ..choices import PER_POSITION, POOLINGS
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                                         DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+                      SummaryJsonOption, report)
 
 
 def embed(
@@ -53,8 +54,8 @@ def embed(
     io_threads: int = typer.Option(DEFAULT_IO_THREADS, "--io-threads", help="Threads reading sequences from the FASTA."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
                                 "an interrupted run from them (same command; another input or option is refused)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
-    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
+    quiet: bool = QuietOption,
+    as_json: bool = SummaryJsonOption,
 ) -> None:
     """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV.
 
