@@ -47,8 +47,8 @@ def embed(
                                              f"{DEFAULT_BATCH_CUDA} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=f"At most this many bases per batch "
                                              f"(default {DEFAULT_MAX_TOKENS})."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from "
-                                                                       "the output file name)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from the output "
+                                                             "file name)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
                                                                     "stopping: bad lines, unknown contigs, too long."),
     io_threads: int = typer.Option(DEFAULT_IO_THREADS, "--io-threads", help="Threads reading sequences from the FASTA."),
