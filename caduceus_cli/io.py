@@ -106,6 +106,25 @@ def refuse_overwriting_inputs(output: str | os.PathLike | None, *inputs: str | o
                                     f"{src}; choose another output name")
 
 
+def output_format(path: str | os.PathLike, fmt: str | None, suffixes: dict[str, str], *, stream: str) -> str:
+    """The format of an output: ``fmt`` (``--format``, any case) when given, else the one the file
+    name ends in (``suffixes``: ending -> format, the longest ending first); stdout ('-'), a device
+    or a pipe get ``stream``. A file name that names no format is refused rather than guessed."""
+    formats = list(dict.fromkeys(suffixes.values()))
+    if fmt:
+        if fmt.lower() not in formats:
+            raise CaduceusError(f"--format must be one of {', '.join(formats)}, got {fmt!r}")
+        return fmt.lower()
+    if str(path) == "-" or is_special(path):
+        return stream
+    name = str(path).lower()
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffixes[suffix]
+    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
+                        f"{', '.join(suffixes)}, or give --format")
+
+
 def write_error(path: str | os.PathLike, error: OSError) -> CaduceusError:
     """One line for an OSError met while writing ``path``."""
     reason = error.strerror or str(error)
@@ -212,7 +231,9 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
 
     ``path`` must not exist yet, or be an empty folder (checked before any work, so call this
     first); with ``replace`` an existing folder is replaced as a whole once the new one is complete
-    (a checkpoint written again). On error the temporary folder and all it holds are removed.
+    (a checkpoint written again, a continued run). On error the temporary folder and all it holds
+    are removed. Everything in the finished folder gets the modes a plain ``open()``/``mkdir``
+    would give (some writers make private 0600 temporaries).
     """
     target = Path(path)
     if target.exists() and not replace and not (target.is_dir() and not any(target.iterdir())):
@@ -233,12 +254,19 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
                 yield tmp
             except CaduceusError as e:  # name the folder the user asked for, not our temporary one
                 raise CaduceusError(str(e).replace(str(tmp), str(path)), exit_code=e.exit_code) from None
-            os.chmod(tmp, 0o777 & ~_UMASK)
+            _plain_modes(tmp)
             _move_aside_and_replace(tmp, final_path(target))
             _LIVE.discard(tmp)
     finally:
         if tmp in _LIVE:
             _remove(tmp)
+
+
+def _plain_modes(folder: Path) -> None:
+    """``folder`` and everything in it with the modes of a plain open()/mkdir under the umask."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
 
 
 def _move_aside_and_replace(new: Path, target: Path) -> None:

@@ -280,9 +280,9 @@ def _read_labeled():
 
 
 def consume_bed(path: Path) -> None:
-    from caduceus_cli.genome.bed import read_bed
+    from caduceus_cli.genome.bed import BedReader
 
-    for region in read_bed(path):
+    for region in BedReader(path):
         assert 0 <= region.start <= region.end, region
 
 

@@ -9,7 +9,7 @@ import gzip
 import pytest
 
 from caduceus_cli.errors import CaduceusError
-from caduceus_cli.genome.regions import END_OF_CONTIG, Region, parse_regions
+from caduceus_cli.genome.regions import END_OF_CONTIG, RegionQuery, parse_regions
 
 from .conftest import DATA, console, need_data
 
@@ -19,8 +19,8 @@ FA = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.fa"
 
 def test_region_syntax_is_bcftools():
     assert parse_regions("z:40-,y:5,z:15-30,z:10-20,chr:with:colons:1-2,x") == [  # by contig, merged
-        Region("z", 10, 30), Region("z", 40, END_OF_CONTIG), Region("y", 5, 5), Region("chr:with:colons", 1, 2),
-        Region("x", 1, END_OF_CONTIG)]
+        RegionQuery("z", 10, 30), RegionQuery("z", 40, END_OF_CONTIG), RegionQuery("y", 5, 5), RegionQuery("chr:with:colons", 1, 2),
+        RegionQuery("x", 1, END_OF_CONTIG)]
     for bad, needle in (("z:20-10", "end 10 is before start 20"), ("z:0-5", "start"), ("z,,y", "empty region")):
         with pytest.raises(CaduceusError, match=needle):
             parse_regions(bad)
@@ -70,8 +70,8 @@ def test_regions_need_an_index_and_one_kind(run_cli, small_ps_dir, tmp_path):
 
 def test_a_region_with_a_colon_is_a_range_or_a_contig_of_the_vcf():
     contigs = ["z", "chr:with:colons"]
-    assert parse_regions("chr:with:colons,z:5", contigs) == [Region("chr:with:colons", 1, END_OF_CONTIG),
-                                                            Region("z", 5, 5)]
+    assert parse_regions("chr:with:colons,z:5", contigs) == [RegionQuery("chr:with:colons", 1, END_OF_CONTIG),
+                                                            RegionQuery("z", 5, 5)]
     with pytest.raises(CaduceusError, match=r"-r: z:abc: 'abc' is not a position or range and 'z:abc' is not a "
                                             r"contig of the VCF"):
         parse_regions("z:5,z:abc", contigs)

@@ -8,7 +8,7 @@ import typer
 
 from ..choices import DEFAULT_MODEL
 from ..choices import BACKENDS
-from ._common import DeviceOption, Progress
+from ._common import DeviceOption, Progress, QuietOption
 
 
 class TaskProgress(Progress):
@@ -50,7 +50,7 @@ def benchmark_command(
     backends: str = typer.Option(None, "--backends", help=f"speed: comma-separated selective-scan backends ({', '.join(BACKENDS)}; default auto)."),
     window: int = typer.Option(None, "--window", help="vep-eqtl: window (bp) centred on the variant (default 1536)."),
     device: str = DeviceOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quiet: bool = QuietOption,
 ) -> None:
     """Run a benchmark suite and write a report folder (results.jsonl, summary.md, summary.png).
 

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from ..errors import CaduceusError
 from ..io import quiet_htslib
-from .regions import Region, index_of, require_index
+from .regions import RegionQuery, index_of, require_index
 
 log = logging.getLogger("caduceus")
 
@@ -88,10 +88,10 @@ class VcfReader:
                                 "(is the header cut short?)") from None
         self.kind = "stdin" if self.path == "-" else _file_kind(Path(self.path))
         self.raw_header = self.vcf.raw_header
-        self.regions: list[Region] | None = None  # see restrict()
+        self.regions: list[RegionQuery] | None = None  # see restrict()
         self.contigs = list(self.vcf.seqnames)  # declared in the header, then those of the index
 
-    def restrict(self, regions: list[Region]) -> None:
+    def restrict(self, regions: list[RegionQuery]) -> None:
         """Read only the records whose POS lies in one of ``regions`` (records are then numbered,
         not given line numbers). Needs an index."""
         require_index(self.path)

@@ -29,35 +29,24 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CaduceusError
-from ..io import (atomic_file, check_writable, final_path, is_special, open_file, open_output, quiet_htslib,
-                  reported_os_error, temporary_file, write_error)
+from ..io import (atomic_file, check_writable, final_path, is_special, open_file, open_output, output_format,
+                  quiet_htslib, reported_os_error, temporary_file, write_error)
 from .vcf import BGZF_EOF
 
 FORMATS = ("vcf", "vcf.gz", "bcf", "tsv")
 INDEXED = {"vcf.gz": ".tbi", "bcf": ".csi"}
 
-_SUFFIXES = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
-             ".tsv.gz": "tsv", ".tsv.bgz": "tsv"}
+OUTPUT_SUFFIXES = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
+                   ".tsv.gz": "tsv", ".tsv.bgz": "tsv"}  # file name ending -> format (io.output_format)
 
 
-def output_format(path: str, fmt: str | None) -> str:
-    """The output format from ``--format`` or the file name (stdout, a device or a pipe: vcf unless
-    told tsv); a file name that says no format is refused rather than guessed."""
-    if fmt:
-        fmt = fmt.lower()
-        if fmt not in FORMATS:
-            raise CaduceusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        if path == "-" and fmt in ("vcf.gz", "bcf"):
-            raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
-        return fmt
-    if str(path) == "-" or is_special(path):  # stdout, /dev/null, a named pipe: as stdout
-        return "vcf"
-    name = str(path).lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return _SUFFIXES[suffix]
-    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
-                        f"{', '.join(_SUFFIXES)}, or give --format")
+def variant_output_format(path: str, fmt: str | None) -> str:
+    """The format of score-variants' output (io.output_format; stdout, a device or a pipe: vcf
+    unless told tsv); compressed formats need a file."""
+    fmt = output_format(path, fmt, OUTPUT_SUFFIXES, stream="vcf")
+    if str(path) == "-" and fmt in ("vcf.gz", "bcf"):
+        raise CaduceusError(f"--format {fmt} needs -o FILE; for stdout pipe plain VCF into bgzip or bcftools")
+    return fmt
 
 
 def index_path(path: str, fmt: str) -> str:

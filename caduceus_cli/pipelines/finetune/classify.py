@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ...choices import DEFAULT_MODEL, POOLINGS
+from ...choices import DEFAULT_MODEL, check_pooling
 from ...errors import CaduceusError
 from ...io import refuse_overwriting_inputs
 from ...model.checkpoint import TASKS, new_classifier, save_model
@@ -96,8 +96,7 @@ def _checked(options: dict, data: dict) -> dict:
         raise CaduceusError("give the training data (TRAIN), or --resume DIR to continue a stopped run")
     if options["task"] not in TASKS:
         raise CaduceusError(f"--task must be one of {', '.join(TASKS)}, got {options['task']!r}")
-    if options["pool"] not in POOLINGS:
-        raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {options['pool']!r}")
+    check_pooling(options["pool"])
     for key in ("epochs", "batch_size", "center_width"):
         if not isinstance(options[key], int) or options[key] < 1:
             raise CaduceusError(f"--{key.replace('_', '-')} must be a positive integer, got {options[key]!r}")

@@ -21,7 +21,7 @@ from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...genome.regions import parse_regions, read_regions_file
 from ...genome.vcf import VcfReader
-from ...genome.vcf_writer import RecordSink, SortedCheck, check_output, contig_lines, output_format
+from ...genome.vcf_writer import RecordSink, SortedCheck, check_output, contig_lines, variant_output_format
 from ...io import provenance, refuse_overwriting_inputs
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
@@ -55,7 +55,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue).validate()
-    fmt = output_format(output, fmt)
+    fmt = variant_output_format(output, fmt)
     if regions and regions_file:
         raise CaduceusError("give -r REGIONS or -R FILE, not both")
     refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)

@@ -1,8 +1,9 @@
 """Scores of VCF records from a Caduceus masked LM: LLR at the masked centre, embedding distances,
 SVM decisions, per ALT allele, with the windows of a chunk de-duplicated and run in batches.
 
-LLR and embeddings come from the model's own heads: ``model.logits`` (the masked-LM head) and the
-shared feature code (``features.embed_tokens``: strand-averaged mean of the last layer).
+LLR and embeddings come from ``pipelines/inference.py``: the masked-LM logits at the centre with
+both strands combined (``centre_logits``) and the strand-averaged mean of the last layer
+(``embed_tokens``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
-from ... import stopping
 from ...errors import CaduceusError
 from ...genome.vcf import VcfRecord
 from ...genome.windows import fetch_window, variant_window
-from ...model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
-from ..features import autocast_for, embed_tokens
+from ...dna import MASK, VOCAB, encode
+from .. import inference
 from .settings import DEFAULT_BATCH, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 _BASES_RE = re.compile(r"^[ACGTNacgtn]+$")
@@ -122,39 +121,22 @@ class VariantScorer:
         self.source, self.where, self.keep_features = source, where, keep_features
         self.scores, self.window, self.centre = self.settings.scores, window, self.settings.centre
         self.need_embed = keep_features or any(s in self.scores for s in EMBEDDING_SCORES)
-        self.complement = torch.tensor(model.config.complement_list(), dtype=torch.long)
 
     # -- model passes --------------------------------------------------------------------------
-    @torch.no_grad()
     def centre_logits(self, ids: np.ndarray) -> np.ndarray:
-        """(N, L) uint8 windows (masked at the centre) -> (N, vocab) logits at the centre, both
-        strands combined (PS: one pass, its LM head is equivariant; Ph: the forward pass and the
-        reverse-complement pass averaged)."""
-        model, c = self.model, self.centre
-        out = []
-        for start in range(0, len(ids), self.settings.batch_size):
-            stopping.check()
-            x = torch.from_numpy(ids[start:start + self.settings.batch_size]).to(model.device).long()
-            with autocast_for(model):
-                hidden, _ = model.caduceus(x, model.backend, False)
-                logits = model.logits(hidden[:, c]).float()
-                if not model.config.rcps:
-                    complement = self.complement.to(x.device)
-                    hidden_rc, _ = model.caduceus(reverse_complement_ids(x, complement), model.backend, False)
-                    logits_rc = model.logits(hidden_rc[:, x.shape[1] - 1 - c]).float()
-                    logits = 0.5 * (logits + logits_rc[:, complement])
-            out.append(logits.cpu())
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 16))
+        """(N, L) uint8 windows (masked at the centre) -> (N, vocab) float64 logits at the centre,
+        both strands combined (``inference.centre_logits``)."""
+        model = self.model
+        logits = inference.batched(ids, self.settings.batch_size,
+                                   lambda x: inference.centre_logits(model, x, self.centre),
+                                   width=model.config.padded_vocab_size, device=model.device)
+        return logits.astype(np.float64)
 
-    @torch.no_grad()
     def embeddings(self, ids: np.ndarray) -> np.ndarray:
-        """(N, L) uint8 windows -> (N, d) strand-averaged mean embeddings of the last layer."""
-        out = []
-        for start in range(0, len(ids), self.settings.batch_size):
-            stopping.check()
-            x = torch.from_numpy(ids[start:start + self.settings.batch_size]).to(self.model.device).long()
-            out.append(embed_tokens(self.model, x, pool="mean").cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, self.model.config.d_model), dtype=np.float32)
+        """(N, L) uint8 windows -> (N, d) float32 strand-averaged mean embeddings of the last layer."""
+        model = self.model
+        return inference.batched(ids, self.settings.batch_size, lambda x: inference.embed_tokens(model, x, pool="mean"),
+                                 width=model.config.d_model, device=model.device)
 
     # -- windows -------------------------------------------------------------------------------
     def _windows(self, rec: VcfRecord, contig: str) -> tuple[np.ndarray, str]:
