@@ -14,6 +14,7 @@ import typer
 
 from . import stopping
 from ._version import __version__
+from .commands._common import click_exceptions
 from .errors import CaduceusError
 
 # Subcommand modules under caduceus_cli/commands, each with register(app).
@@ -69,17 +70,7 @@ def _setup_logging() -> None:
     logging.addLevelName(logging.INFO, "info")
 
 
-def _click_exceptions():
-    """The exception module of the click that the installed Typer raises from: Typer 0.2x vendors
-    click as ``typer._click`` (and no longer depends on click); older Typer uses click itself."""
-    try:
-        from typer._click import exceptions
-    except ImportError:
-        from click import exceptions
-    return exceptions
-
-
-_CLICK = _click_exceptions()
+_CLICK = click_exceptions()
 
 
 def usage_line(error) -> str:

@@ -7,8 +7,9 @@ Every pipeline and command uses these; nothing here imports Typer or Rich.
   variable is wrong in one line instead of failing at import.
 - :func:`resolve_device` is the one default-device rule: ``cuda:LOCAL_RANK`` when CUDA is there
   (``cuda:0`` outside torchrun), else ``cpu``; a device that cannot run here is refused.
-- :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
-  sets up the process group once and always destroys what it created.
+- :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK;
+  :func:`env_rank` for a command that needs its rank before the run). It sets up the process
+  group once and always destroys what it created.
 - :func:`resolve_model` takes a model name, folder or hub id (with ``revision``) or a model that is
   already loaded.
 - :func:`prefetch` runs an iterator on a background thread.
@@ -118,6 +119,21 @@ def _env_rank(name: str, default: int) -> int:
     return value
 
 
+def env_rank() -> int:
+    """This process's RANK under torchrun, 0 outside it (read and checked as :func:`torchrun` does)."""
+    return _env_rank("RANK", 0)
+
+
+def _check_launcher(world: int) -> None:
+    """WORLD_SIZE > 1 needs the rendezvous that torchrun sets up (MASTER_ADDR, MASTER_PORT)."""
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
+    if missing:
+        raise CaduceusError(f"environment variable WORLD_SIZE={world} asks for {world} processes, but "
+                            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: launch many "
+                            "processes with torchrun (torchrun --nproc-per-node N -m caduceus_cli ...), or unset "
+                            "WORLD_SIZE and RANK for one process")
+
+
 @dataclass
 class Runtime:
     """This process's place in a (possibly single-process) run, and its device."""
@@ -183,6 +199,8 @@ def torchrun(device: "str | torch.device | None" = None, *, collectives: str | N
     local_rank = _env_rank("LOCAL_RANK", rank if world > 1 else 0)
     if rank >= world:
         raise CaduceusError(f"environment variable RANK={rank} must be smaller than WORLD_SIZE={world}")
+    if world > 1:
+        _check_launcher(world)
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         import torch

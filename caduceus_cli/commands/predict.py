@@ -36,11 +36,10 @@ def predict_command(
 
       caduceus predict prom_clf regions.bed -f genome.fa -o - | head
     """
-    import os
-
     from ..pipelines.finetune import predict
+    from ..runtime import env_rank
 
-    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    is_main = env_rank() == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
                          batch_size=batch_size, device=device, backend=backend, progress=progress)

@@ -62,6 +62,7 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
         given, data = _resumed_options(saved, given, data, resume)
     else:
         check_new_output(output_dir)
+    R.check_options(eval_batch_size=eval_batch_size)
     options = _checked(given, data)
     with torchrun(device) as runtime:
         job = _Job(options, data, runtime, backend, eval_batch_size, max_time, started, progress)
@@ -95,15 +96,8 @@ def _checked(options: dict, data: dict) -> dict:
         raise CaduceusError(f"--task must be one of {', '.join(TASKS)}, got {options['task']!r}")
     if options["pool"] not in POOLINGS:
         raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {options['pool']!r}")
-    for key in ("epochs", "batch_size", "center_width"):
-        if not isinstance(options[key], int) or options[key] < 1:
-            raise CaduceusError(f"--{key.replace('_', '-')} must be a positive integer, got {options[key]!r}")
-    if options["max_length"] is not None and options["max_length"] < 1:
-        raise CaduceusError(f"--max-length must be a positive integer, got {options['max_length']!r}")
-    if not options["lr"] > 0:
-        raise CaduceusError(f"--lr must be positive, got {options['lr']}")
-    if options["weight_decay"] < 0:
-        raise CaduceusError(f"--weight-decay must be >= 0, got {options['weight_decay']}")
+    R.check_options(**{k: options[k] for k in ("epochs", "batch_size", "center_width", "max_length", "lr",
+                                               "weight_decay")})
     check_protocol(seeds=options["seeds"], folds=options["folds"], valid_fraction=options["valid_fraction"],
                    has_valid=data["valid"] is not None, has_test=data["test"] is not None)
     options["select_metric"] = check_metric(options["task"], options["select_metric"] or R.SELECT_METRIC[options["task"]])

@@ -160,6 +160,7 @@ def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None,
     """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json).
     ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
     started = time.time()
+    R.check_options(folds=folds, seed=seed, batch_size=batch_size, center_width=center_width, max_length=max_length)
     check_new_output(output_dir)
     if pool not in POOLINGS:
         raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {pool!r}")

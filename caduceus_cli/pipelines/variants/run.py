@@ -53,6 +53,9 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model="bundled",
     (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue).validate()
+    if tissue is not None and not svm:
+        raise CaduceusError(f"--tissue {tissue} is the tissue of the svm score: give --svm DIR too (a folder from "
+                            "`caduceus finetune svm --use-tissue`)")
     fmt = output_format(output, fmt)
     wanted = _regions(vcf, regions, regions_file)
     if output != "-":
