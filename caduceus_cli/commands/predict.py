@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from ._common import BackendOption, DeviceOption, Progress, report
+from ..limits import MAX_BATCH
+from ._common import BackendOption, DeviceOption, Progress, SizeOption, report
 
 
 def predict_command(
@@ -15,11 +16,12 @@ def predict_command(
                                           "(detected by content; gzip ok; '-' for stdin)."),
     output: str = typer.Option("-", "--output", "-o", help="out.tsv (.gz: bgzip) or out.parquet; '-' writes TSV to "
                                                           "stdout."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="tsv or parquet (default: from the -o name; stdout: tsv)."),
     fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED input."),
     sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help="CSV/TSV: column name or 1-based "
                                                   "number (default: sequence/seq, or the column that holds DNA)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass "
-                                             "(default: 64 on CPU, 512 on CUDA)."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", "-b", maximum=MAX_BATCH, help="Sequences per "
+                                           "forward pass (default: 64 on CPU, 512 on CUDA)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
@@ -42,7 +44,7 @@ def predict_command(
     is_main = env_rank() == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
-                         batch_size=batch_size, device=device, backend=backend, progress=progress)
+                         batch_size=batch_size, device=device, backend=backend, progress=progress, fmt=fmt)
     if is_main:
         where = "stdout" if result.output == "-" else result.output
         summary = {"records": result.n_records, "cropped": result.truncated, "seconds": round(result.seconds, 3),

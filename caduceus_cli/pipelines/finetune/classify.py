@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
 import torch
 
+from ... import stopping
 from ...errors import CaduceusError
 from ...model.caduceus import POOLINGS
 from ...model.checkpoint import TASKS, new_classifier, save_model
@@ -72,6 +74,8 @@ def finetune_classifier(train=None, output_dir=None, *, model="bundled", valid=N
         with output_folder(target, replace=resume is not None, enabled=runtime.is_main) as folder:
             report = job.run(folder, saved, Path(resume) if resume is not None else None, target)
         runtime.barrier()
+    if job.signal is not None:  # the folder holds what --resume continues; end as a stopped command does
+        raise stopping.Stopped(job.signal)
     return report
 
 
@@ -110,6 +114,7 @@ class _Job:
     def __init__(self, options: dict, data: dict, runtime, backend: str, eval_batch_size, max_time, started, progress):
         self.options, self.runtime, self.backend = options, runtime, backend
         self.max_time, self.started = max_time, started
+        self.signal: int | None = None  # the signal that stopped the job (stopping.py)
         self.progress = progress if runtime.is_main else None
         read = dict(fasta=options["fasta"], task=options["task"], sequence_column=options["sequence_column"],
                     label_column=options["label_column"])
@@ -157,10 +162,11 @@ class _Job:
         return model
 
     def should_stop(self) -> bool:
-        if self.max_time is None:
-            return False
-        over = float(time.time() - self.started >= self.max_time)
-        return bool(self.runtime.all_reduce([over], "max")[0])
+        """After each step: past ``max_time``, or asked to stop by a signal (on any process)."""
+        if self.max_time is None and not self.runtime.distributed:
+            return stopping.requested() is not None
+        over = self.max_time is not None and time.time() - self.started >= self.max_time
+        return bool(self.runtime.all_reduce([float(over or stopping.requested() is not None)], "max")[0])
 
     # -- the whole protocol --------------------------------------------------------------------
     def run(self, folder: Path | None, saved: dict | None, resume_dir: Path | None, target) -> dict:
@@ -186,7 +192,11 @@ class _Job:
                     self.progress(index * self.settings.epochs * trainer.steps_per_epoch + state.step)
             if torch.cuda.is_available() and self.runtime.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.runtime.device)
-            if not trainer.fit(state):
+            try:
+                finished = trainer.fit(state)
+            except stopping.Stopped:  # during a validation: the steps of the epoch are done and kept
+                finished = False
+            if not finished:
                 return self._stop(folder, model, trainer, state, index, completed, chosen)
             result = self._finish_run(plan, model, trainer, state, test)
             completed.append(result)
@@ -256,9 +266,11 @@ class _Job:
 
     def _stop(self, folder, model, trainer: RunTrainer, state: RunState, index: int, completed, chosen) -> dict:
         report = self._report(completed, chosen, "stopped")
-        report["resume"] = (f"stopped by --max-time in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), "
+        self.signal = stopping.requested()
+        cause = "--max-time" if self.signal is None else signal.Signals(self.signal).name
+        report["resume"] = (f"stopped by {cause} in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), "
                             f"epoch {state.epoch + 1}, step {state.step}: continue with --resume {self.target}")
-        log.warning("--max-time reached: %s", report["resume"])
+        log.warning("%s", report["resume"])
         if folder is not None:
             current = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             best = chosen["state"] or trainer.best_state or current

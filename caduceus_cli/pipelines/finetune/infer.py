@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ... import stopping
 from .data import collate, eval_batches
 
 
@@ -34,13 +35,15 @@ def batched_rows(tokens: list[np.ndarray], batch_size: int, width: int, compute:
     """(N, width) float32: ``compute(ids, lens)`` (a tensor of one row per sequence) over equal-length
     batches (no padding), under bf16 autocast on CUDA; under torchrun batch i runs on rank
     ``i % world`` and every rank receives all rows, in input order. ``ids``/``lens`` are on the
-    device of ``compute``'s model, which the caller closes over."""
+    device of ``compute``'s model, which the caller closes over. A signal (stopping.py) stops it
+    after the current batch."""
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
     world, rank = (runtime.world_size, runtime.rank) if runtime is not None else (1, 0)
     mine = []
     for i, idx in enumerate(eval_batches(lengths, batch_size)):
         if i % world != rank:
             continue
+        stopping.check()
         mine.append((idx, compute(*collate(tokens, idx)).float().cpu().numpy()))
         if progress is not None:
             progress(len(idx))
