@@ -30,6 +30,11 @@ MAX_COUNT = (1 << 31) - 1  # seeds, folds, epochs, steps, records per chunk, ...
 ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
+def is_ascii_digits(text: str) -> bool:
+    """Whether ``text`` is one or more ASCII digits (``str.isdigit`` also takes ``'٣'`` and ``'²'``)."""
+    return text.isascii() and text.isdigit()
+
+
 def is_ascii_integer(text: str) -> bool:
     """Whether ``text`` (stripped) is an optional sign and ASCII digits, nothing else."""
     return ASCII_INTEGER.fullmatch(text.strip()) is not None

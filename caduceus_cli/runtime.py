@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from .errors import CaduceusError
+from .limits import is_ascii_integer
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -43,7 +44,7 @@ DEFAULT_MODEL = "bundled"  # the small model shipped inside the package
 # ---------------------------------------------------------------------------------------------
 # settings from the environment
 # ---------------------------------------------------------------------------------------------
-_SIZE = re.compile(r"^\s*(\d+(?:_\d+)*)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+(?:_[0-9]+)*)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -110,10 +111,9 @@ def _env_rank(name: str, default: int) -> int:
     text = os.environ.get(name, "")
     if not text.strip():
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise CaduceusError(f"environment variable {name}={text!r} is not an integer (set by torchrun)") from None
+    if not is_ascii_integer(text):
+        raise CaduceusError(f"environment variable {name}={text!r} is not an integer (set by torchrun)")
+    value = int(text)
     if value < 0:
         raise CaduceusError(f"environment variable {name}={text!r} must be >= 0")
     return value

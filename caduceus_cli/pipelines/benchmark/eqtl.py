@@ -21,6 +21,7 @@ from ..._version import __version__
 from ...errors import CaduceusError
 from ...genome.lines import check_input, open_text
 from ...io import command_line
+from ...limits import is_ascii_digits
 from .sources import TaskFiles
 
 TEST_CHROMOSOMES = {"9", "10"}
@@ -44,7 +45,7 @@ def read_eqtl_table(path: Path) -> list[dict]:
         rows = []
         for line_no, record in enumerate(reader, start=2):
             value = {c: (record.get(columns[c]) or "").strip() for c in columns}
-            if not (value["pos"].isascii() and value["pos"].isdigit()):
+            if not is_ascii_digits(value["pos"]):
                 raise CaduceusError(f"{label}: line {line_no}: POS {value['pos']!r} is not a positive integer")
             if value["label"] not in ("0", "1"):
                 raise CaduceusError(f"{label}: line {line_no}: label {value['label']!r} is not a class of "
