@@ -109,7 +109,7 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except CaduceusError:
         raise
-    except pickle.UnpicklingError:  # torch's text would advise weights_only=False: never to be followed here
+    except pickle.UnpicklingError:  # torch's own text advises loading the file unsafely: never shown
         raise CaduceusError(f"{path}: cannot be read as a weights file: it holds Python objects other than "
                             "tensors, which could run code and are never loaded; use a model.safetensors "
                             "(or a pytorch_model.bin of tensors only) from a source you trust") from None
