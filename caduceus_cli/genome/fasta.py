@@ -176,7 +176,7 @@ class Reference:
         """``line N (record 'a', base B)`` of the first bad byte of a record, as exactly as the file allows:
         the line of a plain file, else the line within the record."""
         entry = self._fai_entry(contig)
-        if entry is None:
+        if entry is None or entry[1] < 1:  # no index entry, or one htslib could not measure lines in
             return f"record {contig!r}, bases {start + 1}-{end}"
         offset, line_bases, line_width = entry
         if first is None:  # find it: read the region's lines (plain files only)
