@@ -201,7 +201,7 @@ def classify_command(
                                            "limit)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly after this wall time (420, 7m, "
                                            "1h30m), leaving a folder that --resume continues."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time (its folder)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time or a signal (its folder)."),
     eval_batch_size: Optional[int] = SizeOption(None, "--eval-batch-size", limits=_SIZES["eval_batch_size"],
                                                 help="Sequences per evaluation batch (default: --batch-size)."),
     device: Optional[str] = DeviceOption,
