@@ -244,7 +244,7 @@ def test_pretrain_checkpoint_on_a_full_disk_is_one_line(small_disk):
 # -- pretrain errors found after the start ---------------------------------------------------------------
 
 @pytest.mark.parametrize("genome, extra, needle", [
-    ("synthetic", ["--seq-len", "10000000"], "--seq-len 10000000 is longer than every training region"),
+    ("synthetic", ["--seq-len", "1000000"], "--seq-len 1000000 is longer than every training region"),
     ("all-n", ["--seq-len", "32"], "every base is N"),
     ("synthetic", ["--seq-len", "64", "--valid-contigs", "nosuch"], "--valid-contigs: contig 'nosuch'"),
     ("empty", ["--seq-len", "64"], "empty.fa: not a readable FASTA file: the file is empty"),
