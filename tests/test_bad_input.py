@@ -420,6 +420,25 @@ def test_sizes_out_of_range_and_non_finite_numbers_are_usage_errors(tmp_path, ar
     assert listing(tmp_path) == []
 
 
+@pytest.mark.parametrize("call, needle", [
+    (lambda cc: cc.embed_regions(str(GENOME), str(REGIONS), batch_size=0), "--batch-size 0 is out of range"),
+    (lambda cc: cc.predict("clf", "in.fa", batch_size=-1), "--batch-size -1 is out of range"),
+    (lambda cc: cc.fit_probe("t.csv", batch_size=-1), "--batch-size -1 is out of range"),
+    (lambda cc: cc.finetune_classifier("t.csv", eval_batch_size=-1), "--eval-batch-size -1 is out of range"),
+    (lambda cc: cc.run_benchmark("gue", max_sequences=0), "--max-sequences 0 is out of range"),
+    (lambda cc: cc.score_variants("in.vcf", "g.fa", window=1 << 40), "--window 1099511627776 is out of range"),
+    (lambda cc: cc.train_svm("l.tsv", "g.fa", "t.bed", "out", n_train=0), "--n-train 0 is out of range"),
+])
+def test_the_python_api_checks_the_same_values_in_the_same_words(tmp_path, monkeypatch, call, needle):
+    import caduceus_cli as cc
+    from caduceus_cli.errors import CaduceusError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CaduceusError, match=needle):
+        call(cc)
+    assert listing(tmp_path) == []
+
+
 def test_benchmark_speed_lengths_that_are_not_numbers_are_one_line(tmp_path):
     one_error(console("benchmark", "speed", "-o", "report", "--lengths", "1024,abc", cwd=tmp_path),
               "--lengths: 'abc' is not a whole number")
