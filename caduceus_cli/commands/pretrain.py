@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..pipelines.pretrain.settings import DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, WARMUP_FRACTION, PretrainSettings
-from ._common import DeviceOption, Progress, duration, report
+from ._common import BACKEND_HELP, DeviceOption, Progress, duration, report
 
 
 _DEFAULTS = PretrainSettings()
@@ -61,8 +61,7 @@ def pretrain_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (same "
                                           "configuration; a different one is refused)."),
     device: Optional[str] = DeviceOption,
-    backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
-                                          + _default("backend")),
+    backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP + _default("backend")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
     as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
