@@ -415,6 +415,15 @@ def test_every_backend_option_lists_every_backend():
     assert [row for row in rows if not all(name in row for name in BACKENDS)] == []
 
 
+def test_pretrain_help_lists_every_backend_it_accepts():
+    from caduceus_cli.backend_names import BACKENDS
+
+    done = subprocess.run(console_command("pretrain", "--help"), capture_output=True, text=True, timeout=120,
+                          env=console_env({"COLUMNS": "250", "TERM": "dumb", "NO_COLOR": "1"}))
+    backend_help = done.stdout[done.stdout.index("--backend"):]
+    assert done.returncode == 0 and [name for name in BACKENDS if name not in backend_help] == []
+
+
 # ---- generated reference and cited runs ----------------------------------------------------------
 
 def _generator():
