@@ -415,6 +415,26 @@ def test_every_backend_option_lists_every_backend():
     assert [row for row in rows if not all(name in row for name in BACKENDS)] == []
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+\s+(.+?)\s*$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_pages_resolve():
+    broken = []
+    for page in PAGES:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*\.md)?(?:#([\w-]+))?\)", page.read_text()):
+            linked = (page.parent / target) if target else page
+            if target.startswith("http") or not (target or anchor):
+                continue
+            if not linked.is_file():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and anchor not in _anchors(linked):
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert broken == []
+
+
 def test_pretrain_help_lists_every_backend_it_accepts():
     from caduceus_cli.backend_names import BACKENDS
 
