@@ -435,6 +435,39 @@ def test_links_between_pages_resolve():
     assert broken == []
 
 
+def _names_exist(dotted: str) -> bool:
+    """``caduceus_cli.model.scan.selective_scan``: the longest module prefix is a file or package of
+    the repository and the rest (if any) is a name defined or imported in it."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = REPO.joinpath(*parts[:cut])
+        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if module.is_file():
+            rest = parts[cut:]
+            return not rest or re.search(rf"\b{re.escape(rest[0])}\b", module.read_text()) is not None
+    return False
+
+
+def test_files_and_modules_the_docs_name_exist():
+    """Paths of the repository (`caduceus_cli/...`, `tests/...::test_name`, `benchmarks/...`) and
+    dotted names of the package that a page names in code spans are there."""
+    missing = []
+    for page in PAGES:
+        text = page.read_text()
+        for path in re.findall(r"`((?:caduceus_cli|tests|benchmarks|scripts|examples)/[\w/.-]+(?:::\w+)?)", text):
+            file, _, test = path.partition("::")
+            target = REPO / file
+            if not target.exists() or (test and test not in target.read_text()):
+                missing.append(f"{page.name}: {path}")
+        for path in re.findall(r"`((?:genome|model|pipelines|commands|runtime)/[\w/.-]+\.py)", text):
+            if not (REPO / "caduceus_cli" / path).is_file():
+                missing.append(f"{page.name}: {path}")
+        for dotted in re.findall(r"`(caduceus_cli(?:\.\w+)+)", text):
+            if not _names_exist(dotted):
+                missing.append(f"{page.name}: {dotted}")
+    assert missing == []
+
+
 def test_pretrain_help_lists_every_backend_it_accepts():
     from caduceus_cli.backend_names import BACKENDS
 
