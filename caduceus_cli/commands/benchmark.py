@@ -28,8 +28,8 @@ def benchmark_command(
     tasks: str = typer.Option(None, "--tasks", help="Comma-separated tasks (default: all; with --data, those it holds)."),
     data: str = typer.Option(None, "--data", help="Local copy of the suite's data in the source's own layout "
                              "(nothing is downloaded)."),
-    cache: str = typer.Option(None, "--cache", help="Download cache (default: ~/.cache/caduceus/benchmark; "
-                              "Hugging Face files use the Hugging Face cache)."),
+    cache: str = typer.Option(None, "--cache", help="Download cache (default: $CADUCEUS_CACHE/benchmark or "
+                              "~/.cache/caduceus/benchmark; Hugging Face files use the Hugging Face cache)."),
     baseline: str = typer.Option(None, "--baseline", help="kmer: add a k-mer logistic regression on the same splits."),
     resume: bool = typer.Option(False, "--resume", help="Continue the report in -o: skip tasks that have rows."),
     fasta: str = typer.Option(None, "--fasta", "-f", help="Genome: hg38 for vep-eqtl; for Genomic Benchmarks "

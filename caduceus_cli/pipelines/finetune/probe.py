@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...cache import cache_dir as cache_folder
 from ...errors import CaduceusError
 from ...io import atomic_file
 from ...model.caduceus import POOLINGS, pooled_strand_features
@@ -39,10 +39,8 @@ FEATURES_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """$CADUCEUS_CACHE, else $XDG_CACHE_HOME/caduceus-cli, else ~/.cache/caduceus-cli; features/ inside."""
-    root = os.environ.get("CADUCEUS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caduceus-cli")
-    return Path(root) / "features"
+    """``features/`` of the tool's cache (``caduceus_cli.cache``)."""
+    return cache_folder("features")
 
 
 @torch.no_grad()
