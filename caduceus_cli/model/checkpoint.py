@@ -156,7 +156,10 @@ def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Te
     """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
     expected = model.state_dict()
     tied = model.tied_parameter_names()
-    missing = [k for k in expected if k not in state and k not in tied]
+    # complement maps are built from config.json, not learned: a file may omit them (a classifier
+    # saved from a PS model has no LM head, so no lm_head.complement_map); present, they must agree
+    derived = {k for k, _ in model.named_buffers() if k.rsplit(".", 1)[-1] == "complement_map"}
+    missing = [k for k in expected if k not in state and k not in tied and k not in derived]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} (model expects {tuple(expected[k].shape)})"
               for k in state if k in expected and state[k].shape != expected[k].shape]
