@@ -11,10 +11,16 @@ from ._common import DeviceOption, Progress
 
 
 class TaskProgress(Progress):
-    """One bar reused by every task: each engine call that announces its total starts it afresh."""
+    """One progress reused by every task: each engine call that announces its total starts afresh."""
 
     def set_total(self, total: int | None) -> None:
-        self._bar.reset(self._task, total=total)
+        self.restart(total)
+
+
+def progress_unit(suite: str, protocol: str) -> str:
+    """What the engine counts: fine-tuning steps, the eQTL SVM's variants, else probed sequences."""
+    return "steps" if protocol == "finetune" and suite != "vep-eqtl" else "variants" if suite == "vep-eqtl" \
+        else "sequences"
 
 
 def benchmark_command(
@@ -67,7 +73,7 @@ def benchmark_command(
 
     options = {k: v for k, v in (("lengths", lengths), ("dtypes", dtypes), ("backends", backends),
                                  ("window", window)) if v is not None}
-    with TaskProgress("sequences", unit="items", quiet=quiet) as progress:
+    with TaskProgress("benchmark", unit=progress_unit(suite, protocol), quiet=quiet) as progress:
         rows = run_benchmark(suite, output, model=model, protocol=protocol, tasks=tasks, data=data, cache=cache,
                              baseline=baseline, resume=resume, fasta=fasta, tss=tss, seeds=seeds, epochs=epochs,
                              folds=folds, max_sequences=max_sequences, batch_size=batch_size, device=device,

@@ -96,7 +96,7 @@ _LabelColumnOption = typer.Option(None, "--label-column", help="CSV/TSV: the lab
                                   "the last column).")
 _FoldsOption = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place of a test set.")
 _ReportJsonOption = typer.Option(False, "--json", help="Print the full report as JSON.")
-_QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+_QuietOption = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
 _CLASSIFY_HELP = (
     "Fine-tune a Caduceus model with a classification (or regression) head, with the paper's recipe: "
     f"AdamW (betas {_R.ADAM_BETAS[0]}, {_R.ADAM_BETAS[1]}), weight decay {_R.WEIGHT_DECAY}, lr {_R.LR:g} with "

@@ -22,7 +22,7 @@ def predict_command(
                                              "(default: 64 on CPU, 512 on CUDA)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
     as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
     """Apply a fine-tuned classifier or probe: one row per input sequence, in input order.

@@ -119,7 +119,7 @@ def read_bed(path: str | os.PathLike, skip_invalid: bool = False) -> Iterator[Re
 
 
 def count_bed_records(path: str | os.PathLike) -> int | None:
-    """Number of data lines (for a progress bar); None if the file cannot be read."""
+    """Number of data lines (for the progress total); None if the file cannot be read."""
     try:
         return sum(1 for _ in read_lines(path, what=WHAT, skip_track=True))
     except CaduceusError:

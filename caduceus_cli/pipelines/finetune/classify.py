@@ -18,6 +18,7 @@ import torch
 from ...errors import CaduceusError
 from ...model.caduceus import POOLINGS
 from ...model.checkpoint import TASKS, new_classifier, save_model
+from ...progress import advise_on_cpu
 from ...runtime import resolve_model, torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
@@ -175,6 +176,7 @@ class _Job:
         completed = list(saved["completed"]) if saved else []
         chosen = {"index": saved.get("chosen_index"), "metric": saved.get("chosen_metric"),
                   "state": load_weights(resume_dir, "chosen")} if saved else {"index": None, "metric": None, "state": None}
+        advise_on_cpu(self.progress, self.runtime.device)
         if self.progress is not None and hasattr(self.progress, "set_total"):
             per_step = self.options["batch_size"]
             self.progress.set_total(self.options["epochs"] * sum(-(-len(p.train) // per_step) for p in self.plans))

@@ -24,6 +24,7 @@ import torch
 from ...cache import cache_dir as cache_folder
 from ...errors import CaduceusError
 from ...io import atomic_file
+from ...progress import advise_on_cpu
 from ...model.caduceus import POOLINGS, pooled_strand_features
 from ...model.checkpoint import new_classifier, save_model
 from ...runtime import resolve_model, torchrun
@@ -170,6 +171,7 @@ def fit_probe(train, output_dir=None, *, model="bundled", valid=None, test=None,
     cache_dir = None if cache is False else Path(cache) if cache not in (None, True) else default_cache_dir()
     with torchrun(device) as runtime:
         backbone = resolve_model(model, device=runtime.device, backend=backend, revision=revision)
+        advise_on_cpu(progress, runtime.device)
         settings = {"pooling": pool, "center_width": center_width, "max_length": max_length,
                     "precision": "bf16" if runtime.device.type == "cuda" else "fp32"}
         size = batch_size or R.PROBE_BATCH_SIZE.get(runtime.device.type, 64)
