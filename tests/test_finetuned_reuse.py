@@ -1,9 +1,11 @@
 """A fine-tuned classifier or probe folder is a model too: `models info`, `embed -m` and `load_model`
-take it, for both variants (PS, the default model's, and Ph), through the console script."""
+take it, for both variants (PS, the default model's, and Ph), through the console script; and the
+fine-tuning progress on the way never reads "0.0 steps/s"."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -13,7 +15,7 @@ from .conftest import console_command, console_env, need_data, save_tiny
 
 def caduceus(*args, cwd):
     return subprocess.run(console_command(*args), cwd=cwd, capture_output=True, text=True,
-                          env=console_env({"NUMBA_NUM_THREADS": "1"}))
+                          env=console_env({"NUMBA_NUM_THREADS": "1", "CADUCEUS_PROGRESS_SECONDS": "0"}))
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,11 @@ def _reuse(folder, variant, tmp_path):
 def test_a_classify_folder_is_reused_as_a_model(variant, train_csv, tmp_path):
     model = "bundled" if variant == "ps" else save_tiny(tmp_path / "ph", "ph", 2)
     trained = caduceus("finetune", "classify", train_csv, "-o", tmp_path / "clf", "-m", model, "--epochs", "1",
-                       "--device", "cpu", "-q", cwd=tmp_path)
+                       "--batch-size", "8", "--device", "cpu", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
+    steps = [ln for ln in trained.stderr.splitlines() if ln.startswith("caduceus: finetune: ") and " steps (" in ln]
+    assert steps, trained.stderr
+    assert not re.search(r"\b0\.\d+ steps/s", trained.stderr)  # below 1 step/s it reads "12.5 s/step"
     _reuse(tmp_path / "clf", variant, tmp_path)
 
 
