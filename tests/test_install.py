@@ -68,8 +68,10 @@ def _install_copy(tmp_path: Path) -> Path:
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "caduceus_cli", source / "caduceus_cli", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(source)], check=True, capture_output=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(source)]
+    offline = subprocess.run(pip + ["--no-build-isolation", "--no-index"], capture_output=True, text=True)
+    if offline.returncode != 0:  # no setuptools in this environment: let pip fetch the build backend
+        subprocess.run(pip, check=True, capture_output=True)
     return target
 
 
