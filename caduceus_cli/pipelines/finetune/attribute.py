@@ -197,7 +197,8 @@ def check_plot(plot: str | os.PathLike, top: int) -> None:
     folder = Path(plot) if _is_folder(plot) else Path(plot).parent
     if folder.exists() and not folder.is_dir():
         raise CaduceusError(f"--plot {plot}: {folder} is not a folder")
-    existing = folder if folder.exists() else folder.parent
+    made_here = _is_folder(plot) and not folder.exists()  # a folder target is made; its parent must exist
+    existing = folder.parent if made_here else folder
     if not existing.is_dir():
         raise CaduceusError(f"--plot {plot}: folder {existing} does not exist")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -222,7 +223,7 @@ def refuse_long_for_plot(records, limit: int = PLOT_MAX_BASES):
         if len(record.sequence) > limit:
             raise CaduceusError(f"{record.where}: sequence {record.name!r} has {len(record.sequence):,} bases, over "
                                 f"the {limit} that --plot draws: drop --plot and read its attributions from the "
-                                f"output (-o out.parquet)")
+                                f"Parquet output (-o out.parquet)")
         yield record
 
 

@@ -44,6 +44,7 @@ def plot_logo(matrix, bases: Sequence[str] | str, title: str, path: str | os.Pat
     0 (1-based positions by default); the figure is ``inches_per_base`` wide per position (at least
     4 inches) and ``height`` inches high. NaN values draw nothing. Returns ``path`` as a Path.
     """
+    logomaker = _logomaker()
     import pandas as pd
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -54,7 +55,6 @@ def plot_logo(matrix, bases: Sequence[str] | str, title: str, path: str | os.Pat
         raise ValueError(f"matrix must be (positions, {len(letters)}) for bases {''.join(letters)}, got {values.shape}")
     if not 1 <= values.shape[0] <= MAX_POSITIONS:
         raise CaduceusError(f"{path}: a logo draws 1 to {MAX_POSITIONS} positions, got {values.shape[0]}")
-    logomaker = _logomaker()
     frame = pd.DataFrame(np.nan_to_num(values, nan=0.0), columns=letters,
                          index=pd.RangeIndex(start, start + values.shape[0], name="pos"))
     figure = Figure(figsize=(max(4.0, inches_per_base * values.shape[0] + 1.0), height), dpi=dpi)
