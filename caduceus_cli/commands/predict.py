@@ -6,9 +6,10 @@ from typing import Optional
 
 import typer
 
-from ..choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP
+from ..choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP, PLOT_TOP_MAX
+from ..limits import MAX_BATCH
 from ._common import (BackendOption, DeviceOption, LabeledFastaOption, Progress, QuietOption, SequenceColumnOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def predict_command(
@@ -17,10 +18,11 @@ def predict_command(
                                           "(detected by content; gzip ok; '-' for stdin)."),
     output: str = typer.Option("-", "--output", "-o", help="out.tsv (.gz: bgzip) or out.parquet; '-' writes TSV to "
                                                           "stdout."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="tsv or parquet (default: from the -o name; stdout: tsv)."),
     fasta: Optional[str] = LabeledFastaOption,
     sequence_column: Optional[str] = SequenceColumnOption,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass "
-                                             "(default: 64 on CPU, 512 on CUDA)."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", "-b", maximum=MAX_BATCH, help="Sequences per "
+                                           "forward pass (default: 64 on CPU, 512 on CUDA)."),
     attribute: Optional[str] = typer.Option(
         None, "--attribute", help=f"Per-base importances for the predicted label instead of one row per sequence: "
         f"one of {', '.join(ATTRIBUTIONS)} (ism: each base changed to the 3 others, the change of the "
@@ -30,8 +32,8 @@ def predict_command(
                                        "sequences by predicted probability, as DIR/RANK_NAME.png (a folder: "
                                        "ends in / or exists) or PREFIX_RANK_NAME.png; sequences of up to "
                                        f"{PLOT_MAX_BASES} bases."),
-    plot_top: Optional[int] = typer.Option(None, "--plot-top", help=f"How many logos --plot draws "
-                                           f"(default {PLOT_TOP}).", show_default=False),
+    plot_top: Optional[int] = SizeOption(None, "--plot-top", maximum=PLOT_TOP_MAX, help=f"How many logos --plot "
+                                         f"draws (default {PLOT_TOP})."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     quiet: bool = QuietOption,
@@ -52,14 +54,13 @@ def predict_command(
 
       caduceus predict prom_clf test.csv.gz --attribute ism -o attributions.parquet --plot logos/
     """
-    import os
-
     from ..pipelines.finetune import predict
+    from ..runtime import env_rank
 
-    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    is_main = env_rank() == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
-                         batch_size=batch_size, device=device, backend=backend, progress=progress,
+                         batch_size=batch_size, device=device, backend=backend, progress=progress, fmt=fmt,
                          attribute=attribute, plot=plot, plot_top=plot_top)
     if is_main:
         where = "stdout" if result.output == "-" else result.output

@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ...choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP  # noqa: F401 - PLOT_TOP: predict's default
+from ...choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP, PLOT_TOP_MAX  # noqa: F401 - PLOT_TOP: predict's default
 from ...dna import BASES, VOCAB, encode
 from ...errors import CaduceusError
+from ...limits import check_size
 from ..inference import predict_logits, saliency_sequences
 from .data import tokenize_split
 from .metrics import outputs_from_logits
@@ -192,8 +193,7 @@ def check_plot(plot: str | os.PathLike, top: int) -> None:
     missing); any other is a prefix: PREFIX_RANK_NAME.png."""
     from ..interpret.logo import check_logo_support
 
-    if top < 1:
-        raise CaduceusError(f"--plot-top must be at least 1, got {top}")
+    check_size("--plot-top", top, maximum=PLOT_TOP_MAX)
     folder = Path(plot) if _is_folder(plot) else Path(plot).parent
     if folder.exists() and not folder.is_dir():
         raise CaduceusError(f"--plot {plot}: {folder} is not a folder")
