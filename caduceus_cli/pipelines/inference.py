@@ -23,6 +23,9 @@ Pooling (``choices.POOLINGS``, one vocabulary everywhere): ``mean``, ``max``, ``
 over a symmetric central window), ``first``/``last`` (each strand's own 5'/3' base); ``none``
 (``choices.PER_POSITION``) keeps one vector per position, where an output can hold it (embed).
 
+Attribution (``predict --attribute saliency``): :func:`gradient_times_input` runs a classifier with a
+gradient from its token embedding (no weight gradient) and adds both strands' terms per base.
+
 Batches hold sequences of one length only: a bi-directional model reads padding too, so a
 sequence's result never depends on the other sequences (:func:`equal_length_batches`). Under
 torchrun :func:`batched` shares the batches between ranks (``runtime.run_sharded``).
