@@ -264,6 +264,8 @@ def test_bad_attribution_requests_are_one_line_and_leave_nothing(classifiers, in
                                                                               "saliency", "'lime'")
     one_error(console("predict", classifiers["ps_lm"], fasta, "--attribute", "ism", "-o", out), "not a classifier")
     one_error(console("predict", clf, fasta, "--plot", work / "logos", "-o", out), "--plot", "--attribute")
+    one_error(console("predict", clf, fasta, "--attribute", "ism", "--plot-top", "3", "-o", out), "--plot-top",
+              "--plot")
     one_error(console("predict", clf, fasta, "--attribute", "ism", "-o", tmp_path / "missing" / "a.parquet"),
               "does not exist")
     for plot in (f"{tmp_path / 'missing' / 'x'}/", tmp_path / "missing" / "x"):  # a folder, a prefix
