@@ -62,9 +62,10 @@ ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help=f"'{DEFAULT_MODE
 RevisionOption = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of the model.")
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu; "
                             "under torchrun each process takes cuda:LOCAL_RANK).")
-BackendOption = typer.Option("auto", "--backend", help=f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks "
-                             "triton on a GPU and numba on the CPU (`caduceus doctor` shows which); mamba-ssm (alias "
-                             "cuda) needs the optional [cuda] extra; torch is the plain-PyTorch reference.")
+BACKEND_HELP = (f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks triton on a GPU and numba on the CPU "
+                "(`caduceus doctor` shows which); mamba-ssm (alias cuda) needs the optional [cuda] extra; torch is "
+                "the plain-PyTorch reference.")
+BackendOption = typer.Option("auto", "--backend", help=BACKEND_HELP)
 DtypeOption = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 (on CUDA the model "
                            "runs under bf16 autocast anyway).")
 # Sequences read by content (CSV/TSV, FASTA, or BED + FASTA): finetune classify/probe and predict

@@ -9,7 +9,8 @@ import typer
 
 from ..pipelines.pretrain.settings import (DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, REAL_LIMITS, SIZE_LIMITS,
                                            WARMUP_FRACTION, PretrainSettings)
-from ._common import DeviceOption, Progress, QuietOption, RealOption, SizeOption, SummaryJsonOption, duration, report
+from ._common import (BACKEND_HELP, DeviceOption, Progress, QuietOption, RealOption, SizeOption, SummaryJsonOption,
+                      duration, report)
 
 
 _DEFAULTS = PretrainSettings()
@@ -65,8 +66,7 @@ def pretrain_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (same "
                                           "configuration; a different one is refused)."),
     device: Optional[str] = DeviceOption,
-    backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
-                                          + _default("backend")),
+    backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP + _default("backend")),
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
 ) -> None:
