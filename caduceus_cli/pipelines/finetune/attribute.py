@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ...choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP, PLOT_TOP_MAX  # noqa: F401 - PLOT_TOP: predict's default
+from ...choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP_MAX
 from ...dna import BASES, VOCAB, encode
 from ...errors import CaduceusError
 from ...limits import check_size

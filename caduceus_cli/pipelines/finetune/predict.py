@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from ...choices import PLOT_TOP
 from ...errors import CaduceusError
 from ...genome.labeled import iter_records
 from ...io import atomic_file, check_writable, is_special, open_output, provenance, refuse_overwriting_inputs
@@ -163,7 +164,7 @@ def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_siz
     if plot is not None:
         if attribute is None:
             raise CaduceusError("--plot draws the attributions of --attribute: add --attribute ism or saliency")
-        plot_top = attribution.PLOT_TOP if plot_top is None else plot_top
+        plot_top = PLOT_TOP if plot_top is None else plot_top
         attribution.check_plot(plot, plot_top)
     elif plot_top is not None:
         raise CaduceusError("--plot-top chooses how many logos --plot draws: add --plot DIR")
