@@ -154,7 +154,19 @@ class VariantScorer:
         return np.concatenate([ids[:c], encode(alt), tail])[:w]
 
     # -- records -------------------------------------------------------------------------------
-    def score(self, records: list[VcfRecord]) -> list[RecordResult]:
+    def score(self, records: list[VcfRecord], progress: Callable[[int], None] | None = None) -> list[RecordResult]:
+        """One result per record, in order. Records go through in groups of ``batch_size`` (a
+        forward batch or two of windows each) and ``progress(n)`` hears of each group as it finishes."""
+        size = self.settings.batch_size
+        results: list[RecordResult] = []
+        for start in range(0, len(records), size):
+            group = records[start:start + size]
+            results += self._score_group(group)
+            if progress is not None:
+                progress(len(group))
+        return results
+
+    def _score_group(self, records: list[VcfRecord]) -> list[RecordResult]:
         windows = _Windows()
         results, plans = [], []
         for rec in records:
