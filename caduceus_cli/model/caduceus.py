@@ -217,8 +217,9 @@ class CaduceusBackbone(nn.Module):
         streams = [self._output(hidden)] if output_hidden_states else None
         # Without gradients or requested streams nothing else holds the stream tensors, so each block
         # may write its outputs over its inputs (the embeddings' tensor included).
-        reuse = not output_hidden_states and not (torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.parameters()))
+        # (Not when a gradient flows from the embeddings, as attribution asks, even if no weight needs one.)
+        reuse = not output_hidden_states and not (torch.is_grad_enabled() and (hidden.requires_grad or any(
+            p.requires_grad for p in self.parameters())))
         for i, layer in enumerate(self.layers):
             if rcps and self.config.fused_add_norm:
                 conjugate = not conjugate
