@@ -23,7 +23,8 @@ from triton.compiler import ASTSource
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def compile_kernel(fn, types: dict, constexprs: dict, div16: list[str], num_warps: int, num_stages: int = 3):
+def compile_kernel(fn, types: dict, constexprs: dict, div16: list[str], num_warps: int, num_stages: int = 3,
+                   maxnreg: int | None = None):
     sig = {}
     for name in fn.arg_names:
         if name in constexprs:
@@ -33,7 +34,8 @@ def compile_kernel(fn, types: dict, constexprs: dict, div16: list[str], num_warp
     attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": num_warps, "num_stages": num_stages})
+                          options={"num_warps": num_warps, "num_stages": num_stages,
+                                   **({"maxnreg": maxnreg} if maxnreg else {})})
 
 
 def report(k, show_sass=False, show_ttgir=False):
@@ -65,11 +67,12 @@ def report(k, show_sass=False, show_ttgir=False):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["fwd", "fwd_state", "bwdseq", "conv_fwd", "conv_bwd"])
+    ap.add_argument("what", choices=["fwd", "fwd_state", "bwdseq", "bwd2", "conv_fwd", "conv_bwd"])
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--r", type=int, default=1)
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--maxnreg", type=int, default=None, help="register cap per thread (ptxas)")
     ap.add_argument("--sass", action="store_true")
     ap.add_argument("--ttgir", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], help="extra constexprs NAME=VALUE")
@@ -116,6 +119,22 @@ def main():
         ce.update(extra)
         div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
         div = [d for d in div if d not in ce and d in types]
+    elif args.what == "bwd2":
+        from caduceus_cli.model.kernels import scan_triton_bwd2 as sb
+
+        fn = sb._scan_bwd2_kernel
+        types = {n: "i32" for n in fn.arg_names}
+        for p in ["u_ptr", "d_ptr", "z_ptr", "dout_ptr", "du_ptr", "dd_ptr", "dz_ptr"]:
+            types[p] = f"*{dt}"
+        for p in ["A2_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "ckpt_ptr", "scratch_ptr", "dbc_ptr", "dA_ptr",
+                  "dD_ptr", "dbias_ptr"]:
+            types[p] = "*fp32"
+        ce = dict(su_l=1, sd_l=1, sz_l=1, so_l=1, sdu_l=1, sdd_l=1, sdz_l=1, BT=32 * args.warps,
+                  CK=64, EVEN_C=True, HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, RS=True,
+                  KEEP_DECAY=True, RELOAD_B=False)
+        ce.update(extra)
+        div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
+        div = [d for d in div if d not in ce and d in types]
     else:
         from caduceus_cli.model.kernels import conv_triton as ct
 
@@ -128,7 +147,7 @@ def main():
         ce = {k: v for k, v in ce.items() if k in fn.arg_names}
         ce.update(extra)
         div = [n for n in fn.arg_names if n not in ce and (n.endswith("_ptr") or n in ("L", "D"))]
-    k = compile_kernel(fn, types, ce, div, args.warps, args.stages)
+    k = compile_kernel(fn, types, ce, div, args.warps, args.stages, args.maxnreg)
     report(k, args.sass, args.ttgir)
 
 

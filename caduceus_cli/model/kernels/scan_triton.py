@@ -30,6 +30,7 @@ import triton.language as tl
 from .jit import (INTERPRET, LOG2E, _cols4, _exp2, _ld, _sigmoid, _softplus, num_warps_for, sm_count,
                   states_last_fp32, vec_width)
 from .scan_triton_bwd import scan_backward_seq
+from .scan_triton_bwd2 import scan_backward_v2
 
 @triton.jit
 def _load_cols8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr, R: tl.constexpr,
@@ -461,11 +462,23 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
 
 
 
+def bwd_version() -> int:
+    """The backward kernel in use: ``CADUCEUS_SCAN_BWD=1`` the first (one thread per channel,
+    ``scan_triton_bwd``), 2 (default) two threads per channel (``scan_triton_bwd2``)."""
+    from ...runtime import env_int
+
+    return env_int("CADUCEUS_SCAN_BWD", 2, minimum=1)
+
+
 def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y."""
     per_group = u.shape[1] // B.shape[1]
-    return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
-                             num_warps_for(per_group), INTERPRET)
+    if bwd_version() == 1:
+        return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
+                                 num_warps_for(per_group), INTERPRET)
+    warps = 8 if per_group >= 128 else 4 if per_group >= 64 else 2 if per_group >= 32 else 1
+    return scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
+                            warps, INTERPRET)
 
 
 class SelectiveScanTriton(torch.autograd.Function):
