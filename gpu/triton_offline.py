@@ -38,6 +38,25 @@ def compile_kernel(fn, types: dict, constexprs: dict, div16: list[str], num_warp
                                    **({"maxnreg": maxnreg} if maxnreg else {})})
 
 
+def loops(sass: str):
+    """(start, end, opcode histogram) of each loop body: the instructions from a backward branch's
+    target to the branch, innermost first (bodies that contain another loop count it too)."""
+    lines = []
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)\s*([^;]*)", line)
+        if m:
+            lines.append((int(m.group(1), 16), m.group(3), m.group(4)))
+    found = []
+    for addr, op, args in lines:
+        if op == "BRA":
+            t = re.match(r"\s*(0x[0-9a-f]+)", args)
+            if t and int(t.group(1), 16) < addr:
+                target = int(t.group(1), 16)
+                hist = collections.Counter(o for a, o, _ in lines if target <= a <= addr)
+                found.append((target, addr, hist))
+    return sorted(found, key=lambda f: f[1] - f[0])
+
+
 def report(k, show_sass=False, show_ttgir=False):
     md = k.metadata
     ptx_regs = re.findall(r"\.reg \.(\w+) \s*%\w+<(\d+)>", k.asm["ptx"])
@@ -58,6 +77,9 @@ def report(k, show_sass=False, show_ttgir=False):
         if m:
             ops[m.group(2)] += 1
     print("SASS opcodes:", ", ".join(f"{o} {c}" for o, c in ops.most_common(40)))
+    for start, end, hist in loops(sass):
+        print(f"loop {start:#x}-{end:#x}: {sum(hist.values())} instructions:",
+              ", ".join(f"{o} {c}" for o, c in hist.most_common(14)))
     if show_sass:
         print(sass)
     if show_ttgir:
@@ -130,8 +152,8 @@ def main():
                   "dD_ptr", "dbias_ptr"]:
             types[p] = "*fp32"
         ce = dict(su_l=1, sd_l=1, sz_l=1, so_l=1, sdu_l=1, sdd_l=1, sdz_l=1, BT=32 * args.warps,
-                  CK=64, EVEN_C=True, HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, RS=True,
-                  KEEP_DECAY=True, RELOAD_B=False)
+                  CK=32, EVEN_C=True, HAS_BIAS=True, SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, SHFL=2,
+                  KEEP_DECAY=True, RELOAD_B=False, WSUM=True)
         ce.update(extra)
         div = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("s")] + ["L", "per_group", "channels"]
         div = [d for d in div if d not in ce and d in types]

@@ -401,7 +401,7 @@ _MIN_CHUNK = 1024  # shortest time chunk the forward cuts a long sequence into
 
 
 def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                 keep_states: bool = False, out: torch.Tensor | None = None):
+                 keep_states: bool = False, out: torch.Tensor | None = None, ck: int | None = None):
     """The selective scan's forward. u, delta, z: (batch, channels, L), any batch/channel strides;
     A: (channels, 16); B, C: (batch, groups, 16, L); D, delta_bias: (channels,).
 
@@ -422,7 +422,8 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     num_warps = num_warps_for(per_group)
     bt = 32 * num_warps
     blocks = groups * triton.cdiv(per_group, bt)
-    n_ckpt = triton.cdiv(length, CKPT)
+    ck = ck or CKPT
+    n_ckpt = triton.cdiv(length, ck)
     ckpt = (torch.empty(batch, channels, n_ckpt, 16, device=u.device, dtype=torch.float32) if keep_states
             else torch.empty(1, device=u.device, dtype=torch.float32))
     # Enough programs to keep every multiprocessor busy; otherwise cut the sequence into chunks.
@@ -434,7 +435,7 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     n_chunks = triton.cdiv(length, chunk_len)
     dummy = A2
     common = dict(
-        R=1, BT=bt, EVEN_C=per_group % bt == 0, CKPT=CKPT,
+        R=1, BT=bt, EVEN_C=per_group % bt == 0, CKPT=ck,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
         VEC_U=vec_width(u), VEC_D=vec_width(delta), VEC_Z=vec_width(z) if z is not None else 4, VEC_Y=vec_width(y), VEC_B=4,
         FAST=not INTERPRET, num_warps=num_warps,
@@ -470,22 +471,36 @@ def bwd_version() -> int:
     return env_int("CADUCEUS_SCAN_BWD", 2, minimum=1)
 
 
-def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y."""
+def checkpoint_spacing(version: int) -> int:
+    """Positions between the states the forward stores for backward ``version``: CKPT for the
+    first; half that for the second (``CADUCEUS_BWD2_CKPT``, a multiple of 8), whose per-channel
+    scratch (CK / 4 states) then stays in L1."""
+    if version == 1:
+        return CKPT
+    from ...runtime import env_int
+
+    ck = env_int("CADUCEUS_BWD2_CKPT", max(8, CKPT // 2), minimum=8)
+    return ck - ck % 8
+
+
+def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck: int, version: int):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y, from
+    the states it stored every ``ck`` positions."""
     per_group = u.shape[1] // B.shape[1]
-    if bwd_version() == 1:
-        return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
+    if version == 1:
+        return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck,
                                  num_warps_for(per_group), INTERPRET)
-    warps = 8 if per_group >= 128 else 4 if per_group >= 64 else 2 if per_group >= 32 else 1
-    return scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
-                            warps, INTERPRET)
+    return scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck, INTERPRET)
+
 
 
 class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         train = any(ctx.needs_input_grad)
-        y, ckpt = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep_states=train)
+        ctx.version = bwd_version()
+        ctx.ck = checkpoint_spacing(ctx.version)
+        y, ckpt = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep_states=train, ck=ctx.ck)
         if train:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
             ctx.delta_softplus = delta_softplus
@@ -495,7 +510,7 @@ class SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
         du, dd, dA, dB, dC, dD, dz, dbias = scan_backward(dout, u, delta, A, B, C, D, z, delta_bias,
-                                                          ctx.delta_softplus, ckpt)
+                                                          ctx.delta_softplus, ckpt, ctx.ck, ctx.version)
         return (du, dd, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 None if D is None else dD.to(D.dtype), dz,
                 None if delta_bias is None else dbias.to(delta_bias.dtype), None)

@@ -28,9 +28,70 @@ import triton
 import triton.language as tl
 
 from .jit import LOG2E, _exp2, _ld, _sigmoid_f, _softplus_f, states_last_fp32
-from .scan_triton_bwd import _lane_id, _rs8, _rs16, _rsel2, _rsel4
 
 LOG2E_INV = tl.constexpr(0.6931471805599453)  # 1 / log2(e): A = A2 * LOG2E_INV
+
+
+# -- butterfly shuffles: PTX on the GPU, emulated with reshapes under the interpreter -------------
+# SHFL = 2: shfl.sync.bfly (inline PTX); SHFL = 1: the same exchange built from reshape, permute,
+# split and join on the rows of the tensor (rows are threads, row % 32 the lane), so that the
+# interpreter runs exactly the lane logic the GPU runs.
+
+
+@triton.jit
+def _bfly_rows(x, M: tl.constexpr, BT: tl.constexpr, K: tl.constexpr):
+    """[BT, K] -> row i holds x's row i ^ M (M a power of two below 32)."""
+    y = tl.permute(tl.reshape(x, [BT // (2 * M), 2, M, K]), (0, 2, 3, 1))
+    a, b = tl.split(y)
+    return tl.reshape(tl.permute(tl.join(b, a), (0, 3, 1, 2)), [BT, K])
+
+
+@triton.jit
+def _bfly_add(keep, send, M: tl.constexpr, BT: tl.constexpr, K: tl.constexpr, SHFL: tl.constexpr):
+    """keep + (send of lane ^ M); keep, send [BT, K] (K = 0: [BT])."""
+    if SHFL == 2:
+        if M == 16:
+            asm: tl.constexpr = "{ .reg .b32 r; shfl.sync.bfly.b32 r, $2, 16, 31, -1; add.f32 $0, $1, r; }"
+        elif M == 8:
+            asm: tl.constexpr = "{ .reg .b32 r; shfl.sync.bfly.b32 r, $2, 8, 31, -1; add.f32 $0, $1, r; }"
+        elif M == 4:
+            asm: tl.constexpr = "{ .reg .b32 r; shfl.sync.bfly.b32 r, $2, 4, 31, -1; add.f32 $0, $1, r; }"
+        elif M == 2:
+            asm: tl.constexpr = "{ .reg .b32 r; shfl.sync.bfly.b32 r, $2, 2, 31, -1; add.f32 $0, $1, r; }"
+        else:
+            asm: tl.constexpr = "{ .reg .b32 r; shfl.sync.bfly.b32 r, $2, 1, 31, -1; add.f32 $0, $1, r; }"
+        return tl.inline_asm_elementwise(asm, "=r,r,r", [keep, send], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        if K == 0:
+            return keep + tl.reshape(_bfly_rows(tl.reshape(send, [BT, 1]), M, BT, 1), [BT])
+        else:
+            return keep + _bfly_rows(send, M, BT, K)
+
+
+@triton.jit
+def _bfly_sel_add(lo, hi, lane, M: tl.constexpr, BT: tl.constexpr, K: tl.constexpr, SHFL: tl.constexpr):
+    """Lanes whose bit M is 0 keep lo and send hi, the others the reverse; returns kept + received."""
+    up = (lane & M) != 0
+    if K != 0:
+        up = up[:, None]
+    keep = tl.where(up, hi, lo)
+    send = tl.where(up, lo, hi)
+    return _bfly_add(keep, send, M, BT, K, SHFL)
+
+
+@triton.jit
+def _pair_sum(x, BT: tl.constexpr, SHFL: tl.constexpr):
+    """x [BT] plus the value of the thread holding the channel's other half (row i ^ 1)."""
+    return _bfly_add(x, x, 1, BT, 0, SHFL)
+
+
+@triton.jit
+def _lane_of(row, SHFL: tl.constexpr):
+    if SHFL == 2:
+        return tl.inline_asm_elementwise("mov.u32 $0, %laneid;", "=r,r", [row], dtype=tl.int32, is_pure=True,
+                                         pack=1)
+    else:
+        return row % 32
 
 
 # -- per-thread state vectors ---------------------------------------------------------------------
@@ -78,38 +139,26 @@ def _scatter8(base, o0, o1, o2, o3, v, m, BT: tl.constexpr):
 
 
 @triton.jit
-def _pair_sum(x, BT: tl.constexpr, RS: tl.constexpr):
-    """x [BT] plus the value of the thread holding the channel's other half (row i ^ 1)."""
-    if RS:
-        return tl.inline_asm_elementwise(
-            "{ .reg .b32 r; shfl.sync.bfly.b32 r, $1, 1, 31, -1; add.f32 $0, $1, r; }",
-            "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        p = tl.sum(tl.reshape(x, [BT // 2, 2]), axis=1)
-        return tl.reshape(tl.join(p, p), [BT])
-
-
-@triton.jit
 def _halves(x, BT: tl.constexpr, W: tl.constexpr):
     """[BT, 2W] -> its even and odd columns, [BT, W] each (register renaming)."""
     return tl.split(tl.reshape(x, [BT, W, 2]))
 
 
 @triton.jit
-def _channel_sums(vb, vc, lane, BT: tl.constexpr):
+def _channel_sums(vb, vc, lane, BT: tl.constexpr, SHFL: tl.constexpr):
     """Reduce-scatter over the 16 channels of a warp: vb, vc [BT, 8] in the lane order -> [BT],
-    lane l holding the warp's sum of output :func:`_output_index` (l)."""
-    b0, b1 = _halves(vb, BT, 4)  # j: vector bit 1 <-> lane bit 4
+    lane l holding the warp's sum of output :func:`_output_index` (l). 15 shuffles."""
+    b0, b1 = _halves(vb, BT, 4)  # j: vector bit 1 <-> lane bit 4 (same columns sent in every lane)
     c0, c1 = _halves(vc, BT, 4)
-    vb = _rs16(b0, b1)
-    vc = _rs16(c0, c1)
+    vb = _bfly_add(b0, b1, 16, BT, 4, SHFL)
+    vc = _bfly_add(c0, c1, 16, BT, 4, SHFL)
     b0, b1 = _halves(vb, BT, 2)  # k: vector bit 0 <-> lane bit 3
     c0, c1 = _halves(vc, BT, 2)
-    vb = _rs8(b0, b1)
-    vc = _rs8(c0, c1)  # [BT, 2]: element e
-    v = _rsel4(vb, vc, lane[:, None])  # B or C <-> lane bit 2
+    vb = _bfly_add(b0, b1, 8, BT, 2, SHFL)
+    vc = _bfly_add(c0, c1, 8, BT, 2, SHFL)  # [BT, 2]: element e
+    v = _bfly_sel_add(vb, vc, lane, 4, BT, 2, SHFL)  # B or C <-> lane bit 2
     lo, hi = tl.split(v)
-    return _rsel2(lo, hi, lane)  # element <-> lane bit 1
+    return _bfly_sel_add(lo, hi, lane, 2, BT, 0, SHFL)  # element <-> lane bit 1
 
 
 @triton.jit
@@ -119,35 +168,15 @@ def _output_index(lane):
     return ((lane >> 2) & 1) * 16 + (lane & 1) * 8 + ((lane >> 3) & 3) * 2 + ((lane >> 1) & 1)
 
 
-@triton.jit
-def _add_sums(dbc_row, vb, vc, lane, ok, BT: tl.constexpr, RS: tl.constexpr):
-    """Add the sums over this warp's (RS) or program's channels of vb, vc to dbc_row[0:32]."""
-    if RS:
-        v = _channel_sums(vb, vc, lane, BT)
-        j = _output_index(lane)
-        tl.atomic_add(dbc_row + j, v, mask=ok & (j >= 0), sem="relaxed")
-    else:  # the interpreter: lane order x = 0, tl.sum over the channels of each half
-        p = tl.arange(0, 8)
-        n = tl.arange(0, 2)[:, None] * 8 + (2 * (2 * (p % 2) + (p // 2) % 2) + p // 4)[None, :]
-        sb = tl.sum(tl.reshape(vb, [BT // 2, 2, 8]), axis=0)
-        sc = tl.sum(tl.reshape(vc, [BT // 2, 2, 8]), axis=0)
-        okn = ok & (n >= 0)
-        tl.atomic_add(dbc_row + n, sb, mask=okn, sem="relaxed")
-        tl.atomic_add(dbc_row + 16 + n, sc, mask=okn, sem="relaxed")
-
-
 # -- per-position pieces ----------------------------------------------------------------------------
 
 
 @triton.jit
 def _exp2_again(x, FAST: tl.constexpr):
-    """exp2 as :func:`jit._exp2` computes it, written so that the compiler does not merge it with an
-    earlier identical one (recomputing a decay costs an exp2 but saves the registers holding it)."""
-    if FAST:
-        return tl.inline_asm_elementwise("{ ex2.approx.ftz.f32 $0, $1; }", "=r,r", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return tl.exp2(x)
+    """exp2(x) computed again: x + 0.0 is the same value (exp2 of -0 and +0 agree) in another
+    register, so that the compiler cannot reuse an earlier identical exp2 (recomputing a decay
+    costs an exp2 but saves the registers that would hold it)."""
+    return _exp2(x + 0.0, FAST)
 
 
 @triton.jit
@@ -162,9 +191,15 @@ def _load4(row, t0, sl, cm, t_end, MASKED: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
-def _store4(row, t0, sl, m, t_end, c0, c1, c2, c3, MASKED: tl.constexpr, BT: tl.constexpr):
+def _join4(c0, c1, c2, c3, BT: tl.constexpr):
+    """Inverse of the column split in :func:`_load4`: [BT, 4] with column p = c_p."""
+    return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [BT, 4])
+
+
+@triton.jit
+def _store4(row, t0, sl, m, t_end, c0, c1, c2, c3, BT: tl.constexpr):
     offs = tl.arange(0, 4)[None, :]
-    x = tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [BT, 4]).to(row.dtype.element_ty)
+    x = _join4(c0, c1, c2, c3, BT).to(row.dtype.element_ty)
     tl.store(row[:, None] + (t0 + offs) * sl, x, mask=m[:, None] & (t0 + offs < t_end))
 
 
@@ -186,7 +221,8 @@ def _dt1(r, bias, ok, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl
 
 @triton.jit
 def _gate1(o, z, HAS_Z: tl.constexpr, FAST: tl.constexpr):
-    """(dy, dz / y) of one position."""
+    """(dy, dz / y) of one position: the gradient reaching the scan's output, and the factor that
+    turns the ungated output y into dz."""
     if HAS_Z:
         zs = _sigmoid_f(z, FAST)
         return o * z * zs, o * zs * (1.0 + z * (1.0 - zs))
@@ -202,21 +238,22 @@ def _advance(h, A2, dt, du, Bt, FAST: tl.constexpr):
 
 
 @triton.jit
-def _reverse(h, hp, a, g, dA, A2, Dv, dt, slope, u, dy, w, Bt, Ct, dbc_row, lane, ok,
-             MASKED: tl.constexpr, HAS_D: tl.constexpr, BT: tl.constexpr, RS: tl.constexpr,
+def _reverse(h, hp, a, g, dA, A2, Dv, dt, slope, u, dy, w, Bt, Ct, lane, ok,
+             MASKED: tl.constexpr, HAS_D: tl.constexpr, BT: tl.constexpr, SHFL: tl.constexpr,
              KEEP_DECAY: tl.constexpr, FAST: tl.constexpr):
     """The reverse pass at one position t: h = h_t, hp = h_{t-1}, a = a_t, g = a_{t+1} dh_{t+1}.
-    Returns (a_t dh_t, dA, du, d delta, dz, dy u, d delta before masking)."""
+    Returns (a_t dh_t, dA, du, d delta, dz, this warp's channel sums of dB_t, dC_t (see
+    :func:`_channel_sums`))."""
     dh = dy[:, None] * Ct + g
-    ys = _pair_sum(tl.sum(h * Ct, axis=1), BT, RS)
-    duB = _pair_sum(tl.sum(dh * Bt, axis=1), BT, RS)
+    ys = _pair_sum(tl.sum(h * Ct, axis=1), BT, SHFL)
+    duB = _pair_sum(tl.sum(dh * Bt, axis=1), BT, SHFL)
     if not KEEP_DECAY:
         a = _exp2_again(dt[:, None] * A2, FAST)
     g = a * dh
     q = g * hp  # dh_t a_t h_{t-1}: the decay's share
-    ddA = _pair_sum(tl.sum(q * A2, axis=1), BT, RS)
+    ddA = _pair_sum(tl.sum(q * A2, axis=1), BT, SHFL)
     dA = dA + dt[:, None] * q
-    _add_sums(dbc_row, (dt * u)[:, None] * dh, dy[:, None] * h, lane, ok, BT, RS)
+    v = _channel_sums((dt * u)[:, None] * dh, dy[:, None] * h, lane, BT, SHFL)
     du = dt * duB
     if HAS_D:
         ys += Dv * u
@@ -225,19 +262,38 @@ def _reverse(h, hp, a, g, dA, A2, Dv, dt, slope, u, dy, w, Bt, Ct, dbc_row, lane
     ddelta = (u * duB + ddA * LOG2E_INV) * slope
     if MASKED:  # past the end: no contribution to the per-channel sums
         ddelta = tl.where(ok, ddelta, 0.0)
-    return g, dA, du, ddelta, dz
+    return g, dA, du, ddelta, dz, v
+
+
+@triton.jit
+def _add_sums(dbc_pos, t0, t_end, v0, v1, v2, v3, lane, BT: tl.constexpr, WSUM: tl.constexpr):
+    """Add the 4 positions' warp sums (lane l holds output :func:`_output_index` (l)) to dbc:
+    one fp32 atomic per lane and position, or (WSUM) summed over the program's warps first, then
+    one atomic per output and position."""
+    if WSUM:
+        v = tl.reshape(_join4(v0, v1, v2, v3, BT), [BT // 32, 32, 4])
+        tot = tl.sum(v, axis=0)  # [32, 4]
+        j = _output_index(tl.arange(0, 32))[:, None]
+        p = tl.arange(0, 4)[None, :]
+        tl.atomic_add(dbc_pos + (t0 + p) * 32 + j, tot, mask=(t0 + p < t_end) & (j >= 0), sem="relaxed")
+    else:
+        j = _output_index(lane)
+        tl.atomic_add(dbc_pos + t0 * 32 + j, v0, mask=(t0 < t_end) & (j >= 0), sem="relaxed")
+        tl.atomic_add(dbc_pos + (t0 + 1) * 32 + j, v1, mask=(t0 + 1 < t_end) & (j >= 0), sem="relaxed")
+        tl.atomic_add(dbc_pos + (t0 + 2) * 32 + j, v2, mask=(t0 + 2 < t_end) & (j >= 0), sem="relaxed")
+        tl.atomic_add(dbc_pos + (t0 + 3) * 32 + j, v3, mask=(t0 + 3 < t_end) & (j >= 0), sem="relaxed")
 
 
 @triton.jit
 def _sub_reverse(hs, g, dA, dD, dbias, A2, bias, Dv, u_row, d_row, z_row, o_row, du_row, dd_row, dz_row,
-                 b_pos, c_pos, dbc_base, lane, o0, o1, o2, o3, cm, own, t0, t_end,
+                 b_pos, c_pos, dbc_pos, lane, o0, o1, o2, o3, cm, own, t0, t_end,
                  su_l, sd_l, sz_l, so_l, sdu_l, sdd_l, sdz_l, sB_l, sC_l,
                  MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr,
-                 HAS_Z: tl.constexpr, BT: tl.constexpr, FAST: tl.constexpr, RS: tl.constexpr,
-                 KEEP_DECAY: tl.constexpr, RELOAD_B: tl.constexpr):
+                 HAS_Z: tl.constexpr, BT: tl.constexpr, FAST: tl.constexpr, SHFL: tl.constexpr,
+                 KEEP_DECAY: tl.constexpr, RELOAD_B: tl.constexpr, WSUM: tl.constexpr):
     """Sub-chunk t0..t0+3 from the state entering it (hs): recompute its 4 states and decays, run
     the reverse pass over them, store du, d(delta), dz (``own``: the thread that stores a channel's
-    values); returns the carried (g, dA, dD, dbias)."""
+    values) and add dB, dC; returns the carried (g, dA, dD, dbias)."""
     u0, u1, u2, u3 = _load4(u_row, t0, su_l, cm, t_end, MASKED, BT)
     r0, r1, r2, r3 = _load4(d_row, t0, sd_l, cm, t_end, MASKED, BT)
     o_0, o_1, o_2, o_3 = _load4(o_row, t0, so_l, cm, t_end, MASKED, BT)
@@ -268,55 +324,100 @@ def _sub_reverse(hs, g, dA, dD, dbias, A2, bias, Dv, u_row, d_row, z_row, o_row,
     y2, w2 = _gate1(o_2, z2, HAS_Z, FAST)
     y3, w3 = _gate1(o_3, z3, HAS_Z, FAST)
     C3 = _gather8(cp0 + 3 * sC_l, o0, o1, o2, o3, ok3, MASKED, BT)
-    g, dA, du3, dd3, dz3 = _reverse(h3, h2, a3, g, dA, A2, Dv, d3, s3, u3, y3, w3, B3, C3,
-                                    dbc_base + (t0 + 3) * 32, lane, t0 + 3 < t_end,
-                                    MASKED, HAS_D, BT, RS, KEEP_DECAY, FAST)
-    C2 = _gather8(cp0 + 2 * sC_l, o0, o1, o2, o3, ok2, MASKED, BT)
-    if RELOAD_B:
+    g, dA, du3, dd3, dz3, v3 = _reverse(h3, h2, a3, g, dA, A2, Dv, d3, s3, u3, y3, w3, B3, C3, lane,
+                                        t0 + 3 < t_end, MASKED, HAS_D, BT, SHFL, KEEP_DECAY, FAST)
+    if RELOAD_B:  # read B_t again (L1) instead of keeping 4 positions of it in registers
         B2 = _gather8(bp0 + 2 * sB_l, o0, o1, o2, o3, ok2, MASKED, BT)
-    g, dA, du2, dd2, dz2 = _reverse(h2, h1, a2, g, dA, A2, Dv, d2, s2, u2, y2, w2, B2, C2,
-                                    dbc_base + (t0 + 2) * 32, lane, t0 + 2 < t_end,
-                                    MASKED, HAS_D, BT, RS, KEEP_DECAY, FAST)
-    C1 = _gather8(cp0 + sC_l, o0, o1, o2, o3, ok1, MASKED, BT)
+    C2 = _gather8(cp0 + 2 * sC_l, o0, o1, o2, o3, ok2, MASKED, BT)
+    g, dA, du2, dd2, dz2, v2 = _reverse(h2, h1, a2, g, dA, A2, Dv, d2, s2, u2, y2, w2, B2, C2, lane,
+                                        t0 + 2 < t_end, MASKED, HAS_D, BT, SHFL, KEEP_DECAY, FAST)
     if RELOAD_B:
         B1 = _gather8(bp0 + sB_l, o0, o1, o2, o3, ok1, MASKED, BT)
-    g, dA, du1, dd1, dz1 = _reverse(h1, h0, a1, g, dA, A2, Dv, d1, s1, u1, y1, w1, B1, C1,
-                                    dbc_base + (t0 + 1) * 32, lane, t0 + 1 < t_end,
-                                    MASKED, HAS_D, BT, RS, KEEP_DECAY, FAST)
-    C0 = _gather8(cp0, o0, o1, o2, o3, ok0, MASKED, BT)
+    C1 = _gather8(cp0 + sC_l, o0, o1, o2, o3, ok1, MASKED, BT)
+    g, dA, du1, dd1, dz1, v1 = _reverse(h1, h0, a1, g, dA, A2, Dv, d1, s1, u1, y1, w1, B1, C1, lane,
+                                        t0 + 1 < t_end, MASKED, HAS_D, BT, SHFL, KEEP_DECAY, FAST)
     if RELOAD_B:
         B0 = _gather8(bp0, o0, o1, o2, o3, ok0, MASKED, BT)
-    g, dA, du0, dd0, dz0 = _reverse(h0, hs, a0, g, dA, A2, Dv, d0, s0, u0, y0, w0, B0, C0,
-                                    dbc_base + t0 * 32, lane, t0 < t_end, MASKED, HAS_D, BT, RS, KEEP_DECAY, FAST)
+    C0 = _gather8(cp0, o0, o1, o2, o3, ok0, MASKED, BT)
+    g, dA, du0, dd0, dz0, v0 = _reverse(h0, hs, a0, g, dA, A2, Dv, d0, s0, u0, y0, w0, B0, C0, lane,
+                                        t0 < t_end, MASKED, HAS_D, BT, SHFL, KEEP_DECAY, FAST)
+    _add_sums(dbc_pos, t0, t_end, v0, v1, v2, v3, lane, BT, WSUM)
     dD += (y0 * u0 + y1 * u1) + (y2 * u2 + y3 * u3)
     dbias += (dd0 + dd1) + (dd2 + dd3)
-    _store4(du_row, t0, sdu_l, own, t_end, du0, du1, du2, du3, MASKED, BT)
-    _store4(dd_row, t0, sdd_l, own, t_end, dd0, dd1, dd2, dd3, MASKED, BT)
+    _store4(du_row, t0, sdu_l, own, t_end, du0, du1, du2, du3, BT)
+    _store4(dd_row, t0, sdd_l, own, t_end, dd0, dd1, dd2, dd3, BT)
     if HAS_Z:
-        _store4(dz_row, t0, sdz_l, own, t_end, dz0, dz1, dz2, dz3, MASKED, BT)
+        _store4(dz_row, t0, sdz_l, own, t_end, dz0, dz1, dz2, dz3, BT)
     return g, dA, dD, dbias
 
 
 @triton.jit
-def _sub_forward(h, A2, bias, u_row, d_row, b_pos, o0, o1, o2, o3, cm, t0, t_end, su_l, sd_l, sB_l,
-                 MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                 BT: tl.constexpr, FAST: tl.constexpr):
-    """Phase 1: the state after positions t0..t0+3 from the state before them."""
-    u0, u1, u2, u3 = _load4(u_row, t0, su_l, cm, t_end, MASKED, BT)
-    r0, r1, r2, r3 = _load4(d_row, t0, sd_l, cm, t_end, MASKED, BT)
-    d0, _s0 = _dt1(r0, bias, t0 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
-    d1, _s1 = _dt1(r1, bias, t0 + 1 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
-    d2, _s2 = _dt1(r2, bias, t0 + 2 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
-    d3, _s3 = _dt1(r3, bias, t0 + 3 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
-    bp0 = b_pos + t0 * sB_l
-    _a, h = _advance(h, A2, d0, d0 * u0, _gather8(bp0, o0, o1, o2, o3, (t0 < t_end) & (o0 >= 0), MASKED, BT), FAST)
-    _a, h = _advance(h, A2, d1, d1 * u1, _gather8(bp0 + sB_l, o0, o1, o2, o3, (t0 + 1 < t_end) & (o0 >= 0),
-                                                   MASKED, BT), FAST)
-    _a, h = _advance(h, A2, d2, d2 * u2, _gather8(bp0 + 2 * sB_l, o0, o1, o2, o3, (t0 + 2 < t_end) & (o0 >= 0),
-                                                   MASKED, BT), FAST)
-    _a, h = _advance(h, A2, d3, d3 * u3, _gather8(bp0 + 3 * sB_l, o0, o1, o2, o3, (t0 + 3 < t_end) & (o0 >= 0),
-                                                   MASKED, BT), FAST)
+def _raw4(row, t0, sl, cm, ok, MASKED: tl.constexpr):
+    """Positions t0..t0+3 of the rows as loaded ([BT, 4], input dtype); MASKED: 0 where not
+    (cm and ok)."""
+    offs = tl.arange(0, 4)[None, :]
+    if MASKED:
+        return tl.load(row[:, None] + (t0 + offs) * sl, mask=cm[:, None] & ok & (offs >= 0), other=0.0)
+    else:
+        return tl.load(row[:, None] + (t0 + offs) * sl)
+
+
+@triton.jit
+def _cols4(x, BT: tl.constexpr):
+    """[BT, 4] -> its 4 fp32 columns [BT]."""
+    e, o = tl.split(tl.reshape(x.to(tl.float32), [BT, 2, 2]))
+    c0, c2 = tl.split(e)
+    c1, c3 = tl.split(o)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _sub_forward(h, A2, bias, ur, dr, B0, B1, B2, B3, BT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
+    """Phase 1: the state after 4 full positions (u, delta as loaded: ur, dr; B rows) from the
+    state before them."""
+    u0, u1, u2, u3 = _cols4(ur, BT)
+    r0, r1, r2, r3 = _cols4(dr, BT)
+    d0, _s0 = _dt1(r0, bias, True, False, HAS_BIAS, SOFTPLUS, FAST)
+    d1, _s1 = _dt1(r1, bias, True, False, HAS_BIAS, SOFTPLUS, FAST)
+    d2, _s2 = _dt1(r2, bias, True, False, HAS_BIAS, SOFTPLUS, FAST)
+    d3, _s3 = _dt1(r3, bias, True, False, HAS_BIAS, SOFTPLUS, FAST)
+    _a, h = _advance(h, A2, d0, d0 * u0, B0, FAST)
+    _a, h = _advance(h, A2, d1, d1 * u1, B1, FAST)
+    _a, h = _advance(h, A2, d2, d2 * u2, B2, FAST)
+    _a, h = _advance(h, A2, d3, d3 * u3, B3, FAST)
     return h
+
+
+@triton.jit
+def _phase1(h, A2, bias, u_row, d_row, b_pos, scratch_row, o0, o1, o2, o3, cm, cm2, s_lo, s_hi, L,
+            su_l, sd_l, sB_l, BT: tl.constexpr, MC: tl.constexpr, HAS_BIAS: tl.constexpr,
+            SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
+    """Store the states entering sub-chunks s_lo..s_hi-1 (h: the first) in the scratch; software-
+    pipelined: the next sub-chunk's u, delta and B are loaded before this one's arithmetic. Only
+    full sub-chunks are advanced over (the last sub-chunk's end state is not needed); a prefetch
+    past them reads the sequence's last 4 positions instead (loaded, not used)."""
+    t = s_lo * 4
+    ok = s_lo + 1 < s_hi
+    nu = _raw4(u_row, t, su_l, cm, ok, True)
+    nd = _raw4(d_row, t, sd_l, cm, ok, True)
+    okb = ok & (o0 >= 0)
+    nB0 = _gather8(b_pos + t * sB_l, o0, o1, o2, o3, okb, True, BT)
+    nB1 = _gather8(b_pos + (t + 1) * sB_l, o0, o1, o2, o3, okb, True, BT)
+    nB2 = _gather8(b_pos + (t + 2) * sB_l, o0, o1, o2, o3, okb, True, BT)
+    nB3 = _gather8(b_pos + (t + 3) * sB_l, o0, o1, o2, o3, okb, True, BT)
+    for s in range(s_lo, s_hi - 1):  # (runs only where L > 4, so that L - 4 > 0)
+        _scatter8(scratch_row + (s - s_lo) * 16, o0, o1, o2, o3, h, cm2, BT)
+        cu, cd, B0, B1, B2, B3 = nu, nd, nB0, nB1, nB2, nB3
+        t = tl.minimum((s + 1) * 4, L - 4)
+        nu = _raw4(u_row, t, su_l, cm, True, MC)
+        nd = _raw4(d_row, t, sd_l, cm, True, MC)
+        nB0 = _gather8(b_pos + t * sB_l, o0, o1, o2, o3, cm2, False, BT)
+        nB1 = _gather8(b_pos + (t + 1) * sB_l, o0, o1, o2, o3, cm2, False, BT)
+        nB2 = _gather8(b_pos + (t + 2) * sB_l, o0, o1, o2, o3, cm2, False, BT)
+        nB3 = _gather8(b_pos + (t + 3) * sB_l, o0, o1, o2, o3, cm2, False, BT)
+        h = _sub_forward(h, A2, bias, cu, cd, B0, B1, B2, B3, BT, HAS_BIAS, SOFTPLUS, FAST)
+    _scatter8(scratch_row + (s_hi - 1 - s_lo) * 16, o0, o1, o2, o3, h, cm2, BT)
 
 
 # -- the kernel ------------------------------------------------------------------------------------
@@ -332,13 +433,14 @@ def _scan_bwd2_kernel(
     sB_b, sB_g, sB_l, sC_b, sC_g, sC_l,
     BT: tl.constexpr, CK: tl.constexpr, EVEN_C: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    FAST: tl.constexpr, RS: tl.constexpr, KEEP_DECAY: tl.constexpr, RELOAD_B: tl.constexpr,
+    FAST: tl.constexpr, SHFL: tl.constexpr, KEEP_DECAY: tl.constexpr, RELOAD_B: tl.constexpr,
+    WSUM: tl.constexpr,
 ):
     """Grid (groups * blocks per group, batch). Program (blk, b): BT // 2 channels of one group of
     sequence b, walked from the end, two threads per channel. B, C: fp32 with states contiguous;
     dbc: (batch, groups, L, 32) fp32, zeroed; scratch: (batch, channels, CK // 4, 16) fp32;
-    ckpt: (batch, channels, n_ckpt, 16) fp32; dA (batch, channels, 16), dD and dbias (batch,
-    channels): this program's sums."""
+    ckpt: (batch, channels, n_ckpt, 16) fp32, the state entering every CK-th position; dA
+    (batch, channels, 16), dD and dbias (batch, channels): this program's sums."""
     BC: tl.constexpr = BT // 2
     SUB: tl.constexpr = CK // 4
     blocks_per_group = tl.cdiv(per_group, BC)
@@ -354,8 +456,8 @@ def _scan_bwd2_kernel(
     own = cm & (half == 0)  # the thread that stores a channel's per-position and per-channel values
     b = tl.program_id(1).to(tl.int64)
     MC: tl.constexpr = not EVEN_C
-    lane = _lane_id(row) if RS else row % 32
-    x = ((lane >> 3) & 3)[:, None] if RS else row[:, None] * 0  # the lane order of state vectors
+    lane = _lane_of(row, SHFL)
+    x = ((lane >> 3) & 3)[:, None]  # the lane order of state vectors
     o0, o1, o2, o3 = _slots((half * 8)[:, None], x)  # offsets of this thread's states in a row of 16
     cm2 = cm[:, None] & (o0 >= 0)
     A2 = _gather8(A2_ptr + c[:, None] * 16, o0, o1, o2, o3, cm2, True, BT)
@@ -370,7 +472,7 @@ def _scan_bwd2_kernel(
     dz_row = dz_ptr + b * sdz_b + c * sdz_c
     b_pos = B_ptr + b * sB_b + g * sB_g
     c_pos = C_ptr + b * sC_b + g * sC_g
-    dbc_base = dbc_ptr + (b * groups + g) * L * 32
+    dbc_pos = dbc_ptr + (b * groups + g) * L * 32
     scratch_row = scratch_ptr + ((b * channels + c) * SUB)[:, None] * 16  # this channel's rows of 16
     ckpt_row = ckpt_ptr + ((b * channels + c) * n_ckpt)[:, None] * 16
     gcar = tl.zeros([BT, 8], dtype=tl.float32)
@@ -384,11 +486,8 @@ def _scan_bwd2_kernel(
         s_hi = tl.minimum(s_lo + SUB, tl.cdiv(L, 4))
         # phase 1: the states entering each sub-chunk of this chunk, into the scratch
         h = _gather8(ckpt_row + k * 16, o0, o1, o2, o3, cm2, True, BT)
-        for s in range(s_lo, s_hi):
-            _scatter8(scratch_row + (s - s_lo) * 16, o0, o1, o2, o3, h, cm2, BT)
-            if s + 1 < s_hi:  # (only the last sub-chunk can be partial; its end state is not needed)
-                h = _sub_forward(h, A2, bias, u_row, d_row, b_pos, o0, o1, o2, o3, cm, s * 4, L, su_l, sd_l, sB_l,
-                                 MC, HAS_BIAS, SOFTPLUS, BT, FAST)
+        _phase1(h, A2, bias, u_row, d_row, b_pos, scratch_row, o0, o1, o2, o3, cm, cm2, s_lo, s_hi, L,
+                su_l, sd_l, sB_l, BT, MC, HAS_BIAS, SOFTPLUS, FAST)
         # phase 2 and the reverse pass, sub-chunk by sub-chunk from the last
         for ss in range(0, s_hi - s_lo):
             s = s_hi - 1 - ss
@@ -396,15 +495,15 @@ def _scan_bwd2_kernel(
             if s < n_sub_full:
                 gcar, dA, dD, dbias = _sub_reverse(
                     hs, gcar, dA, dD, dbias, A2, bias, Dv, u_row, d_row, z_row, o_row, du_row, dd_row, dz_row,
-                    b_pos, c_pos, dbc_base, lane, o0, o1, o2, o3, cm, own, s * 4, L,
+                    b_pos, c_pos, dbc_pos, lane, o0, o1, o2, o3, cm, own, s * 4, L,
                     su_l, sd_l, sz_l, so_l, sdu_l, sdd_l, sdz_l, sB_l, sC_l,
-                    MC, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z, BT, FAST, RS, KEEP_DECAY, RELOAD_B)
+                    MC, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z, BT, FAST, SHFL, KEEP_DECAY, RELOAD_B, WSUM)
             else:  # the last, partial sub-chunk
                 gcar, dA, dD, dbias = _sub_reverse(
                     hs, gcar, dA, dD, dbias, A2, bias, Dv, u_row, d_row, z_row, o_row, du_row, dd_row, dz_row,
-                    b_pos, c_pos, dbc_base, lane, o0, o1, o2, o3, cm, own, s * 4, L,
+                    b_pos, c_pos, dbc_pos, lane, o0, o1, o2, o3, cm, own, s * 4, L,
                     su_l, sd_l, sz_l, so_l, sdu_l, sdd_l, sdz_l, sB_l, sC_l,
-                    True, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z, BT, FAST, RS, KEEP_DECAY, RELOAD_B)
+                    True, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z, BT, FAST, SHFL, KEEP_DECAY, RELOAD_B, WSUM)
     _scatter8(dA_ptr + ((b * channels + c) * 16)[:, None], o0, o1, o2, o3, dA, cm2, BT)
     tl.store(dD_ptr + b * channels + c, dD, mask=own)
     tl.store(dbias_ptr + b * channels + c, dbias, mask=own)
@@ -412,15 +511,26 @@ def _scan_bwd2_kernel(
 
 # -- host side -----------------------------------------------------------------------------------
 
+# Tuning knobs of this kernel, each readable from the environment so that one GPU run can time
+# them side by side (see gpu/measure.sh); the defaults are the predicted best (gpu/scan_notes.md).
+KNOBS = {"warps": ("CADUCEUS_BWD2_WARPS", 4), "keep_decay": ("CADUCEUS_BWD2_KEEP_DECAY", 1),
+         "reload_b": ("CADUCEUS_BWD2_RELOAD_B", 0), "wsum": ("CADUCEUS_BWD2_WSUM", 1)}
 
-def scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck: int,
-                     num_warps: int, interpret: bool, keep_decay: bool = True,
-                     reload_b: bool = False):
+
+def knobs() -> dict:
+    from ...runtime import env_int
+
+    return {name: env_int(var, default) for name, (var, default) in KNOBS.items()}
+
+
+def scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck: int, interpret: bool):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of ``scan_triton.scan_forward``'s y
     from its checkpoints ``ckpt`` (batch, channels, ceil(L / ck), 16), fp32 natural state order."""
     batch, channels, length = u.shape
     groups = B.shape[1]
     per_group = channels // groups
+    k = knobs()
+    num_warps = max(1, min(k["warps"], triton.next_power_of_2(triton.cdiv(per_group, 16))))
     B32, C32 = states_last_fp32(B), states_last_fp32(C)
     A2 = (A.float() * LOG2E).contiguous()
     bt = 32 * num_warps
@@ -447,7 +557,8 @@ def scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
         *du.stride(), *dd.stride(), *dzz.stride(), sB[0], sB[1], sB[3], sC[0], sC[1], sC[3],
         BT=bt, CK=ck, EVEN_C=per_group % (bt // 2) == 0,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
-        FAST=not interpret, RS=not interpret, KEEP_DECAY=keep_decay, RELOAD_B=reload_b, num_warps=num_warps,
+        FAST=not interpret, SHFL=1 if interpret else 2, KEEP_DECAY=bool(k["keep_decay"]),
+        RELOAD_B=bool(k["reload_b"]), WSUM=bool(k["wsum"]), num_warps=num_warps,
     )
     dB = dbc[..., :16].transpose(-1, -2)
     dC = dbc[..., 16:].transpose(-1, -2)
