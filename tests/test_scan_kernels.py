@@ -310,9 +310,9 @@ print(json.dumps(report))
 """
 
 
-def _run_under_the_interpreter(code: str) -> dict:
+def _run_under_the_interpreter(code: str, **env_vars: str) -> dict:
     pytest.importorskip("triton", reason="Triton is not installed (CI has none; tests/test_gpu.py runs the kernels)")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO), **env_vars}
     result = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -320,12 +320,14 @@ def _run_under_the_interpreter(code: str) -> dict:
 
 
 @pytest.mark.slow
-def test_triton_kernels_under_the_interpreter():
+@pytest.mark.parametrize("bwd", ["1", "2"])
+def test_triton_kernels_under_the_interpreter(bwd):
     """Forward (several time chunks, carried states; output poisoned first), the sequential backward
-    (several checkpoint chunks and sub-chunks, odd lengths, length 1, one and two groups; channel
-    sums by tl.sum: the interpreter has no shuffles) and the causal convolution, each against
+    of both versions (CADUCEUS_SCAN_BWD; several checkpoint chunks and sub-chunks, odd lengths,
+    length 1, one and two groups; the first version's channel sums by tl.sum, the second's by its
+    butterfly reduce-scatter emulated with reshapes) and the causal convolution, each against
     float64 references."""
-    report = _run_under_the_interpreter(_INTERPRETER_CHECK)
+    report = _run_under_the_interpreter(_INTERPRETER_CHECK, CADUCEUS_SCAN_BWD=bwd)
     for key, value in report.items():
         if key.startswith(("fwd", "conv_fwd")):
             assert value < 1e-4, (key, value)
@@ -409,3 +411,47 @@ def test_triton_add_norm_under_the_interpreter():
     for key, value in report.items():
         # fp32: rounding only; bf16: the output and gradients are rounded to bf16 (2^-9 relative)
         assert value < (1e-5 if "float32" in key else 1e-2), (key, value)
+
+
+_BWD2_CHECK = _INTERPRETER_PRELUDE + r"""
+import os
+from caduceus_cli.model.kernels import scan_triton as st
+from caduceus_cli.model.kernels.scan import selective_scan_reference, selective_scan_torch
+from tests.test_scan_kernels import NAMES, grads, mixer_layout, rel
+st._MIN_CHUNK, st.CKPT = 16, 16  # backward v2: checkpoints every 8 positions, 2 sub-chunks each
+report = {}
+cases = (  # (knobs, batch, groups, channels per group, length, dtype)
+    ({}, 2, 2, 40, 45, torch.float32),  # 4 warps: 64 channels per program, 40 of them used
+    ({}, 1, 1, 70, 19, torch.float32),  # two programs per group, the second partly masked
+    ({"WSUM": "0"}, 2, 2, 40, 45, torch.float32),  # one atomic per lane and position
+    ({"KEEP_DECAY": "0", "RELOAD_B": "1"}, 1, 2, 16, 33, torch.float32),
+    ({"WARPS": "1"}, 1, 2, 40, 13, torch.float32),  # 16 channels per program
+    ({}, 2, 2, 24, 30, torch.bfloat16),
+)
+for i, (knobs, batch, k, d, length, dtype) in enumerate(cases):
+    for key in ("WSUM", "KEEP_DECAY", "RELOAD_B", "WARPS"):
+        os.environ.pop("CADUCEUS_BWD2_" + key, None)
+    os.environ.update({"CADUCEUS_BWD2_" + key: v for key, v in knobs.items()})
+    args = mixer_layout(batch, k, d, length, dtype=dtype, seed=10 + i)
+    w = torch.randn(batch, k * d, length, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+    y, g = grads(st.selective_scan_triton, args, w)
+    if dtype == torch.float32:
+        ref, g_ref = grads(selective_scan_reference, args, w)
+    else:  # bf16 in and out: against the PyTorch twin on the same rounded inputs
+        ref, g_ref = grads(selective_scan_torch, args, w)
+    tag = f"case{i}_{'bf16' if dtype != torch.float32 else 'fp32'}"
+    report[f"{tag}_y"] = rel(y, ref)
+    report.update({f"{tag}_d{n}": rel(a, b) for n, a, b in zip(NAMES, g, g_ref)})
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_triton_backward_v2_variants_under_the_interpreter():
+    """The second backward's tuning knobs (per-program or per-warp atomics, decays kept or
+    recomputed, B re-read, 1 or 4 warps), channel blocks that do not fill a program, one and two
+    groups, fp32 against float64 and bf16 against the PyTorch twin."""
+    report = _run_under_the_interpreter(_BWD2_CHECK, CADUCEUS_SCAN_BWD="2")
+    assert len(report) == 6 * 9
+    for key, value in report.items():
+        assert value < (2e-2 if "bf16" in key else 1e-4), (key, value, report)
