@@ -117,7 +117,7 @@ def main():
         ce = dict(su_l=1, sd_l=1, sz_l=1, sy_l=1, sB_n=1, sC_n=1, R=args.r, BT=32 * args.warps, VEC_U=v, VEC_D=v, VEC_Z=v, VEC_Y=v,
                   VEC_B=v, EVEN_C=True, CKPT=128,
                   STATE_ONLY=args.what == "fwd_state", CARRY=False, STORE_CKPT=False, HAS_BIAS=True,
-                  SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, PREFETCH_BC=True, PIPELINE=True)
+                  SOFTPLUS=True, HAS_D=True, HAS_Z=True, FAST=True, PREFETCH_BC=True, PIPELINE=True, REV=False)
         ce.update(extra)
         if bdt:
             ce["VEC_B"] = 4

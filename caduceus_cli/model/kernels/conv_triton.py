@@ -15,8 +15,10 @@ from .jit import _sigmoid
 @triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, o_ptr, L, D,
                      sx_b, sx_c, sx_l, so_b, so_c, so_l,
-                     HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BC: tl.constexpr, BLT: tl.constexpr):
-    """out[b, c, t] = act(bias[c] + sum_j w[c, j] x[b, c, t - 3 + j]); grid (D / BC, batch, L / BLT)."""
+                     HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BC: tl.constexpr, BLT: tl.constexpr,
+                     REV: tl.constexpr = False):
+    """out[b, c, t] = act(bias[c] + sum_j w[c, j] x[b, c, t - 3 + j]); grid (D / BC, batch, L / BLT).
+    REV: the convolution of the sequence read from its end, x[b, c, t + 3 - j] (anti-causal)."""
     c = tl.program_id(0) * BC + tl.arange(0, BC)
     b = tl.program_id(1).to(tl.int64)
     t = tl.program_id(2) * BLT + tl.arange(0, BLT)
@@ -27,7 +29,10 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, o_ptr, L, D,
     if HAS_BIAS:
         acc += tl.load(b_ptr + c, mask=cm, other=0.0).to(tl.float32)[:, None]
     for j in tl.static_range(4):
-        tj = t - 3 + j
+        if REV:
+            tj = t + 3 - j
+        else:
+            tj = t - 3 + j
         xj = tl.load(row + tj[None, :] * sx_l, mask=cm[:, None] & (tj >= 0)[None, :] & (tj < L)[None, :],
                      other=0.0).to(tl.float32)
         acc += tl.load(w_ptr + c * 4 + j, mask=cm, other=0.0).to(tl.float32)[:, None] * xj
@@ -143,8 +148,20 @@ class CausalConvTriton(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
-def causal_conv1d_triton(x, weight, bias=None, silu=False):
-    """x: (B, D, L) any strides, weight (D, 4) or (D, 1, 4), bias (D,) -> act(causal conv), x's strides."""
+def causal_conv1d_triton(x, weight, bias=None, silu=False, reverse=False):
+    """x: (B, D, L) any strides, weight (D, 4) or (D, 1, 4), bias (D,) -> act(causal conv), x's strides.
+
+    ``reverse``: the convolution of x read from its end, flip(conv(flip(x))) along L; without
+    gradients one kernel reads x anti-causally, with them x is flipped."""
     if weight.shape[-1] != 4:
         raise ValueError("the Triton causal convolution is written for width 4")
+    if reverse:
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+            return CausalConvTriton.apply(x.flip(-1), weight, bias, bool(silu)).flip(-1)
+        w = weight.reshape(weight.shape[0], -1).contiguous()
+        out = torch.empty_like(x)
+        _conv_fwd_kernel[_conv_grid(x)](x, w, bias if bias is not None else w, out, x.shape[2], x.shape[1],
+                                        *x.stride(), *out.stride(), HAS_BIAS=bias is not None, SILU=bool(silu),
+                                        BC=_CONV_BC, BLT=_CONV_BLT, REV=True, num_warps=4)
+        return out
     return CausalConvTriton.apply(x, weight, bias, bool(silu))
