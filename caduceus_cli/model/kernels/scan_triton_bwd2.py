@@ -514,7 +514,8 @@ def _scan_bwd2_kernel(
 # Tuning knobs of this kernel, each readable from the environment so that one GPU run can time
 # them side by side (see gpu/measure.sh); the defaults are the predicted best (gpu/scan_notes.md).
 KNOBS = {"warps": ("CADUCEUS_BWD2_WARPS", 4), "keep_decay": ("CADUCEUS_BWD2_KEEP_DECAY", 1),
-         "reload_b": ("CADUCEUS_BWD2_RELOAD_B", 0), "wsum": ("CADUCEUS_BWD2_WSUM", 1)}
+         "reload_b": ("CADUCEUS_BWD2_RELOAD_B", 0), "wsum": ("CADUCEUS_BWD2_WSUM", 1),
+         "maxnreg": ("CADUCEUS_BWD2_MAXNREG", 0)}  # maxnreg 0: the compiler's choice
 
 
 def knobs() -> dict:
@@ -559,6 +560,7 @@ def scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
         FAST=not interpret, SHFL=1 if interpret else 2, KEEP_DECAY=bool(k["keep_decay"]),
         RELOAD_B=bool(k["reload_b"]), WSUM=bool(k["wsum"]), num_warps=num_warps,
+        **({"maxnreg": k["maxnreg"]} if k["maxnreg"] and not interpret else {}),
     )
     dB = dbc[..., :16].transpose(-1, -2)
     dC = dbc[..., 16:].transpose(-1, -2)
