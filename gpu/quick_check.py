@@ -28,6 +28,18 @@ from caduceus_cli.model.kernels.scan import (causal_conv1d_torch, selective_scan
                                              selective_scan_torch, triton_kernels)
 from caduceus_cli.model.kernels.versions import using_kernels  # noqa: E402
 
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    import numpy as np
+    import triton.runtime.interpreter as _ti
+
+    _patch = _ti._patch_lang_tensor
+
+    def _patched(tensor, scope):  # triton 3.6's interpreter calls int() on 1-element arrays (numpy >= 2.4 refuses)
+        _patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    _ti._patch_lang_tensor = _patched
+
 RESULTS: list[dict] = []
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "bias"]
 
