@@ -58,21 +58,24 @@ def record(name: str, err: float, tol: float) -> None:
 
 
 def inputs(batch, k, d, length, dtype, device, seed):
-    """Scan inputs laid out as the mixer makes them (views of (k, d, batch*L) tensors)."""
-    g = torch.Generator().manual_seed(seed)
+    """Scan inputs laid out as the mixer makes them (views of (k, d, batch*L) tensors), drawn on
+    ``device``."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, device=device)
 
     def act(scale=1.0, shift=0.0):
-        t = torch.randn(k, d, batch * length, generator=g) * scale + shift
+        t = rand(k, d, batch * length) * scale + shift
         return t.reshape(k * d, batch, length).permute(1, 0, 2)
 
     u, z, delta = act(), act(), act(0.5, -1.0)
-    A = -(torch.rand(k * d, 16, generator=g) * 4 + 0.05)
-    x_dbl = torch.randn(k, 40, batch * length, generator=g)
+    A = -(torch.rand(k * d, 16, generator=g, device=device) * 4 + 0.05)
+    x_dbl = rand(k, 40, batch * length)
     B = x_dbl[:, 8:24].reshape(k, 16, batch, length).permute(2, 0, 1, 3)
     C = x_dbl[:, 24:40].reshape(k, 16, batch, length).permute(2, 0, 1, 3)
-    D, bias = torch.randn(k * d, generator=g), torch.randn(k * d, generator=g) * 0.5
-    out = [u.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype), D, z.to(dtype), bias]
-    return [t.to(device) for t in out]
+    D, bias = rand(k * d), rand(k * d) * 0.5
+    return [u.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype), D, z.to(dtype), bias]
 
 
 def flipped(args):

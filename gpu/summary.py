@@ -1,0 +1,75 @@
+"""The short table gpu/measure.sh prints last, from the files its parts wrote into OUT.
+
+    python gpu/summary.py OUT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def main(out: str) -> None:
+    out = Path(out)
+    lines = []
+    qc = load(out / "quick_check.json")
+    if qc:
+        bad = [r["check"] for r in qc["results"] if not r.get("ok")]
+        lines.append(f"correctness: {len(qc['results']) - len(bad)}/{len(qc['results'])} checks pass"
+                     + (f"; FAILED: {', '.join(bad)}" if bad else "") + f" ({qc['device']})")
+    else:
+        lines.append("correctness: no quick_check.json")
+    pre = load(out / "pretrain.json")
+    lines.append("training, M tokens/s (step ms)   old            new            new/old")
+    if pre:
+        by = {(r["variant"], r.get("kernels")): r for r in pre["results"]}
+        for v in ("Caduceus-PS", "Caduceus-Ph"):
+            o, n = by.get((v, "old")), by.get((v, "new"))
+            if o and n:
+                lines.append(f"  {v} 128x4 1,024 bp x {n['global_batch']:<5} {o['tokens_per_s'] / 1e6:6.3f} ({o['step_ms']:5.1f})"
+                             f" {n['tokens_per_s'] / 1e6:6.3f} ({n['step_ms']:5.1f})  {n['tokens_per_s'] / o['tokens_per_s']:5.2f}x")
+    else:
+        lines.append("  no pretrain.json")
+    lines.append("forward bf16, M tokens/s            old      new    new/old")
+    for length in (1536, 131072):
+        rows = load(out / f"forward_{length}.json") or []
+        by = {(r["model"], r.get("kernels")): r for r in rows}
+        for model in ("PS 256x16", "PH 256x16"):
+            o, n = by.get((model, "old")), by.get((model, "new"))
+            if o and n and "tokens_per_s" in o and "tokens_per_s" in n:
+                lines.append(f"  {model} {n['batch']:>4} x {length:<7}     {o['tokens_per_s'] / 1e6:7.3f}  "
+                             f"{n['tokens_per_s'] / 1e6:7.3f}  {n['tokens_per_s'] / o['tokens_per_s']:5.2f}x")
+            elif o or n:
+                lines.append(f"  {model} x {length}: {(o or {}).get('error', '')} {(n or {}).get('error', '')}")
+    lc = load(out / "loss_curve.json")
+    if lc:
+        runs = lc["runs"]
+        lines.append(f"loss curves {runs[0]['backend']} vs {runs[1]['backend']} ({lc['settings']['steps']} steps): "
+                     f"max |diff| of {lc['settings']['window']}-step averages {lc['max_abs_diff_ma']:.4f} "
+                     f"(noise {lc['noise_ma']:.4f}); final {lc['final_ma'][0]:.4f} vs {lc['final_ma'][1]:.4f}")
+    sb = load(out / "scan_bench.json")
+    if sb:
+        lines.append("scan alone (ms, x exp2 floor):")
+        for r in sb["rows"]:
+            if "ms" in r:
+                lines.append(f"  {r['case']:<30} {r['kernels'][:50]:<50} {r['ms']:8.3f} {r['x_exp_floor']:6.2f}x")
+    for path in sorted(out.glob("profile_*.txt")):
+        for line in path.read_text().splitlines():
+            if line.startswith("SHARES "):
+                s = json.loads(line[7:])
+                share = ", ".join(f"{k} {v:.0%}" for k, v in s["share"].items() if v >= 0.005)
+                lines.append(f"profile {s['config']}: {s['tokens_per_s'] / 1e6:.3f} M tok/s, wall {s['wall_ms']} ms, "
+                             f"kernels {s['kernel_ms']} ms: {share}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "gpu-out")
