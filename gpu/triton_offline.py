@@ -89,7 +89,7 @@ def report(k, show_sass=False, show_ttgir=False):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["fwd", "fwd_state", "bwdseq", "bwd2", "conv_fwd", "conv_bwd"])
+    ap.add_argument("what", choices=["fwd", "fwd_state", "bwdseq", "bwd2", "conv_fwd", "conv_bwd", "conv2_fwd", "conv2_bwd"])
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--r", type=int, default=1)
     ap.add_argument("--warps", type=int, default=4)
@@ -160,15 +160,18 @@ def main():
     else:
         from caduceus_cli.model.kernels import conv_triton as ct
 
-        fn = ct._conv_fwd_kernel if args.what == "conv_fwd" else ct._conv_bwd_kernel
+        fn = {"conv_fwd": ct._conv_fwd_kernel, "conv_bwd": ct._conv_bwd_kernel, "conv2_fwd": ct._conv2_fwd_kernel,
+              "conv2_bwd": ct._conv2_bwd_kernel}[args.what]
         types = {n: "i32" for n in fn.arg_names}
         for n in fn.arg_names:
             if n.endswith("_ptr"):
                 types[n] = "*fp32" if n in ("w_ptr", "b_ptr", "dw_ptr", "db_ptr") else f"*{dt}"
-        ce = dict(sx_l=1, so_l=1, sg_l=1, sdx_l=1, HAS_BIAS=True, SILU=True, BC=16, BLT=256)
+        ce = dict(sx_l=1, so_l=1, sg_l=1, sdx_l=1, HAS_BIAS=True, SILU=True, BC=16, BLT=256, BT=32 * args.warps,
+                  REV=False, FAST=True)
         ce = {k: v for k, v in ce.items() if k in fn.arg_names}
         ce.update(extra)
-        div = [n for n in fn.arg_names if n not in ce and (n.endswith("_ptr") or n in ("L", "D"))]
+        div = [n for n in fn.arg_names if n not in ce and (n.endswith("_ptr") or n in ("L", "D", "chunk_len") or
+                                                             n.startswith(("sx_", "so_", "sg_", "sdx_")))]
     k = compile_kernel(fn, types, ce, div, args.warps, args.stages, args.maxnreg)
     report(k, args.sass, args.ttgir)
 

@@ -281,7 +281,9 @@ from caduceus_cli.model.kernels import scan_triton as st
 from caduceus_cli.model.kernels.conv_triton import causal_conv1d_triton
 from caduceus_cli.model.kernels.scan import causal_conv1d_torch, selective_scan_reference
 from tests.test_scan_kernels import NAMES, grads, mixer_layout, rel
+from caduceus_cli.model.kernels import conv_triton
 st._MIN_CHUNK, st.CKPT = 16, 8  # several time chunks and backward chunks at a small length
+conv_triton._CONV2_MIN_CHUNK = 16  # the second convolution: time chunks with their halos
 report = {}
 for length, seed, k in ((70, 1, 2), (5, 2, 2), (1, 3, 1), (37, 4, 1)):
     args = mixer_layout(1, k, 6, length, seed=seed)
@@ -329,14 +331,15 @@ def _run_under_the_interpreter(code: str, **env_vars: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bwd", ["1", "2"])
-def test_triton_kernels_under_the_interpreter(bwd):
+def test_triton_kernels_under_the_interpreter(bwd):  # bwd: the version of every kernel, "1" or "2"
     """Forward (several time chunks, states carried by either version, CADUCEUS_SCAN_FWD; output
     poisoned first; also run from the last position), the sequential backward of both versions
     (CADUCEUS_SCAN_BWD; several checkpoint chunks and sub-chunks, odd lengths, length 1, one and
     two groups; the first version's channel sums by tl.sum, the second's by its butterfly
-    reduce-scatter emulated with reshapes) and the causal convolution (also anti-causal), each
-    against float64 references."""
-    report = _run_under_the_interpreter(_INTERPRETER_CHECK, CADUCEUS_SCAN_BWD=bwd, CADUCEUS_SCAN_FWD=bwd)
+    reduce-scatter emulated with reshapes) and the causal convolution of either version
+    (CADUCEUS_CONV; also anti-causal; the second in time chunks), each against float64 references."""
+    report = _run_under_the_interpreter(_INTERPRETER_CHECK, CADUCEUS_SCAN_BWD=bwd, CADUCEUS_SCAN_FWD=bwd,
+                                        CADUCEUS_CONV=bwd)
     for key, value in report.items():
         if key == "conv_strides_kept":
             assert value

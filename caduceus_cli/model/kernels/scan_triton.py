@@ -61,24 +61,24 @@ def _raw8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr, L, R
     is the mirrored block L - 8 - t0 .. L - 1 - t0, loaded in memory order (:func:`_cols8`
     reverses it)."""
     offs = tl.arange(0, VEC)[None, None, :]
-    if REV:
+    if REV:  # element p of memory holds t = L - 1 - p: t < t_end where p >= L - t_end
         p0 = L - 8 - t0
-        t_lo = t0 + 7 - offs  # the logical position of each loaded element
-        t_hi = t0 + 3 - offs
+        ok_lo = p0 + offs >= L - t_end
+        ok_hi = p0 + 4 + offs >= L - t_end
     else:
         p0 = t0
-        t_lo = t0 + offs
-        t_hi = t0 + 4 + offs
+        ok_lo = t0 + offs < t_end
+        ok_hi = t0 + 4 + offs < t_end
     if VEC == 8:
         if MASKED:
-            x = tl.load(row[:, :, None] + (p0 + offs) * sl, mask=cm3 & (t_lo < t_end), other=0.0)
+            x = tl.load(row[:, :, None] + (p0 + offs) * sl, mask=cm3 & ok_lo, other=0.0)
         else:
             x = tl.load(row[:, :, None] + (p0 + offs) * sl)
         return x, x
     else:
         if MASKED:
-            lo = tl.load(row[:, :, None] + (p0 + offs) * sl, mask=cm3 & (t_lo < t_end), other=0.0)
-            hi = tl.load(row[:, :, None] + (p0 + 4 + offs) * sl, mask=cm3 & (t_hi < t_end), other=0.0)
+            lo = tl.load(row[:, :, None] + (p0 + offs) * sl, mask=cm3 & ok_lo, other=0.0)
+            hi = tl.load(row[:, :, None] + (p0 + 4 + offs) * sl, mask=cm3 & ok_hi, other=0.0)
         else:
             lo = tl.load(row[:, :, None] + (p0 + offs) * sl)
             hi = tl.load(row[:, :, None] + (p0 + 4 + offs) * sl)
@@ -109,27 +109,27 @@ def _store_cols8(row, t0, sl, cm3, t_end, c0, c1, c2, c3, c4, c5, c6, c7, MASKED
     ty = row.dtype.element_ty
     if REV:
         p0 = L - 8 - t0
-        t_lo = t0 + 7 - offs
-        t_hi = t0 + 3 - offs
+        ok_lo = p0 + offs >= L - t_end
+        ok_hi = p0 + 4 + offs >= L - t_end
         c0, c1, c2, c3, c4, c5, c6, c7 = c7, c6, c5, c4, c3, c2, c1, c0
     else:
         p0 = t0
-        t_lo = t0 + offs
-        t_hi = t0 + 4 + offs
+        ok_lo = t0 + offs < t_end
+        ok_hi = t0 + 4 + offs < t_end
     if VEC == 8:
         e = tl.reshape(tl.join(tl.join(c0, c4), tl.join(c2, c6)), [R, BT, 4])
         o = tl.reshape(tl.join(tl.join(c1, c5), tl.join(c3, c7)), [R, BT, 4])
         x = tl.reshape(tl.join(e, o), [R, BT, 8]).to(ty)
         if MASKED:
-            tl.store(row[:, :, None] + (p0 + offs) * sl, x, mask=cm3 & (t_lo < t_end))
+            tl.store(row[:, :, None] + (p0 + offs) * sl, x, mask=cm3 & ok_lo)
         else:
             tl.store(row[:, :, None] + (p0 + offs) * sl, x)
     else:
         lo = tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [R, BT, 4]).to(ty)
         hi = tl.reshape(tl.join(tl.join(c4, c6), tl.join(c5, c7)), [R, BT, 4]).to(ty)
         if MASKED:
-            tl.store(row[:, :, None] + (p0 + offs) * sl, lo, mask=cm3 & (t_lo < t_end))
-            tl.store(row[:, :, None] + (p0 + 4 + offs) * sl, hi, mask=cm3 & (t_hi < t_end))
+            tl.store(row[:, :, None] + (p0 + offs) * sl, lo, mask=cm3 & ok_lo)
+            tl.store(row[:, :, None] + (p0 + 4 + offs) * sl, hi, mask=cm3 & ok_hi)
         else:
             tl.store(row[:, :, None] + (p0 + offs) * sl, lo)
             tl.store(row[:, :, None] + (p0 + 4 + offs) * sl, hi)

@@ -8,7 +8,9 @@ runs (through ``runtime.env_int``), so a benchmark can switch between versions i
 - ``CADUCEUS_SCAN_BWD``: 1 the backward with one thread per channel; 2 (default) two threads per
   channel (tuning knobs ``CADUCEUS_BWD2_WARPS``, ``_KEEP_DECAY``, ``_RELOAD_B``, ``_WSUM``, ``_CKPT``);
 - ``CADUCEUS_INFER``: 1 a bi-directional layer's reverse direction on flipped copies in
-  inference; 2 (default) read from the sequence's end.
+  inference; 2 (default) read from the sequence's end;
+- ``CADUCEUS_CONV``: 1 the causal convolution in (channels x positions) tiles; 2 (default) a
+  thread per channel walking tiles of 8 positions.
 
 A *set* is named ``old`` (every variable 1), ``new`` (every variable at its default), or given as
 ``VAR=VALUE`` pairs joined by ``+`` applied on top of ``new`` (``CADUCEUS_BWD2_WSUM=0``).
@@ -20,7 +22,7 @@ import contextlib
 import os
 from typing import Iterator
 
-VARIABLES = ("CADUCEUS_SCAN_FWD", "CADUCEUS_SCAN_BWD", "CADUCEUS_INFER")
+VARIABLES = ("CADUCEUS_SCAN_FWD", "CADUCEUS_SCAN_BWD", "CADUCEUS_INFER", "CADUCEUS_CONV")
 KNOB_PREFIXES = ("CADUCEUS_BWD2_",)
 
 
