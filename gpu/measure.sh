@@ -9,13 +9,16 @@
 #   loss      300-step loss curves of PS 128x4 (batch 8): triton vs torch backend, same weights/batches
 #   profile   per-kernel profiles with the new kernels (the four configurations of the baseline + Ph train)
 #   scan      the scan alone: backward variants (CADUCEUS_BWD2_* knobs) and the long forward
-# Every part tees its output to its own file in $OUT as it runs; a short table comes last
-# (gpu/summary.py). Parts start only while less than BUDGET seconds (default 500) have passed.
+# Every part writes its output to its own file in $OUT as it runs (OUT/NAME.log, the JSON beside it)
+# and shows its last lines; a short table comes last (gpu/summary.py, also OUT/summary.txt). A part
+# starts only while 20 s of BUDGET (default 510 s) are left and is stopped when the budget is spent,
+# so one call stays under 9 minutes; on a cold machine (Triton compiles every kernel once, ~5 s each)
+# two calls fit everything:  bash gpu/measure.sh check pretrain forward;  bash gpu/measure.sh loss profile scan
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 out=${OUT:-gpu-out}; mkdir -p "$out"
 py=${PYTHON:-python3}
-budget=${BUDGET:-500}
+budget=${BUDGET:-510}
 start=$(date +%s)
 parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(check pretrain forward loss profile scan)
 
@@ -41,23 +44,23 @@ run() {  # run NAME SECONDS CMD...: skipped when the budget is spent; output to 
 
 for part in "${parts[@]}"; do
   case "$part" in
-    check)    run quick_check 150 $py gpu/quick_check.py --out "$out" ;;
-    pretrain) run pretrain 150 $py benchmarks/pretrain_speed.py --variant ps ph --kernels old,new --steps 15 \
+    check)    run quick_check 240 $py gpu/quick_check.py --out "$out" ;;
+    pretrain) run pretrain 200 $py benchmarks/pretrain_speed.py --variant ps ph --kernels old,new --steps 15 \
                 --warmup-steps 3 --json "$out/pretrain.json" ;;
-    forward)  for spec in "1536 256" "131072 2"; do
+    forward)  for spec in "1536 256 200" "131072 2 150"; do
                 set -- $spec
-                run "forward_$1" 120 $py benchmarks/model_speed.py --device cuda --dtype bf16 --backend triton \
+                run "forward_$1" "$3" $py benchmarks/model_speed.py --device cuda --dtype bf16 --backend triton \
                   --configs ps:256x16,ph:256x16 --lengths "$1" --batch "$2" --repeats 5 --warmup 2 \
                   --kernels old,new --json "$out/forward_$1.json"
               done ;;
-    loss)     run loss_curve 120 $py gpu/loss_curve.py --out "$out" --backends triton,torch --batch 8 --steps 300 ;;
+    loss)     run loss_curve 150 $py gpu/loss_curve.py --out "$out" --backends triton,torch --batch 8 --steps 300 ;;
     profile)  for cfg in "ps:256x16 1536 256 forward" "ps:256x16 131072 2 forward" "ph:256x16 131072 2 forward" \
                          "ps:128x4 1024 256 train" "ph:128x4 1024 256 train"; do
                 set -- $cfg
                 run "profile_${1/:/_}_$2_$4" 60 $py gpu/kernel_profile.py $cfg triton
                 cp "$out/profile_${1/:/_}_$2_$4.log" "$out/profile_${1/:/_}_$2_$4.txt" 2>/dev/null
               done ;;
-    scan)     run scan_bench 120 $py gpu/scan_bench.py --out "$out" ;;
+    scan)     run scan_bench 150 $py gpu/scan_bench.py --out "$out" ;;
     *) echo "unknown part $part (check pretrain forward loss profile scan)"; exit 2 ;;
   esac
 done

@@ -31,24 +31,28 @@ def main(out: str) -> None:
     lines.append("training, M tokens/s (step ms)   old            new            new/old")
     if pre:
         by = {(r["variant"], r.get("kernels")): r for r in pre["results"]}
-        for v in ("Caduceus-PS", "Caduceus-Ph"):
+        for v in dict.fromkeys(r["variant"] for r in pre["results"]):
             o, n = by.get((v, "old")), by.get((v, "new"))
             if o and n:
-                lines.append(f"  {v} 128x4 1,024 bp x {n['global_batch']:<5} {o['tokens_per_s'] / 1e6:6.3f} ({o['step_ms']:5.1f})"
-                             f" {n['tokens_per_s'] / 1e6:6.3f} ({n['step_ms']:5.1f})  {n['tokens_per_s'] / o['tokens_per_s']:5.2f}x")
+                lines.append(f"  {v} {n['d_model']}x{n['n_layer']} {n['seq_len']} bp x {n['global_batch']:<5}"
+                             f"{o['tokens_per_s'] / 1e6:7.3f} ({o['step_ms']:5.1f}) {n['tokens_per_s'] / 1e6:7.3f} "
+                             f"({n['step_ms']:5.1f})  {n['tokens_per_s'] / o['tokens_per_s']:5.2f}x")
     else:
         lines.append("  no pretrain.json")
-    lines.append("forward bf16, M tokens/s            old      new    new/old")
-    for length in (1536, 131072):
-        rows = load(out / f"forward_{length}.json") or []
-        by = {(r["model"], r.get("kernels")): r for r in rows}
-        for model in ("PS 256x16", "PH 256x16"):
-            o, n = by.get((model, "old")), by.get((model, "new"))
+    lines.append("forward, M tokens/s                   old      new    new/old")
+    for path in sorted(out.glob("forward_*.json"), key=lambda p: int(p.stem.split("_")[1])):
+        rows = load(path) or []
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault((r["model"], r["length"], r["batch"]), {})[r.get("kernels")] = r
+        for (model, length, batch), by in groups.items():
+            o, n = by.get("old"), by.get("new")
             if o and n and "tokens_per_s" in o and "tokens_per_s" in n:
-                lines.append(f"  {model} {n['batch']:>4} x {length:<7}     {o['tokens_per_s'] / 1e6:7.3f}  "
+                lines.append(f"  {model:<10} {batch:>4} x {length:<7} {o.get('dtype', ''):>5} {o['tokens_per_s'] / 1e6:7.3f}  "
                              f"{n['tokens_per_s'] / 1e6:7.3f}  {n['tokens_per_s'] / o['tokens_per_s']:5.2f}x")
-            elif o or n:
-                lines.append(f"  {model} x {length}: {(o or {}).get('error', '')} {(n or {}).get('error', '')}")
+            else:
+                lines.append(f"  {model} {batch} x {length}: " + "; ".join(
+                    f"{k}: {r.get('error', round(r.get('tokens_per_s', 0) / 1e6, 3))}" for k, r in by.items()))
     lc = load(out / "loss_curve.json")
     if lc:
         runs = lc["runs"]
