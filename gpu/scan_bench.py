@@ -62,7 +62,7 @@ def main(argv=None):
     ap.add_argument("--bwd-sets", default="old,new,CADUCEUS_BWD2_WSUM=0,"
                     "CADUCEUS_BWD2_KEEP_DECAY=0+CADUCEUS_BWD2_MAXNREG=168,CADUCEUS_BWD2_WARPS=8")
     ap.add_argument("--exp-rate", type=float, default=3.7e12, help="MUFU.EX2 per second (H200, gpu/scan_notes.md)")
-    ap.add_argument("--parts", default="bwd,fwd_long,fwd_short")
+    ap.add_argument("--parts", default="bwd,fwd_long,fwd_short,gemm")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes under TRITON_INTERPRET=1 (no timing value)")
     args = ap.parse_args(argv)
     global SMOKE
@@ -104,7 +104,29 @@ def main(argv=None):
                 ms = bench(lambda: st.scan_forward(*a, delta_softplus=True, reverse=reverse))
             rows.append(row(f"{name}{' reverse' if reverse else ''}", ks, ms, pairs, 1, args.exp_rate))
 
-    parts = {"bwd": bwd,
+    def gemm():
+        """The PS 128x4 training step's skinny projections (k = 2 directions, N = 512 x 1,024
+        positions) as the mixer runs them and in the transposed layout (positions as rows), for
+        the next round (the baseline profile shows ~0.7 ms small-tile cuBLAS kernels for them)."""
+        k, n = 2, (512 if not args.smoke else 4) * 1024
+        bf = dict(device=dev, dtype=torch.bfloat16)
+        u, wx = torch.randn(k, 256, n, **bf), torch.randn(k, 40, 256, **bf)
+        xd, wdt, dd = torch.randn(k, 40, n, **bf), torch.randn(k, 256, 8, **bf), torch.randn(k, 256, n, **bf)
+        cases = {
+            "x_proj  W(40x256) @ u(256xN)": lambda: torch.bmm(wx, u),
+            "x_proj  u^T(Nx256) @ W^T (rows)": lambda: torch.bmm(u.transpose(1, 2), wx.transpose(1, 2)),
+            "dt_proj W(256x8) @ xdbl(8xN)": lambda: torch.bmm(wdt, xd[:, :8]),
+            "dW_x    dxdbl(40xN) @ u^T": lambda: torch.bmm(xd, u.transpose(1, 2)),
+            "du      W^T(256x40) @ dxdbl(40xN)": lambda: torch.bmm(wx.transpose(1, 2), xd),
+            "dW_dt   ddelta(256xN) @ xdbl8^T": lambda: torch.bmm(dd, xd[:, :8].transpose(1, 2)),
+            "dxdbl8  W^T(8x256) @ ddelta(256xN)": lambda: torch.bmm(wdt.transpose(1, 2), dd),
+        }
+        for name, fn in cases.items():
+            ms = bench(fn)
+            rows.append({"case": f"gemm {name}", "kernels": "cuBLAS", "ms": round(ms, 3)})
+            print(f"gemm {name:<36} {ms:9.3f} ms", flush=True)
+
+    parts = {"bwd": bwd, "gemm": gemm,
              "fwd_long": lambda: fwd("infer fwd 2 x 131072", shapes[1], [("old", False), ("new", False), ("new", True)]),
              "fwd_short": lambda: fwd("infer fwd 128 x 1536", shapes[2], [("new", False), ("new", True)])}
     for name in args.parts.split(","):

@@ -63,8 +63,10 @@ def main(out: str) -> None:
     if sb:
         lines.append("scan alone (ms, x exp2 floor):")
         for r in sb["rows"]:
-            if "ms" in r:
+            if "x_exp_floor" in r:
                 lines.append(f"  {r['case']:<30} {r['kernels'][:50]:<50} {r['ms']:8.3f} {r['x_exp_floor']:6.2f}x")
+            elif "ms" in r:
+                lines.append(f"  {r['case']:<45} {r['ms']:8.3f}")
     for path in sorted(out.glob("profile_*.txt")):
         for line in path.read_text().splitlines():
             if line.startswith("SHARES "):
