@@ -107,10 +107,11 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--genome", nargs="*", default=[], help="FASTA files (default: random bases)")
-    ap.add_argument("--smoke", action="store_true", help="CPU-sized: PS 32x2, 128 bp, batch 4, 40 steps, window 10")
+    ap.add_argument("--smoke", action="store_true", help="CPU-sized defaults: PS 32x2, 128 bp, batch 4, 40 steps, "
+                    "window 10")
+    if ap.parse_known_args(argv)[0].smoke:  # CPU-sized defaults; options given explicitly still win
+        ap.set_defaults(d_model=32, n_layer=2, seq_len=128, batch=4, steps=40, window=10, warmup=5)
     args = ap.parse_args(argv)
-    if args.smoke:
-        args.d_model, args.n_layer, args.seq_len, args.batch, args.steps, args.window, args.warmup = 32, 2, 128, 4, 40, 10, 5
     device = torch.device(args.device)
     backends, kernels = args.backends.split(","), args.kernels.split(",")
     if len(backends) != 2 or len(kernels) != 2:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -488,3 +489,54 @@ def test_bidirectional_sum_without_flips_matches_the_flipping_path(variant, tie,
             want = mamba.mamba_flip_sum(hidden, directions, "torch", conjugate)
             got = mamba.mamba_bidirectional_sum(hidden, directions, "torch", conjugate)
             assert (got - want).abs().max() < 1e-5
+
+
+def test_kernel_sets_switch_and_restore_the_environment(monkeypatch):
+    from caduceus_cli.model.kernels.versions import VARIABLES, kernel_set, using_kernels
+
+    monkeypatch.setenv("CADUCEUS_SCAN_BWD", "7")
+    monkeypatch.delenv("CADUCEUS_BWD2_WSUM", raising=False)
+    with using_kernels("old"):
+        assert all(os.environ[v] == "1" for v in VARIABLES)
+    with using_kernels("new"):
+        assert not any(v in os.environ for v in VARIABLES)
+    with using_kernels("CADUCEUS_BWD2_WSUM=0+CADUCEUS_SCAN_FWD=1"):
+        assert os.environ["CADUCEUS_BWD2_WSUM"] == "0" and os.environ["CADUCEUS_SCAN_FWD"] == "1"
+        assert "CADUCEUS_SCAN_BWD" not in os.environ  # on top of "new"
+    assert os.environ["CADUCEUS_SCAN_BWD"] == "7" and "CADUCEUS_BWD2_WSUM" not in os.environ
+    with pytest.raises(ValueError, match="kernel set"):
+        kernel_set("PATH=/tmp")
+
+
+def test_loss_curve_comparison_measures_the_gap_and_the_noise():
+    sys.path.insert(0, str(REPO / "gpu"))
+    try:
+        from loss_curve import compare, moving_average
+    finally:
+        sys.path.pop(0)
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    rng = np.random.default_rng(0)
+    a = list(2.0 - np.linspace(0, 1, 200) + rng.normal(0, 0.05, 200))
+    same = compare(a, a, 20)
+    assert same["max_abs_diff_ma"] == 0 and 0.005 < same["noise_ma"] < 0.02
+    shifted = compare(a, [x + 0.1 for x in a], 20)
+    assert abs(shifted["max_abs_diff_ma"] - 0.1) < 1e-9
+
+
+@pytest.mark.slow
+def test_loss_curves_of_two_cpu_backends_agree():
+    """gpu/loss_curve.py at CPU size: the pretraining step with the numba and the torch backends
+    from the same weights on the same batches gives the same curve (the GPU run compares triton
+    with torch the same way)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+        backends = "numba,torch" if numba_kernels() is not None else "torch,torch"
+        result = subprocess.run([sys.executable, str(REPO / "gpu" / "loss_curve.py"), "--device", "cpu", "--smoke",
+                                 "--backends", backends, "--steps", "30", "--out", out],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        doc = json.loads((Path(out) / "loss_curve.json").read_text())
+    assert len(doc["runs"][0]["loss"]) == 30 and doc["runs"][0]["loss"][-1] < doc["runs"][0]["loss"][0]
+    assert doc["max_abs_diff_ma"] < max(1e-3, doc["noise_ma"])
