@@ -2,25 +2,27 @@
 # One device call: the Triton backend's new kernels against the old ones, same process, same inputs.
 # Run from the repo root on the GPU machine:
 #     OUT=$OUT bash gpu/measure.sh                      # every part, in this order:
-#     OUT=$OUT bash gpu/measure.sh check pretrain forward loss profile scan
+#     OUT=$OUT bash gpu/measure.sh check pretrain scan forward loss profile
 #   check     gpu/quick_check.py: each new kernel and path against references (~1 min with compiles)
-#   pretrain  masked-LM training tokens/s, PS and Ph 128x4, 1,024 bp, batch 256, kernels old,new
+#   pretrain  masked-LM training tokens/s, PS and Ph 128x4, 1,024 bp, batch 256: kernel sets old, new
+#             and new with the backward's 12-warp variant (KEEP_DECAY=0, MAXNREG=168)
+#   scan      the scan alone: backward variants (CADUCEUS_BWD2_* knobs), the long and short forward,
+#             the training step's skinny projections in cuBLAS
 #   forward   forward tokens/s, PS and Ph 256x16, 256 x 1,536 and 2 x 131,072 bp, bf16, old,new
 #   loss      300-step loss curves of PS 128x4 (batch 8): triton vs torch backend, same weights/batches
 #   profile   per-kernel profiles with the new kernels (the four configurations of the baseline + Ph train)
-#   scan      the scan alone: backward variants (CADUCEUS_BWD2_* knobs) and the long forward
 # Every part writes its output to its own file in $OUT as it runs (OUT/NAME.log, the JSON beside it)
 # and shows its last lines; a short table comes last (gpu/summary.py, also OUT/summary.txt). A part
 # starts only while 20 s of BUDGET (default 510 s) are left and is stopped when the budget is spent,
 # so one call stays under 9 minutes; on a cold machine (Triton compiles every kernel once, ~5 s each)
-# two calls fit everything:  bash gpu/measure.sh check pretrain forward;  bash gpu/measure.sh loss profile scan
+# two calls fit everything:  bash gpu/measure.sh check pretrain scan forward;  bash gpu/measure.sh loss profile
 set -uo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 out=${OUT:-gpu-out}; mkdir -p "$out"
 py=${PYTHON:-python3}
 budget=${BUDGET:-510}
 start=$(date +%s)
-parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(check pretrain forward loss profile scan)
+parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(check pretrain scan forward loss profile)
 
 if [ -d .gpu/wheels ] && ! $py -c "import pysam, pyfaidx" 2>/dev/null; then
   $py -m pip install -q --no-deps --no-index .gpu/wheels/*.whl > "$out/pip.log" 2>&1 || echo "wheel install failed (see pip.log)"
@@ -45,8 +47,8 @@ run() {  # run NAME SECONDS CMD...: skipped when the budget is spent; output to 
 for part in "${parts[@]}"; do
   case "$part" in
     check)    run quick_check 240 $py gpu/quick_check.py --out "$out" ;;
-    pretrain) run pretrain 200 $py benchmarks/pretrain_speed.py --variant ps ph --kernels old,new --steps 15 \
-                --warmup-steps 3 --json "$out/pretrain.json" ;;
+    pretrain) run pretrain 200 $py benchmarks/pretrain_speed.py --variant ps ph --steps 15 --warmup-steps 3 \
+                --kernels old,new,CADUCEUS_BWD2_KEEP_DECAY=0+CADUCEUS_BWD2_MAXNREG=168 --json "$out/pretrain.json" ;;
     forward)  for spec in "1536 256 200" "131072 2 150"; do
                 set -- $spec
                 run "forward_$1" "$3" $py benchmarks/model_speed.py --device cuda --dtype bf16 --backend triton \
@@ -61,7 +63,7 @@ for part in "${parts[@]}"; do
                 cp "$out/profile_${1/:/_}_$2_$4.log" "$out/profile_${1/:/_}_$2_$4.txt" 2>/dev/null
               done ;;
     scan)     run scan_bench 150 $py gpu/scan_bench.py --out "$out" ;;
-    *) echo "unknown part $part (check pretrain forward loss profile scan)"; exit 2 ;;
+    *) echo "unknown part $part (check pretrain scan forward loss profile)"; exit 2 ;;
   esac
 done
 echo "== total $(( $(date +%s) - start )) s"
