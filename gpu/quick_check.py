@@ -41,6 +41,11 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     _ti._patch_lang_tensor = _patched
 
 RESULTS: list[dict] = []
+# The backward's variants timed by gpu/scan_bench.py (and checked here): 8 warps per SM (default,
+# 255 registers), per-warp atomics, 12 and 16 warps per SM (decays recomputed, registers capped;
+# 16 spills a little), 8-warp programs.
+BWD_SETS = ("old", "new", "CADUCEUS_BWD2_WSUM=0", "CADUCEUS_BWD2_KEEP_DECAY=0+CADUCEUS_BWD2_MAXNREG=168",
+            "CADUCEUS_BWD2_KEEP_DECAY=0+CADUCEUS_BWD2_MAXNREG=128", "CADUCEUS_BWD2_WARPS=8")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "bias"]
 
 
@@ -199,7 +204,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (for the interpreter on the CPU)")
-    ap.add_argument("--variants", default="new,CADUCEUS_BWD2_WSUM=0,CADUCEUS_BWD2_KEEP_DECAY=0+CADUCEUS_BWD2_MAXNREG=168",
+    ap.add_argument("--variants", default=",".join(s for s in BWD_SETS if s != "old"),
                     help="backward kernel sets checked in bf16 (those gpu/scan_bench.py times)")
     ap.add_argument("--parts", default=None, help="default: forward,backward,conv,model (no model under the "
                     "interpreter: the triton backend needs CUDA)")

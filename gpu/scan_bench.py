@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from caduceus_cli.model.kernels.scan import triton_kernels  # noqa: E402
 from caduceus_cli.model.kernels.versions import using_kernels  # noqa: E402
-from quick_check import inputs  # noqa: E402  (also patches the interpreter where it runs)
+from quick_check import BWD_SETS, inputs  # noqa: E402  (also patches the interpreter where it runs)
 
 
 SMOKE = False
@@ -59,8 +59,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     ap.add_argument("--batch", type=int, default=128, help="sequences of the backward case (PS: 2 per window)")
-    ap.add_argument("--bwd-sets", default="old,new,CADUCEUS_BWD2_WSUM=0,"
-                    "CADUCEUS_BWD2_KEEP_DECAY=0+CADUCEUS_BWD2_MAXNREG=168,CADUCEUS_BWD2_WARPS=8")
+    ap.add_argument("--bwd-sets", default=",".join(BWD_SETS))
     ap.add_argument("--exp-rate", type=float, default=3.7e12, help="MUFU.EX2 per second (H200, gpu/scan_notes.md)")
     ap.add_argument("--parts", default="bwd,fwd_long,fwd_short,gemm")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes under TRITON_INTERPRET=1 (no timing value)")
