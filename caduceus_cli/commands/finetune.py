@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
-from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
+from ..pipelines.variants.settings import DEFAULT_WINDOW
 from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption, duration, report
 
 finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe on frozen embeddings (probe) or the "
@@ -33,10 +33,18 @@ def svm_command(
     label_field: str = typer.Option("label", "--label-field", help="INFO field with the 0/1 label (VCF input)."),
     use_tissue: bool = typer.Option(False, "--use-tissue", help="Add the tissue (6th TSV column) as a feature."),
     n_train: int = typer.Option(N_TRAIN, "--n-train", help="Training subsample per fit (the paper's value is the default)."),
-    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Window (bp) centred on the variant."),
+    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Positions (bp) around the variant whose outputs "
+                               "are averaged into its features."),
+    context: Optional[int] = typer.Option(None, "--context", help="Bases the model reads around each variant, "
+                                          "centred on it (default: the model's trained length when it declares one, "
+                                          "else the window; N-padded past contig ends)."),
+    features: str = typer.Option("paper", "--features", help="paper: the official vep_embeddings.py + vep_svm.ipynb "
+                                 "features (1,537 positions per strand, conjoined per model as the notebook); mean: the "
+                                 "strand-averaged mean over the window."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Contexts per forward pass (default: as "
+                                             "many as fit the memory budget, at most 64)."),
     device: str = DeviceOption,
     backend: str = BackendOption,
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON (instead of the table)."),
@@ -45,7 +53,8 @@ def svm_command(
     from ..pipelines.svm import train_svm
 
     with Progress("features", unit="variants", quiet=quiet) as progress:
-        fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
+        fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, context=context, features=features,
+                           test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
                            n_train=n_train, batch_size=batch_size, device=device, revision=revision, backend=backend,
                            progress=progress)

@@ -24,8 +24,14 @@ def score_variants_command(
     window: Optional[int] = typer.Option(None, "--window", help=f"Window (bp) centred on the variant (default: "
                                          f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter, or the "
                                          "--svm classifier's window)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per forward pass (default "
-                                             f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
+    context: Optional[int] = typer.Option(None, "--context", help="Bases the model reads around each variant, centred "
+                                          "on it, N-padded past contig ends (default: the --svm classifier's, else "
+                                          "the model's trained length when it declares one, else the window; never "
+                                          "shorter than --window). LLR is read at its masked centre, the embeddings "
+                                          "pool its central --window positions."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Contexts per forward pass (default "
+                                             f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU, fewer when they "
+                                             "do not fit the memory budget)."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Records read and scored together (bounds memory)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED of TSS, or GENCODE/Ensembl GTF): adds CADUCEUS_TSS_DIST."),
     svm: str = typer.Option(None, "--svm", help="Folder of a classifier trained by `caduceus finetune svm` (needs --tss)."),
@@ -60,7 +66,7 @@ def score_variants_command(
 
     with Progress("scoring", unit="records", quiet=quiet) as progress:
         summary = score_variants(
-            vcf, fasta, output, model=model, scores=scores, window=window, batch_size=batch_size,
+            vcf, fasta, output, model=model, scores=scores, window=window, context=context, batch_size=batch_size,
             chunk_size=chunk_size, device=device, dtype=dtype, backend=backend, revision=revision, tss=tss, svm=svm,
             tissue=tissue, strict_ref=strict_ref, missing_contig=missing_contig, fmt=fmt, write_index=write_index,
             regions=regions, regions_file=regions_file, resume=resume, progress=progress,
@@ -75,7 +81,7 @@ def sentence(summary: dict) -> str:
     where = "stdout" if summary["output"] == "-" else summary["output"]
     text = (f"scored {summary['scored']:,} of {summary['alts']:,} ALT alleles in {summary['records']:,} records "
             f"in {summary['seconds']:,.1f} s ({summary['alts_per_second'] or 0:,.1f}/s, window "
-            f"{summary['window']:,} bp) -> {where}")
+            f"{summary['window']:,} bp, context {summary.get('context') or summary['window']:,} bp) -> {where}")
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary["skipped"].items())
     return text + (f"; skipped {skipped}" if skipped else "")
 

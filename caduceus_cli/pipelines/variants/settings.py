@@ -41,16 +41,27 @@ class ScoreSettings:
     strict_ref: bool = False
     missing_contig: str = "error"
     tissue: str | None = None
+    context: int | None = None  # bases the model reads; None: the window (see context.choose_context)
+
+    @property
+    def span(self) -> int:
+        """Bases the model reads per pass: the context, or the window when no context is set."""
+        return self.context or self.window
 
     @property
     def centre(self) -> int:
-        """Index of the variant's first REF base in its window."""
-        return self.window // 2
+        """Index of the variant's first REF base in the sequence the model reads."""
+        return self.span // 2
 
     def validate(self) -> "ScoreSettings":
         self.scores = validate_scores(self.scores)
         if self.window is not None and self.window < 3:
             raise CaduceusError(f"--window must be at least 3 bp, got {self.window}")
+        if self.context is not None and self.context < 3:
+            raise CaduceusError(f"--context must be at least 3 bp, got {self.context}")
+        if self.context is not None and self.window is not None and self.context < self.window:
+            raise CaduceusError(f"--context {self.context} is shorter than --window {self.window}: the model must "
+                                f"read every position it pools (give --context {self.window} or more)")
         if self.batch_size is not None and self.batch_size < 1:
             raise CaduceusError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.chunk_size < 1:
