@@ -195,8 +195,14 @@ def classify_command(
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train the head alone."),
     select_metric: Optional[str] = typer.Option(None, "--select-metric", help="Validation metric that picks the best "
                                                 "epoch and the saved run. (default: mcc; mse for regression)"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences "
-                                             "(counted in the report). (default: no limit)"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", "--context", help="Keep the central N bases of "
+                                             "longer sequences (counted in the report); up to the model's trained "
+                                             "length (131,072 for the published checkpoints). (default: no limit)"),
+    checkpoint_blocks: Optional[bool] = typer.Option(None, "--checkpoint-blocks/--no-checkpoint-blocks",
+                                                     help="Recompute each block in the backward pass instead of "
+                                                     "keeping its activations: the same gradients in far less memory, "
+                                                     "~30% more compute. (default: on when the longest training "
+                                                     f"sequence is over {_R.CHECKPOINT_BLOCKS_ABOVE:,} bp)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly after this wall time (420, 7m, "
                                            "1h30m), leaving a folder that --resume continues."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time (its folder)."),
@@ -230,6 +236,7 @@ def classify_command(
                                      label_column=label_column, rc_aug=rc_aug, freeze_backbone=freeze_backbone,
                                      select_metric=select_metric, max_length=max_length,
                                      max_time=parse_duration(max_time), resume=resume, eval_batch_size=eval_batch_size,
+                                     checkpoint_blocks=checkpoint_blocks,
                                      device=device, backend=backend, progress=progress, **options)
     if is_main:
         _print_runs(fitted, as_json)

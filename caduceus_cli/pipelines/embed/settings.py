@@ -34,6 +34,7 @@ class EmbedSettings:
     max_tokens: int = DEFAULT_MAX_TOKENS
     skip_invalid: bool = False
     io_threads: int = DEFAULT_IO_THREADS
+    context: int | None = None  # bases the model reads around each region (None: the region itself)
 
     @property
     def overlap(self) -> int:
@@ -62,12 +63,18 @@ class EmbedSettings:
         for name, value, low in (("--window", self.window, 1), ("--center-width", self.center_width, 1),
                                  ("--max-length", self.max_length, 1), ("--batch-size", self.batch_size, 1),
                                  ("--max-tokens", self.max_tokens, 1), ("--tile-overlap", self.tile_overlap, 0),
-                                 ("--io-threads", self.io_threads, 1)):
+                                 ("--io-threads", self.io_threads, 1), ("--context", self.context, 1)):
             if value is not None and value < low:
                 raise CaduceusError(f"{name} must be >= {low}, got {value}")
         if self.overlap >= self.max_length:
             raise CaduceusError(f"--tile-overlap {self.overlap} must be smaller than the tile length {self.max_length}")
-        if self.window is not None and self.window > self.max_length and not self.tile:
+        if self.context is not None and self.tile:
+            raise CaduceusError("--context and --tile cannot be combined: with --context the model reads one "
+                                "sequence of --context bases around each region (give one of them)")
+        if self.context is not None and self.window is not None and self.window > self.context:
+            raise CaduceusError(f"--window {self.window} is longer than --context {self.context}: the model must "
+                                "read every position it pools (give --context at least the window)")
+        if self.window is not None and self.window > self.max_length and not self.tile and self.context is None:
             raise CaduceusError(f"--window {self.window} is longer than the model's trained length "
                                 f"({self.max_length:,} bp): use --tile, a smaller --window, or --max-length")
         return self

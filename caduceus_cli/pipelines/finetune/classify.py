@@ -46,8 +46,13 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
                         batch_size=R.BATCH_SIZE, weight_decay=R.WEIGHT_DECAY, pool=R.POOLING, rc_aug=False,
                         freeze_backbone=False, device=None, max_length=None, max_time=None, resume=None, progress=None,
                         sequence_column=None, label_column=None, center_width=1, conjoin_train=False,
-                        select_metric=None, eval_batch_size=None, backend="auto", revision=None) -> dict:
-    """Fine-tune ``model`` on TRAIN; returns the report (also DIR/report.json). See the package docstring."""
+                        select_metric=None, eval_batch_size=None, backend="auto", revision=None,
+                        checkpoint_blocks=None) -> dict:
+    """Fine-tune ``model`` on TRAIN; returns the report (also DIR/report.json). See the package docstring.
+
+    ``checkpoint_blocks``: recompute each block in the backward pass instead of keeping its
+    activations (same gradients, far less memory); None: on when the longest training sequence is
+    longer than ``recipe.CHECKPOINT_BLOCKS_ABOVE`` bp."""
     started = time.time()
     given = {k: v for k, v in locals().items() if k in IDENTITY_DEFAULTS}
     if isinstance(given["model"], os.PathLike):
@@ -65,7 +70,7 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
         check_new_output(output_dir)
     options = _checked(given, data)
     with torchrun(device) as runtime:
-        job = _Job(options, data, runtime, backend, eval_batch_size, max_time, started, progress)
+        job = _Job(options, data, runtime, backend, eval_batch_size, max_time, started, progress, checkpoint_blocks)
         if saved is not None:
             job.check_digests(saved["digests"], resume)
         target = resume if resume is not None else output_dir
@@ -114,7 +119,8 @@ def _checked(options: dict, data: dict) -> dict:
 class _Job:
     """The data, label space, backbone and plan of one fine-tuning job."""
 
-    def __init__(self, options: dict, data: dict, runtime, backend: str, eval_batch_size, max_time, started, progress):
+    def __init__(self, options: dict, data: dict, runtime, backend: str, eval_batch_size, max_time, started, progress,
+                 checkpoint_blocks: bool | None = None):
         self.options, self.runtime, self.backend = options, runtime, backend
         self.max_time, self.started = max_time, started
         self.progress = progress if runtime.is_main else None
@@ -125,6 +131,9 @@ class _Job:
         self.digests = {k: v.digest() if v is not None else None for k, v in self.splits.items()}
         self.space = LabelSpace.from_train(self.splits["train"], options["task"])
         self.tokens = {k: self._tokens(v, k) for k, v in self.splits.items() if v is not None}
+        longest = int(self.tokens["train"].lengths.max()) if len(self.tokens["train"].tokens) else 0
+        self.checkpoint_blocks = (longest > R.CHECKPOINT_BLOCKS_ABOVE if checkpoint_blocks is None
+                                  else bool(checkpoint_blocks))
         strata = self.space.stratify(self.tokens["train"].y)
         self.plans = plan_runs(len(self.tokens["train"].tokens), strata, seeds=options["seeds"], folds=options["folds"],
                                has_valid=self.splits["valid"] is not None, valid_fraction=options["valid_fraction"])
@@ -159,6 +168,7 @@ class _Job:
         model.to(self.runtime.device)
         model.backend = self.backend
         model.source = self.backbone.source
+        model.backbone.checkpoint_blocks = self.checkpoint_blocks
         if o["freeze_backbone"]:
             model.caduceus.requires_grad_(False)
         return model
@@ -233,6 +243,7 @@ class _Job:
                         conjoin_train=o["conjoin_train"], freeze_backbone=o["freeze_backbone"], seeds=o["seeds"],
                         folds=o["folds"], valid_fraction=None if self.splits["valid"] else o["valid_fraction"],
                         select_metric=o["select_metric"], max_length=o["max_length"],
+                        checkpoint_blocks=self.checkpoint_blocks,
                         world_size=self.runtime.world_size, device=str(self.runtime.device))
         plan = self.plans[chosen["index"]] if chosen["index"] is not None else None
         return build_report(task=o["task"], protocol="finetune", label_names=self.space.names, runs=completed,

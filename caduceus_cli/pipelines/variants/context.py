@@ -126,9 +126,11 @@ def peak_activation_bytes(config, batch: int, length: int, *, compute_dtype=None
         transient = slice_rows * length * ((3 * di + r + 2 * n + 2 * d) * act + di * f32)
         return int(stream + output + transient)
     k = 2 if config.bidirectional else 1
-    # saved per block and row token: the stacked input, x, u, x_dbl, delta, z, y, out (k directions),
-    # the fp32 sum and the normed input of add_norm
-    block = tokens * (k * (2 * d + 5 * di + r + 2 * n) * act + d * (f32 + act))
+    # saved per block and row token (counted with saved_tensors_hooks on the CPU): the stacked input,
+    # x, the padded conv input, u, x_dbl, delta, z, y and the scan's own copies (k directions), the
+    # fp32 sum, the normed input and the mixer output of the block
+    block = tokens * (k * (d + 7 * di + r + 2 * n) * act + d * (f32 + 2 * act))
+    stream = tokens * d * (act + f32)  # in training the residual stays fp32 (the embedding's dtype)
     grads = tokens * d * 2 * f32
     if checkpoint:
         return int(config.n_layer * stream + block + grads + output)
@@ -204,7 +206,7 @@ def _duration(seconds: float) -> str:
 
 
 def check_cpu_time(model, context: int, window: int, passes: int, *, explicit: bool,
-                   tokens_per_second: float | None = None) -> float | None:
+                   tokens_per_second: float | None = None, unit: str = "variant") -> float | None:
     """On a CPU, when the context is longer than the window: the estimated seconds per variant from
     a measured speed (``passes`` model passes of ``context`` tokens each). The default context is
     refused above ``CPU_SECONDS_PER_VARIANT``; a context given explicitly runs with a warning."""
@@ -215,11 +217,12 @@ def check_cpu_time(model, context: int, window: int, passes: int, *, explicit: b
     if per_variant <= CPU_SECONDS_PER_VARIANT:
         return per_variant
     shorter = max(window, int(CPU_SECONDS_PER_VARIANT * speed / (passes * (1 if model.config.rcps else 2))))
-    advice = (f"run it on a GPU (--device cuda), or give a shorter --context (--context {window:,} reads only "
-              f"the window; about {shorter:,} bp fits {CPU_SECONDS_PER_VARIANT:.0f} s per variant here)")
+    advice = (f"run it on a GPU (--device cuda), or give a shorter --context (about {shorter:,} bp fits "
+              f"{CPU_SECONDS_PER_VARIANT:.0f} s per {unit} here" + (f"; --context {window:,} reads only the window)"
+                                                                   if window else ")"))
     if not explicit:
         raise CaduceusError(f"the default context of this model is {context:,} bp: about {_duration(per_variant)} per "
-                            f"variant on this CPU (measured {speed:,.0f} tokens/s); {advice}")
-    log.warning("--context %d on this CPU: about %s per variant (measured %.0f tokens/s); %s", context,
-                _duration(per_variant), speed, advice)
+                            f"{unit} on this CPU (measured {speed:,.0f} tokens/s); {advice}")
+    log.warning("--context %d on this CPU: about %s per %s (measured %.0f tokens/s); %s", context,
+                _duration(per_variant), unit, speed, advice)
     return per_variant
