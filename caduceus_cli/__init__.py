@@ -15,7 +15,7 @@ _LAZY = {
     "load_model": "model.checkpoint",
     "save_model": "model.checkpoint",
     "tokenize": "model.tokenizer",
-    "reverse_complement": "model.tokenizer",
+    "reverse_complement": "dna",
     "CaduceusConfig": "model.config",
     "CaduceusForMaskedLM": "model.caduceus",
     "CaduceusForSequenceClassification": "model.caduceus",

@@ -15,6 +15,7 @@ import typer
 from . import stopping
 from ._version import __version__
 from .errors import CaduceusError
+from .runtime import env_flag
 
 # Subcommand modules under caduceus_cli/commands, each with register(app).
 COMMAND_MODULES = ["models", "doctor", "pretrain", "score_variants", "finetune", "embed", "predict",
@@ -63,7 +64,7 @@ def _setup_logging() -> None:
     handler.setFormatter(logging.Formatter("caduceus: %(levelname)s: %(message)s"))
     logger = logging.getLogger("caduceus")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO if os.environ.get("CADUCEUS_VERBOSE") else logging.WARNING)
+    logger.setLevel(logging.INFO if env_flag("CADUCEUS_VERBOSE") else logging.WARNING)
     logger.propagate = False
     logging.addLevelName(logging.WARNING, "warning")
     logging.addLevelName(logging.INFO, "info")
@@ -178,8 +179,8 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _setup_logging()
     try:
+        _setup_logging()
         with stopping.watch():
             code = _invoke(argv)
             _flush_stdout()

@@ -13,10 +13,3 @@ class CaduceusError(Exception):
         super().__init__(" ".join(message.split()) if "\n" in message else message)
         if exit_code is not None:
             self.exit_code = exit_code
-
-
-def missing_extra(package: str, extra: str, purpose: str) -> ImportError:
-    """ImportError naming the install command for an optional dependency."""
-    return ImportError(
-        f"{package} is needed for {purpose}: install it with `pip install 'caduceus-cli[{extra}]'`"
-    )

@@ -86,11 +86,43 @@ def same_file(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
         return final_path(a) == final_path(b)
 
 
+INPUT_COMPANIONS = (".fai", ".gzi", ".tbi", ".csi")  # indexes htslib reads beside a FASTA, VCF or BCF
+
+
 def refuse_overwriting_inputs(output: str | os.PathLike | None, *inputs: str | os.PathLike | None) -> None:
-    """Raise before any work when ``output`` would replace one of ``inputs``."""
+    """Raise before any work when ``output`` would replace one of ``inputs`` or an index beside one
+    (its .fai, .gzi, .tbi or .csi, existing or to be built on first use). Every command that writes
+    a file or folder calls this with every input it reads."""
+    if output is None or str(output) == "-":
+        return
     for src in inputs:
+        if not isinstance(src, (str, os.PathLike)) or str(src) == "-":  # None, or data given in memory
+            continue
         if same_file(src, output):
             raise CaduceusError(f"{output}: the output would overwrite the input {src}; choose another output name")
+        for companion in (f"{src}{suffix}" for suffix in INPUT_COMPANIONS):
+            if same_file(companion, output):
+                raise CaduceusError(f"{output}: the output would overwrite {companion}, the index of the input "
+                                    f"{src}; choose another output name")
+
+
+def output_format(path: str | os.PathLike, fmt: str | None, suffixes: dict[str, str], *, stream: str) -> str:
+    """The format of an output: ``fmt`` (``--format``, any case) when given, else the one the file
+    name ends in (``suffixes``: ending -> format, the longest ending first); stdout ('-'), a device
+    or a pipe get ``stream``. A file name that names no format is refused rather than guessed."""
+    formats = list(dict.fromkeys(suffixes.values()))
+    if fmt:
+        if fmt.lower() not in formats:
+            raise CaduceusError(f"--format must be one of {', '.join(formats)}, got {fmt!r}")
+        return fmt.lower()
+    if str(path) == "-" or is_special(path):
+        return stream
+    name = str(path).lower()
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffixes[suffix]
+    raise CaduceusError(f"{path}: cannot tell the output format from the file name: end it in "
+                        f"{', '.join(suffixes)}, or give --format")
 
 
 def write_error(path: str | os.PathLike, error: OSError) -> CaduceusError:
@@ -199,7 +231,9 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
 
     ``path`` must not exist yet, or be an empty folder (checked before any work, so call this
     first); with ``replace`` an existing folder is replaced as a whole once the new one is complete
-    (a checkpoint written again). On error the temporary folder and all it holds are removed.
+    (a checkpoint written again, a continued run). On error the temporary folder and all it holds
+    are removed. Everything in the finished folder gets the modes a plain ``open()``/``mkdir``
+    would give (some writers make private 0600 temporaries).
     """
     target = Path(path)
     if target.exists() and not replace and not (target.is_dir() and not any(target.iterdir())):
@@ -220,12 +254,19 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
                 yield tmp
             except CaduceusError as e:  # name the folder the user asked for, not our temporary one
                 raise CaduceusError(str(e).replace(str(tmp), str(path)), exit_code=e.exit_code) from None
-            os.chmod(tmp, 0o777 & ~_UMASK)
+            _plain_modes(tmp)
             _move_aside_and_replace(tmp, final_path(target))
             _LIVE.discard(tmp)
     finally:
         if tmp in _LIVE:
             _remove(tmp)
+
+
+def _plain_modes(folder: Path) -> None:
+    """``folder`` and everything in it with the modes of a plain open()/mkdir under the umask."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
 
 
 def _move_aside_and_replace(new: Path, target: Path) -> None:
@@ -274,15 +315,11 @@ def open_output(path: str | os.PathLike, mode: str = "w", *, compress: bool | No
     if compress is None:
         compress = _compressed_by_name(path)
     if str(path) == "-":
-        raw = sys.stdout.buffer
         if compress:
-            stream = _bgzf_stream(raw, mode)
-            yield stream
-            stream.close()
-        else:
-            stream = raw if "b" in mode else sys.stdout
-            yield stream
-            stream.flush()
+            raise CaduceusError("BGZF output needs -o FILE; for stdout pipe plain text into bgzip")
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield stream
+        stream.flush()
         return
     with atomic_file(path) as tmp, open_file(tmp, mode, compress=compress) as stream:
         yield stream
@@ -293,19 +330,67 @@ def open_file(path: str | os.PathLike, mode: str = "w", *, compress: bool = Fals
     """A stream writing ``path`` itself (no temporary: for the temporary of an :func:`atomic_file`);
     BGZF with ``compress``. Text mode is UTF-8 with '\\n' line ends."""
     if compress:
-        with open(path, "wb") as f, contextlib.closing(_bgzf_stream(f, mode)) as stream:
-            yield stream
+        with contextlib.closing(_HtslibBgzf(path)) as raw:
+            stream = raw if "b" in mode else io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+            with stream:
+                yield stream
     else:
         with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as stream:
             yield stream
 
 
-def _bgzf_stream(raw: IO[bytes], mode: str) -> IO:
-    """A BGZF writer over ``raw`` (left open), in text or binary ``mode``."""
-    from ._bgzf import BgzfWriter
+def quiet_htslib() -> None:
+    """Silence htslib's own stderr lines (``[E::...]``, ``[W::...]``) in both copies of it, pysam's
+    and, once it is imported, cyvcf2's: errors are reported on one line by the code that meets them."""
+    import pysam
 
-    writer = BgzfWriter(raw)
-    return writer if "b" in mode else io.TextIOWrapper(writer, encoding="utf-8", newline="\n")
+    pysam.set_verbosity(0)
+    cyvcf2 = sys.modules.get("cyvcf2.cyvcf2")  # silenced once loaded, by whoever loads it
+    set_level = getattr(cyvcf2, "set_htslib_log_level", None)  # cyvcf2 >= 0.31
+    if set_level is not None:
+        set_level(0)
+
+
+class _HtslibBgzf(io.RawIOBase):
+    """htslib's BGZF writer (pysam's BGZFile) as a binary stream: blocks of at most 64 KiB and the
+    empty EOF block, as bgzip writes them. pysam reports a failed write without its errno, so a full
+    disk is recognised by looking (:func:`reported_os_error`)."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        from pysam.libcbgzf import BGZFile
+
+        quiet_htslib()
+        self._path = path
+        try:
+            self._file = BGZFile(str(path), "wb")
+        except OSError as e:
+            raise self._failure(e) from None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            self._file.write(bytes(data))
+        except OSError as e:
+            raise self._failure(e) from None
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as e:
+            raise self._failure(e) from None
+        finally:
+            super().close()
+
+    def _failure(self, error: OSError) -> OSError:
+        if error.errno:
+            return error
+        return reported_os_error(RuntimeError(str(error)), self._path) or OSError(errno.EIO, os.strerror(errno.EIO))
 
 
 def command_line() -> str:

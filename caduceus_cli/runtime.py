@@ -3,21 +3,25 @@ the model, background reading and sharded work merged back in input order.
 
 Every pipeline and command uses these; nothing here imports Typer or Rich.
 
-- :func:`env_int` reads a size such as ``CADUCEUS_SCAN_BLOCK=32M`` when it is used, and says which
-  variable is wrong in one line instead of failing at import.
+- :func:`env_int`, :func:`env_float`, :func:`env_flag` and :func:`env_str` are the one reader of
+  settings from the environment (``CADUCEUS_*`` and the few of other libraries that this package
+  honours): a value is read when it is used, never at import, and a value that cannot be used is
+  refused with one line naming the variable, whatever the setting.
 - :func:`resolve_device` is the one default-device rule: ``cuda:LOCAL_RANK`` when CUDA is there
   (``cuda:0`` outside torchrun), else ``cpu``; a device that cannot run here is refused.
 - :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
   sets up the process group once and always destroys what it created.
 - :func:`prefetch` runs an iterator on a background thread.
-- :func:`run_sharded` spreads numbered chunks over ranks (chunk i on rank ``i % world``), and rank 0
-  reads the results back in input order.
+- :func:`run_sharded` is the one way work is shared between torchrun processes: chunk i runs on
+  rank ``i % world`` and the results come back in input order, to rank 0 through part files
+  (whole outputs) or to every rank in memory (small results such as features).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import queue
 import re
@@ -42,6 +46,43 @@ _SIZE = re.compile(r"^\s*(\d+(?:_\d+)*)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bad_env(name: str, text: str, problem: str) -> CaduceusError:
+    return CaduceusError(f"environment variable {name}={text!r} {problem}; fix or unset it")
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The text of environment variable ``name``, stripped (``default`` when unset or blank)."""
+    text = os.environ.get(name, "").strip()
+    return text or default
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off in any case (``default`` when unset or blank)."""
+    text = env_str(name)
+    if text is None:
+        return default
+    if text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    raise _bad_env(name, text, "is not a yes/no setting (1, true, yes, on or 0, false, no, off)")
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A finite number of at least ``minimum`` (``default`` when unset or blank), such as seconds."""
+    text = env_str(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad_env(name, text, "is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise _bad_env(name, text, f"must be a finite number of at least {minimum:g}")
+    return value
+
+
 def env_int(name: str, default: int | None = None, *, minimum: int = 0) -> int | None:
     """The integer in environment variable ``name`` (``default`` when unset or empty).
 
@@ -49,16 +90,15 @@ def env_int(name: str, default: int | None = None, *, minimum: int = 0) -> int |
     and ``MB`` read the same: powers of 1,024). Anything else raises a CaduceusError naming the
     variable, when the value is used rather than at import.
     """
-    text = os.environ.get(name, "")
-    if not text.strip():
+    text = env_str(name)
+    if text is None:
         return default
     match = _SIZE.match(text)
     if not match:
-        raise CaduceusError(f"environment variable {name}={text!r} is not a whole number "
-                            "(examples: 1048576, 32M, 4G); fix or unset it")
+        raise _bad_env(name, text, "is not a whole number (examples: 1048576, 32M, 4G)")
     value = int(match.group(1).replace("_", "")) * _SCALE[(match.group(2) or "")[:1].lower()]
     if value < minimum:
-        raise CaduceusError(f"environment variable {name}={text!r} must be at least {minimum}")
+        raise _bad_env(name, text, f"must be at least {minimum}")
     return value
 
 
@@ -169,6 +209,16 @@ class Runtime:
         t = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
         return t.tolist()
+
+    def all_gather(self, value: T) -> list[T]:
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        import torch.distributed as dist
+
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
 
     def token(self) -> str:
         """A random name shared by all ranks (for part files of one run)."""
@@ -282,19 +332,29 @@ def owns(chunk_index: int, runtime: Runtime) -> bool:
     return chunk_index % runtime.world_size == runtime.rank
 
 
-def run_sharded(chunks: Iterable[T], work: Callable[[T], "pa.RecordBatch"], runtime: Runtime,
-                folder: str | os.PathLike, stem: str) -> Iterator["pa.RecordBatch"]:
-    """``work(chunk)`` for every chunk, one record batch per chunk, in input order.
+def run_sharded(chunks: Iterable[T], work: Callable[[T], Any], runtime: Runtime | None,
+                folder: str | os.PathLike | None = None, stem: str = "shard") -> Iterator[Any]:
+    """``work(chunk)`` for every chunk, one result per chunk, in input order.
 
-    Single process: the batches are yielded as they are computed. Under torchrun every rank reads
-    all chunks (keep ``chunks`` cheap: fetch the data inside ``work``) and computes its own (chunk i
-    on rank ``i % world``) into a part file in ``folder``; after a barrier, rank 0 yields every
-    chunk's batch in input order, reading the parts round-robin, and removes them. Other ranks
-    yield nothing. Every chunk's batch must have the same schema (it may have no rows).
+    Single process (``runtime`` None or not distributed): the results are yielded as they are
+    computed. Under torchrun every rank reads all chunks (keep ``chunks`` cheap: fetch the data
+    inside ``work``) and computes its own, chunk i on rank ``i % world``; then
+
+    - with ``folder`` (results are pyarrow record batches of one schema, possibly without rows, as
+      for a whole output): each rank writes its results to a part file in ``folder``; after a
+      barrier rank 0 yields every chunk's batch in input order, reading the parts round-robin, and
+      removes them; other ranks yield nothing;
+    - without ``folder`` (small picklable results): the results are exchanged in memory and every
+      rank yields every chunk's result in input order.
     """
-    if not runtime.distributed:
+    if runtime is None or not runtime.distributed:
         for chunk in chunks:
             yield work(chunk)
+        return
+    if folder is None:
+        mine = [(i, work(c)) for i, c in enumerate(chunks) if owns(i, runtime)]
+        for _, result in sorted((pair for part in runtime.all_gather(mine) for pair in part), key=lambda p: p[0]):
+            yield result
         return
     import pyarrow as pa
 

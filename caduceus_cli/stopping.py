@@ -29,6 +29,8 @@ import sys
 import threading
 from typing import Iterator
 
+from .runtime import env_float
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE  # 141: what a shell reports for a tool killed by SIGPIPE
@@ -74,13 +76,6 @@ def _exit_now(status: int, text: str = "") -> None:
     os._exit(status)
 
 
-def _grace_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("CADUCEUS_STOP_GRACE", DEFAULT_GRACE_SECONDS)))
-    except ValueError:
-        return float(DEFAULT_GRACE_SECONDS)
-
-
 def _stdout_is_pipe() -> bool:
     try:
         if sys.stdout is None or sys.stdout.fileno() != 1:  # replaced (tests capturing output)
@@ -94,9 +89,9 @@ def _stdout_is_pipe() -> bool:
 class _Watcher(threading.Thread):
     """Waits on the signal wakeup pipe, a control pipe (to end) and, when stdout is a pipe, fd 1."""
 
-    def __init__(self, wakeup: int, control: int, watch_stdout: bool):
+    def __init__(self, wakeup: int, control: int, watch_stdout: bool, grace: float):
         super().__init__(name="caduceus-stop-watcher", daemon=True)
-        self.wakeup, self.control = wakeup, control
+        self.wakeup, self.control, self.grace = wakeup, control, grace
         self.poller = select.poll()
         self.poller.register(wakeup, select.POLLIN)
         self.poller.register(control, select.POLLIN)
@@ -121,11 +116,10 @@ class _Watcher(threading.Thread):
         if _requested is not None:
             _exit_now(128 + _requested, message(_requested))
         _requested = signum
-        grace = _grace_seconds()
         with contextlib.suppress(OSError):
             again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
             os.write(2, f"caduceus: stopping after the current batch ({again} again stops at once)\n".encode())
-        self.timer = threading.Timer(grace, _exit_now, (128 + signum, message(signum)))
+        self.timer = threading.Timer(self.grace, _exit_now, (128 + signum, message(signum)))
         self.timer.daemon = True
         self.timer.start()
 
@@ -142,13 +136,14 @@ def watch() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    grace = env_float("CADUCEUS_STOP_GRACE", DEFAULT_GRACE_SECONDS)  # read here: a bad value is refused now
     _requested = None
     wakeup_r, wakeup_w = os.pipe()
     control_r, control_w = os.pipe()
     os.set_blocking(wakeup_w, False)
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     old_wakeup = None
-    watcher = _Watcher(wakeup_r, control_r, _stdout_is_pipe())
+    watcher = _Watcher(wakeup_r, control_r, _stdout_is_pipe(), grace)
     try:
         for s in SIGNALS:
             signal.signal(s, _noted)

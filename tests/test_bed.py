@@ -8,7 +8,7 @@ import io
 import pytest
 
 from caduceus_cli.errors import CaduceusError
-from caduceus_cli.genome.bed import BedReader, Region, count_bed_records, parse_bed_line, read_bed
+from caduceus_cli.genome.bed import BedInterval, BedReader, count_bed_records, parse_bed_line
 
 BED = (
     "track name=test description='header lines are skipped'\n"
@@ -33,7 +33,7 @@ def write(tmp_path, text, name="r.bed", gz=False):
 
 
 def test_bed3_and_bed6_with_headers_skipped(tmp_path):
-    regions = list(read_bed(write(tmp_path, BED)))
+    regions = list(BedReader(write(tmp_path, BED)))
     assert [(r.contig, r.start, r.end, r.name, r.strand, r.line) for r in regions] == [
         ("chrI", 10, 20, ".", ".", 5),
         ("chrII", 0, 5, "geneA", "-", 6),
@@ -45,7 +45,7 @@ def test_bed3_and_bed6_with_headers_skipped(tmp_path):
 
 def test_gzip_and_counting(tmp_path):
     path = write(tmp_path, BED, "r.bed.gz", gz=True)
-    assert [r.contig for r in read_bed(path)] == ["chrI", "chrII", "chrIII", "chrM"]
+    assert [r.contig for r in BedReader(path)] == ["chrI", "chrII", "chrIII", "chrM"]
     assert count_bed_records(path) == 4
 
 
@@ -61,7 +61,7 @@ def test_stdin(tmp_path):
 
 def test_space_separated_is_accepted():
     region = parse_bed_line("chr1 5 10 name 0 +\n", 1, "x.bed")
-    assert region == Region("chr1", 5, 10, "name", "+", 1, "x.bed")
+    assert region == BedInterval("chr1", 5, 10, "name", "+", 1, "x.bed")
 
 
 @pytest.mark.parametrize("line, message", [
@@ -76,7 +76,7 @@ def test_space_separated_is_accepted():
 def test_errors_name_file_line_and_value(tmp_path, line, message):
     path = write(tmp_path, "chrI\t0\t10\n# fine\n" + line)
     with pytest.raises(CaduceusError) as info:
-        list(read_bed(path))
+        list(BedReader(path))
     text = str(info.value)
     assert text.startswith(f"{path}: line 3: ")
     assert message in text
@@ -100,5 +100,5 @@ def test_missing_bed_and_folder(tmp_path):
 
 
 def test_empty_bed_yields_nothing(tmp_path):
-    assert list(read_bed(write(tmp_path, "# only a header\n"))) == []
+    assert list(BedReader(write(tmp_path, "# only a header\n"))) == []
     assert count_bed_records(write(tmp_path, "", "empty.bed")) == 0

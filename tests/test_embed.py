@@ -26,7 +26,7 @@ from caduceus_cli.model import tokenize
 from caduceus_cli.pipelines import embed as embed_mod
 from caduceus_cli.genome.windows import central_width, tile_cores, tile_starts
 from caduceus_cli.pipelines.embed import embed_regions
-from caduceus_cli.pipelines.features import embed_tokens, strand_features
+from caduceus_cli.pipelines.inference import embed_tokens, strand_features
 
 from .conftest import REPO, need_data, pretend_rank
 
@@ -275,6 +275,32 @@ def test_tiling_refused_without_tile_and_stitched_with_it(tmp_path, ps):
             feats = [strand_features(ps, tokenize([seq[t0:t0 + 64]]))[0] for t0 in starts]
             cores = [f[a - t0:b - t0] for f, (a, b), t0 in zip(feats, tile_cores(starts, 64, 150), starts)]
             np.testing.assert_allclose(pooled, torch.cat(cores).amax(0).mean(-1).numpy(), atol=1e-5)
+
+
+def test_first_and_last_pool_each_strands_own_end_base_tiled_or_not(tmp_path, ps, ph):
+    """--pool first/last (the classifier's and the probe's poolings): the forward strand's first base
+    and the reverse strand's first base (the region's last position), averaged; a tiled region takes
+    them from the tiles that hold them."""
+    fasta = need_data("genomes", "sacCer3.fa.gz")
+    bed = write_bed(tmp_path / "r.bed", [("chrX", 2000, 2150, "long", 0, "-"), ("chrI", 300, 340, "short", 0, "+")])
+    with pysam.FastaFile(str(fasta)) as fa:
+        seqs = [revcomp(fa.fetch("chrX", 2000, 2150)), fa.fetch("chrI", 300, 340)]
+    for model in (ps, ph):
+        for pool, (fwd_at, rc_at) in (("first", (0, -1)), ("last", (-1, 0))):
+            whole = embed_regions(fasta, bed, model=model, pool=pool).embeddings
+            tiled = embed_regions(fasta, bed, model=model, pool=pool, max_length=64, tile=True,
+                                  tile_overlap=16).embeddings
+            for k, seq in enumerate(seqs):
+                feats = strand_features(model, tokenize([seq]))[0]  # (L, d, 2)
+                expected = ((feats[fwd_at, :, 0] + feats[rc_at, :, 1]) / 2).numpy()
+                np.testing.assert_allclose(whole[k], expected, atol=1e-5)
+            starts = tile_starts(150, 64, 16)
+            first_tile, last_tile = (strand_features(model, tokenize([seqs[0][t:t + 64]]))[0] for t in (0, starts[-1]))
+            ends = {"first": (first_tile[0, :, 0], last_tile[-1, :, 1]),
+                    "last": (last_tile[-1, :, 0], first_tile[0, :, 1])}
+            np.testing.assert_allclose(tiled[0], ((ends[pool][0] + ends[pool][1]) / 2).numpy(), atol=1e-5)
+    first, last = (embed_regions(fasta, bed, model=ps, pool=pool).embeddings for pool in ("first", "last"))
+    assert np.abs(first - last).max() > 1e-3
 
 
 def test_central_window_is_symmetric():

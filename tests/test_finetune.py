@@ -24,7 +24,8 @@ from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, 
 from caduceus_cli.model.checkpoint import load_classifier
 from caduceus_cli.pipelines.finetune import classify as classify_module
 from caduceus_cli.pipelines.finetune import finetune_classifier, fit_probe, predict
-from caduceus_cli.pipelines.finetune.data import eval_batches, stratified_split, train_batches
+from caduceus_cli.pipelines.finetune.data import stratified_split, train_batches
+from caduceus_cli.pipelines.inference import equal_length_batches
 from caduceus_cli.pipelines.finetune.metrics import classification_metrics
 from caduceus_cli.pipelines.optim import lr_at
 
@@ -387,7 +388,7 @@ def test_schedule_batches_and_splits():
     assert len(same) == 10 and sorted(np.concatenate(same).tolist()) == list(range(300))
     mixed = np.array([70, 50] * 150)
     assert sum(len(np.unique(mixed[b])) > 1 for b in train_batches(mixed, 32, rng)) <= 1  # one straddling batch
-    assert all(len(np.unique(mixed[b])) == 1 for b in eval_batches(mixed, 32))
+    assert all(len(np.unique(mixed[b])) == 1 for b in equal_length_batches(mixed, 32))
     y = np.array([0] * 90 + [1] * 10)
     train, valid = stratified_split(100, y, 0.1, [1, 0])
     assert len(valid) == 10 and (y[valid] == 1).sum() == 1 and len(np.intersect1d(train, valid)) == 0

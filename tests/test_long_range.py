@@ -21,8 +21,8 @@ from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.vcf import VcfRecord
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model
 from caduceus_cli.model.caduceus import CaduceusForSequenceClassification
-from caduceus_cli.model.tokenizer import MASK, VOCAB, encode
-from caduceus_cli.pipelines.features import embed_tokens
+from caduceus_cli.dna import MASK, VOCAB, encode
+from caduceus_cli.pipelines.inference import embed_tokens
 from caduceus_cli.pipelines.variants import VariantScorer, score_variants
 from caduceus_cli.pipelines.variants import context as ctx
 
@@ -186,7 +186,7 @@ def test_memory_estimate_matches_the_measured_peak_on_cpu(variant):
     code = textwrap.dedent(f"""
         import resource, torch
         from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM
-        from caduceus_cli.pipelines.features import strand_features
+        from caduceus_cli.pipelines.inference import strand_features
         from caduceus_cli.pipelines.variants.context import peak_activation_bytes
         model = CaduceusForMaskedLM(CaduceusConfig.small("{variant}", 32, 2)).eval()
         ids = torch.randint(7, 11, (2, 65536))

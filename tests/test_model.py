@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from caduceus_cli.model import (CaduceusConfig, CaduceusForMaskedLM, CaduceusForSequenceClassification,
                                 load_model, rc_hidden, reverse_complement_ids, save_model, tokenize)
 from caduceus_cli.model.kernels.scan import selective_scan_reference, selective_scan_torch
-from caduceus_cli.pipelines.features import embed_tokens
+from caduceus_cli.pipelines.inference import embed_tokens
 
 from .conftest import GOLDEN
 

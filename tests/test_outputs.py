@@ -109,3 +109,33 @@ def test_dev_null_as_root_is_written_not_replaced(run_cli, small_ps_dir, few_vcf
     assert code == 0, err
     assert stat.S_ISCHR(os.stat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
     assert sorted(p.name for p in null.parent.iterdir()) == ["null"]
+
+
+def test_bcf_declares_the_reference_contigs_and_refuses_keys_the_header_does_not(run_cli, small_ps_dir, few_vcf,
+                                                                                   tmp_path):
+    """BCF is written by htslib as records arrive, so its header declares the contigs up front (the
+    real VCF's records are on 'z', which only the reference names); a key no header line declares
+    is refused for BCF (htslib would write a broken file) and passed through in VCF and VCF.gz."""
+    import pysam
+
+    code, _, err = score(run_cli, small_ps_dir, few_vcf, tmp_path / "out.bcf", "--write-index")
+    assert code == 0, err
+    with pysam.VariantFile(str(tmp_path / "out.bcf")) as bcf:
+        assert bcf.header.contigs["z"].length == 1_000_000
+        assert len(list(bcf.fetch("z", 0, 1_000_000))) == 12
+    lines = few_vcf.read_text().splitlines()
+    lines[-1] += ";UNDECLARED=1"
+    odd = tmp_path / "odd.vcf"
+    odd.write_text("\n".join(lines) + "\n")
+    code, _, err = score(run_cli, small_ps_dir, odd, tmp_path / "odd.bcf")
+    assert code == 1 and err.strip().splitlines() == [
+        f"caduceus: error: {odd}: line {len(lines)}: INFO UNDECLARED not declared in the VCF header, and BCF "
+        "declares every key before its records: add the ##INFO/##FILTER/##FORMAT lines (`bcftools annotate "
+        "--header-lines`), or write .vcf.gz"], err
+    for name in ("scored.vcf.gz", "scored.vcf"):
+        code, _, err = score(run_cli, small_ps_dir, odd, tmp_path / name)
+        assert code == 0, err
+        text = (gzip.decompress if name.endswith(".gz") else bytes)((tmp_path / name).read_bytes()).decode()
+        assert "UNDECLARED=1" in text.splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.vcf", "out.bcf", "out.bcf.csi", "scored.vcf",
+                                                              "scored.vcf.gz"]

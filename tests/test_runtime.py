@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from caduceus_cli.errors import CaduceusError
-from caduceus_cli.runtime import Runtime, env_int, prefetch, resolve_device, run_sharded, torchrun
+from caduceus_cli.runtime import (Runtime, env_flag, env_float, env_int, env_str, prefetch, resolve_device, run_sharded,
+                                  torchrun)
+
+from .conftest import console
 
 
 @pytest.mark.parametrize("text, value", [("1048576", 1 << 20), ("1_000", 1000), ("32M", 32 << 20), ("32m", 32 << 20),
@@ -31,6 +34,52 @@ def test_env_int_names_the_bad_variable(monkeypatch, text):
 def test_env_int_default_when_unset(monkeypatch):
     monkeypatch.delenv("CADUCEUS_TEST_SIZE", raising=False)
     assert env_int("CADUCEUS_TEST_SIZE", 5) == 5
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("TRUE", True), ("yes", True), (" on ", True), ("0", False),
+                                         ("false", False), ("No", False), ("off", False), ("", False)])
+def test_env_flag_reads_yes_and_no(monkeypatch, text, value):
+    monkeypatch.setenv("CADUCEUS_TEST_FLAG", text)
+    assert env_flag("CADUCEUS_TEST_FLAG") is value
+
+
+def test_every_reader_refuses_a_bad_value_in_one_line_naming_the_variable(monkeypatch):
+    """One policy: whatever the setting, a value that cannot be used is an error naming it."""
+    for reader, text in ((env_flag, "maybe"), (env_float, "soon"), (env_float, "nan"), (env_float, "-1"),
+                         (env_int, "lots")):
+        monkeypatch.setenv("CADUCEUS_TEST_VALUE", text)
+        with pytest.raises(CaduceusError) as info:
+            reader("CADUCEUS_TEST_VALUE", *(() if reader is env_flag else (1,)))
+        message = str(info.value)
+        assert f"environment variable CADUCEUS_TEST_VALUE={text!r}" in message and "fix or unset it" in message
+        assert "\n" not in message
+
+
+def test_env_defaults_when_unset_or_blank(monkeypatch):
+    monkeypatch.delenv("CADUCEUS_TEST_VALUE", raising=False)
+    assert (env_flag("CADUCEUS_TEST_VALUE", True), env_float("CADUCEUS_TEST_VALUE", 2.5),
+            env_str("CADUCEUS_TEST_VALUE", "x")) == (True, 2.5, "x")
+    monkeypatch.setenv("CADUCEUS_TEST_VALUE", "  ")
+    assert env_str("CADUCEUS_TEST_VALUE") is None and env_float("CADUCEUS_TEST_VALUE", 3.0) == 3.0
+    monkeypatch.setenv("CADUCEUS_TEST_VALUE", " 0.5 ")
+    assert env_float("CADUCEUS_TEST_VALUE", 3.0) == 0.5 and env_str("CADUCEUS_TEST_VALUE") == "0.5"
+
+
+@pytest.mark.parametrize("name, value, args", [
+    ("CADUCEUS_VERBOSE", "maybe", ("doctor",)),
+    ("CADUCEUS_STOP_GRACE", "soon", ("doctor",)),
+    ("CADUCEUS_PROGRESS_SECONDS", "-5", ("embed", "-", "-o", "{out}")),
+    ("HF_HUB_OFFLINE", "perhaps", ("models", "info", "someone/some-model")),
+])
+def test_bad_settings_are_one_line_through_the_console_script(tmp_path, name, value, args):
+    """Defect: CADUCEUS_STOP_GRACE and CADUCEUS_PROGRESS_SECONDS fell back to their defaults without a
+    word, CADUCEUS_VERBOSE=0 turned verbose output on and HF_HUB_OFFLINE=perhaps meant 'online'."""
+    out = tmp_path / "out.parquet"
+    result = console(*(a.format(out=out) for a in args), env={name: value}, input=">a\nACGT\n", timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"caduceus: error: environment variable {name}={value!r}"), lines
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_size_suffixes_in_the_environment_do_not_break_import():
@@ -164,3 +213,23 @@ def test_run_sharded_merges_parts_in_input_order(tmp_path, n_chunks):
 def test_run_sharded_single_process_streams(tmp_path):
     out = list(run_sharded([[1], [2, 3]], _batch, Runtime(), tmp_path, "out"))
     assert [b.column("value").to_pylist() for b in out] == [[1], [2, 3]]
+
+
+def test_run_sharded_in_memory_gives_every_rank_every_result_in_input_order():
+    """Without a folder the results travel in memory (all_gather) and every rank gets all of them."""
+    chunks = [[i] * (i % 3) for i in range(7)]
+    work = lambda chunk: sum(chunk) + 100  # noqa: E731
+    other = [(i, work(c)) for i, c in enumerate(chunks) if i % 2 == 1]  # what rank 1 computes
+    computed = []
+
+    class Rank0(_Rank):
+        def all_gather(self, value):
+            return [value, other]
+
+    def counted(chunk):
+        computed.append(chunk)
+        return work(chunk)
+
+    assert list(run_sharded(chunks, counted, Rank0(0, 2))) == [work(c) for c in chunks]
+    assert computed == chunks[0::2]
+    assert list(run_sharded(chunks, work, None)) == [work(c) for c in chunks]

@@ -16,7 +16,7 @@ from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.tss import read_tss
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
 from caduceus_cli.model.tokenizer import encode
-from caduceus_cli.pipelines.features import embed_tokens
+from caduceus_cli.pipelines.inference import embed_tokens
 from caduceus_cli.genome.labeled_variants import LabeledVariant, read_labeled
 from caduceus_cli.pipelines.svm import _export, _fit_one, extract_features, train_svm
 from caduceus_cli.pipelines.svm_model import bucket_of, load_svm, rbf_decision

@@ -11,7 +11,7 @@ from caduceus_cli.errors import CaduceusError
 from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.vcf import VcfRecord
 from caduceus_cli.model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
-from caduceus_cli.pipelines.features import embed_tokens
+from caduceus_cli.pipelines.inference import embed_tokens
 from caduceus_cli.pipelines.variants import VariantScorer, score_variants
 
 from .conftest import DATA as SHARED_DATA

@@ -1,16 +1,18 @@
 """`caduceus score-variants` on the command line: stdin to stdout, bad input, interrupted runs."""
 
 import gzip
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pysam
 import pytest
 
 from caduceus_cli.cli import main
 
 from .conftest import DATA as SHARED_DATA
-from .conftest import need_data
+from .conftest import console, need_data
 
 DATA = SHARED_DATA / "variants"
 VCF = DATA / "1kgp_grch37_chr20_1-2Mb.vcf.gz"
@@ -180,3 +182,109 @@ def test_torchrun_two_ranks_equal_single_process(model_dir, vcf_lines, tmp_path)
     assert without_command(multi) == without_command(single)
     assert sum(not ln.startswith("#") for ln in without_command(single)) == 150
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.vcf", "multi.vcf", "single.vcf"]
+
+
+# -- outputs and inputs, through the real console script ------------------------------------------
+
+def score_console(model_dir, vcf, *extra, fasta=FA, env=None):
+    return console("score-variants", vcf, "--fasta", fasta, "--model", model_dir, "--window", "32", *extra, env=env)
+
+
+def _console_error(result, *needles):
+    _one_line_error(result.returncode, result.stderr, *needles)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture
+def few_vcf(vcf_lines, tmp_path):
+    header, body = vcf_lines
+    path = tmp_path / "in.vcf"
+    path.write_text("\n".join(header + body[:5]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("name, index", [("out.vcf.gz", "out.vcf.gz.tbi"), ("out.bcf", "out.bcf.csi")])
+def test_a_folder_in_the_way_of_the_index_is_refused_before_any_work(model_dir, few_vcf, tmp_path, name, index):
+    """Defect: with a folder at out.vcf.gz.tbi, --write-index exited 1 having written out.vcf.gz
+    without its index."""
+    (tmp_path / index).mkdir()
+    result = score_console(model_dir, few_vcf, "-q", "-o", tmp_path / name, "--write-index")
+    _console_error(result, f"{tmp_path / index}: a folder is in the way of the index of {tmp_path / name}")
+    assert listing(tmp_path) == ["in.vcf", index] and not any((tmp_path / index).iterdir())
+
+
+@pytest.mark.parametrize("failure", ["build", "put in place"])
+def test_an_index_that_fails_at_the_end_leaves_neither_file(model_dir, few_vcf, tmp_path, run_cli, monkeypatch,
+                                                             failure):
+    import pysam.utils
+    from pysam import bcftools
+
+    from caduceus_cli.genome.vcf_writer import RecordSink
+
+    out = tmp_path / "out.vcf.gz"
+    if failure == "build":
+        def index(*args):
+            raise pysam.utils.SamtoolsError("bcftools returned with error 1: stdout=, stderr=[E::hts_idx_push] "
+                                            "Unsorted positions on sequence #1\n")
+
+        monkeypatch.setattr(bcftools, "index", index)
+        needle = f"{out}.tbi: could not build the index of {out}: [E::hts_idx_push] Unsorted positions"
+    else:
+        original = RecordSink._build_index
+
+        def build_then_block(self):
+            original(self)
+            (tmp_path / "out.vcf.gz.tbi").mkdir()  # a folder appears while the run finishes
+
+        monkeypatch.setattr(RecordSink, "_build_index", build_then_block)
+        needle = f"{out}.tbi: is a folder"
+    code, _, err = run_cli("score-variants", few_vcf, "-o", out, "--write-index", *common(model_dir))
+    _one_line_error(code, err, needle)
+    assert listing(tmp_path) == (["in.vcf"] if failure == "build" else ["in.vcf", "out.vcf.gz.tbi"])
+
+
+@pytest.mark.parametrize("companion", ["ref.fa.fai", "in.vcf.gz.tbi"])
+def test_an_output_over_an_input_index_is_refused_for_every_command(model_dir, few_vcf, tmp_path, companion):
+    """Defect: `score-variants --format tsv -o ref.fa.fai` overwrote the input FASTA's index."""
+    fasta = tmp_path / "ref.fa"
+    shutil.copy(FA, fasta)
+    shutil.copy(FA + ".fai", tmp_path / "ref.fa.fai")
+    vcf = Path(pysam.tabix_index(str(few_vcf), preset="vcf"))  # in.vcf.gz and in.vcf.gz.tbi
+    target = tmp_path / companion
+    before = target.read_bytes()
+    _console_error(score_console(model_dir, vcf, "-q", "--format", "tsv", "-o", target, fasta=fasta),
+                   f"{target}: the output would overwrite {target}, the index of the input")
+    if companion.startswith("ref"):
+        _console_error(console("embed", fasta, "-m", model_dir, "--window", "32", "-q", "--format", "tsv",
+                               "-o", target), "the index of the input")
+    assert target.read_bytes() == before
+    assert listing(tmp_path) == ["in.vcf.gz", "in.vcf.gz.tbi", "ref.fa", "ref.fa.fai"]
+
+
+def test_a_stale_fasta_index_is_one_line_naming_the_fasta(model_dir, vcf_lines, tmp_path):
+    """Defect: a FASTA shorter than its .fai leaked htslib's [E::fai_retrieve] and blamed the output
+    ('cannot write: Resource temporarily unavailable')."""
+    fasta = tmp_path / "ref.fa"
+    fasta.write_bytes(Path(FA).read_bytes()[:600_000])  # cut short after it was indexed
+    shutil.copy(FA + ".fai", tmp_path / "ref.fa.fai")  # newer than the FASTA, so it is used as it is
+    header, body = vcf_lines
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text("\n".join(header + [ln for ln in body if int(ln.split("\t")[1]) > 700_000][:3]) + "\n")
+    result = score_console(model_dir, vcf, "-q", "-o", tmp_path / "out.vcf", fasta=fasta)
+    _console_error(result, f"{fasta}: the file is shorter", "stale", f"`samtools faidx {fasta}`")
+    assert "[E::" not in result.stderr
+    assert listing(tmp_path) == ["in.vcf", "ref.fa", "ref.fa.fai"]
+
+
+def test_progress_total_comes_from_the_index_or_is_not_given(model_dir, few_vcf, tmp_path):
+    plain = tmp_path / "plain.vcf"
+    shutil.copy(few_vcf, plain)
+    indexed = pysam.tabix_index(str(few_vcf), preset="vcf")
+    every_line = {"CADUCEUS_PROGRESS_SECONDS": "0"}
+    for vcf, counted in ((indexed, "scoring: 5 of 5 records (100.0%)"), (plain, "scoring: 5 records")):
+        result = score_console(model_dir, vcf, "-o", tmp_path / "out.vcf", env=every_line)
+        assert result.returncode == 0, result.stderr
+        assert any(ln.startswith(f"caduceus: {counted}") for ln in result.stderr.splitlines()), result.stderr

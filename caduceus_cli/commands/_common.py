@@ -21,6 +21,13 @@ BackendOption = typer.Option("auto", "--backend", help=f"Selective-scan kernels:
                              "cuda) needs the optional [cuda] extra; torch is the plain-PyTorch reference.")
 DtypeOption = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 (on CUDA the model "
                            "runs under bf16 autocast anyway).")
+# Sequences read by content (CSV/TSV, FASTA, or BED + FASTA): finetune classify/probe and predict
+LabeledFastaOption = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED input.")
+SequenceColumnOption = typer.Option(None, "--sequence-column", help="CSV/TSV: the sequence column's name or 1-based "
+                                    "number (default: sequence/seq, or the column that holds DNA).")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr.")
+SummaryJsonOption = typer.Option(False, "--json", help="The summary on stderr as one JSON line.")
+ReportJsonOption = typer.Option(False, "--json", help="Print the full report as JSON instead of a table.")
 
 
 def print_table(rows: dict[str, Any], as_json: bool) -> None:
@@ -89,12 +96,9 @@ class Progress:
 
     @staticmethod
     def _line_interval() -> float:
-        import os
+        from ..runtime import env_float
 
-        try:
-            return max(0.0, float(os.environ.get("CADUCEUS_PROGRESS_SECONDS", "60")))
-        except ValueError:
-            return 60.0
+        return env_float("CADUCEUS_PROGRESS_SECONDS", 60.0)
 
     def __enter__(self) -> "Progress":
         return self

@@ -8,7 +8,7 @@ import typer
 
 from ..choices import DEFAULT_MODEL
 from ..choices import BACKENDS
-from ._common import DeviceOption, Progress
+from ._common import DeviceOption, Progress, QuietOption
 
 
 class TaskProgress(Progress):
@@ -55,7 +55,7 @@ def benchmark_command(
     features: str = typer.Option(None, "--features", help="vep-eqtl: paper (default; the official "
                                  "vep_embeddings.py features) or mean (strand-averaged window mean)."),
     device: str = DeviceOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quiet: bool = QuietOption,
 ) -> None:
     """Run a benchmark suite and write a report folder (results.jsonl, summary.md, summary.png).
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from ._common import print_table
+from ._common import ReportJsonOption, print_table
 
 
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def doctor(as_json: bool = ReportJsonOption) -> None:
     """Report torch, CUDA, GPUs and the mamba-ssm/causal-conv1d kernels, with the command to fix what is missing.
 
     Examples:

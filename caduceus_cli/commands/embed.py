@@ -6,9 +6,11 @@ from typing import Optional
 
 import typer
 
+from ..choices import PER_POSITION, POOLINGS
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
-                                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS, POOLS)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
+                                        DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS)
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+                      SummaryJsonOption, report)
 
 
 def embed(
@@ -23,9 +25,9 @@ def embed(
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     dtype: Optional[str] = DtypeOption,
-    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLS[:-1])} (the mean over the central "
-                                                          "--center-width bp) or none (one vector per position; "
-                                                          "Parquet or .npy/.npz)."),
+    pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLINGS)} (center: the mean over the central "
+                             "--center-width bp; first/last: each strand's own first/last base), or "
+                             f"{PER_POSITION} (one vector per position; Parquet or .npy/.npz)."),
     center_width: int = typer.Option(DEFAULT_CENTER_WIDTH, "--center-width", help="Width of the central window for "
                                      "--pool center (the paper's VEP features average 1,536 bp)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Hidden layer: 0 = token embeddings ... n_layer = last "
@@ -48,15 +50,15 @@ def embed(
                                              f"{DEFAULT_BATCH_CUDA} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=f"At most this many bases per batch "
                                              f"(default {DEFAULT_MAX_TOKENS})."),
-    output_format: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from "
-                                                                       "the output file name)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from the output "
+                                                             "file name)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
                                                                     "stopping: bad lines, unknown contigs, too long."),
     io_threads: int = typer.Option(DEFAULT_IO_THREADS, "--io-threads", help="Threads reading sequences from the FASTA."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
                                 "an interrupted run from them (same command; another input or option is refused)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
-    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
+    quiet: bool = QuietOption,
+    as_json: bool = SummaryJsonOption,
 ) -> None:
     """Embed genomic regions with a Caduceus model: FASTA + BED -> Parquet, .npy/.npz or TSV.
 
@@ -74,7 +76,7 @@ def embed(
             pool=pool, center_width=center_width, layer=layer, rc=not no_rc, window=window, tile=tile,
             tile_overlap=tile_overlap, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
             context=context,
-            output_format_=output_format, skip_invalid=skip_invalid, io_threads=io_threads, resume=resume,
+            fmt=fmt, skip_invalid=skip_invalid, io_threads=io_threads, resume=resume,
             progress=progress, set_total=progress.set_total,
         )
     if result.output is None:  # a torchrun rank other than 0: rank 0 reports

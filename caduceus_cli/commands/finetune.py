@@ -10,9 +10,11 @@ from typing import Optional
 
 import typer
 
+from ..choices import POOLINGS
 from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
 from ..pipelines.variants.settings import DEFAULT_WINDOW
-from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption, duration, report
+from ._common import (BackendOption, DeviceOption, LabeledFastaOption, ModelOption, Progress, QuietOption,
+                      ReportJsonOption, RevisionOption, SequenceColumnOption, duration, report)
 
 finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe on frozen embeddings (probe) or the "
                                 "variant-effect SVM (svm).\n\n"
@@ -47,8 +49,8 @@ def svm_command(
                                              "many as fit the memory budget, at most 64)."),
     device: str = DeviceOption,
     backend: str = BackendOption,
-    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON (instead of the table)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
+    as_json: bool = ReportJsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     from ..pipelines.svm import train_svm
 
@@ -97,15 +99,10 @@ from ..pipelines.finetune import recipe as _R  # noqa: E402 - plain constants, n
 # Options of both classify and probe
 _TaskOption = typer.Option("classification", "--task", help="classification (labels: integers or strings; binary or "
                            "multi-class) or regression (numeric target, MSE loss).")
-_FastaOption = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED inputs.")
-_SequenceColumnOption = typer.Option(None, "--sequence-column", help="CSV/TSV: the sequence column's name or 1-based "
-                                     "number. (default: sequence/seq, or the column of DNA)")
 _LabelColumnOption = typer.Option(None, "--label-column", help="CSV/TSV: the label column's name or 1-based number "
                                   "(default: label/target/y, or the last column); BED: its column number (default: "
                                   "the last column).")
 _FoldsOption = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place of a test set.")
-_ReportJsonOption = typer.Option(False, "--json", help="Print the full report as JSON.")
-_QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 _CLASSIFY_HELP = (
     "Fine-tune a Caduceus model with a classification (or regression) head, with the paper's recipe: "
     f"AdamW (betas {_R.ADAM_BETAS[0]}, {_R.ADAM_BETAS[1]}), weight decay {_R.WEIGHT_DECAY}, lr {_R.LR:g} with "
@@ -139,6 +136,20 @@ def _print_runs(fitted: dict, as_json: bool) -> None:
             sys.stdout.write(f"# {part} over {len(fitted['runs'])} run(s): " + " ".join(cells) + "\n")
     if fitted.get("status") == "stopped":
         sys.stderr.write(f"caduceus: {fitted['resume']}\n")
+
+
+def _fit_and_report(name: str, fit, output: str | None, is_main: bool, *, as_json: bool, quiet: bool) -> None:
+    """``fit(progress)`` (classify or probe) under its progress bar; then, on the main process, the
+    runs on stdout (or the report as JSON) and the summary sentence on stderr."""
+    started = time.perf_counter()
+    description, unit = ("finetune", "steps") if name == "classify" else ("features", "sequences")
+    with Progress(description, unit=unit, quiet=quiet or not is_main) as progress:
+        fitted = fit(progress)
+    if is_main:
+        _print_runs(fitted, as_json)
+        if not as_json:
+            report(f"finetune {name}", runs_sentence(fitted, output, time.perf_counter() - started), fitted,
+                   quiet=quiet)
 
 
 def runs_sentence(fitted: dict, output: str | None, seconds: float) -> str:
@@ -176,8 +187,8 @@ def classify_command(
     model: str = ModelOption,
     revision: Optional[str] = RevisionOption,
     task: str = _TaskOption,
-    fasta: Optional[str] = _FastaOption,
-    sequence_column: Optional[str] = _SequenceColumnOption,
+    fasta: Optional[str] = LabeledFastaOption,
+    sequence_column: Optional[str] = SequenceColumnOption,
     label_column: Optional[str] = _LabelColumnOption,
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs. (default: {_R.EPOCHS})"),
     lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate of AdamW; {_R.WARMUP_FRACTION:.0%} linear "
@@ -186,8 +197,8 @@ def classify_command(
                                              f"(default: {_R.BATCH_SIZE})"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay (not on norms, "
                                                  f"biases, embeddings). (default: {_R.WEIGHT_DECAY})"),
-    pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling of each strand before the linear head: mean, max, "
-                                       f"center, first or last. (default: {_R.POOLING})"),
+    pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling of each strand before the linear head: "
+                                       f"{', '.join(POOLINGS)}. (default: {_R.POOLING})"),
     center_width: Optional[int] = typer.Option(None, "--center-width", help="Positions averaged by --pool center. "
                                                "(default: 1, the central base or two)"),
     rc_aug: bool = typer.Option(False, "--rc-aug", help="Caduceus-Ph: reverse-complement each training sequence with "
@@ -210,8 +221,8 @@ def classify_command(
                                                   "(default: --batch-size)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    as_json: bool = _ReportJsonOption,
-    quiet: bool = _QuietOption,
+    as_json: bool = ReportJsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Full fine-tuning (help text: _CLASSIFY_HELP, built from the engine's recipe constants)."""
     import os
@@ -219,8 +230,6 @@ def classify_command(
     from ..errors import CaduceusError
     from ..pipelines.finetune import finetune_classifier
     from ..pipelines.pretrain import parse_duration
-
-    started = time.perf_counter()
 
     if valid is not None and valid_fraction is not None:
         raise CaduceusError("give --valid FILE or --valid-fraction, not both")
@@ -230,19 +239,13 @@ def classify_command(
                    weight_decay=weight_decay, pool=pool, center_width=center_width)
     options = {k: v for k, v in options.items() if v is not None}
     is_main = int(os.environ.get("RANK", "0") or 0) == 0
-    with Progress("finetune", unit="steps", quiet=quiet or not is_main) as progress:
-        fitted = finetune_classifier(train, output, model=model, revision=revision, valid=valid, test=test,
-                                     folds=folds, seeds=seeds, task=task, fasta=fasta, sequence_column=sequence_column,
-                                     label_column=label_column, rc_aug=rc_aug, freeze_backbone=freeze_backbone,
-                                     select_metric=select_metric, max_length=max_length,
-                                     max_time=parse_duration(max_time), resume=resume, eval_batch_size=eval_batch_size,
-                                     checkpoint_blocks=checkpoint_blocks,
-                                     device=device, backend=backend, progress=progress, **options)
-    if is_main:
-        _print_runs(fitted, as_json)
-        if not as_json:
-            report("finetune classify", runs_sentence(fitted, output or resume, time.perf_counter() - started),
-                   fitted, quiet=quiet)
+    _fit_and_report("classify", lambda progress: finetune_classifier(
+        train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seeds=seeds, task=task,
+        fasta=fasta, sequence_column=sequence_column, label_column=label_column, rc_aug=rc_aug,
+        freeze_backbone=freeze_backbone, select_metric=select_metric, max_length=max_length,
+        max_time=parse_duration(max_time), resume=resume, eval_batch_size=eval_batch_size, device=device,
+        backend=backend, progress=progress, checkpoint_blocks=checkpoint_blocks, **options), output or resume,
+        is_main, as_json=as_json, quiet=quiet)
 
 
 _PROBE_HELP = (
@@ -266,10 +269,10 @@ def probe_command(
     model: str = ModelOption,
     revision: Optional[str] = RevisionOption,
     task: str = _TaskOption,
-    fasta: Optional[str] = _FastaOption,
-    sequence_column: Optional[str] = _SequenceColumnOption,
+    fasta: Optional[str] = LabeledFastaOption,
+    sequence_column: Optional[str] = SequenceColumnOption,
     label_column: Optional[str] = _LabelColumnOption,
-    pool: str = typer.Option(_R.POOLING, "--pool", help="Pooling of each strand: mean, max, center, first or last."),
+    pool: str = typer.Option(_R.POOLING, "--pool", help=f"Pooling of each strand: {', '.join(POOLINGS)}."),
     center_width: int = typer.Option(1, "--center-width", help="Positions averaged by --pool center."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass (default: "
@@ -279,8 +282,8 @@ def probe_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    as_json: bool = _ReportJsonOption,
-    quiet: bool = _QuietOption,
+    as_json: bool = ReportJsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Linear probe (help text: _PROBE_HELP, built from the engine's constants)."""
     import os
@@ -288,21 +291,14 @@ def probe_command(
     from ..errors import CaduceusError
     from ..pipelines.finetune import fit_probe
 
-    started = time.perf_counter()
-
     if cache is not None and no_cache:
         raise CaduceusError("give --cache DIR or --no-cache, not both")
     is_main = int(os.environ.get("RANK", "0") or 0) == 0
-    with Progress("features", unit="sequences", quiet=quiet or not is_main) as progress:
-        fitted = fit_probe(train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seed=seed,
-                           task=task, fasta=fasta, sequence_column=sequence_column, label_column=label_column, pool=pool,
-                           center_width=center_width, max_length=max_length, batch_size=batch_size,
-                           cache=False if no_cache else cache, device=device, backend=backend, progress=progress)
-    if is_main:
-        _print_runs(fitted, as_json)
-        if not as_json:
-            report("finetune probe", runs_sentence(fitted, output, time.perf_counter() - started), fitted,
-                   quiet=quiet)
+    _fit_and_report("probe", lambda progress: fit_probe(
+        train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seed=seed, task=task,
+        fasta=fasta, sequence_column=sequence_column, label_column=label_column, pool=pool, center_width=center_width,
+        max_length=max_length, batch_size=batch_size, cache=False if no_cache else cache, device=device,
+        backend=backend, progress=progress), output, is_main, as_json=as_json, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

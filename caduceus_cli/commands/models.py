@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..choices import DEFAULT_MODEL
-from ._common import RevisionOption, print_table
+from ._common import ReportJsonOption, RevisionOption, print_table
 
 models_app = typer.Typer(help="Inspect models: the bundled default, local folders, HuggingFace hub ids.\n\n"
                               "Examples:\n\n  caduceus models info\n\n  caduceus models info run/final --json",
@@ -17,7 +17,7 @@ def info(
     model: str = typer.Argument(DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}', a local folder, or a HuggingFace hub id."),
     revision: str = RevisionOption,
     device: str = typer.Option(None, "--device", help="Device to report the backend for."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = ReportJsonOption,
 ) -> None:
     """Variant, sizes, parameters, RC mode and which backend will run.
 

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from ._common import BackendOption, DeviceOption, Progress, report
+from ._common import (BackendOption, DeviceOption, LabeledFastaOption, Progress, QuietOption, SequenceColumnOption,
+                      SummaryJsonOption, report)
 
 
 def predict_command(
@@ -15,15 +16,14 @@ def predict_command(
                                           "(detected by content; gzip ok; '-' for stdin)."),
     output: str = typer.Option("-", "--output", "-o", help="out.tsv (.gz: bgzip) or out.parquet; '-' writes TSV to "
                                                           "stdout."),
-    fasta: Optional[str] = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED input."),
-    sequence_column: Optional[str] = typer.Option(None, "--sequence-column", help="CSV/TSV: column name or 1-based "
-                                                  "number (default: sequence/seq, or the column that holds DNA)."),
+    fasta: Optional[str] = LabeledFastaOption,
+    sequence_column: Optional[str] = SequenceColumnOption,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass "
                                              "(default: 64 on CPU, 512 on CUDA)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
-    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
+    quiet: bool = QuietOption,
+    as_json: bool = SummaryJsonOption,
 ) -> None:
     """Apply a fine-tuned classifier or probe: one row per input sequence, in input order.
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..pipelines.pretrain.settings import DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, WARMUP_FRACTION, PretrainSettings
-from ._common import DeviceOption, Progress, duration, report
+from ._common import DeviceOption, Progress, QuietOption, SummaryJsonOption, duration, report
 
 
 _DEFAULTS = PretrainSettings()
@@ -63,8 +63,8 @@ def pretrain_command(
     device: Optional[str] = DeviceOption,
     backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
                                           + _default("backend")),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
-    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
+    quiet: bool = QuietOption,
+    as_json: bool = SummaryJsonOption,
 ) -> None:
     """Masked-LM pretraining of a Caduceus model on random windows of genomes.
 

@@ -6,10 +6,11 @@ from typing import Optional
 
 import typer
 
-from ..genome.vcf import FORMATS
+from ..genome.vcf_writer import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
                                            DEFAULT_WINDOW, MISSING_CONTIG, SCORES)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+                      SummaryJsonOption, report)
 
 
 def score_variants_command(
@@ -51,8 +52,8 @@ def score_variants_command(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
-    as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
+    quiet: bool = QuietOption,
+    as_json: bool = SummaryJsonOption,
 ) -> None:
     """Score variants with a Caduceus model: masked-LM log-likelihood ratio, embedding distances, SVM.
 

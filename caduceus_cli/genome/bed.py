@@ -20,8 +20,9 @@ WHAT = "BED file"
 
 
 @dataclass(frozen=True)
-class Region:
-    """One region: ``contig`` as written in the input, 0-based half-open ``[start, end)``.
+class BedInterval:
+    """One region of a BED file (or a whole FASTA record): ``contig`` as written in the input,
+    0-based half-open ``[start, end)`` (1-based ``-r`` regions are :class:`genome.regions.RegionQuery`).
 
     ``line`` is the 1-based line number in ``source`` (the record number for FASTA input).
     """
@@ -51,7 +52,7 @@ def _coordinate(text: str, what: str, where: str) -> int:
     return value
 
 
-def region_of(line: Line) -> Region:
+def region_of(line: Line) -> BedInterval:
     """The region of one BED data line; raises CaduceusError naming the file, line and value."""
     fields, where = line.fields, line.where
     if len(fields) < 3:
@@ -68,10 +69,10 @@ def region_of(line: Line) -> Region:
     strand = fields[5].strip() if len(fields) > 5 and fields[5].strip() else "."
     if strand not in STRANDS:
         raise CaduceusError(f"{where}: strand {strand!r} must be '+', '-' or '.' (BED column 6)")
-    return Region(contig, start, end, name, strand, line.number, line.source)
+    return BedInterval(contig, start, end, name, strand, line.number, line.source)
 
 
-def parse_bed_line(line: str, lineno: int, source: str) -> Region | None:
+def parse_bed_line(line: str, lineno: int, source: str) -> BedInterval | None:
     """The region of one BED line, None for a header/comment/blank line; raises CaduceusError."""
     text = line.rstrip("\r\n")
     if not text.strip() or text.startswith(BED_SKIPPED):
@@ -102,7 +103,7 @@ class BedReader:
         if len(self.first_problems) < 3:
             self.first_problems.append(message)
 
-    def __iter__(self) -> Iterator[Region]:
+    def __iter__(self) -> Iterator[BedInterval]:
         for line in read_lines(self.path, what=WHAT, skip_track=True, stdin=self.stdin):
             self.label = line.source
             try:
@@ -111,11 +112,6 @@ class BedReader:
                 if not self.skip_invalid:
                     raise
                 self.note_invalid(str(e))
-
-
-def read_bed(path: str | os.PathLike, skip_invalid: bool = False) -> Iterator[Region]:
-    """Stream the regions of a BED file (see :class:`BedReader`)."""
-    return iter(BedReader(path, skip_invalid))
 
 
 def count_bed_records(path: str | os.PathLike) -> int | None:

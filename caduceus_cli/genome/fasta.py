@@ -24,6 +24,7 @@ from typing import Iterator
 import pysam
 
 from ..errors import CaduceusError
+from ..io import quiet_htslib
 from .lines import compression, open_text
 
 log = logging.getLogger("caduceus")
@@ -53,6 +54,8 @@ class Reference:
             raise CaduceusError(f"{self.path}: is a folder, not a FASTA file")
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self._fasta_path, self._fai, self._gzi = self._prepare_index()
+        quiet_htslib()  # a read that fails is reported on one line by _read
+        self._refuse_stale_index()
         self._local = threading.local()
         handle = self._handle()
         self.contigs: dict[str, int] = dict(zip(handle.references, handle.lengths))
@@ -113,6 +116,26 @@ class Reference:
                 os.replace(gzi_tmp, gzi)
         return fai, gzi
 
+    def _refuse_stale_index(self) -> None:
+        """A plain FASTA shorter than its .fai says was changed after it was indexed: htslib would
+        fail on the first read past its end, so refuse it now, before any work."""
+        if self._gzi is not None:
+            return
+        needed = 0
+        try:
+            with open(self._fai) as f:
+                for line in f:
+                    fields = line.split("\t")
+                    length, offset, bases, width = (int(v) for v in fields[1:5])
+                    full, rest = divmod(length, bases) if bases > 0 else (0, 0)
+                    needed = max(needed, offset + full * width + rest)
+        except (OSError, ValueError, UnicodeError):
+            return  # not a .fai that can be read here: pysam says what is wrong when it opens it
+        size = self._fasta_path.stat().st_size
+        if size < needed:
+            raise CaduceusError(f"{self.path}: the file is shorter ({size:,} bytes) than its index {self._fai.name} says "
+                                f"({needed:,}): the index is stale; rebuild it with `samtools faidx {self.path}`")
+
     def _handle(self) -> pysam.FastaFile:
         handle = getattr(self._local, "handle", None)
         if handle is None:
@@ -158,10 +181,11 @@ class Reference:
     def _read(self, contig: str, start: int, end: int) -> str:
         try:
             return self._handle().fetch(contig, start, end)
-        except (ValueError, UnicodeError):  # htslib cannot return what faidx indexed
+        except (OSError, ValueError, UnicodeError):  # htslib cannot return what faidx indexed (OSError: its errno)
             raise CaduceusError(f"{self.path}: cannot read {contig}:{start + 1}-{end}: the record is malformed "
                                 "(lines of one record must have the same length and hold only sequence "
-                                "letters; a NUL or non-ASCII byte breaks it)") from None
+                                "letters; a NUL or non-ASCII byte breaks it), or the file changed after it was "
+                                f"indexed (rebuild the index with `samtools faidx {self.path}`)") from None
 
     def close(self) -> None:
         handle = getattr(self._local, "handle", None)
@@ -188,9 +212,11 @@ def htslib_messages() -> Iterator[list[str]]:
     with tempfile.TemporaryFile(mode="w+b") as capture:
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
+        verbosity = pysam.set_verbosity(3)  # htslib's warnings too, even where it was silenced (quiet_htslib)
         try:
             yield messages
         finally:
+            pysam.set_verbosity(verbosity)
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)

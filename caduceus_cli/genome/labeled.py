@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import IO, Iterator
 
+from ..dna import reverse_complement
 from ..errors import CaduceusError
 from .bed import parse_bed_line
 from .lines import open_text
@@ -261,8 +262,6 @@ def _region_text(contig: str, start: int, end: int, strand: str) -> str:
 
 
 def _fetch(reference, region, strand: str, where: str) -> str:
-    from ..model.tokenizer import reverse_complement
-
     contig = reference.resolve_contig(region.contig)
     if contig is None:
         raise CaduceusError(f"{where}: contig {region.contig!r} is not in the reference {reference.path.name}")

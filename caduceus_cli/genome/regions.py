@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 from ..errors import CaduceusError
 from .lines import parse_int, read_lines
@@ -26,8 +27,9 @@ END_OF_CONTIG = (1 << 31) - 1  # htslib's largest position in a region string
 
 
 @dataclass(frozen=True)
-class Region:
-    """``contig`` from ``beg`` to ``end``, 1-based inclusive."""
+class RegionQuery:
+    """A region of an indexed file to read: ``contig`` from ``beg`` to ``end``, 1-based inclusive
+    (as ``-r chr:beg-end``; BED intervals, 0-based half-open, are :class:`genome.bed.BedInterval`)."""
 
     contig: str
     beg: int
@@ -40,30 +42,35 @@ class Region:
         return self.beg <= pos <= self.end
 
 
-def parse_region(text: str, where: str = "-r") -> Region:
+def parse_region(text: str, where: str = "-r", contigs: Collection[str] | None = None) -> RegionQuery:
     """One ``chr``, ``chr:pos``, ``chr:beg-end`` or ``chr:beg-`` (the last colon separates the
-    contig from the range, so contig names may hold colons)."""
+    contig from the range, so contig names may hold colons). Given the input's ``contigs``, text
+    with a colon is a whole contig name only when the input has that contig, as in htslib."""
     text = text.strip()
     contig, colon, span = text.rpartition(":")
     match = _RANGE.match(span) if colon else None
     if not match:
         if not text:
             raise CaduceusError(f"{where}: empty region (give chr, chr:pos or chr:beg-end, comma-separated)")
-        return Region(text, 1, END_OF_CONTIG)
+        if colon and contigs is not None and text not in contigs:
+            raise CaduceusError(f"{where}: {text}: {span!r} is not a position or range and {text!r} is not a contig "
+                                "of the VCF (give chr, chr:pos or chr:beg-end, 1-based, comma-separated)")
+        return RegionQuery(text, 1, END_OF_CONTIG)
     beg = parse_int(match["beg"], "start", f"{where}: {text}", minimum=1)
     end_text = match["end"] or ""
     end = beg if not match["dash"] else (parse_int(end_text, "end", f"{where}: {text}") if end_text else END_OF_CONTIG)
     if end < beg:
         raise CaduceusError(f"{where}: {text}: end {end} is before start {beg} (regions are 1-based, inclusive)")
-    return Region(contig, beg, end)
+    return RegionQuery(contig, beg, end)
 
 
-def parse_regions(text: str) -> list[Region]:
-    """The regions of a ``-r`` value (comma-separated)."""
-    return merge([parse_region(p) for p in text.split(",")])
+def parse_regions(text: str, contigs: Collection[str] | None = None) -> list[RegionQuery]:
+    """The regions of a ``-r`` value (comma-separated); see :func:`parse_region` for ``contigs``."""
+    contigs = None if contigs is None else set(contigs)
+    return merge([parse_region(p, contigs=contigs) for p in text.split(",")])
 
 
-def read_regions_file(path: str | os.PathLike) -> list[Region]:
+def read_regions_file(path: str | os.PathLike) -> list[RegionQuery]:
     """Regions from ``-R FILE``: ``chrom pos``/``chrom beg end`` (1-based) or BED (0-based, by name)."""
     bed = str(path).lower().endswith((".bed", ".bed.gz", ".bed.bgz"))
     regions = []
@@ -76,15 +83,15 @@ def read_regions_file(path: str | os.PathLike) -> list[Region]:
         beg, end = (first + 1, last) if bed else (first, last)
         if end < beg:
             raise CaduceusError(f"{line.where}: end {last} is before start {first}")
-        regions.append(Region(fields[0], beg, end))
+        regions.append(RegionQuery(fields[0], beg, end))
     if not regions:
         raise CaduceusError(f"{path}: no regions")
     return merge(regions)
 
 
-def merge(regions: list[Region]) -> list[Region]:
+def merge(regions: list[RegionQuery]) -> list[RegionQuery]:
     """Contig by contig in the order first named; sorted and overlapping or adjacent ones merged."""
-    by_contig: dict[str, list[Region]] = {}
+    by_contig: dict[str, list[RegionQuery]] = {}
     for region in regions:
         by_contig.setdefault(region.contig, []).append(region)
     merged = []
@@ -93,7 +100,7 @@ def merge(regions: list[Region]) -> list[Region]:
         current = items[0]
         for r in items[1:]:
             if r.beg <= current.end + 1:
-                current = Region(contig, current.beg, max(current.end, r.end))
+                current = RegionQuery(contig, current.beg, max(current.end, r.end))
             else:
                 merged.append(current)
                 current = r

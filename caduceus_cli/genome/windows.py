@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..dna import reverse_complement
+
 if TYPE_CHECKING:  # pragma: no cover
     from .fasta import Reference
 
@@ -67,8 +69,6 @@ def central_slice(length: int, width: int) -> slice:
 def oriented(sequence: str, strand: str) -> str:
     """``sequence`` as read on ``strand``: reverse-complemented for '-', unchanged for '+' or '.'."""
     if strand == "-":
-        from ..model.tokenizer import reverse_complement
-
         return reverse_complement(sequence)
     return sequence
 

@@ -16,6 +16,7 @@ import torch
 from ..errors import CaduceusError
 from ..choices import DEFAULT_MODEL
 from ..choices import POOLINGS
+from ..runtime import env_flag
 from .caduceus import CaduceusForMaskedLM, CaduceusForSequenceClassification
 from .config import CaduceusConfig
 
@@ -75,7 +76,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
         from huggingface_hub.utils import HfHubHTTPError
     except ImportError as e:  # pragma: no cover - a core dependency
         raise CaduceusError("huggingface_hub is needed to load hub models: pip install huggingface_hub") from e
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    offline = env_flag("HF_HUB_OFFLINE")
     try:
         folder = snapshot_download(
             repo_id, revision=revision, allow_patterns=["config.json", *WEIGHT_FILES],

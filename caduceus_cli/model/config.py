@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..dna import complement_ids
 from ..errors import CaduceusError
 
-# Official character vocabulary: 7 specials, then A C G T N.
-DEFAULT_COMPLEMENT_MAP = {i: i for i in range(16)} | {7: 10, 8: 9, 9: 8, 10: 7}
+# The official character vocabulary (dna.py), padded to 16 ids.
+DEFAULT_COMPLEMENT_MAP = dict(enumerate(complement_ids(16)))
 
 DEFAULT_SSM_CFG: dict[str, Any] = {
     "d_state": 16,

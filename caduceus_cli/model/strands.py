@@ -4,6 +4,8 @@
   strand flipped along length and channels); Ph models see the reverse complement in a second pass.
 - :func:`strand_stack` lines the strands up per position; :func:`pool_rows` pools each row over its
   valid positions with one vocabulary of poolings (``choices.POOLINGS``).
+
+The classifier head uses these functions; so does ``pipelines/inference.py`` for every pipeline.
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ def reverse_complement_padded(input_ids: torch.Tensor, lengths: torch.Tensor | N
 def pooling_window(length: torch.Tensor, how: str, center_width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(offset, width) of the positions pooled in a valid span of ``length`` positions.
 
-    ``center`` keeps ``center_width`` positions, grown by one when its parity differs from the
-    span's, so that the window is symmetric and a strand and its reverse complement pool the same
-    bases; ``first``/``last`` take one position, ``mean``/``max`` the whole span.
+    ``center`` keeps ``center_width`` positions (at least one, at most the span), grown by one when
+    its parity differs from the span's, so that the window is symmetric and a strand and its reverse
+    complement pool the same bases (``genome.windows.central_slice`` for one length);
+    ``first``/``last`` take one position, ``mean``/``max`` the whole span.
     """
+    center_width = max(1, center_width)
     if how in ("mean", "max"):
         return torch.zeros_like(length), length
     if how == "first":
@@ -79,20 +83,20 @@ def pooling_window(length: torch.Tensor, how: str, center_width: int) -> tuple[t
 
 def pool_rows(rows: torch.Tensor, how: str, lengths: torch.Tensor | None = None, mirrored: bool = False,
               center_width: int = 1) -> torch.Tensor:
-    """Pool (R, L, d) rows over positions -> (R, d), counting only each row's valid positions.
+    """Pool (R, L, ...) rows over positions -> (R, ...), counting only each row's valid positions.
 
     Row r holds ``lengths[r]`` valid positions (all L when None): the first ones, or with
     ``mirrored`` the last ones (a right-padded row read in the opposite direction). Pads never
-    enter the result.
+    enter the result. Rows with ``lengths`` are (R, L, d).
     """
-    n_rows, width_all = rows.shape[0], rows.shape[1]
-    length = (torch.full((n_rows,), width_all, device=rows.device) if lengths is None
-              else lengths.to(rows.device))
+    width_all = rows.shape[1]
+    if lengths is None:  # one window for every row: a slice
+        offset, width = pooling_window(torch.tensor([width_all]), how, center_width)
+        a, w = int(offset[0]), int(width[0])
+        return rows[:, a:a + w].amax(1) if how == "max" else rows[:, a:a + w].mean(1)
+    length = lengths.to(rows.device)
     offset, width = pooling_window(length, how, center_width)
     start = (width_all - length if mirrored else torch.zeros_like(length)) + offset
-    if lengths is None and how != "max":
-        a, w = int(start[0]), int(width[0])  # one window for every row: a slice
-        return rows[:, a:a + w].mean(1)
     positions = torch.arange(width_all, device=rows.device)
     inside = (positions >= start[:, None]) & (positions < (start + width)[:, None])  # (R, L)
     if how == "max":

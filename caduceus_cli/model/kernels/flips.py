@@ -3,7 +3,7 @@
 A bi-directional Mamba layer feeds the reverse-direction mixer its input flipped along length and
 flips that mixer's output back before adding it to the forward one. With plain PyTorch that is a
 flip (one copy) plus a stack (another copy) on the way in, and a flip plus an add on the way out.
-On CUDA, when Triton is importable (it comes with mamba-ssm), each side is one kernel instead:
+On CUDA, when Triton is importable (CUDA builds of torch bring it), each side is one kernel instead:
 
 - ``stack_flip(x)``: (B, L, D) -> (2, B, L, D) holding ``x`` and ``x.flip(1)``;
 - ``flip_add(a, b)``: ``a + b.flip(1)``, for inputs of any strides (the mixer's outputs are

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from ...runtime import env_flag
+
 LOG2E = math.log2(math.e)
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = env_flag("TRITON_INTERPRET")
 
 # -- small helpers -------------------------------------------------------------------------------
 

@@ -18,12 +18,12 @@ in O(log L) tensor operations.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
 from ...choices import BACKENDS  # the one list, also read by the command line
+from ...runtime import env_flag, env_int
 _ALIASES = {"cuda": "mamba-ssm"}
 # Elements of one (batch, channels, length, state) block of the PyTorch scan; bounds its memory
 # (about eight fp32 tensors of this size are alive at once): 32 MiB each on CPU, 256 MiB on GPU.
@@ -60,7 +60,7 @@ def cuda_kernels() -> dict:
 @functools.lru_cache(maxsize=None)
 def triton_kernels():
     """The module of this package's Triton kernels, or None (no CUDA, or Triton does not import)."""
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    if not torch.cuda.is_available() and not env_flag("TRITON_INTERPRET"):
         return None
     try:
         from . import scan_triton
@@ -191,8 +191,6 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     batch, dim, length = u.shape
     groups, n = B.shape[1], A.shape[1]
     per_group = dim // groups
-    from ...runtime import env_int
-
     budget = env_int("CADUCEUS_SCAN_BLOCK", minimum=1) or _DEFAULT_BLOCK.get(u.device.type, 1 << 23)
     block = max(1, min(per_group, budget // max(1, batch * length * n)))
     B_t = B.float().transpose(-1, -2)  # (batch, groups, L, N)

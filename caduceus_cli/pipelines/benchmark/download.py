@@ -30,6 +30,7 @@ from typing import Callable
 
 from ...errors import CaduceusError
 from ...io import atomic_folder
+from ...runtime import env_flag, env_str
 
 log = logging.getLogger("caduceus")
 
@@ -38,15 +39,15 @@ TIMEOUT_S = 60
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag("HF_HUB_OFFLINE")
 
 
 def hf_cache_dir() -> str | None:
     """The Hugging Face hub cache as the environment says now (None: the library's default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
+    if env_str("HF_HUB_CACHE"):
+        return env_str("HF_HUB_CACHE")
+    if env_str("HF_HOME"):
+        return str(Path(env_str("HF_HOME")) / "hub")
     return None
 
 

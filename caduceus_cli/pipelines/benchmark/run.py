@@ -21,7 +21,7 @@ import numpy as np
 from ...choices import DEFAULT_MODEL
 from ..._version import __version__
 from ...errors import CaduceusError
-from ...io import command_line
+from ...io import command_line, refuse_overwriting_inputs
 from ...runtime import device_name
 from . import baseline as kmer
 from . import report
@@ -241,6 +241,7 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model=DEF
     if baseline and the_suite.kind != "sequences":
         raise CaduceusError(f"--baseline {baseline} applies to sequence-classification suites, not {suite}")
     note = note or log.info
+    refuse_overwriting_inputs(output_dir, fasta, tss)
     folder = Path(output_dir) if output_dir is not None else None
     with _report_folder(folder, resume, the_suite) as rows:
         if the_suite.kind == "speed":

@@ -125,7 +125,7 @@ def train_speed(model, length: int, batch: int, dtype: str = "fp32", repeats: in
     import torch
     import torch.nn.functional as F
 
-    from ...model.tokenizer import MASK
+    from ...dna import MASK
 
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(7, 11, (batch, length), generator=generator)

@@ -18,10 +18,10 @@ from ...lazy import lazy_getattr
 _NAMES = {
     "embed_regions": "run", "EmbedResult": "run",
     "EmbedSettings": "settings", "DEFAULT_CENTER_WIDTH": "settings", "DEFAULT_MAX_LENGTH": "settings",
-    "FORMATS": "settings", "POOLS": "settings",
+    "FORMATS": "settings", "OUTPUT_SUFFIXES": "settings",
     "Job": "source", "RegionSource": "source", "plan_bed_region": "source",
     "Embedder": "compute",
-    "embedding_values": "sinks", "rows_batch": "sinks", "schema_for": "sinks", "output_format": "sinks",
+    "embedding_values": "sinks", "rows_batch": "sinks", "schema_for": "sinks",
     "sidecar_path": "sinks", "open_sink": "sinks",
 }
 

@@ -1,7 +1,7 @@
 """The model over chunks of regions: batches of equal length, tiles stitched back together.
 
-Sequences in one batch always have the same length: a bi-directional model sees padding, so mixed
-lengths are never padded together.
+Sequences in one batch always have the same length (``inference.equal_length_batches``): a
+bi-directional model sees padding, so mixed lengths are never padded together.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from ... import stopping
 from ...genome.windows import central_slice, tile_cores
-from ..features import embed_tokens, pool_positions, strand_features
+from ..inference import embed_tokens, equal_length_batches, pool_positions, strand_features, to_device
 from .settings import EmbedSettings
 from .source import Job
 
@@ -22,7 +21,8 @@ class _Accumulator:
     """Pooled features of a tiled region, built tile by tile from each tile's core positions.
 
     Works per strand, as ``embed_tokens`` does (pool each strand, then average the strands), so a
-    tiled region is pooled exactly like an untiled one would be."""
+    tiled region is pooled like an untiled one: ``first``/``last`` take each strand's own first or
+    last base (the forward strand's first position, the reverse strand's last) from its tile."""
 
     def __init__(self, job: Job, settings: EmbedSettings, tile: int):
         self.pool, self.length = settings.pool, job.length
@@ -40,6 +40,9 @@ class _Accumulator:
             a, b = max(a, self.center[0]), min(b, self.center[1])
         core = features[a - tile_start:b - tile_start]
         self.remaining -= 1
+        if self.pool in ("first", "last"):
+            self._pick(a, b, tile_start, features)
+            return
         if self.pool == "none":
             self.pieces[k] = core.mean(-1).cpu().numpy()
             return
@@ -51,10 +54,19 @@ class _Accumulator:
         else:
             self.value = np.maximum(self.value, part) if self.pool == "max" else self.value + part
 
+    def _pick(self, a: int, b: int, tile_start: int, features) -> None:
+        """Keep each strand's end base that lies in this tile's core [a, b)."""
+        if self.value is None:
+            self.value = np.zeros(tuple(features.shape[1:]), dtype=np.float32)  # (d, S)
+        for strand in range(features.shape[-1]):
+            at = 0 if (self.pool == "first") == (strand == 0) else self.length - 1
+            if a <= at < b:
+                self.value[:, strand] = features[at - tile_start, :, strand].cpu().numpy()
+
     def result(self) -> np.ndarray:
         if self.pool == "none":
             return np.concatenate([self.pieces[k] for k in sorted(self.pieces)]).astype(np.float32)
-        if self.pool == "max":
+        if self.pool in ("max", "first", "last"):
             return self.value.mean(-1).astype(np.float32)
         count = self.center[1] - self.center[0] if self.pool == "center" else self.length
         return (self.value.mean(-1) / count).astype(np.float32)
@@ -68,14 +80,9 @@ class Embedder:
         self.dim = model.config.d_model
 
     def _batches(self, items: list[tuple[int, int, np.ndarray]]) -> Iterator[list[tuple[int, int, np.ndarray]]]:
-        by_length: dict[int, list] = {}
-        for item in items:
-            by_length.setdefault(len(item[2]), []).append(item)
-        for length in sorted(by_length):
-            group = by_length[length]
-            rows = max(1, min(self.settings.batch_size, self.settings.max_tokens // max(1, length)))
-            for i in range(0, len(group), rows):
-                yield group[i:i + rows]
+        lengths = np.fromiter((len(item[2]) for item in items), dtype=np.int64, count=len(items))
+        for indexes in equal_length_batches(lengths, self.settings.batch_size, self.settings.max_tokens):
+            yield [items[i] for i in indexes]
 
     def embed_chunk(self, jobs: list[Job], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
         """Embeddings of ``jobs`` in order: (d,) pooled or (L, d) with pool='none', float32."""
@@ -106,7 +113,7 @@ class Embedder:
                      results: list[np.ndarray | None]) -> int:
         """Run one batch; fills ``results`` for the regions it completes and returns their number."""
         s, model = self.settings, self.model
-        ids = torch.from_numpy(np.stack([b[2] for b in batch])).to(model.device, non_blocking=True).long()
+        ids = to_device(np.stack([b[2] for b in batch]).astype(np.int64), model.device)
         if s.context is not None:  # the model reads the context; each row pools its window's positions
             feats = strand_features(model, ids, s.layer, s.conjoin)  # (B, C, d, S)
             for row, (pos, _, _) in enumerate(batch):

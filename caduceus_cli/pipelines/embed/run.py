@@ -19,14 +19,14 @@ import pyarrow as pa
 from ... import stopping
 from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
-from ...io import check_writable, provenance, refuse_overwriting_inputs
+from ...io import check_writable, output_format, provenance, refuse_overwriting_inputs
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, prefetch, resolve_device, run_sharded, shard_location, torchrun
 from .compute import Embedder
 from .settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
-                       DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, EmbedSettings)
-from .sinks import MemorySink, _Sink, embedding_values, open_sink, output_format, rows_batch, sidecar_path
+                       DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, OUTPUT_SUFFIXES, EmbedSettings)
+from .sinks import MemorySink, _Sink, embedding_values, open_sink, rows_batch, sidecar_path
 from .source import RegionSource
 
 log = logging.getLogger("caduceus")
@@ -72,14 +72,15 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
                   rc: bool = True, window: int | None = None, tile: bool = False, tile_overlap: int | None = None,
                   max_length: int | None = None, batch_size: int | None = None, max_tokens: int | None = None,
                   context: int | None = None,
-                  output_format_: str | None = None, skip_invalid: bool = False, io_threads: int = DEFAULT_IO_THREADS,
+                  fmt: str | None = None, skip_invalid: bool = False, io_threads: int = DEFAULT_IO_THREADS,
                   resume: bool = False, progress: Callable[[int], None] | None = None,
                   set_total: Callable[[int], None] | None = None, stdin=None,
                   runtime: Runtime | None = None) -> EmbedResult:
     """Embed every region of ``regions`` (BED; None: every record of ``fasta``) with a Caduceus model.
 
     ``output``: a .parquet/.npy/.npz/.tsv path, '-' for TSV on stdout, or None to return the rows in
-    ``EmbedResult.table`` (``.embeddings`` gives the matrix). ``model``: 'bundled', a folder, a hub id
+    ``EmbedResult.table`` (``.embeddings`` gives the matrix); ``fmt`` (``--format``) names the
+    format when the file name does not. ``model``: 'bundled', a folder, a hub id
     (at ``revision``), or a loaded CaduceusForMaskedLM. Rows keep the input order. ``device``: None
     picks cuda:LOCAL_RANK when CUDA is there. Under torchrun (WORLD_SIZE > 1; or a given ``runtime``)
     each rank embeds its share and rank 0 writes the output (other ranks get ``output=None`` and no
@@ -88,7 +89,7 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
     contig ends) and the region's own positions are pooled (None: the model reads the region).
     ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
     """
-    fmt = output_format(output, output_format_)
+    fmt = None if output is None else output_format(output, fmt, OUTPUT_SUFFIXES, stream="tsv")
     _check_output(output, fmt, fasta, regions)
     if resume and (output is None or str(output) == "-"):
         raise CaduceusError("--resume needs -o FILE: stdout cannot be continued")

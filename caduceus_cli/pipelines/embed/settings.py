@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...choices import PER_POSITION, check_pooling
 from ...errors import CaduceusError
 
 DEFAULT_MAX_LENGTH = 131072  # the published Caduceus checkpoints were trained on 131,072 bp
@@ -15,9 +16,9 @@ DEFAULT_BATCH_CUDA = 64
 DEFAULT_BATCH_CPU = 8
 DEFAULT_MAX_TOKENS = 1 << 17  # bases per batch
 DEFAULT_IO_THREADS = 2
-DEFAULT_POOL = "mean"
+DEFAULT_POOL = "mean"  # choices.POOLINGS, or choices.PER_POSITION ('none': one vector per position)
 FORMATS = ("parquet", "npy", "npz", "tsv")
-POOLS = ("mean", "max", "center", "none")
+OUTPUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".tsv": "tsv"}
 
 
 @dataclass
@@ -44,7 +45,7 @@ class EmbedSettings:
     @property
     def chunk_bases(self) -> int:
         """Bases read ahead per chunk: bounds memory (per-position output is d floats per base)."""
-        return 1 << 18 if self.pool == "none" else 1 << 24
+        return 1 << 18 if self.pool == PER_POSITION else 1 << 24
 
     @property
     def chunk_regions(self) -> int:
@@ -55,8 +56,7 @@ class EmbedSettings:
     def validate(self, n_layer: int) -> "EmbedSettings":
         """Raise a CaduceusError naming the option for any value that cannot work with a model of
         ``n_layer`` layers; returns self."""
-        if self.pool not in POOLS:
-            raise CaduceusError(f"--pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        check_pooling(self.pool, per_position=True)
         if self.layer is not None and not -n_layer <= self.layer <= n_layer:
             raise CaduceusError(f"--layer {self.layer}: this model has {n_layer} layers: give 0 (token embeddings) "
                                 f"to {n_layer} (last, after the final norm), or -1 for the last")

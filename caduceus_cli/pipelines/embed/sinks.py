@@ -17,12 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import CaduceusError
-from ...io import atomic_file, is_special, open_output, temporary_file
-from .settings import FORMATS
+from ...io import atomic_file, open_output, temporary_file
 from .source import Job
 
 REGION_COLUMNS = ("contig", "start", "end", "name", "strand", "window_start", "window_end", "n_padded", "n_tiles")
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".tsv": "tsv"}
 
 
 def schema_for(dim: int, pool: str, metadata: dict | None = None) -> pa.Schema:
@@ -241,22 +239,6 @@ class TsvSink(_Sink):
         self.stream.write("".join("\t".join(str(c[i]) for c in cols) + "\t" + lines[i] + "\n"
                                   for i in range(batch.num_rows)))
         self.stream.flush()
-
-
-def output_format(output: str | os.PathLike | None, fmt: str | None) -> str | None:
-    if output is None:
-        return None
-    if fmt:
-        if fmt not in FORMATS:
-            raise CaduceusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        return fmt
-    if str(output) == "-" or is_special(output):  # stdout, /dev/null, a named pipe
-        return "tsv"
-    suffixes = Path(output).suffixes
-    if suffixes and suffixes[-1].lower() in _SUFFIXES:
-        return _SUFFIXES[suffixes[-1].lower()]
-    raise CaduceusError(f"{output}: cannot tell the output format from the file name: end it in .parquet, .npy, "
-                        ".npz or .tsv, or give --format")
 
 
 def sidecar_path(output: str | os.PathLike) -> Path:

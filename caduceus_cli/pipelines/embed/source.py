@@ -14,8 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
+from ...dna import encode
 from ...errors import CaduceusError
-from ...genome.bed import BedReader, Region
+from ...genome.bed import BedInterval, BedReader
 from ...genome.windows import centred_on, fetch_window, tile_starts
 from ...runtime import Runtime, owns
 from .settings import EmbedSettings
@@ -26,7 +27,7 @@ class Job:
     """One region on its way through the pipeline; ``index`` is its rank in the input order."""
 
     index: int
-    region: Region
+    region: BedInterval
     window_start: int
     window_end: int
     contig: str | None = None  # the reference's spelling (None for FASTA-record input)
@@ -83,7 +84,7 @@ def _check_length(job: Job, settings: EmbedSettings) -> None:
         job.tile_starts = tile_starts(job.length, settings.max_length, settings.overlap)
 
 
-def plan_bed_region(index: int, region: Region, reference, settings: EmbedSettings) -> Job:
+def plan_bed_region(index: int, region: BedInterval, reference, settings: EmbedSettings) -> Job:
     """Validate a BED region against the reference; raises CaduceusError naming the BED line."""
     contig = reference.resolve_contig(region.contig)
     if contig is None:
@@ -102,8 +103,6 @@ def plan_bed_region(index: int, region: Region, reference, settings: EmbedSettin
 
 def _encode(seq: str, job: Job) -> np.ndarray:
     """Token ids of the strand-oriented window sequence ``seq``."""
-    from ...model.tokenizer import encode
-
     r = job.region
     return encode(seq, source=f"{r.where()} ({r.contig}:{r.start}-{r.end})")
 
@@ -154,7 +153,7 @@ class RegionSource:
         index = 0
         label = "<stdin>" if str(self.fasta) == "-" else str(self.fasta)
         for number, (name, seq) in enumerate(read_fasta_records(self.fasta, stdin=self.stdin), start=1):
-            region = Region(name, 0, len(seq), name, "+", number, label, unit="record")
+            region = BedInterval(name, 0, len(seq), name, "+", number, label, unit="record")
             job = Job(index, region, *centred_on(0, len(seq), self.settings.window), sequence=seq)
             try:
                 _check_length(job, self.settings)

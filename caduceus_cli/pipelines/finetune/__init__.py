@@ -44,9 +44,9 @@ Contract (the benchmark suite codes against it):
   TRAIN when no ``valid`` is given. The best epoch of every run is chosen on validation; the folder
   holds the run with the best validation metric.
 
-Modules: data (splits, labels, batches), train (one run), classify (the fine-tuning job), probe,
-predict, infer (batched inference), metrics, protocol (seeds and folds), report (folders,
-reports), resume (the state of a stopped job), recipe (the paper's defaults).
+Modules: data (splits, labels, training batches), train (one run), classify (the fine-tuning job),
+probe, predict, metrics, protocol (seeds and folds), report (folders, reports), resume (the state
+of a stopped job), recipe (the paper's defaults); the model runs through ``pipelines/inference.py``.
 """
 
 from __future__ import annotations

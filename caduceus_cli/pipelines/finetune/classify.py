@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ...choices import DEFAULT_MODEL, POOLINGS
+from ...choices import DEFAULT_MODEL, check_pooling
 from ...errors import CaduceusError
+from ...io import refuse_overwriting_inputs
 from ...model.checkpoint import TASKS, new_classifier, save_model
 from ...model.loading import resolve_model
 from ...runtime import torchrun
@@ -67,6 +68,7 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
         saved = load_resume(resume)
         given, data = _resumed_options(saved, given, data, resume)
     else:
+        refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
         check_new_output(output_dir)
     options = _checked(given, data)
     with torchrun(device) as runtime:
@@ -99,8 +101,7 @@ def _checked(options: dict, data: dict) -> dict:
         raise CaduceusError("give the training data (TRAIN), or --resume DIR to continue a stopped run")
     if options["task"] not in TASKS:
         raise CaduceusError(f"--task must be one of {', '.join(TASKS)}, got {options['task']!r}")
-    if options["pool"] not in POOLINGS:
-        raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {options['pool']!r}")
+    check_pooling(options["pool"])
     for key in ("epochs", "batch_size", "center_width"):
         if not isinstance(options[key], int) or options[key] < 1:
             raise CaduceusError(f"--{key.replace('_', '-')} must be a positive integer, got {options[key]!r}")

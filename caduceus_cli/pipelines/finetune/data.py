@@ -4,7 +4,7 @@ Batching is where a bi-directional model meets padding: it reads a right-padded 
 from the far end, so pads change its hidden states. Hence:
 
 - evaluation and prediction batches hold sequences of one length only (never any padding), so a
-  sequence's prediction never depends on the other inputs;
+  sequence's prediction never depends on the other inputs (``pipelines/inference.py``);
 - training batches come from a shuffled window of ``SHUFFLE_WINDOW`` batches sorted by length: a
   data set of one length gets plain shuffled batches without padding, a mixed one gets batches of
   (nearly) equal lengths, right-padded to the longest, with pooling that skips the pads and the
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...dna import encode
 from ...errors import CaduceusError
 from ...genome.labeled import TASKS, LabeledSequences, canonical_sequence, read_labeled_sequences
 from .recipe import SHUFFLE_WINDOW
@@ -126,8 +127,6 @@ def tokenize_split(sequences: list[str], y: np.ndarray, max_length: int | None) 
     """Token ids of every sequence; one longer than ``max_length`` keeps its central ``max_length``
     bases (the crop of its reverse complement is the reverse complement of its crop when the excess
     is even; one base off otherwise)."""
-    from ...model.tokenizer import encode
-
     tokens, cropped = [], np.zeros(len(sequences), dtype=bool)
     for i, seq in enumerate(sequences):
         if max_length is not None and len(seq) > max_length:
@@ -147,21 +146,6 @@ def collate(tokens: list[np.ndarray], indices) -> tuple[np.ndarray, np.ndarray |
     for row, r in zip(ids, rows):
         row[:len(r)] = r
     return ids, (None if (lengths == width).all() else lengths)
-
-
-def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Batches of indexes for evaluation: one length per batch (no padding), longest first."""
-    order = np.lexsort((np.arange(len(lengths)), -lengths))
-    batches = []
-    start = 0
-    while start < len(order):
-        length = lengths[order[start]]
-        end = start
-        while end < len(order) and end - start < batch_size and lengths[order[end]] == length:
-            end += 1
-        batches.append(order[start:end])
-        start = end
-    return batches
 
 
 def train_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,

@@ -86,3 +86,13 @@ def check_metric(task: str, metric: str) -> str:
     if metric not in names and metric != "loss":
         raise CaduceusError(f"--select-metric {metric!r} is not a {task} metric ({', '.join(names)}, loss)")
     return metric
+
+
+def outputs_from_logits(task: str, logits: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    """Class probabilities (N, K) (softmax in float64) or regression values (N,) (``logits * std + mean``)."""
+    if task == "regression":
+        return logits[:, 0].astype(np.float64) * std + mean
+    z = logits.astype(np.float64)
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

@@ -30,7 +30,8 @@ from ...genome.labeled import iter_records
 from ...io import atomic_file, check_writable, open_output, provenance, refuse_overwriting_inputs
 from ...runtime import env_int, run_sharded, torchrun
 from .data import tokenize_split
-from .infer import outputs_from_logits, predict_logits
+from ..inference import predict_logits
+from .metrics import outputs_from_logits
 
 CHUNK_SIZE = 4096  # records per chunk (the unit of torchrun sharding); CADUCEUS_PREDICT_CHUNK overrides
 DEFAULT_BATCH = {"cpu": 64, "cuda": 512}

@@ -22,17 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...choices import DEFAULT_MODEL, POOLINGS
+from ...choices import DEFAULT_MODEL, check_pooling
 from ...errors import CaduceusError
-from ...io import atomic_file
-from ...model.strands import pooled_strand_features
+from ...io import atomic_file, refuse_overwriting_inputs
 from ...model.checkpoint import new_classifier, save_model
 from ...model.loading import resolve_model
 from ...runtime import torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
-from ...model.precision import autocast
-from .infer import batched_rows, to_device
+from ..inference import embed_sequences
 from .metrics import split_metrics
 from .protocol import check_protocol, plan_runs
 from .report import MetricsLog, build_report, check_new_output, output_folder, stamp_head, write_report
@@ -46,22 +44,6 @@ def default_cache_dir() -> Path:
     root = os.environ.get("CADUCEUS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caduceus-cli")
     return Path(root) / "features"
-
-
-@torch.no_grad()
-def embed_features(model, tokens: list[np.ndarray], *, pooling: str, center_width: int, batch_size: int,
-                   runtime=None, progress=None) -> np.ndarray:
-    """(N, d) float32 strand-averaged pooled features, in input order (equal-length batches)."""
-    device = next(model.parameters()).device
-
-    def features(ids, lens):
-        with autocast(device):
-            strands = pooled_strand_features(model.backbone, to_device(ids, device), to_device(lens, device),
-                                             pooling=pooling, center_width=center_width, conjoin=True,
-                                             backend=model.backend)
-        return strands.float().mean(1)
-
-    return batched_rows(tokens, batch_size, model.config.d_model, features, runtime, progress)
 
 
 def features_key(model, tokens: list[np.ndarray], settings: dict) -> str:
@@ -87,7 +69,7 @@ def cached_features(model, split: TokenSplit, cache: Path | None, settings: dict
                 return feats, True
         except (OSError, ValueError, EOFError):
             pass  # a damaged cache entry is recomputed and replaced
-    feats = embed_features(model, split.tokens, pooling=settings["pooling"], center_width=settings["center_width"],
+    feats = embed_sequences(model, split.tokens, pooling=settings["pooling"], center_width=settings["center_width"],
                            batch_size=batch_size, runtime=runtime, progress=progress)
     if path is not None and (runtime is None or runtime.is_main):
         try:
@@ -163,9 +145,9 @@ def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=N
     """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json).
     ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
     started = time.time()
+    refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
     check_new_output(output_dir)
-    if pool not in POOLINGS:
-        raise CaduceusError(f"--pool must be one of {', '.join(POOLINGS)}, got {pool!r}")
+    check_pooling(pool)
     check_protocol(seeds=1, folds=folds, valid_fraction=None, has_valid=valid is not None, has_test=test is not None)
     read = dict(fasta=fasta, task=task, sequence_column=sequence_column, label_column=label_column)
     splits = {"train": load_split(train, "train", **read), "valid": load_split(valid, "valid", **read),

@@ -2,7 +2,7 @@
 
 A folder is built in a hidden temporary folder beside its target and renamed into place only when
 complete (``io.atomic_folder``): an error leaves nothing behind. Continuing a run (``--resume``)
-builds the new folder the same way and swaps it for the old one at the end.
+builds the new folder the same way and replaces the old one with it at the end.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Iterator
 
 from ...errors import CaduceusError
-from ...io import _UMASK, atomic_folder, provenance
+from ...io import atomic_folder, provenance
 from .protocol import summarize
 from .recipe import metric_names
 
@@ -28,32 +27,12 @@ RESUME_DIR = "resume"
 @contextlib.contextmanager
 def output_folder(path: str | os.PathLike | None, *, replace: bool = False, enabled: bool = True) -> Iterator[Path | None]:
     """A temporary folder that becomes ``path`` when the block succeeds (None: nothing is written,
-    as on torchrun ranks other than 0). With ``replace`` an existing ``path`` is swapped out."""
+    as on torchrun ranks other than 0). With ``replace`` an existing ``path`` is replaced."""
     if path is None or not enabled:
         yield None
         return
-    target = Path(path)
-    if not replace:
-        with atomic_folder(target) as tmp:
-            yield tmp
-            _plain_modes(tmp)
-        return
-    staged = target.parent / f".{target.name}.resumed"
-    shutil.rmtree(staged, ignore_errors=True)
-    with atomic_folder(staged) as tmp:
+    with atomic_folder(path, replace=replace) as tmp:
         yield tmp
-        _plain_modes(tmp)
-    old = target.parent / f".{target.name}.replaced"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
-    os.replace(staged, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _plain_modes(folder: Path) -> None:
-    """Files as a plain open() would create them (some writers make private 0600 temporaries)."""
-    for path in folder.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
 
 
 def check_new_output(path: str | os.PathLike | None) -> None:
@@ -106,13 +85,3 @@ def stamp_head(model, backbone, data: dict) -> None:
 def write_report(folder: Path | None, report: dict) -> None:
     if folder is not None:
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float) + "\n")
-
-
-def read_report(folder: str | os.PathLike) -> dict:
-    path = Path(folder) / REPORT_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CaduceusError(f"{folder}: no {REPORT_FILE}: not a caduceus fine-tuning folder") from None
-    except json.JSONDecodeError as e:
-        raise CaduceusError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None

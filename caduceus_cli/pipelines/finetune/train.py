@@ -19,17 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...dna import reverse_complement_tokens
 from ..optim import lr_at, parameter_groups
 from .data import LabelSpace, TokenSplit, batches_per_epoch, collate, train_batches
 from ...model.precision import autocast
-from .infer import outputs_from_logits, predict_logits, to_device
-from .metrics import is_better, split_metrics
+from ..inference import predict_logits, to_device
+from .metrics import is_better, outputs_from_logits, split_metrics
 from .recipe import ADAM_BETAS, FINAL_LR_FRACTION, GRAD_CLIP, WARMUP_FRACTION
 
 log = logging.getLogger("caduceus")
-
-_COMPLEMENT = np.arange(256, dtype=np.uint8)
-_COMPLEMENT[[7, 8, 9, 10]] = [10, 9, 8, 7]
 
 
 @dataclass
@@ -77,7 +75,7 @@ def init_head(model, seed: int, fold: int | None) -> None:
 
 
 def reverse_complement_some(tokens: list[np.ndarray], flip: np.ndarray) -> list[np.ndarray]:
-    return [_COMPLEMENT[t[::-1]] if f else t for t, f in zip(tokens, flip)]
+    return [reverse_complement_tokens(t) if f else t for t, f in zip(tokens, flip)]
 
 
 class RunTrainer:

@@ -29,15 +29,13 @@ import torch
 from ...errors import CaduceusError
 from ...genome.fasta import Reference
 from ...genome.split_bed import read_split_bed
-from ...model.tokenizer import A, MASK, N, T, encode
+from ...dna import A, MASK, N, T, encode, reverse_complement_tokens
 from ...runtime import env_int
 from .settings import (DEFAULT_MAX_IN_MEMORY_BASES, DEFAULT_VALID_TAIL, IGNORE_INDEX, MASK_PROB, MASK_TOKEN_FRACTION,
                        MAX_N_FRACTION, RANDOM_BASE_FRACTION)
 
 log = logging.getLogger("caduceus")
 
-_COMPLEMENT_IDS = np.arange(256, dtype=np.uint8)
-_COMPLEMENT_IDS[[A, 8, 9, T]] = [T, 9, 8, A]
 _VALID_KEY = [7919, 7919, 7919]  # rng key of the validation set: never equal to a (rank, step) key
 
 
@@ -284,7 +282,7 @@ def reverse_complement_rows(ids: np.ndarray, rng: np.random.Generator, prob: flo
     flip = rng.random(len(ids)) < prob
     if flip.any():
         ids = ids.copy()
-        ids[flip] = _COMPLEMENT_IDS[ids[flip, ::-1]]
+        ids[flip] = reverse_complement_tokens(ids[flip])
     return ids
 
 

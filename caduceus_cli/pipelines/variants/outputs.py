@@ -1,8 +1,8 @@
 """Annotated output of score-variants: VCF INFO fields or TSV rows, as text per record.
 
 A chunk's records become one record batch (``chunk_batch``: chromosome, output text, skip reasons)
-so that the ranks of a sharded run hand rank 0 finished text; ``write_batches`` writes the header
-and the records and counts what was scored.
+so that the ranks of a sharded run hand rank 0 finished text; ``write_batches`` hands the records to
+the writer (genome.vcf_writer) and counts what was scored.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Callable, Iterable
 
 import pyarrow as pa
 
-from ...genome.vcf import RecordSink, VcfRecord, add_info, annotated_header, info_header_line
+from ...genome.vcf import VcfRecord
+from ...genome.vcf_writer import RecordSink, add_info, annotated_header, info_header_line
 from .scorer import RecordResult
 
 INFO_FIELDS = {
@@ -67,9 +68,10 @@ def tsv_rows(rec: VcfRecord, result: RecordResult, scores: tuple[str, ...], with
     return "".join(lines)
 
 
-def header(fmt: str, raw_header: str, meta: dict[str, str], scores: tuple[str, ...], with_tss: bool) -> str:
+def header(fmt: str, raw_header: str, meta: dict[str, str], scores: tuple[str, ...], with_tss: bool,
+           contigs: list[str] | None = None) -> str:
     """The output's header: provenance and column names (TSV), or the input header with our INFO
-    definitions and provenance added (VCF/BCF)."""
+    definitions, provenance and ``contigs`` lines added (VCF/BCF)."""
     if fmt == "tsv":
         return ("".join(f"##caduceus_{k}={' '.join(str(v).split())}\n" for k, v in meta.items())
                 + "\t".join([*TSV_COLUMNS, *scores, *(["tss_distance"] if with_tss else []), "status"]) + "\n")
@@ -77,7 +79,7 @@ def header(fmt: str, raw_header: str, meta: dict[str, str], scores: tuple[str, .
     if with_tss:
         info_lines.append(info_header_line(*TSS_FIELD))
     info_lines += [info_header_line(*REASON_FIELD), info_header_line(*FLAG_FIELD)]
-    return annotated_header(raw_header, info_lines, meta, OUR_KEYS)
+    return annotated_header(raw_header, info_lines, meta, OUR_KEYS, contigs)
 
 
 def chunk_batch(chunk: list[tuple[object, VcfRecord]], results: list[RecordResult], fmt: str,
@@ -95,11 +97,10 @@ def chunk_batch(chunk: list[tuple[object, VcfRecord]], results: list[RecordResul
     }, schema=BATCH_SCHEMA)
 
 
-def write_batches(sink: RecordSink, head: str, batches: Iterable[pa.RecordBatch],
+def write_batches(sink: RecordSink, batches: Iterable[pa.RecordBatch],
                   check_order: Callable[[str, int, int], None] | None = None) -> Counter:
-    """Write ``head`` and the records of ``batches``; count records, ALTs, scored ALTs, skips by
-    reason and REF mismatches. ``check_order(chrom, pos, line)`` sees every record first."""
-    sink.write(head)
+    """Write the records of ``batches``; count records, ALTs, scored ALTs, skips by reason and REF
+    mismatches. ``check_order(chrom, pos, line)`` sees every record first."""
     counts: Counter = Counter()
     for batch in batches:
         columns = batch.to_pydict()
@@ -108,8 +109,7 @@ def write_batches(sink: RecordSink, head: str, batches: Iterable[pa.RecordBatch]
                                                              columns["reasons"]):
             if check_order is not None:
                 check_order(chrom, pos, line)
-            sink.note_contig(chrom)
-            sink.write(text)
+            sink.write(chrom, text, line)
             counts["records"] += 1
             counts["ref_mismatch"] += mismatch
             for reason in reasons:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..features import strand_features
+from .. import inference
 
 FEATURES = ("paper", "mean")
 DEFAULT_FEATURES = "paper"
@@ -70,8 +70,8 @@ def context_features(model, ids: torch.Tensor, window: slice, positions: torch.T
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One pass over (B, L) context ids -> (mean over ``window`` of both strands averaged (B, d),
     paper forward (B, d), paper RC (B, d)); the paper's are None without ``positions``."""
-    strands = strand_features(model, ids)  # (B, L, d, 2), float32
-    mean = strands[:, window].mean(1).mean(-1) if window != slice(0, ids.shape[1]) else strands.mean(1).mean(-1)
+    strands = inference.strand_features(model, ids)  # (B, L, d, 2), float32
+    mean = inference.pool_positions(strands[:, window], "mean").mean(-1)
     if positions is None:
         return mean, None, None
     fwd, rc = paper_strands(strands, model.config.rcps, positions.to(strands.device))

@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from typing import Callable, Iterable, Iterator
@@ -20,9 +19,10 @@ from typing import Callable, Iterable, Iterator
 from ... import stopping
 from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
-from ...genome.regions import parse_regions, read_regions_file, require_index
-from ...genome.vcf import RecordSink, SortedCheck, VcfReader, output_format
-from ...io import check_writable, provenance, refuse_overwriting_inputs
+from ...genome.regions import parse_regions, read_regions_file
+from ...genome.vcf import VcfReader
+from ...genome.vcf_writer import RecordSink, SortedCheck, check_output, contig_lines, variant_output_format
+from ...io import provenance, refuse_overwriting_inputs
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
@@ -60,27 +60,29 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue,
                              context).validate()
-    fmt = output_format(output, fmt)
-    wanted = _regions(vcf, regions, regions_file)
-    if output != "-":
-        refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)
-        check_writable(output)
-    elif resume:
+    fmt = variant_output_format(output, fmt)
+    if regions and regions_file:
+        raise CaduceusError("give -r REGIONS or -R FILE, not both")
+    refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)
+    if output == "-" and resume:
         raise CaduceusError("--resume needs -o FILE: stdout cannot be continued")
+    check_output(output, fmt, write_index)
     with contextlib.ExitStack() as stack:
+        reader = _open_vcf(stack, vcf, regions, regions_file)
         rt = runtime or stack.enter_context(torchrun(device, collectives="gloo"))
         if rt.distributed and (vcf == "-" or resume):
             raise CaduceusError("under torchrun every process reads the VCF: give a file, not stdin"
                                 if vcf == "-" else "--resume works in one process, not under torchrun")
-        scorer, reader, meta = _prepare(stack, rt, vcf, fasta, model, settings, wanted, device=device, dtype=dtype,
-                                        backend=backend, revision=revision, tss=tss, svm=svm)
+        scorer, meta = _prepare(stack, rt, reader, fasta, model, settings, device=device, dtype=dtype,
+                                backend=backend, revision=revision, tss=tss, svm=svm)
         identity = {k: v for k, v in meta.items() if k != "command"}  # the same run, typed in another order
         progress_kept = ResumableOutput(output, {"command": "score-variants", **identity, "format": fmt,
                                                  **_identity(settings, regions, regions_file)},
                                         {"vcf": vcf, "fasta": fasta, "tss": tss, "regions_file": regions_file},
                                         enabled=resume) if output != "-" else None
-        if set_total is not None and rt.is_main:
-            _count_in_background(vcf, wanted, set_total)
+        total = reader.record_count() if set_total is not None and rt.is_main else None
+        if total is not None:  # else progress counts without a total (no index, stdin or regions)
+            set_total(total)
         started = time.perf_counter()
         try:
             counts = _run(rt, scorer, reader, settings, fmt, output, write_index, meta, progress_kept, progress)
@@ -96,14 +98,17 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
                    **peak_memory(scorer.model.device))
 
 
-def _regions(vcf: str, regions: str | None, regions_file: str | None):
-    if regions and regions_file:
-        raise CaduceusError("give -r REGIONS or -R FILE, not both")
-    if not (regions or regions_file):
-        return None
-    wanted = parse_regions(regions) if regions else read_regions_file(regions_file)
-    require_index(vcf)
-    return wanted
+def _open_vcf(stack: contextlib.ExitStack, vcf: str, regions: str | None, regions_file: str | None) -> VcfReader:
+    """The input, opened once; with -r/-R restricted to those regions (a -r region is checked
+    against the input's contigs: 'z:abc' is refused unless the input has a contig of that name)."""
+    wanted = read_regions_file(regions_file) if regions_file else None
+    reader = VcfReader(vcf)
+    stack.callback(reader.close)
+    if regions:
+        wanted = parse_regions(regions, reader.contigs)
+    if wanted is not None:
+        reader.restrict(wanted)
+    return reader
 
 
 def _identity(settings: ScoreSettings, regions, regions_file) -> dict:
@@ -134,9 +139,10 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
     if kept is not None and kept.records and progress is not None:
         progress(kept.records, resumed=True)
     check = SortedCheck(reader.label, reader.where) if write_index else None
-    with RecordSink(output, fmt, write_index, scorer.reference.contigs) as sink:
-        head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None)
-        return write_batches(sink, head, _kept_then_new(kept, batches), check)
+    contigs = contig_lines(reader.raw_header, reader.contigs, scorer.reference.contigs) if fmt == "bcf" else None
+    head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None, contigs)
+    with RecordSink(output, fmt, head, write_index=write_index, source=reader.label, where=reader.where) as sink:
+        return write_batches(sink, _kept_then_new(kept, batches), check)
 
 
 def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator:
@@ -149,10 +155,10 @@ def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator:
         kept.add(batch, batch.num_rows)
 
 
-def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settings: ScoreSettings, regions, *,
-             device, dtype, backend, revision, tss, svm) -> tuple[VariantScorer, VcfReader, dict[str, str]]:
-    """The scorer (inputs opened, model loaded, window and batch chosen, SVM checked), the VCF
-    reader and the provenance."""
+def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta, model, settings: ScoreSettings, *,
+             device, dtype, backend, revision, tss, svm) -> tuple[VariantScorer, dict[str, str]]:
+    """The scorer (inputs opened, model loaded, window and batch chosen, SVM checked) and the
+    provenance."""
     from ...genome.fasta import Reference
     from ...genome.tss import read_tss
 
@@ -166,8 +172,6 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settin
     _choose_window_and_batch(settings, loaded, svm_model)
     if svm_model is not None:
         svm_model.check_compatible(loaded, settings.window, settings.tissue, settings.context)
-    reader = VcfReader(vcf, regions)
-    stack.callback(reader.close)
     scorer = VariantScorer(loaded, reference, settings.scores, settings.window, settings.batch_size, tss=tss_index,
                            svm=svm_model, tissue=settings.tissue, strict_ref=settings.strict_ref,
                            missing_contig=settings.missing_contig, source=reader.label, where=reader.where,
@@ -175,7 +179,7 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, vcf, fasta, model, settin
     meta = provenance(loaded, window=settings.window, context=settings.context, scores=",".join(settings.scores),
                       reference=fasta,
                       tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None)
-    return scorer, reader, meta
+    return scorer, meta
 
 
 def _choose_window_and_batch(settings: ScoreSettings, model, svm_model) -> None:
@@ -208,22 +212,6 @@ def _warn_skipped(counts: Counter, fasta: str) -> None:
         log.warning("%d ALT allele(s) have a POS outside their contig in %s (POS 0 or past the contig's end); "
                     "they were passed through unscored (CADUCEUS_SKIP=pos_outside_contig)",
                     counts["skipped_pos_outside_contig"], fasta)
-
-
-def _count_in_background(vcf: str, regions, set_total: Callable[[int], None]) -> None:
-    """Count the records to score on a thread, for the progress total and ETA (not for stdin)."""
-    if vcf == "-":
-        return
-
-    def count() -> None:
-        with contextlib.suppress(Exception):  # a count is a nicety; the run reports real errors
-            reader = VcfReader(vcf, regions)
-            try:
-                set_total(sum(1 for _ in reader._variants()))
-            finally:
-                reader.close()
-
-    threading.Thread(target=count, name="caduceus-count", daemon=True).start()
 
 
 def _by_name(model) -> bool:

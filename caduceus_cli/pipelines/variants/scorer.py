@@ -3,9 +3,9 @@ SVM decisions, per ALT allele, with the contexts of a chunk de-duplicated and ru
 
 The model reads ``context`` bases around each variant (default: the window); LLR is read at the
 masked centre of that context, the embeddings pool its central ``window`` positions. LLR and
-embeddings come from the model's own heads: ``model.logits`` (the masked-LM head) and the shared
-feature code (``paper.context_features``: the strand-averaged window mean and, for the SVM, the
-paper's features, from one pass per context).
+embeddings come from ``pipelines/inference.py``: the masked-LM logits at the centre with both
+strands combined (``centre_logits``) and the strand features of each context, from which one pass
+gives the strand-averaged window mean and, for the SVM, the paper's features (``paper.py``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ... import stopping
 from ...errors import CaduceusError
 from ...genome.vcf import VcfRecord
 from ...genome.windows import fetch_window, variant_window
-from ...model.tokenizer import MASK, VOCAB, encode, reverse_complement_ids
-from ..features import autocast_for
+from ...dna import MASK, VOCAB, encode
+from .. import inference
 from .context import PAPER_WINDOW, paper_positions, pooled_slice
 from .paper import check_features, conjoin, context_features
 from .settings import DEFAULT_BATCH, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
@@ -134,7 +133,6 @@ class VariantScorer:
         self.context = self.settings.span
         self.features = check_features(svm.features if svm is not None else features)
         self.need_embed = keep_features or any(s in self.scores for s in EMBEDDING_SCORES)
-        self.complement = torch.tensor(model.config.complement_list(), dtype=torch.long)
         self.pooled = pooled_slice(self.context, window)
         self.positions = (torch.tensor(paper_positions(self.context, self._paper_window()))
                           if self.features == "paper" else None)
@@ -149,45 +147,29 @@ class VariantScorer:
         return self.window or PAPER_WINDOW
 
     # -- model passes --------------------------------------------------------------------------
-    def _batches(self, rows) -> Iterable[torch.Tensor]:
-        """(B, L) int64 batches of the rows (uint8 arrays of one length) on the model's device."""
-        for start in range(0, len(rows), self.settings.batch_size):
-            stopping.check()
-            yield torch.from_numpy(np.stack(rows[start:start + self.settings.batch_size])).to(self.model.device).long()
-
-    @torch.no_grad()
     def centre_logits(self, ids) -> np.ndarray:
-        """(N, L) uint8 contexts (masked at the centre) -> (N, vocab) logits at the centre, both
-        strands combined (PS: one pass, its LM head is equivariant; Ph: the forward pass and the
-        reverse-complement pass averaged)."""
-        model, c = self.model, self.centre
-        out = []
-        for x in self._batches(ids):
-            with autocast_for(model):
-                hidden, _ = model.caduceus(x, model.backend, False)
-                logits = model.logits(hidden[:, c]).float()
-                if not model.config.rcps:
-                    complement = self.complement.to(x.device)
-                    hidden_rc, _ = model.caduceus(reverse_complement_ids(x, complement), model.backend, False)
-                    logits_rc = model.logits(hidden_rc[:, x.shape[1] - 1 - c]).float()
-                    logits = 0.5 * (logits + logits_rc[:, complement])
-            out.append(logits.cpu())
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 16))
+        """(N, L) uint8 contexts (masked at the centre) -> (N, vocab) float64 logits at the centre,
+        both strands combined (``inference.centre_logits``)."""
+        model = self.model
+        logits = inference.batched(ids, self.settings.batch_size,
+                                   lambda x: inference.centre_logits(model, x, self.centre),
+                                   width=model.config.padded_vocab_size, device=model.device)
+        return logits.astype(np.float64)
 
-    @torch.no_grad()
     def embeddings(self, ids) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(N, L) uint8 contexts -> (N, d) strand-averaged means of the last layer over the window,
-        and with the paper's features (N, d) forward and (N, d) RC features (else None); one model
-        pass per context serves all three."""
-        parts: list[list[torch.Tensor]] = [[], [], []]
-        for x in self._batches(ids):
-            for part, value in zip(parts, context_features(self.model, x, self.pooled, self.positions)):
-                if value is not None:
-                    part.append(value.cpu())
-        mean, fwd, rc = (torch.cat(p).numpy() if p else None for p in parts)
-        if mean is None:
-            mean = np.zeros((0, self.model.config.d_model), dtype=np.float32)
-        return mean, fwd, rc
+        """(N, L) uint8 contexts -> (N, d) float32 strand-averaged means of the last layer over the
+        window, and with the paper's features (N, d) forward and (N, d) RC features (else None); one
+        model pass per context serves all three."""
+        model, d = self.model, self.model.config.d_model
+        parts = 1 if self.positions is None else 3
+
+        def features(x):
+            return torch.cat([f for f in context_features(model, x, self.pooled, self.positions) if f is not None], -1)
+
+        rows = inference.batched(ids, self.settings.batch_size, features, width=parts * d, device=model.device)
+        if parts == 1:
+            return rows, None, None
+        return rows[:, :d], rows[:, d:2 * d], rows[:, 2 * d:]
 
     # -- windows -------------------------------------------------------------------------------
     def _windows(self, rec: VcfRecord, contig: str) -> tuple[np.ndarray, str]:
