@@ -9,8 +9,9 @@ depend on the weights) scores the first ``--n`` records of the real 1000 Genomes
 (``../shared/data/variants``) with all zero-shot scores at context 131,072 and window 1,536, after
 an untimed warm-up; then the bare forward (``caduceus benchmark speed``'s) at the pipeline's batch
 and length; then one fine-tuning step (classification head, AdamW, bf16 autocast) on 131,072 bp
-sequences at batch 1 and 8, with and without ``--checkpoint-blocks``, each out-of-memory caught and
-reported. Each measurement records its peak memory (``torch.cuda.max_memory_allocated``; on a CPU
+sequences at batch 1 and 8, with and without ``--checkpoint-blocks``, and at batch 8 with
+checkpointing in the micro-batches ``finetune classify`` picks by default (gradients of the
+micro-batches added up), each out-of-memory caught and reported. Each measurement records its peak memory (``torch.cuda.max_memory_allocated``; on a CPU
 the process's peak resident size, a high-water mark) beside the activation estimate of
 ``caduceus_cli.pipelines.variants.context.peak_activation_bytes``.
 """
@@ -136,8 +137,23 @@ def forward_run(model, length: int, batch: int, repeats: int) -> dict:
                                                                   device_type=model.device.type))}
 
 
-def train_step_run(config, device, length: int, batch: int, checkpoint: bool, repeats: int) -> dict:
-    """Seconds and peak memory of one fine-tuning step (forward, cross-entropy, backward, AdamW)."""
+def default_micro_batch(config, device, length: int, batch: int) -> int:
+    """The micro-batch ``finetune classify`` picks on this GPU with checkpointing (the whole batch on a CPU)."""
+    import torch
+
+    from caduceus_cli.pipelines.variants.context import training_micro_batch
+
+    if device.type != "cuda":
+        return max(1, batch // 2)
+    total = torch.cuda.get_device_properties(device).total_memory
+    state = 16 * (config.n_layer * 12 * config.d_model ** 2)  # weights, gradients, AdamW (about)
+    return training_micro_batch(config, length, batch, int(0.85 * total) - state, checkpoint=True)
+
+
+def train_step_run(config, device, length: int, batch: int, checkpoint: bool, repeats: int,
+                   micro: int | None = None) -> dict:
+    """Seconds and peak memory of one fine-tuning step (forward, cross-entropy, backward, AdamW),
+    in passes of ``micro`` sequences whose gradients add up (None: the whole batch at once)."""
     import torch
     import torch.nn.functional as F
 
@@ -147,8 +163,9 @@ def train_step_run(config, device, length: int, batch: int, checkpoint: bool, re
     from caduceus_cli.pipelines.benchmark.speed import peak_memory_gib, timed
     from caduceus_cli.pipelines.variants.context import peak_activation_bytes
 
-    row = {"length": length, "batch": batch, "checkpoint_blocks": checkpoint,
-           "estimated_activation_gib": gib(peak_activation_bytes(config, batch, length, device_type=device.type,
+    per = micro or batch
+    row = {"length": length, "batch": batch, "checkpoint_blocks": checkpoint, "micro_batch": per,
+           "estimated_activation_gib": gib(peak_activation_bytes(config, per, length, device_type=device.type,
                                                                  training=True, checkpoint=checkpoint))}
     model = optimizer = None
     try:
@@ -161,9 +178,10 @@ def train_step_run(config, device, length: int, batch: int, checkpoint: bool, re
         labels = torch.randint(0, 2, (batch,), device=device)
 
         def step():
-            with autocast(device):
-                logits = model(ids)
-            F.cross_entropy(logits.float(), labels).backward()
+            for start in range(0, batch, per):
+                with autocast(device):
+                    logits = model(ids[start:start + per])
+                F.cross_entropy(logits.float(), labels[start:start + per], reduction="sum").div(batch).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -208,6 +226,11 @@ def main(argv=None) -> dict:
     del model
     result["finetune"] = [train_step_run(config, device, args.train_length, int(b), checkpoint, args.repeats)
                           for b in args.train_batches.split(",") for checkpoint in (False, True)]
+    largest = max(int(b) for b in args.train_batches.split(","))
+    if largest > 1:
+        micro = default_micro_batch(config, device, args.train_length, largest)
+        result["finetune"].append(train_step_run(config, device, args.train_length, largest, True, args.repeats,
+                                                 micro))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result

@@ -274,6 +274,32 @@ def test_finetune_classify_turns_checkpointing_on_for_long_sequences(ps_dir, tmp
     assert report["recipe"]["checkpoint_blocks"] is False and report["recipe"]["max_length"] == 64
 
 
+def test_micro_batches_take_the_step_of_the_whole_batch(ps_dir, tmp_path):
+    """Passes of 3 sequences (padded to the batch's width) add up to the gradients of one pass of
+    8: the trained weights agree; mixed lengths, so padding is involved."""
+    from safetensors.torch import load_file
+
+    from caduceus_cli.pipelines.finetune import finetune_classifier
+
+    rng = np.random.default_rng(1)
+    rows = ["sequence,label"] + [f"{''.join(rng.choice(list('ACGT'), 70 + k % 9))},{k % 2}" for k in range(32)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    weights = {}
+    for micro in (None, 3):
+        out = tmp_path / f"micro{micro}"
+        report = finetune_classifier(str(tmp_path / "train.csv"), str(out), model=str(ps_dir), epochs=1, batch_size=8,
+                                     device="cpu", micro_batch_size=micro)
+        assert report["recipe"]["micro_batch_size"] == micro
+        weights[micro] = load_file(out / "model.safetensors")
+    before = load_file(ps_dir / "model.safetensors")
+    moved = 0
+    for name, value in weights[None].items():
+        torch.testing.assert_close(weights[3][name], value, rtol=1e-5, atol=1e-6)
+        if name in before:
+            moved += int(not torch.equal(before[name], value))
+    assert moved > 10  # the backbone was trained, not only the head
+
+
 # -- embed --context -----------------------------------------------------------------------------
 def _embed(model, bed, **options):
     from caduceus_cli.pipelines.embed import embed_regions
@@ -416,4 +442,6 @@ def test_benchmark_and_classify_refuse_bad_values(small_ps_dir, tmp_path):
     train.write_text("sequence,label\nACGTACGT,0\nACGTACGA,1\n")
     _one_line_error(console("finetune", "classify", train, "-o", tmp_path / "clf", "-m", small_ps_dir,
                             "--context", "0"), "--max-length must be a positive integer")
+    _one_line_error(console("finetune", "classify", train, "-o", tmp_path / "clf", "-m", small_ps_dir,
+                            "--micro-batch-size", "0"), "--micro-batch-size must be a positive integer")
     assert not (tmp_path / "clf").exists()

@@ -214,6 +214,10 @@ def classify_command(
                                                      "keeping its activations: the same gradients in far less memory, "
                                                      "~30% more compute. (default: on when the longest training "
                                                      f"sequence is over {_R.CHECKPOINT_BLOCKS_ABOVE:,} bp)"),
+    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Sequences per forward and "
+                                                   "backward pass; their gradients add up to the batch's (the same "
+                                                   "step in less memory). (default: on a GPU as many as fit, by the "
+                                                   "activation estimate; the whole batch on a CPU)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly after this wall time (420, 7m, "
                                            "1h30m), leaving a folder that --resume continues."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time (its folder)."),
@@ -244,7 +248,8 @@ def classify_command(
         fasta=fasta, sequence_column=sequence_column, label_column=label_column, rc_aug=rc_aug,
         freeze_backbone=freeze_backbone, select_metric=select_metric, max_length=max_length,
         max_time=parse_duration(max_time), resume=resume, eval_batch_size=eval_batch_size, device=device,
-        backend=backend, progress=progress, checkpoint_blocks=checkpoint_blocks, **options), output or resume,
+        backend=backend, progress=progress, checkpoint_blocks=checkpoint_blocks, micro_batch_size=micro_batch_size,
+        **options), output or resume,
         is_main, as_json=as_json, quiet=quiet)
 
 

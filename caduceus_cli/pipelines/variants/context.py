@@ -137,6 +137,16 @@ def peak_activation_bytes(config, batch: int, length: int, *, compute_dtype=None
     return int(config.n_layer * block + stream + grads + output)
 
 
+def training_micro_batch(config, length: int, batch: int, budget: int, *, checkpoint: bool) -> int:
+    """Sequences of ``length`` per training pass (at most ``batch``, at least 1) whose estimated
+    activation memory under bf16 autocast on a GPU fits ``budget`` bytes."""
+    per = max(1, batch)
+    while per > 1 and peak_activation_bytes(config, per, length, device_type="cuda", training=True,
+                                            checkpoint=checkpoint) > budget:
+        per = (per + 1) // 2
+    return per
+
+
 def memory_budget(device: "torch.device") -> int:
     """Bytes one batch of contexts may use: 60% of the free GPU memory; on the CPU 40% of the
     memory available (at most 16 GiB, at least 1 GiB)."""
