@@ -27,7 +27,8 @@ PAPER_CONTEXT = 131072  # the published checkpoints' trained length: the paper's
 PAPER_WINDOW = 1536  # positions averaged around the variant by the paper's VEP features
 # The default context is refused on a CPU whose measured speed puts one variant above this.
 CPU_SECONDS_PER_VARIANT = 60.0
-_CALIBRATION_TOKENS = 512
+_CALIBRATION = (4, 512)  # sequences x tokens: batched as the CPU runs them (one short sequence
+# alone measured 2-2.5x slower per token than the pipeline's batches of 8 on a loaded 2-core CPU)
 _SEQLEN = re.compile(r"seqlen[-_=]?(\d+)(k?)(?![a-z])", re.IGNORECASE)
 
 
@@ -191,20 +192,21 @@ def peak_memory(device: "torch.device") -> dict:
 
 # -- time on a CPU -----------------------------------------------------------------------------
 def measured_tokens_per_second(model) -> float:
-    """Tokens per second of ``model``'s forward on its device, measured on one short sequence after
-    a warm-up pass (so compilation is not counted)."""
+    """Tokens per second of ``model``'s forward on its device, measured on a small batch of short
+    sequences after a warm-up pass (so compilation is not counted); a little below the speed of the
+    pipeline's batches of long contexts, so estimates from it err on the slow side."""
     import torch
 
     from ...model.precision import autocast
 
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(7, 11, (1, _CALIBRATION_TOKENS), generator=generator).to(model.device)
+    ids = torch.randint(7, 11, _CALIBRATION, generator=generator).to(model.device)
     with torch.no_grad(), autocast(model.device):
         model.caduceus(ids[:, :64], model.backend, False)
         started = time.perf_counter()
         model.caduceus(ids, model.backend, False)
         seconds = time.perf_counter() - started
-    return _CALIBRATION_TOKENS / max(seconds, 1e-9)
+    return ids.numel() / max(seconds, 1e-9)
 
 
 def _duration(seconds: float) -> str:
