@@ -8,9 +8,9 @@ import typer
 
 from ..genome.vcf_writer import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
-                                           DEFAULT_WINDOW, MISSING_CONTIG, SCORES)
+                                           DEFAULT_WINDOW, MISSING_CONTIG, SCORES, SIZE_LIMITS)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def score_variants_command(
@@ -22,21 +22,24 @@ def score_variants_command(
     scores: str = typer.Option(",".join(DEFAULT_SCORES), "--scores", help=f"Comma-separated: {', '.join(SCORES)}."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: Optional[int] = typer.Option(None, "--window", help=f"Window (bp) centred on the variant (default: "
-                                         f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter, or the "
-                                         "--svm classifier's window)."),
-    context: Optional[int] = typer.Option(None, "--context", help="Bases the model reads around each variant, centred "
-                                          "on it, N-padded past contig ends (default: the --svm classifier's, else "
-                                          "the model's trained length when it declares one, else the window; never "
-                                          "shorter than --window). LLR is read at its masked centre, the embeddings "
-                                          "pool its central --window positions."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Contexts per forward pass (default "
-                                             f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU, fewer when they "
-                                             "do not fit the memory budget)."),
-    chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Records read and scored together (bounds memory)."),
+    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"Positions (bp) around "
+                                       f"the variant pooled by the embedding scores, at most "
+                                       f"{SIZE_LIMITS['window'][1]:,} (default: {DEFAULT_WINDOW:,}, or the model's "
+                                       "trained length when shorter, or the --svm classifier's window)."),
+    context: Optional[int] = SizeOption(None, "--context", limits=SIZE_LIMITS["context"], help="Bases the model reads "
+                                        "around each variant, centred on it, N-padded past contig ends (default: the "
+                                        "--svm classifier's, else the model's trained length when it declares one, "
+                                        "else the window; never shorter than --window). LLR is read at its masked "
+                                        "centre, the embeddings pool its central --window positions."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Contexts "
+                                           f"per forward pass (default {DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} "
+                                           "on CPU, fewer when they do not fit the memory budget)."),
+    chunk_size: int = SizeOption(DEFAULT_CHUNK, "--chunk-size", limits=SIZE_LIMITS["chunk_size"],
+                                 help="Records read and scored together (bounds memory)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED of TSS, or GENCODE/Ensembl GTF): adds CADUCEUS_TSS_DIST."),
     svm: str = typer.Option(None, "--svm", help="Folder of a classifier trained by `caduceus finetune svm` (needs --tss)."),
-    tissue: str = typer.Option(None, "--tissue", help="Tissue of every variant, for an SVM trained with tissues."),
+    tissue: str = typer.Option(None, "--tissue", help="Tissue of every variant, for an SVM trained with tissues "
+                               "(needs --svm)."),
     strict_ref: bool = typer.Option(False, "--strict-ref", help="Stop at the first REF that does not match the FASTA."),
     missing_contig: str = typer.Option(MISSING_CONTIG[0], "--missing-contig",
                                        help=f"A contig absent from the FASTA: {' or '.join(MISSING_CONTIG)}."),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ...errors import CaduceusError
+from ...limits import MAX_BASES, MAX_BATCH, MAX_COUNT, check_size
 
 SCORES = ("llr", "embed_cos", "embed_l2", "svm")
 DEFAULT_SCORES = ("llr", "embed_cos", "embed_l2")
@@ -17,6 +18,9 @@ DEFAULT_CHUNK = 1024  # records read and scored together
 DEFAULT_BATCH = 64  # windows per forward pass on CUDA
 DEFAULT_BATCH_CPU = 8  # on CPU: the plain-PyTorch scan keeps ~90 KB per token of the bundled model alive
 MISSING_CONTIG = ("error", "skip")
+# (minimum, maximum) of every size option (limits.check_size); a window holds the REF base and one on each side
+SIZE_LIMITS = {"window": (3, MAX_BASES), "context": (3, MAX_BASES), "batch_size": (1, MAX_BATCH),
+               "chunk_size": (1, MAX_COUNT)}
 
 
 def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
@@ -55,17 +59,12 @@ class ScoreSettings:
 
     def validate(self) -> "ScoreSettings":
         self.scores = validate_scores(self.scores)
-        if self.window is not None and self.window < 3:
-            raise CaduceusError(f"--window must be at least 3 bp, got {self.window}")
-        if self.context is not None and self.context < 3:
-            raise CaduceusError(f"--context must be at least 3 bp, got {self.context}")
+        for name in SIZE_LIMITS:
+            low, high = SIZE_LIMITS[name]
+            check_size("--" + name.replace("_", "-"), getattr(self, name), minimum=low, maximum=high)
         if self.context is not None and self.window is not None and self.context < self.window:
             raise CaduceusError(f"--context {self.context} is shorter than --window {self.window}: the model must "
                                 f"read every position it pools (give --context {self.window} or more)")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CaduceusError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.chunk_size < 1:
-            raise CaduceusError(f"--chunk-size must be at least 1, got {self.chunk_size}")
         if self.missing_contig not in MISSING_CONTIG:
             raise CaduceusError(f"--missing-contig must be one of {', '.join(MISSING_CONTIG)}, "
                                 f"got {self.missing_contig!r}")
