@@ -391,9 +391,9 @@ def _one_line_error(result, needle):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--context", "0"], "--context must be at least 3"),
+    (["--context", "0"], "--context 0 is out of range"),
     (["--context", "16"], "--context 16 is shorter than --window 32"),
-    (["--context", "-5"], "--context must be at least 3"),
+    (["--context", "-5"], "--context -5 is out of range"),
 ])
 def test_score_variants_refuses_bad_contexts(args, needle, small_ps_dir, tmp_path):
     vcf = tmp_path / "in.vcf"
@@ -406,7 +406,7 @@ def test_score_variants_refuses_bad_contexts(args, needle, small_ps_dir, tmp_pat
 
 @pytest.mark.parametrize("args, needle", [
     (["--features", "bogus"], "--features must be one of paper, mean"),
-    (["--context", "2"], "--context must be at least 3"),
+    (["--context", "2"], "--context 2 is out of range"),
     (["--context", "16"], "--context 16 is shorter than --window 32"),
 ])
 def test_finetune_svm_refuses_bad_values(args, needle, small_ps_dir, tmp_path):
@@ -421,7 +421,7 @@ def test_finetune_svm_refuses_bad_values(args, needle, small_ps_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--context", "0"], "--context must be >= 1"),
+    (["--context", "0"], "--context 0 is out of range"),
     (["--context", "64", "--tile"], "--context and --tile cannot be combined"),
     (["--context", "20"], "is longer than --context 20"),
 ])
@@ -436,12 +436,12 @@ def test_embed_refuses_bad_contexts(args, needle, small_ps_dir, tmp_path):
 def test_benchmark_and_classify_refuse_bad_values(small_ps_dir, tmp_path):
     out = tmp_path / "report"
     _one_line_error(console("benchmark", "vep-eqtl", "-o", out, "--features", "x"), "--features must be one of")
-    _one_line_error(console("benchmark", "vep-eqtl", "-o", out, "--context", "1"), "--context must be at least 3")
+    _one_line_error(console("benchmark", "vep-eqtl", "-o", out, "--context", "1"), "--context 1 is out of range")
     assert not out.exists()
     train = tmp_path / "t.csv"
     train.write_text("sequence,label\nACGTACGT,0\nACGTACGA,1\n")
     _one_line_error(console("finetune", "classify", train, "-o", tmp_path / "clf", "-m", small_ps_dir,
-                            "--context", "0"), "--max-length must be a positive integer")
+                            "--context", "0"), "--max-length 0 is out of range")
     _one_line_error(console("finetune", "classify", train, "-o", tmp_path / "clf", "-m", small_ps_dir,
-                            "--micro-batch-size", "0"), "--micro-batch-size must be a positive integer")
+                            "--micro-batch-size", "0"), "--micro-batch-size 0 is out of range")
     assert not (tmp_path / "clf").exists()
