@@ -223,7 +223,8 @@ class CaduceusBackbone(nn.Module):
         streams = [self._output(hidden)] if output_hidden_states else None
         # Without gradients or requested streams nothing else holds the stream tensors, so each block
         # may write its outputs over its inputs (the embeddings' tensor included).
-        grads = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        # (Not when a gradient flows from the embeddings, as attribution asks, even if no weight needs one.)
+        grads = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in self.parameters()))
         reuse = not output_hidden_states and not grads
         checkpointed = self.checkpoint_blocks and grads
         for i, layer in enumerate(self.layers):

@@ -63,7 +63,7 @@ def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, 
     too_many_n = 0
     for start in range(0, len(variants), chunk):
         part = variants[start:start + chunk]
-        for j, result in enumerate(scorer.score([v.record for v in part])):
+        for j, result in enumerate(scorer.score([v.record for v in part], progress)):
             i, found = start + j, result.features[0]
             if found is not None and features == "paper":
                 if result.context_n >= PAPER_MAX_N_FRACTION * scorer.context:
@@ -75,8 +75,6 @@ def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, 
                 feats[i] = found
             if result.tss_distance is not None:
                 dist[i] = result.tss_distance
-        if progress:
-            progress(len(part))
     if too_many_n:
         log.warning("%d variant(s) left out: their %d bp REF context is %.1f%% N or more (as the paper's data "
                     "preparation)", too_many_n, scorer.context, 100 * PAPER_MAX_N_FRACTION)

@@ -23,13 +23,14 @@ from ...genome.regions import parse_regions, read_regions_file
 from ...genome.vcf import VcfReader
 from ...genome.vcf_writer import RecordSink, SortedCheck, check_output, contig_lines, variant_output_format
 from ...io import provenance, refuse_overwriting_inputs
+from ...progress import advise_on_cpu
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
 from .context import batch_for_budget, check_cpu_time, choose_context, memory_budget, peak_memory
 from .outputs import chunk_batch, header, summary, write_batches
-from .scorer import VariantScorer
+from .scorer import EMBEDDING_SCORES, VariantScorer
 from .settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 log = logging.getLogger("caduceus")
@@ -78,6 +79,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
                                 if vcf == "-" else "--resume works in one process, not under torchrun")
         scorer, meta = _prepare(stack, rt, reader, fasta, model, settings, device=device, dtype=dtype,
                                 backend=backend, revision=revision, tss=tss, svm=svm)
+        advise_on_cpu(progress, scorer.model.device, _faster_way(settings.scores))
         identity = {k: v for k, v in meta.items() if k != "command"}  # the same run, typed in another order
         progress_kept = ResumableOutput(output, {"command": "score-variants", **identity, "format": fmt,
                                                  **_identity(settings, regions, regions_file)},
@@ -99,6 +101,14 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     return summary(counts, time.perf_counter() - started, rank=rt.rank, world_size=rt.world_size, output=output,
                    format=fmt, window=settings.window, context=settings.context, batch_size=settings.batch_size,
                    **peak_memory(scorer.model.device))
+
+
+def _faster_way(scores: tuple[str, ...]) -> str:
+    """What to say when scoring on the CPU will be slow."""
+    gpu = "a CUDA GPU runs it much faster"
+    if "llr" in scores and any(s in scores for s in EMBEDDING_SCORES):
+        return f"{gpu}, and --scores llr alone needs a third of the model passes (no embedding windows)"
+    return gpu
 
 
 def _open_vcf(stack: contextlib.ExitStack, vcf: str, regions: str | None, regions_file: str | None) -> VcfReader:
@@ -128,9 +138,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
 
     def work(chunk):
         scored_here["records"] += len(chunk)
-        results = scorer.score([rec for _, rec in chunk])
-        if progress is not None:
-            progress(len(chunk))
+        results = scorer.score([rec for _, rec in chunk], progress)
         return chunk_batch(chunk, results, fmt, scorer.scores, scorer.tss is not None)
 
     chunks = itertools.islice(_chunks(reader, settings.chunk_size), done, None)

@@ -101,6 +101,10 @@ def _cos_l2(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return cos, float(np.linalg.norm(a64 - b64))
 
 
+def _site(rec: VcfRecord) -> tuple:
+    return rec.chrom, rec.pos
+
+
 def _masked(ids: np.ndarray, centre: int) -> np.ndarray:
     out = ids.copy()
     out[centre] = MASK
@@ -187,7 +191,26 @@ class VariantScorer:
         return np.concatenate([ids[:c], encode(alt), tail])[:w]
 
     # -- records -------------------------------------------------------------------------------
-    def score(self, records: list[VcfRecord]) -> list[RecordResult]:
+    def score(self, records: list[VcfRecord], progress: Callable[[int], None] | None = None) -> list[RecordResult]:
+        """One result per record, in order. Records go through in groups of ``batch_size`` (a
+        forward batch or two of windows each), grown so that records of one site (split
+        multi-allelic records, repeats) share a group and so its REF passes; ``progress(n)`` hears of
+        each group as it finishes."""
+        size = self.settings.batch_size
+        results: list[RecordResult] = []
+        start = 0
+        while start < len(records):
+            end = min(start + size, len(records))
+            while end < len(records) and _site(records[end]) == _site(records[end - 1]):
+                end += 1
+            group = records[start:end]
+            results += self._score_group(group)
+            if progress is not None:
+                progress(len(group))
+            start = end
+        return results
+
+    def _score_group(self, records: list[VcfRecord]) -> list[RecordResult]:
         windows = _Windows()
         results, plans = [], []
         for rec in records:

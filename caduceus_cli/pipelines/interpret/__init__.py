@@ -1,0 +1,1 @@
+"""Interpretation: which bases drive a model's output (mutagenesis, attribution, sequence logos)."""
