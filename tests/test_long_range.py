@@ -144,6 +144,25 @@ def test_longer_context_is_read_and_changes_the_scores(variant, ps, ph):
     assert max(changed) > 1e-3 and len(changed) >= 10
 
 
+def test_ref_passes_are_shared_by_the_alts_of_a_site_and_repeated_records(ps):
+    """Three records of one site (as split multi-allelics arrive) and a repeat, one context per
+    batch: one masked and one REF pass serve them all, beside one ALT pass per distinct ALT."""
+    with Reference(FA) as ref:
+        base = ref.fetch("z", 4_999, 5_000)[0].upper()
+        alts = [b for b in "ACGT" if b != base]
+        recs = [VcfRecord("z", 5_000, base, [a], k + 1) for k, a in enumerate(alts)]
+        recs.append(VcfRecord("z", 5_000, base, [alts[0]], 4))
+        rows = []
+        hook = ps.caduceus.register_forward_pre_hook(lambda _m, inputs: rows.append(inputs[0].shape[0]))
+        try:
+            scorer = VariantScorer(ps, ref, ("llr", "embed_l2"), W, batch_size=1, context=4 * W)
+            results = scorer.score(recs)
+        finally:
+            hook.remove()
+    assert sum(rows) == 1 + 1 + 3  # masked REF, REF, three distinct ALTs
+    assert results[3].scores == results[0].scores and all(r.scores["llr"][0] is not None for r in results)
+
+
 def test_context_defaults_to_the_declared_trained_length(ps):
     model = CaduceusForMaskedLM(CaduceusConfig.small("ps", 8, 1))
     assert ctx.declared_length(model) is None and ctx.choose_context(None, 64, model) == 64
