@@ -69,6 +69,12 @@ NOT_RUN = {
     ("performance.md", "python benchmarks/model_speed.py --device cpu"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/variants_speed.py --model bundled --device cpu"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/memory_scaling.py"): "a measurement: about an hour of CPU",
+    ("performance.md", "python benchmarks/long_range_gpu.py --out"): "needs a GPU",
+    ("performance.md", "caduceus score-variants snv4.vcf"): "a measurement: minutes on 2 CPU cores",
+    ("score-variants.md", "caduceus score-variants eqtl.vcf.gz -f hg38.fa -m kuleshov-group/"):
+        "downloads a model from the Hugging Face hub and needs a GPU",
+    ("embed.md", "caduceus embed hg38.fa tss.bed --window 1536 --context 131072"):
+        "downloads a model from the Hugging Face hub and needs a GPU",
     ("performance.md", "python benchmarks/attribution_cpu.py"): "a measurement on real data: minutes of CPU",
     ("pretrain.md", "caduceus pretrain sacCer3.fa.gz ecoli_K12_MG1655.fa.gz"): "needs one or several GPUs",
     ("pretrain.md", "A=\"$G/sacCer3.fa.gz"): "needs two GPUs",

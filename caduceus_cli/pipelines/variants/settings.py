@@ -19,7 +19,8 @@ DEFAULT_BATCH = 64  # windows per forward pass on CUDA
 DEFAULT_BATCH_CPU = 8  # on CPU: the plain-PyTorch scan keeps ~90 KB per token of the bundled model alive
 MISSING_CONTIG = ("error", "skip")
 # (minimum, maximum) of every size option (limits.check_size); a window holds the REF base and one on each side
-SIZE_LIMITS = {"window": (3, MAX_BASES), "batch_size": (1, MAX_BATCH), "chunk_size": (1, MAX_COUNT)}
+SIZE_LIMITS = {"window": (3, MAX_BASES), "context": (3, MAX_BASES), "batch_size": (1, MAX_BATCH),
+               "chunk_size": (1, MAX_COUNT)}
 
 
 def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
@@ -44,17 +45,26 @@ class ScoreSettings:
     strict_ref: bool = False
     missing_contig: str = "error"
     tissue: str | None = None
+    context: int | None = None  # bases the model reads; None: the window (see context.choose_context)
+
+    @property
+    def span(self) -> int:
+        """Bases the model reads per pass: the context, or the window when no context is set."""
+        return self.context or self.window
 
     @property
     def centre(self) -> int:
-        """Index of the variant's first REF base in its window."""
-        return self.window // 2
+        """Index of the variant's first REF base in the sequence the model reads."""
+        return self.span // 2
 
     def validate(self) -> "ScoreSettings":
         self.scores = validate_scores(self.scores)
         for name in SIZE_LIMITS:
             low, high = SIZE_LIMITS[name]
             check_size("--" + name.replace("_", "-"), getattr(self, name), minimum=low, maximum=high)
+        if self.context is not None and self.window is not None and self.context < self.window:
+            raise CaduceusError(f"--context {self.context} is shorter than --window {self.window}: the model must "
+                                f"read every position it pools (give --context {self.window} or more)")
         if self.missing_contig not in MISSING_CONTIG:
             raise CaduceusError(f"--missing-contig must be one of {', '.join(MISSING_CONTIG)}, "
                                 f"got {self.missing_contig!r}")
