@@ -221,7 +221,7 @@ def classify_command(
     checkpoint_blocks: Optional[bool] = typer.Option(None, "--checkpoint-blocks/--no-checkpoint-blocks",
                                                      help="Recompute each block in the backward pass instead of "
                                                      "keeping its activations: the same gradients in far less memory, "
-                                                     "~30% more compute. (default: on when the longest training "
+                                                     "one more forward per step. (default: on when the longest training "
                                                      f"sequence is over {_R.CHECKPOINT_BLOCKS_ABOVE:,} bp)"),
     micro_batch_size: Optional[int] = SizeOption(None, "--micro-batch-size", limits=_SIZES["micro_batch_size"],
                                                  help="Sequences per forward and backward pass; their gradients add up "
