@@ -5,6 +5,7 @@ Every pipeline and command uses these; nothing here imports Typer or Rich.
 
 - :func:`env_int` reads a size such as ``CADUCEUS_SCAN_BLOCK=32M`` when it is used, and says which
   variable is wrong in one line instead of failing at import.
+- :func:`set_threads` sets the CPU threads of torch and of the numba kernels (``--threads``).
 - :func:`resolve_device` is the one default-device rule: ``cuda:LOCAL_RANK`` when CUDA is there
   (``cuda:0`` outside torchrun), else ``cpu``; a device that cannot run here is refused.
 - :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
@@ -96,6 +97,38 @@ def resolve_device(device: "str | torch.device | None" = None, local_rank: int |
     if dev.type == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return dev
     raise CaduceusError(f"--device {device}: not supported here; use cpu, cuda or cuda:N")
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_THREADS: list[int] = []  # the count set by set_threads, for the numba launches (see cpu_threads)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use ``threads`` CPU threads for torch and the numba kernels; None: all cores this process
+    may use, or OMP_NUM_THREADS when that is set. Returns the count."""
+    import torch
+
+    if threads is None:
+        threads = env_int("OMP_NUM_THREADS", minimum=1) or available_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise CaduceusError(f"--threads must be a whole number of at least 1, got {threads!r}")
+    torch.set_num_threads(threads)
+    _THREADS[:] = [threads]
+    return threads
+
+
+def cpu_threads() -> int | None:
+    """The count set by :func:`set_threads`, None when it was never called. numba's count is per
+    calling thread, so the CPU kernels apply it at each launch (pipelines run models from worker
+    threads too)."""
+    return _THREADS[0] if _THREADS else None
 
 
 def device_name(device: "str | torch.device | None") -> str:

@@ -19,8 +19,18 @@ DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (defau
 BackendOption = typer.Option("auto", "--backend", help=f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks "
                              "triton on a GPU and numba on the CPU (`caduceus doctor` shows which); mamba-ssm (alias "
                              "cuda) needs the optional [cuda] extra; torch is the plain-PyTorch reference.")
-DtypeOption = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 (on CUDA the model "
-                           "runs under bf16 autocast anyway).")
+DtypeOption = typer.Option("auto", "--dtype", help="Compute dtype of the model's matmuls: auto, fp32 or bf16. auto: "
+                           "bf16 on a GPU; on the CPU bf16 where it has bf16 matrix units (AMX or AVX512-BF16, see "
+                           "`caduceus doctor`), else fp32. The weights stay fp32.")
+ThreadsOption = typer.Option(None, "--threads", help="CPU threads for torch and the numba kernels (default: all "
+                             "cores, or OMP_NUM_THREADS when set).")
+
+
+def use_threads(threads: int | None) -> None:
+    """Apply --threads (the engine validates it)."""
+    from ..runtime import set_threads
+
+    set_threads(threads)
 
 
 def print_table(rows: dict[str, Any], as_json: bool) -> None:

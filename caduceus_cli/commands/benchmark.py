@@ -8,7 +8,7 @@ import typer
 
 from ..choices import DEFAULT_MODEL
 from ..choices import BACKENDS
-from ._common import DeviceOption, Progress
+from ._common import DeviceOption, Progress, ThreadsOption, use_threads
 
 
 class TaskProgress(Progress):
@@ -46,10 +46,13 @@ def benchmark_command(
     batch_size: int = typer.Option(None, "--batch-size", help="Sequences per batch (default: the engine's)."),
     lengths: str = typer.Option(None, "--lengths", help="speed: comma-separated lengths (default: GPU 1536,131072; "
                                 "CPU 1024)."),
-    dtypes: str = typer.Option(None, "--dtypes", help="speed: fp32 and/or bf16 (default: GPU bf16, CPU fp32)."),
+    dtypes: str = typer.Option(None, "--dtypes", help="speed: compute dtypes auto, fp32 and/or bf16 (default: auto)."),
     backends: str = typer.Option(None, "--backends", help=f"speed: comma-separated selective-scan backends ({', '.join(BACKENDS)}; default auto)."),
     window: int = typer.Option(None, "--window", help="vep-eqtl: window (bp) centred on the variant (default 1536)."),
     device: str = DeviceOption,
+    dtype: str = typer.Option("auto", "--dtype", help="Compute dtype of the probe protocol's feature passes: auto, "
+                              "fp32 or bf16 (see `caduceus embed --help`; speed: use --dtypes)."),
+    threads: int = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Run a benchmark suite and write a report folder (results.jsonl, summary.md, summary.png).
@@ -62,12 +65,16 @@ def benchmark_command(
     """
     from ..pipelines.benchmark import run_benchmark
 
+    use_threads(threads)
+
     def note(message: str) -> None:
         if not quiet:
             sys.stderr.write(f"caduceus: benchmark: {message}\n")
 
     options = {k: v for k, v in (("lengths", lengths), ("dtypes", dtypes), ("backends", backends),
                                  ("window", window)) if v is not None}
+    if dtype != "auto":
+        options["dtype"] = dtype
     with TaskProgress("sequences", unit="items", quiet=quiet) as progress:
         rows = run_benchmark(suite, output, model=model, protocol=protocol, tasks=tasks, data=data, cache=cache,
                              baseline=baseline, resume=resume, fasta=fasta, tss=tss, seeds=seeds, epochs=epochs,

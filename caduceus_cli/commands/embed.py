@@ -8,7 +8,8 @@ import typer
 
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                                         DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS, POOLS)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, ThreadsOption,
+                      report, use_threads)
 
 
 def embed(
@@ -22,7 +23,8 @@ def embed(
     revision: Optional[str] = RevisionOption,
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    dtype: Optional[str] = DtypeOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLS[:-1])} (the mean over the central "
                                                           "--center-width bp) or none (one vector per position; "
                                                           "Parquet or .npy/.npz)."),
@@ -65,6 +67,7 @@ def embed(
     """
     from ..pipelines.embed import embed_regions
 
+    use_threads(threads)
     with Progress("embed", unit="regions", quiet=quiet) as progress:
         result = embed_regions(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,

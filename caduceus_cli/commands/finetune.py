@@ -12,7 +12,8 @@ import typer
 
 from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
-from ._common import BackendOption, DeviceOption, ModelOption, Progress, RevisionOption, duration, report
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, ThreadsOption,
+                      duration, report, use_threads)
 
 finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe on frozen embeddings (probe) or the "
                                 "variant-effect SVM (svm).\n\n"
@@ -39,11 +40,13 @@ def svm_command(
     batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOption,
     backend: str = BackendOption,
+    threads: Optional[int] = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON (instead of the table)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
 ) -> None:
     from ..pipelines.svm import train_svm
 
+    use_threads(threads)
     with Progress("features", unit="variants", quiet=quiet) as progress:
         fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
@@ -195,6 +198,7 @@ def classify_command(
                                                   "(default: --batch-size)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
+    threads: Optional[int] = ThreadsOption,
     as_json: bool = _ReportJsonOption,
     quiet: bool = _QuietOption,
 ) -> None:
@@ -206,7 +210,7 @@ def classify_command(
     from ..pipelines.pretrain import parse_duration
 
     started = time.perf_counter()
-
+    use_threads(threads)
     if valid is not None and valid_fraction is not None:
         raise CaduceusError("give --valid FILE or --valid-fraction, not both")
     if output is None and resume is None:
@@ -263,6 +267,8 @@ def probe_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     as_json: bool = _ReportJsonOption,
     quiet: bool = _QuietOption,
 ) -> None:
@@ -273,7 +279,7 @@ def probe_command(
     from ..pipelines.finetune import fit_probe
 
     started = time.perf_counter()
-
+    use_threads(threads)
     if cache is not None and no_cache:
         raise CaduceusError("give --cache DIR or --no-cache, not both")
     is_main = int(os.environ.get("RANK", "0") or 0) == 0
@@ -281,7 +287,8 @@ def probe_command(
         fitted = fit_probe(train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seed=seed,
                            task=task, fasta=fasta, sequence_column=sequence_column, label_column=label_column, pool=pool,
                            center_width=center_width, max_length=max_length, batch_size=batch_size,
-                           cache=False if no_cache else cache, device=device, backend=backend, progress=progress)
+                           cache=False if no_cache else cache, device=device, backend=backend, dtype=dtype,
+                           progress=progress)
     if is_main:
         _print_runs(fitted, as_json)
         if not as_json:

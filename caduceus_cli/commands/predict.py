@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ._common import BackendOption, DeviceOption, Progress, report
+from ._common import BackendOption, DeviceOption, DtypeOption, Progress, ThreadsOption, report, use_threads
 
 
 def predict_command(
@@ -22,6 +22,8 @@ def predict_command(
                                              "(default: 64 on CPU, 512 on CUDA)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
     as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
@@ -40,10 +42,11 @@ def predict_command(
 
     from ..pipelines.finetune import predict
 
+    use_threads(threads)
     is_main = int(os.environ.get("RANK", "0") or 0) == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
-                         batch_size=batch_size, device=device, backend=backend, progress=progress)
+                         batch_size=batch_size, device=device, backend=backend, dtype=dtype, progress=progress)
     if is_main:
         where = "stdout" if result.output == "-" else result.output
         summary = {"records": result.n_records, "cropped": result.truncated, "seconds": round(result.seconds, 3),

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..pipelines.pretrain.settings import DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, WARMUP_FRACTION, PretrainSettings
-from ._common import DeviceOption, Progress, duration, report
+from ._common import DeviceOption, Progress, ThreadsOption, duration, report, use_threads
 
 
 _DEFAULTS = PretrainSettings()
@@ -63,6 +63,7 @@ def pretrain_command(
     device: Optional[str] = DeviceOption,
     backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
                                           + _default("backend")),
+    threads: Optional[int] = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
     as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
@@ -79,6 +80,7 @@ def pretrain_command(
     """
     from ..pipelines.pretrain import pretrain
 
+    use_threads(threads)
     contigs = [c.strip() for c in valid_contigs.split(",") if c.strip()] if valid_contigs else None
     options = dict(variant=variant, d_model=d_model, n_layer=n_layer, seq_len=seq_len, batch_size=batch_size,
                    micro_batch_size=micro_batch_size, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,

@@ -9,7 +9,8 @@ import typer
 from ..genome.vcf import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
                                            DEFAULT_WINDOW, MISSING_CONTIG, SCORES)
-from ._common import BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, report
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, RevisionOption, ThreadsOption,
+                      report, use_threads)
 
 
 def score_variants_command(
@@ -45,6 +46,7 @@ def score_variants_command(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,
+    threads: Optional[int] = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
     as_json: bool = typer.Option(False, "--json", help="The summary on stderr as one JSON line."),
 ) -> None:
@@ -58,6 +60,7 @@ def score_variants_command(
     """
     from ..pipelines.variants import score_variants
 
+    use_threads(threads)
     with Progress("scoring", unit="records", quiet=quiet) as progress:
         summary = score_variants(
             vcf, fasta, output, model=model, scores=scores, window=window, batch_size=batch_size,

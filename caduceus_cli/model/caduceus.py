@@ -148,11 +148,12 @@ class CaduceusBlock(nn.Module):
 
 
 def _mixer_input_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the mixer's first matmul reads x in: under CUDA autocast an fp32 x is cast to the
+    """The dtype the mixer's first matmul reads x in: under autocast an fp32 x is cast to the
     autocast dtype there, so the norm writes it in that dtype directly (the same rounding, half the
     memory); otherwise x's own."""
-    if x.is_cuda and x.dtype == torch.float32 and torch.is_autocast_enabled("cuda"):
-        return torch.get_autocast_dtype("cuda")
+    kind = x.device.type
+    if x.dtype == torch.float32 and kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
     return x.dtype
 
 

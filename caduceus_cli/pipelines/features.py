@@ -12,7 +12,7 @@ import torch
 
 from ..genome.windows import central_slice
 from ..model.caduceus import CaduceusForMaskedLM
-from ..model.precision import autocast
+from ..model.precision import autocast, model_compute_dtype
 from ..model.strands import strand_stack
 from ..model.tokenizer import reverse_complement_ids
 from .embed.settings import POOLS
@@ -20,8 +20,9 @@ from .embed.settings import POOLS
 
 
 def autocast_for(model: CaduceusForMaskedLM, dtype: torch.dtype | None = None):
-    """bf16 autocast on CUDA (unless the model or ``dtype`` says fp32); nothing on CPU."""
-    return autocast(model.device, dtype)
+    """Autocast in ``dtype``, else in the model's compute dtype (``--dtype``), else the default
+    policy (bf16 on CUDA, fp32 on CPU): see ``model.precision``."""
+    return autocast(model.device, dtype or model_compute_dtype(model))
 
 
 def _hidden(model, input_ids, layer):
@@ -41,7 +42,7 @@ def strand_features(model: CaduceusForMaskedLM, input_ids: torch.Tensor, layer: 
                     conjoin: bool = True) -> torch.Tensor:
     """(B, L, d, S) features per position and strand, aligned to the forward strand.
 
-    S = 2 for PS, 2 for Ph with ``conjoin``, 1 for Ph without. Computed under bf16 autocast on CUDA.
+    S = 2 for PS, 2 for Ph with ``conjoin``, 1 for Ph without. Computed in the model's compute dtype.
     """
     with autocast_for(model):
         hidden = _hidden(model, input_ids, layer)

@@ -25,16 +25,17 @@ Compiled on first use and cached on disk like ``scan_cpu``.
 from __future__ import annotations
 
 import functools
+import platform
 
 import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
-from .scan_cpu import _LAUNCH
+from .scan_cpu import launch
 
 # No 'afn': exp, log and division are written out below, so nothing is left for it to approximate.
 _FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
@@ -80,6 +81,66 @@ def _bf16_bits_to_f32(typingctx, x):
         return builder.bitcast(builder.shl(wide, ir.Constant(ir.IntType(32), 16)), ir.FloatType())
 
     return sig, codegen
+
+
+def _mxcsr_call(builder, name, ptr):
+    fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+    builder.call(fn, [builder.bitcast(ptr, ir.IntType(8).as_pointer())])
+
+
+@intrinsic
+def _get_mxcsr(typingctx):
+    sig = types.int32()
+
+    def codegen(context, builder, signature, args):
+        ptr = cgutils.alloca_once(builder, ir.IntType(32))
+        _mxcsr_call(builder, "llvm.x86.sse.stmxcsr", ptr)
+        return builder.load(ptr)
+
+    return sig, codegen
+
+
+@intrinsic
+def _set_mxcsr(typingctx, value):
+    sig = types.void(types.int32)
+
+    def codegen(context, builder, signature, args):
+        ptr = cgutils.alloca_once(builder, ir.IntType(32))
+        builder.store(args[0], ptr)
+        _mxcsr_call(builder, "llvm.x86.sse.ldmxcsr", ptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit
+def _flush_denormals_x86():
+    """Set flush-to-zero and denormals-are-zero on this thread; returns the previous MXCSR. States
+    that decay below fp32's normal range (1e-38) would otherwise run the slow denormal path."""
+    old = _get_mxcsr()
+    _set_mxcsr(old | np.int32(0x8040))
+    return old
+
+
+@numba.njit
+def _restore_x86(old):
+    _set_mxcsr(old)
+
+
+@numba.njit
+def _flush_denormals_other():
+    return np.int32(0)
+
+
+@numba.njit
+def _restore_other(old):
+    pass
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+_flush_denormals = _flush_denormals_x86 if _X86 else _flush_denormals_other
+_restore_denormals = _restore_x86 if _X86 else _restore_other
 
 
 @numba.njit
@@ -167,37 +228,52 @@ def _silu(x):
 
 
 @functools.lru_cache(maxsize=None)
-def _conv_kernel(lanes: int):
-    """The causal depthwise convolution + bias + SiLU for blocks of ``lanes`` channels."""
+def _conv_kernel(lanes: int, taps: int):
+    """The causal depthwise convolution (``taps`` wide) + bias + SiLU for blocks of ``lanes`` channels."""
 
     @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
     def conv_silu(x, x_blk0, weight, bias, out, length, reverse):
         """out[t] = silu(bias + sum_k weight[k] * x[t - K + 1 + k]) within each sequence of
         ``length`` rows (zeros before its start); ``reverse``: in reversed time, x[t + K - 1 - k].
         x: (T, >= x_blk0 + C/lanes, lanes), channel block k at x_blk0 + k; weight: (K, C/lanes, lanes)
-        fp32; bias: (C/lanes, lanes) fp32; out: (T, C/lanes, lanes)."""
+        fp32; bias: (C/lanes, lanes) fp32; out: (T, C/lanes, lanes). Taps that fall outside the
+        sequence read a row inside it with weight 0, so that the inner loop has no branch."""
         rows, n_blocks = out.shape[0], out.shape[1]
-        taps = weight.shape[0]
         n_seq = rows // length
         step = 64
         n_steps = (length + step - 1) // step
         for job in numba.prange(n_seq * n_steps):
             s, part = job // n_steps, job % n_steps
+            src = np.empty(taps, dtype=np.int64)
+            keep = np.empty(taps, dtype=np.float32)
             acc = np.empty(lanes, dtype=np.float32)
             for t in range(part * step, min(part * step + step, length)):
                 row = s * length + t
+                for k in range(taps):
+                    pos = t + taps - 1 - k if reverse else t - taps + 1 + k
+                    inside = 0 <= pos < length
+                    src[k] = s * length + (pos if inside else t)
+                    keep[k] = np.float32(1.0) if inside else np.float32(0.0)
                 for blk in range(n_blocks):
-                    for j in range(lanes):
-                        acc[j] = bias[blk, j]
-                    for k in range(taps):
-                        src = t + taps - 1 - k if reverse else t - taps + 1 + k
-                        if 0 <= src < length:
-                            src_row = s * length + src
-                            xb = x_blk0 + blk
+                    xb = x_blk0 + blk
+                    if taps == 4:  # the Mamba default, written out: one pass, sums in registers
+                        r0, r1, r2, r3 = src[0], src[1], src[2], src[3]
+                        k0, k1, k2, k3 = keep[0], keep[1], keep[2], keep[3]
+                        for j in range(lanes):
+                            a = (bias[blk, j] + (k0 * weight[0, blk, j]) * _load3(x, r0, xb, j)
+                                 + (k1 * weight[1, blk, j]) * _load3(x, r1, xb, j)
+                                 + (k2 * weight[2, blk, j]) * _load3(x, r2, xb, j)
+                                 + (k3 * weight[3, blk, j]) * _load3(x, r3, xb, j))
+                            _store3(out, row, blk, j, _silu(a))
+                    else:
+                        for j in range(lanes):
+                            acc[j] = bias[blk, j]
+                        for k in range(taps):
+                            rk, kk = src[k], keep[k]
                             for j in range(lanes):
-                                acc[j] += weight[k, blk, j] * _load3(x, src_row, xb, j)
-                    for j in range(lanes):
-                        _store3(out, row, blk, j, _silu(acc[j]))
+                                acc[j] += (kk * weight[k, blk, j]) * _load3(x, rk, xb, j)
+                        for j in range(lanes):
+                            _store3(out, row, blk, j, _silu(acc[j]))
 
     return conv_silu
 
@@ -228,6 +304,7 @@ def _scan_kernel(lanes: int):
         n4, r4 = n_state - n_state % 4, rank - rank % 4
         for job in numba.prange(n_seq * n_blocks):
             s, blk = job // n_blocks, job % n_blocks
+            mxcsr = _flush_denormals()
             zb = z_blk0 + blk
             h = np.zeros((n_state, lanes), dtype=np.float32)
             dt = np.empty(lanes, dtype=np.float32)
@@ -279,6 +356,7 @@ def _scan_kernel(lanes: int):
                 else:
                     for j in range(lanes):
                         _store3(out, row, blk, j, y[j] * _silu(_load3(z, row, zb, j)))
+            _restore_denormals(mxcsr)
 
     return scan
 
@@ -371,14 +449,14 @@ def _mixer_slice(hidden, directions, conjugate, strategy):
         xz = xz_of[key]
         w = _weights(mixer, lanes)
         u = torch.empty(b * length, di, dtype=xz.dtype)
-        with _LAUNCH:
-            _conv_kernel(lanes)(_blocks(xz, lanes), 0, w["conv_w"], w["conv_b"], _blocks(u, lanes), length, reverse)
+        with launch():
+            _conv_kernel(lanes, w["conv_w"].shape[0])(_blocks(xz, lanes), 0, w["conv_w"], w["conv_b"], _blocks(u, lanes), length, reverse)
         xdbl = F.linear(u, mixer.x_proj.weight).contiguous()  # (T, R + 2N)
         last = i == len(directions) - 1
         y = torch.empty(b * length, di, dtype=torch.float32 if shared_out and not last else xz.dtype)
         has_acc = shared_out and acc is not None
         acc_np = _blocks(acc, lanes) if has_acc else np.zeros((1, 1, lanes), dtype=np.float32)
-        with _LAUNCH:
+        with launch():
             _scan_kernel(lanes)(_blocks(u, lanes), _np2(xdbl), _blocks(xz, lanes), nb, w["w_dt"], w["dt_bias"],
                                 w["a2"], w["d_skip"], acc_np, _blocks(y, lanes), length, reverse, has_acc)
         del u, xdbl

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ...model.precision import autocast
+from ...model.precision import model_autocast
 from .data import collate, eval_batches
 
 
@@ -59,7 +59,7 @@ def predict_logits(model, tokens: list[np.ndarray], batch_size: int, runtime=Non
     device = next(model.parameters()).device
 
     def logits(ids, lens):
-        with autocast(device):
+        with model_autocast(model):
             return model(to_device(ids, device), to_device(lens, device))
 
     out = batched_rows(tokens, batch_size, model.num_labels, logits, runtime, progress)

@@ -123,8 +123,9 @@ def _cell(value) -> str:
 
 
 def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None, progress=None,
-            sequence_column=None, backend="auto", chunk_size: int | None = None) -> PredictResult:
-    """Predict every record of ``input`` with the classifier in ``model_dir``; see the module docstring."""
+            sequence_column=None, backend="auto", chunk_size: int | None = None, dtype=None) -> PredictResult:
+    """Predict every record of ``input`` with the classifier in ``model_dir``; see the module docstring.
+    ``dtype``: the compute dtype (auto, fp32, bf16; None: auto)."""
     from ...model.checkpoint import load_classifier
 
     started = time.time()
@@ -133,7 +134,7 @@ def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_siz
         check_writable(output)
         refuse_overwriting_inputs(output, input, fasta)
     with torchrun(device) as runtime:
-        model = load_classifier(model_dir, device=runtime.device, backend=backend)
+        model = load_classifier(model_dir, device=runtime.device, backend=backend, dtype=dtype)
         schema = _schema(model.head, provenance(model, input=input, task=model.head["task"]))
         size = batch_size or DEFAULT_BATCH.get(runtime.device.type, 64)
         predictor = _Predictor(model, size, schema, progress if runtime.is_main else None)
