@@ -26,11 +26,15 @@ ThreadsOption = typer.Option(None, "--threads", help="CPU threads for torch and 
                              "cores, or OMP_NUM_THREADS when set).")
 
 
-def use_threads(threads: int | None) -> None:
-    """Apply --threads (the engine validates it)."""
+def use_threads(threads: int | None, dtype: str | None = None) -> None:
+    """Apply --threads and check --dtype before any work (the engine says what is wrong)."""
     from ..runtime import set_threads
 
     set_threads(threads)
+    if dtype is not None:
+        from ..model.precision import check_dtype
+
+        check_dtype(dtype)
 
 
 def print_table(rows: dict[str, Any], as_json: bool) -> None:

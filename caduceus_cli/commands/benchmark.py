@@ -65,7 +65,7 @@ def benchmark_command(
     """
     from ..pipelines.benchmark import run_benchmark
 
-    use_threads(threads)
+    use_threads(threads, dtype)
 
     def note(message: str) -> None:
         if not quiet:

@@ -67,7 +67,7 @@ def embed(
     """
     from ..pipelines.embed import embed_regions
 
-    use_threads(threads)
+    use_threads(threads, dtype)
     with Progress("embed", unit="regions", quiet=quiet) as progress:
         result = embed_regions(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,

@@ -279,7 +279,7 @@ def probe_command(
     from ..pipelines.finetune import fit_probe
 
     started = time.perf_counter()
-    use_threads(threads)
+    use_threads(threads, dtype)
     if cache is not None and no_cache:
         raise CaduceusError("give --cache DIR or --no-cache, not both")
     is_main = int(os.environ.get("RANK", "0") or 0) == 0

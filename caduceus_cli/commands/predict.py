@@ -42,7 +42,7 @@ def predict_command(
 
     from ..pipelines.finetune import predict
 
-    use_threads(threads)
+    use_threads(threads, dtype)
     is_main = int(os.environ.get("RANK", "0") or 0) == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,

@@ -60,7 +60,7 @@ def score_variants_command(
     """
     from ..pipelines.variants import score_variants
 
-    use_threads(threads)
+    use_threads(threads, dtype)
     with Progress("scoring", unit="records", quiet=quiet) as progress:
         summary = score_variants(
             vcf, fasta, output, model=model, scores=scores, window=window, batch_size=batch_size,

@@ -24,6 +24,7 @@ Compiled on first use and cached on disk like ``scan_cpu``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 
@@ -44,6 +45,7 @@ LANE_CHOICES = (64, 32, 16)  # channels per block: inner loops of a fixed trip c
 # Inference runs a batch in slices of whole sequences of at most this many (positions x d_inner)
 # elements, so that the mixer's transient tensors (about six of that size) stay bounded.
 SLICE_ELEMENTS = 1 << 24
+_ENABLED = [True]  # see channels_first()
 
 
 # -- scalar helpers that LLVM inlines and vectorises ----------------------------------------
@@ -401,8 +403,20 @@ def _weights(mixer, lanes: int) -> dict:
 
 
 def supports(mixers) -> bool:
-    """Whether these mixers can run here: d_inner a multiple of 16, d_conv of at least 1."""
-    return all(lanes_for(m.d_inner) is not None for m in mixers)
+    """Whether these mixers run here (d_inner a multiple of 16) rather than on the channels-first path."""
+    return _ENABLED[0] and all(lanes_for(m.d_inner) is not None for m in mixers)
+
+
+@contextlib.contextmanager
+def channels_first():
+    """Inside: CPU inference takes the channels-first path that training uses (the kernels of
+    ``scan_cpu``), as it did before this module existed: for speed and accuracy comparisons."""
+    before = _ENABLED[0]
+    _ENABLED[0] = False
+    try:
+        yield
+    finally:
+        _ENABLED[0] = before
 
 
 def _slice_sequences(batch: int, length: int, d_inner: int) -> int:
