@@ -228,8 +228,13 @@ def test_set_threads_sets_torch_and_refuses_nonsense():
 # -- real records: bf16 and fp32 scores agree ---------------------------------------------------
 
 # Measured on 200 records of the 1000 Genomes chr20 slice (docs/performance.md, "CPU precision"),
-# bundled model, window 1,024: the largest |bf16 - fp32| of each score, times ~3.
-SCORE_TOLERANCE = {"CADUCEUS_LLR": 0.6, "CADUCEUS_EMBED_COS": 2e-4, "CADUCEUS_EMBED_L2": 0.05}
+# bundled model, window 1,024: the largest |bf16 - fp32| was 0.020 (llr, values -3.8..3.3), 5.9e-7
+# (embed_cos, values up to 3.3e-5) and 6.9e-4 (embed_l2, values up to 0.049); bounds: 3x that.
+SCORE_TOLERANCE = {"llr": 0.06, "embed_cos": 2e-6, "embed_l2": 2e-3}
+
+
+def _number(cell: str) -> float:
+    return float("nan") if cell == "." else float(cell)  # '.': not defined (llr of an indel)
 
 
 def test_bf16_and_fp32_scores_agree_on_real_records(tmp_path):
@@ -245,11 +250,12 @@ def test_bf16_and_fp32_scores_agree_on_real_records(tmp_path):
         out = tmp_path / f"{dtype}.tsv"
         score_variants(str(tmp_path / "in.vcf"), str(fasta), str(out), window=1024, batch_size=8, dtype=dtype)
         rows = [ln.split("\t") for ln in out.read_text().splitlines() if not ln.startswith("##")]
-        header = [c.lstrip("#") for c in rows[0]]
-        scores[dtype] = {c: np.array([float(r[header.index(c)]) for r in rows[1:]]) for c in SCORE_TOLERANCE}
+        header = rows[0]
+        scores[dtype] = {c: np.array([_number(r[header.index(c)]) for r in rows[1:]]) for c in SCORE_TOLERANCE}
     for column, tolerance in SCORE_TOLERANCE.items():
         a, b = scores["fp32"][column], scores["bf16"][column]
-        assert len(a) == 12 and np.isfinite(a).all()
+        assert len(a) == 12 and np.isfinite(a).sum() >= 10
+        a, b = a[np.isfinite(a)], b[np.isfinite(a)]
         assert np.abs(a - b).max() < tolerance, (column, np.abs(a - b).max())
         assert np.abs(a - b).max() > 0  # the bf16 run did run in bf16
 
@@ -263,24 +269,21 @@ def _one_line_error(result, needle):
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("option,value,needle", [
-    ("--dtype", "fp16", "--dtype must be one of auto, fp32, bf16"),
-    ("--threads", "0", "--threads must be a whole number of at least 1"),
-    ("--threads", "two", "'--threads'"),
+@pytest.mark.parametrize("option,value,needle,commands", [
+    ("--dtype", "fp16", "--dtype must be one of auto, fp32, bf16", "all"),
+    ("--threads", "0", "--threads must be a whole number of at least 1", "some"),
+    ("--threads", "two", "'--threads'", "some"),
 ])
-def test_bad_dtype_and_threads_are_one_line_and_leave_nothing(small_ps_dir, tmp_path, option, value, needle):
+def test_bad_dtype_and_threads_are_one_line_and_leave_nothing(small_ps_dir, tmp_path, option, value, needle, commands):
     fasta = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.fa"
     genome = REPO / "caduceus_cli" / "data" / "examples" / "synthetic_genome.fa"
-    runs = {
-        "score-variants": ("score-variants", tmp_path / "in.vcf", "-f", fasta, "-m", small_ps_dir),
-        "embed": ("embed", genome, "-m", small_ps_dir, "--window", "64"),
-    }
     (tmp_path / "in.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
-    for name, args in runs.items():
-        out = tmp_path / f"{name}.out.tsv"
+    runs = [("score-variants", tmp_path / "in.vcf", "-f", fasta, "-m", small_ps_dir),
+            ("predict", small_ps_dir, tmp_path / "x.csv"),
+            ("embed", genome, "-m", small_ps_dir, "--window", "64"),
+            ("finetune", "probe", tmp_path / "x.csv"),
+            ("benchmark", "speed")]
+    for args in runs if commands == "all" else runs[:2]:
+        out = tmp_path / "out.tsv"
         _one_line_error(console(*args, "-o", out, option, value), needle)
         assert not out.exists()
-    for args in (("predict", small_ps_dir, tmp_path / "x.csv"), ("finetune", "probe", tmp_path / "x.csv"),
-                 ("benchmark", "speed")):
-        _one_line_error(console(*args, "-o", tmp_path / "never", option, value), needle)
-        assert not (tmp_path / "never").exists()
