@@ -329,9 +329,8 @@ def provenance(model=None, **extra) -> dict[str, str]:
         for key, name in (("id", "model"), ("revision", "model_revision"), ("sha256", "model_sha256")):
             if src.get(key) is not None:
                 out[name] = str(src[key])
-        if getattr(model, "compute_dtype", None) is not None:
-            from .model.precision import dtype_name, model_compute_dtype
-
-            out["compute_dtype"] = dtype_name(model_compute_dtype(model))
+        compute_dtype = getattr(model, "compute_dtype_name", lambda: None)()
+        if compute_dtype is not None:
+            out["compute_dtype"] = compute_dtype
     out.update({k: str(v) for k, v in extra.items() if v is not None})
     return out

@@ -287,6 +287,13 @@ class CaduceusPreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def compute_dtype_name(self) -> str | None:
+        """'fp32' or 'bf16': what the compute dtype it was loaded with (``compute_dtype``, e.g.
+        'auto') means on its device; None when it was not loaded with one."""
+        from .precision import dtype_name, model_compute_dtype
+
+        return dtype_name(model_compute_dtype(self))
+
     def init_weights(self) -> None:
         """The official initialisation: normal(0, initializer_range) for linears and embeddings,
         zero linear biases (except dt_proj), and out_proj rescaled by 1/sqrt(n_residuals * n_layer)."""
