@@ -15,6 +15,7 @@ block's per-layer strand swap is followed without moving any data).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -228,8 +229,10 @@ class CaduceusBackbone(nn.Module):
                 streams.append(self._output((hidden.float() + residual.float()).to(hidden.dtype)))
         norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f
         # The official final norm reads channels [:d] of the PS layout as forward, fused or not.
-        hidden = add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend,
-                          flip_channels=conjugate)[0]
+        # On the CPU it writes fp32 whatever the compute dtype: the LM head and pooled embeddings
+        # then read the fp32 residual stream normalised, not its bf16 rounding.
+        hidden = add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend, flip_channels=conjugate,
+                          out_dtype=torch.float32 if hidden.device.type == "cpu" else None)[0]
         return hidden, conjugate, streams
 
     def _output(self, stream: torch.Tensor) -> torch.Tensor:
@@ -345,8 +348,14 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
         return CaduceusOutput(last_hidden_state=hidden, logits=logits, hidden_states=streams)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The masked-LM head on hidden states (..., H) -> (..., vocab), e.g. only at masked positions."""
-        return self.lm_head(hidden) if self.config.rcps else F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
+        """The masked-LM head on hidden states (..., H) -> (..., vocab), e.g. only at masked positions.
+        Computed in hidden's dtype even under autocast: the head is 16 words wide, so fp32 costs
+        nothing, and fp32 hidden states (the CPU's) keep the log-likelihoods out of bf16 rounding."""
+        kind = hidden.device.type
+        with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext():
+            if self.config.rcps:
+                return self.lm_head(hidden)
+            return F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
 
 
 class CaduceusForSequenceClassification(CaduceusPreTrainedModel):

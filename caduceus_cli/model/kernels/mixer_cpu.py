@@ -372,7 +372,8 @@ def lanes_for(d_inner: int) -> int | None:
 
 
 def _blocks(t: torch.Tensor, lanes: int) -> np.ndarray:
-    """(T, C) contiguous fp32 or bf16 tensor -> numpy (T, C/lanes, lanes) view (bf16 as int16 bits)."""
+    """(T, C) contiguous fp32 or bf16 tensor -> numpy (T, C/lanes, lanes) view (bf16 as int16 bits);
+    another dtype gives an fp32 copy (inputs only)."""
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
     elif t.dtype != torch.float32:
@@ -392,12 +393,15 @@ def _weights(mixer, lanes: int) -> dict:
     f32 = dict(dtype=torch.float32)
     a2 = -torch.exp(mixer.A_log.detach().float()) * float(_LOG2E)  # (di, N)
     conv_b = mixer.conv1d.bias
+    def per_channel_rows(t: torch.Tensor) -> np.ndarray:  # (di, K) -> (K, di/lanes, lanes)
+        return t.detach().to(**f32).t().contiguous().reshape(-1, di // lanes, lanes).numpy()
+
     return {
-        "conv_w": mixer.conv1d.weight.detach().to(**f32).reshape(di, -1).t().contiguous().reshape(-1, di // lanes, lanes).numpy(),
+        "conv_w": per_channel_rows(mixer.conv1d.weight.reshape(di, -1)),
         "conv_b": (torch.zeros(di, **f32) if conv_b is None else conv_b.detach().to(**f32)).reshape(-1, lanes).numpy(),
-        "w_dt": mixer.dt_proj.weight.detach().to(**f32).t().contiguous().reshape(-1, di // lanes, lanes).numpy(),
+        "w_dt": per_channel_rows(mixer.dt_proj.weight),
         "dt_bias": mixer.dt_proj.bias.detach().to(**f32).reshape(-1, lanes).numpy(),
-        "a2": a2.t().contiguous().reshape(-1, di // lanes, lanes).numpy(),
+        "a2": per_channel_rows(a2),
         "d_skip": mixer.D.detach().to(**f32).reshape(-1, lanes).numpy(),
     }
 
@@ -461,13 +465,15 @@ def _mixer_slice(hidden, directions, conjugate, strategy):
             b_in = mixer.in_proj.bias
             xz_of[key] = F.linear(rows, w_in.flip(1) if conjugate else w_in, b_in).contiguous()  # (T, 2 di)
         xz = xz_of[key]
+        act = torch.bfloat16 if xz.dtype == torch.bfloat16 else torch.float32  # what the kernels write
         w = _weights(mixer, lanes)
-        u = torch.empty(b * length, di, dtype=xz.dtype)
+        u = torch.empty(b * length, di, dtype=act)
         with launch():
-            _conv_kernel(lanes, w["conv_w"].shape[0])(_blocks(xz, lanes), 0, w["conv_w"], w["conv_b"], _blocks(u, lanes), length, reverse)
+            _conv_kernel(lanes, w["conv_w"].shape[0])(_blocks(xz, lanes), 0, w["conv_w"], w["conv_b"],
+                                                      _blocks(u, lanes), length, reverse)
         xdbl = F.linear(u, mixer.x_proj.weight).contiguous()  # (T, R + 2N)
         last = i == len(directions) - 1
-        y = torch.empty(b * length, di, dtype=torch.float32 if shared_out and not last else xz.dtype)
+        y = torch.empty(b * length, di, dtype=torch.float32 if shared_out and not last else act)
         has_acc = shared_out and acc is not None
         acc_np = _blocks(acc, lanes) if has_acc else np.zeros((1, 1, lanes), dtype=np.float32)
         with launch():
