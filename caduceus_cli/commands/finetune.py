@@ -40,18 +40,19 @@ def svm_command(
     batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOption,
     backend: str = BackendOption,
+    dtype: str = DtypeOption,
     threads: Optional[int] = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON (instead of the table)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr."),
 ) -> None:
     from ..pipelines.svm import train_svm
 
-    use_threads(threads)
+    use_threads(threads, dtype)
     with Progress("features", unit="variants", quiet=quiet) as progress:
         fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
                            n_train=n_train, batch_size=batch_size, device=device, revision=revision, backend=backend,
-                           progress=progress)
+                           dtype=dtype, progress=progress)
     if as_json:  # the report is the machine's summary: on stdout, as `models info --json`
         json.dump(fitted, sys.stdout, indent=2)
         sys.stdout.write("\n")
