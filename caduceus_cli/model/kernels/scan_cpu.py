@@ -38,6 +38,8 @@ def launch():
         if wanted is not None:
             numba.set_num_threads(min(wanted, numba.config.NUMBA_NUM_THREADS))
         yield
+
+
 # Safe fast-math: contraction into FMAs, reassociation of the sum over states, fast exp/log; no
 # assumption that values are finite, so NaN and inf propagate as in PyTorch.
 _FASTMATH = {"contract", "reassoc", "afn", "arcp", "nsz"}
