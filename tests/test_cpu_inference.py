@@ -10,7 +10,6 @@ import gzip
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
