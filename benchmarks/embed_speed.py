@@ -40,7 +40,8 @@ def build_model(args):
     import torch
 
     from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model
-    from caduceus_cli.model.checkpoint import DTYPES, bundled_model_dir
+    from caduceus_cli.model.checkpoint import bundled_model_dir
+    from caduceus_cli.model.precision import check_dtype
 
     spec = args.random_model
     if spec is None and args.model == "bundled" and not (bundled_model_dir() / "config.json").is_file():
@@ -53,7 +54,8 @@ def build_model(args):
     torch.manual_seed(args.seed)
     model = CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model=d_model, n_layer=n_layer)).eval()
     model.backend = args.backend
-    model.to(device=args.device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    model.to(device=args.device)
+    model.compute_dtype = check_dtype(args.dtype)  # the pipeline's compute dtype (weights stay fp32)
     model.source = {"id": f"random-{variant}-{d_model}x{n_layer}-seed{args.seed}", "revision": None, "sha256": None}
     return model, model.source["id"]
 
@@ -165,7 +167,7 @@ def main() -> None:
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--random-model", help="variant:DxL with random weights, e.g. ps:256x16 (the published size)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None, help="cast weights: float32 (default), bfloat16")
+    parser.add_argument("--dtype", default=None, help="compute dtype: auto (default), fp32 or bf16")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--pool", default="mean")

@@ -11,7 +11,11 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 dest=${OUT:-gpu-out}; work=/tmp/gout; mkdir -p "$work" "$dest"
 py=${PYTHON:-python3}
-case "${1:-kernels}" in
+mode=${1:-kernels}
+if [ -d .gpu/wheels ] && ! $py -c "import pysam, pyfaidx, cyvcf2" 2>/dev/null; then
+  $py -m pip install -q --no-deps --no-index .gpu/wheels/*.whl > "$work/pip.log" 2>&1 || echo "wheel install failed"
+fi
+case "$mode" in
   kernels)
     OUT=$work BUDGET=${BUDGET:-420} bash gpu/measure.sh check pretrain forward
     echo "== long range"
@@ -22,6 +26,7 @@ case "${1:-kernels}" in
     OUT=$work BUDGET=${BUDGET:-330} bash gpu/measure.sh loss profile scan ;;
   figures)
     for spec in "1536 256" "131072 2"; do
+      [ -n "${SKIP_FORWARD:-}" ] && break
       set -- $spec
       timeout 120 $py benchmarks/model_speed.py --device cuda --dtype bf16 --backend triton --configs ps:256x16,ph:256x16 \
         --lengths "$1" --batch "$2" --repeats 5 --warmup 2 --kernels old,new --json "$work/forward_$1.json" \
@@ -45,7 +50,7 @@ for f in sorted(w.glob("forward_*.json")):
 PY
     ;;
 esac
-cp "$work/summary.txt" "$dest/summary_$1.txt" 2>/dev/null
+cp "$work/summary.txt" "$dest/summary_$mode.txt" 2>/dev/null
 [ -f "$work/long_range.json" ] && cp "$work/long_range.json" "$dest/"
-tar czf "$dest/results_${1:-kernels}.tgz" -C "$work" .
+tar czf "$dest/results_$mode.tgz" -C "$work" .
 ls -la "$dest"
