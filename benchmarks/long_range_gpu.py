@@ -181,7 +181,7 @@ def train_step_run(config, device, length: int, batch: int, checkpoint: bool, re
         ids = torch.randint(7, 11, (batch, length), device=device)
         labels = torch.randint(0, 2, (batch,), device=device)
 
-        def step():
+        def step(model=model, optimizer=optimizer):
             for start in range(0, batch, per):
                 with autocast(device):
                     logits = model(ids[start:start + per])

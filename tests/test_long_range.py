@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_flatten
 from caduceus_cli.errors import CaduceusError
 from caduceus_cli.genome.fasta import Reference
 from caduceus_cli.genome.vcf import VcfRecord
-from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, load_model, save_model
+from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM, save_model
 from caduceus_cli.model.caduceus import CaduceusForSequenceClassification
 from caduceus_cli.dna import MASK, VOCAB, encode
 from caduceus_cli.pipelines.inference import embed_tokens
