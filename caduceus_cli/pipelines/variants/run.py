@@ -27,9 +27,11 @@ from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
-from .outputs import chunk_batch, header, summary, write_batches
+from .background import background_identity, percentile_description, read_background
+from .outputs import chunk_batch, header, info_key, summary, write_batches
 from .scorer import VariantScorer
-from .settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
+from .settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW,
+                       ScoreSettings)
 
 log = logging.getLogger("caduceus")
 
@@ -41,7 +43,8 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
                    tss: str | None = None, svm: str | None = None, tissue: str | None = None,
                    strict_ref: bool = False, missing_contig: str = "error", fmt: str | None = None,
                    write_index: bool = False, regions: str | None = None, regions_file: str | None = None,
-                   resume: bool = False, progress: Callable[[int], None] | None = None,
+                   resume: bool = False, llr_method: str = "masked", flank: int = DEFAULT_FLANK,
+                   background: str | None = None, progress: Callable[[int], None] | None = None,
                    set_total: Callable[[int], None] | None = None, runtime: Runtime | None = None) -> dict:
     """Score every ALT allele of ``vcf`` and write the annotated records to ``output``.
 
@@ -49,16 +52,20 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     :class:`CaduceusForMaskedLM`; ``device`` None picks cuda:LOCAL_RANK when CUDA is there.
     ``window`` None: 1,536 bp (the paper's), or the model's trained length when shorter, or the
     SVM's window; ``batch_size`` None: 64 windows per pass on CUDA, 8 on CPU. ``svm`` (a folder from
-    ``caduceus finetune svm``) adds the svm score. ``regions`` ('chr:beg-end,...') or
+    ``caduceus finetune svm``) adds the svm score. ``llr_method`` 'wt-marginal' reads the LLR from
+    unmasked tiles of ``window`` bp (each SNV at least ``flank`` bp from a tile's edge; one pass per
+    tile) instead of one masked window per site. ``background`` (a file from ``caduceus calibrate``
+    made with the same model, window, context, LLR method and reference) adds percentiles. ``regions`` ('chr:beg-end,...') or
     ``regions_file`` read only those regions of an indexed input; ``resume`` continues an
     interrupted run (and keeps this one's progress if it is interrupted). Returns a summary
     (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
-    settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue).validate()
+    settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue,
+                             llr_method, flank).validate()
     fmt = variant_output_format(output, fmt)
     if regions and regions_file:
         raise CaduceusError("give -r REGIONS or -R FILE, not both")
-    refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)
+    refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file, background)
     if output == "-" and resume:
         raise CaduceusError("--resume needs -o FILE: stdout cannot be continued")
     check_output(output, fmt, write_index)
@@ -69,11 +76,12 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
             raise CaduceusError("under torchrun every process reads the VCF: give a file, not stdin"
                                 if vcf == "-" else "--resume works in one process, not under torchrun")
         scorer, meta = _prepare(stack, rt, reader, fasta, model, settings, device=device, dtype=dtype,
-                                backend=backend, revision=revision, tss=tss, svm=svm)
+                                backend=backend, revision=revision, tss=tss, svm=svm, background=background)
         identity = {k: v for k, v in meta.items() if k != "command"}  # the same run, typed in another order
         progress_kept = ResumableOutput(output, {"command": "score-variants", **identity, "format": fmt,
                                                  **_identity(settings, regions, regions_file)},
-                                        {"vcf": vcf, "fasta": fasta, "tss": tss, "regions_file": regions_file},
+                                        {"vcf": vcf, "fasta": fasta, "tss": tss, "regions_file": regions_file,
+                                         "background": background},
                                         enabled=resume) if output != "-" else None
         total = reader.record_count() if set_total is not None and rt.is_main else None
         if total is not None:  # else progress counts without a total (no index, stdin or regions)
@@ -122,7 +130,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
         results = scorer.score([rec for _, rec in chunk])
         if progress is not None:
             progress(len(chunk))
-        return chunk_batch(chunk, results, fmt, scorer.scores, scorer.tss is not None)
+        return chunk_batch(chunk, results, fmt, scorer.output_scores, scorer.tss is not None)
 
     chunks = itertools.islice(_chunks(reader, settings.chunk_size), done, None)
     batches = run_sharded(chunks, work, rt, *shard_location(output, "caduceus-scores"))
@@ -134,7 +142,9 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
         progress(kept.records, resumed=True)
     check = SortedCheck(reader.label, reader.where) if write_index else None
     contigs = contig_lines(reader.raw_header, reader.contigs, scorer.reference.contigs) if fmt == "bcf" else None
-    head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None, contigs)
+    descriptions = ({f"{s}_pct": percentile_description(s, info_key(s), scorer.background)
+                     for s in scorer.percentile_scores} if scorer.background is not None else None)
+    head = header(fmt, reader.raw_header, meta, scorer.output_scores, scorer.tss is not None, contigs, descriptions)
     with RecordSink(output, fmt, head, write_index=write_index, source=reader.label, where=reader.where) as sink:
         return write_batches(sink, _kept_then_new(kept, batches), check)
 
@@ -150,7 +160,7 @@ def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator:
 
 
 def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta, model, settings: ScoreSettings, *,
-             device, dtype, backend, revision, tss, svm) -> tuple[VariantScorer, dict[str, str]]:
+             device, dtype, backend, revision, tss, svm, background=None) -> tuple[VariantScorer, dict[str, str]]:
     """The scorer (inputs opened, model loaded, window and batch chosen, SVM checked) and the
     provenance."""
     from ...genome.fasta import Reference
@@ -168,9 +178,19 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta,
         svm_model.check_compatible(loaded, settings.window, settings.tissue)
     scorer = VariantScorer(loaded, reference, settings.scores, settings.window, settings.batch_size, tss=tss_index,
                            svm=svm_model, tissue=settings.tissue, strict_ref=settings.strict_ref,
-                           missing_contig=settings.missing_contig, source=reader.label, where=reader.where)
+                           missing_contig=settings.missing_contig, source=reader.label, where=reader.where,
+                           llr_method=settings.llr_method, flank=settings.flank)
+    marginal = settings.llr_method == "wt-marginal"
+    bg = None
+    if background is not None:
+        bg = read_background(background)
+        scorer.use_background(bg, background_identity(loaded, settings, reference))
     meta = provenance(loaded, window=settings.window, scores=",".join(settings.scores), reference=fasta,
-                      tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None)
+                      llr_method=settings.llr_method if "llr" in settings.scores else None,
+                      flank=settings.flank if marginal and "llr" in settings.scores else None,
+                      tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None,
+                      background=f"{background} sha256={bg.sha256} snvs={max(len(v) for v in bg.values.values())}"
+                      if bg is not None else None)
     return scorer, meta
 
 

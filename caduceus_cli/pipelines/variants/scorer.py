@@ -3,7 +3,8 @@ SVM decisions, per ALT allele, with the windows of a chunk de-duplicated and run
 
 LLR and embeddings come from ``pipelines/inference.py``: the masked-LM logits at the centre with
 both strands combined (``centre_logits``) and the strand-averaged mean of the last layer
-(``embed_tokens``).
+(``embed_tokens``). With ``llr_method='wt-marginal'`` the LLR is read instead from unmasked tiles
+on a fixed grid (``pipelines/interpret/marginal.py``): one pass per tile scores every SNV in it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ...genome.vcf import VcfRecord
 from ...genome.windows import fetch_window, variant_window
 from ...dna import MASK, VOCAB, encode
 from .. import inference
-from .settings import DEFAULT_BATCH, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
+from ..interpret.marginal import BASE_COLUMNS, TileGrid, site_logits
+from .settings import DEFAULT_BATCH, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 _BASES_RE = re.compile(r"^[ACGTNacgtn]+$")
 _TOKEN = {b: VOCAB[b] for b in "ACGTN"}
@@ -67,14 +69,15 @@ class _Planned:
 
 @dataclass
 class _Windows:
-    """The distinct windows of a chunk: masked windows for LLR, plain ones for embeddings."""
+    """The distinct windows of a chunk: masked windows (or, for wt-marginal, sites) for LLR, plain
+    ones for embeddings."""
 
-    masked: list[np.ndarray] = field(default_factory=list)
+    masked: list = field(default_factory=list)
     plain: list[np.ndarray] = field(default_factory=list)
     _masked_at: dict[tuple, int] = field(default_factory=dict)
     _plain_at: dict[tuple, int] = field(default_factory=dict)
 
-    def masked_row(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
+    def masked_row(self, key: tuple, make: Callable[[], object]) -> int:
         return self._row(self._masked_at, self.masked, key, make)
 
     def plain_row(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
@@ -112,15 +115,32 @@ class VariantScorer:
     def __init__(self, model, reference, scores: Iterable[str] = DEFAULT_SCORES, window: int = DEFAULT_WINDOW,
                  batch_size: int = DEFAULT_BATCH, *, tss=None, svm=None, tissue: str | None = None,
                  strict_ref: bool = False, missing_contig: str = "error", source: str = "VCF",
-                 keep_features: bool = False, where: Callable[[int], str] = lambda line: f"line {line}"):
+                 keep_features: bool = False, where: Callable[[int], str] = lambda line: f"line {line}",
+                 llr_method: str = "masked", flank: int = DEFAULT_FLANK):
         self.settings = ScoreSettings(tuple(scores), window, batch_size, strict_ref=strict_ref,
-                                      missing_contig=missing_contig, tissue=tissue).validate()
+                                      missing_contig=missing_contig, tissue=tissue, llr_method=llr_method,
+                                      flank=flank).validate()
         if "svm" in self.settings.scores and (svm is None or tss is None):
             raise CaduceusError("the svm score needs a trained model (--svm DIR) and TSS annotation (--tss FILE)")
         self.model, self.reference, self.tss, self.svm = model, reference, tss, svm
         self.source, self.where, self.keep_features = source, where, keep_features
         self.scores, self.window, self.centre = self.settings.scores, window, self.settings.centre
         self.need_embed = keep_features or any(s in self.scores for s in EMBEDDING_SCORES)
+        self.marginal = TileGrid(window, flank) if llr_method == "wt-marginal" else None
+        # the column of a base in the LLR logits: token ids (masked centre) or A..N (wt-marginal)
+        self._llr_column = ({b: i for i, b in enumerate(BASE_COLUMNS)} if self.marginal is not None else _TOKEN)
+        self.background, self.percentile_scores = None, ()
+
+    @property
+    def output_scores(self) -> tuple[str, ...]:
+        """The scores written: those computed, then the percentiles of those the background holds."""
+        return self.scores + tuple(f"{s}_pct" for s in self.percentile_scores)
+
+    def use_background(self, background, identity: dict[str, str]) -> None:
+        """Add percentiles among ``background`` (a variants.background.Background), refused unless
+        it was made with the settings in ``identity``."""
+        self.percentile_scores = background.check(identity, self.scores)
+        self.background = background
 
     # -- model passes --------------------------------------------------------------------------
     def centre_logits(self, ids: np.ndarray) -> np.ndarray:
@@ -161,12 +181,20 @@ class VariantScorer:
             result, plan = self._plan(rec, windows)
             results.append(result)
             plans.append(plan)
-        logits = self.centre_logits(np.stack(windows.masked)) if windows.masked else None
+        logits = None
+        if windows.masked and self.marginal is not None:
+            logits = site_logits(self.model, self.reference, windows.masked, self.marginal, self.settings.batch_size)
+        elif windows.masked:
+            logits = self.centre_logits(np.stack(windows.masked))
         emb = self.embeddings(np.stack(windows.plain)) if windows.plain else None
         for rec, result, plan in zip(records, results, plans):
             for k, item in enumerate(plan):
                 if item is not None:
                     self._fill(rec, result, k, item, logits, emb)
+            for name in self.percentile_scores:
+                values = [np.nan if v is None else v for v in result.scores[name]]
+                result.scores[f"{name}_pct"] = [None if np.isnan(p) else float(p)
+                                                for p in self.background.percentiles(name, values)]
         return results
 
     def _plan(self, rec: VcfRecord, windows: _Windows) -> tuple[RecordResult, list[_Planned | None]]:
@@ -237,7 +265,9 @@ class VariantScorer:
             return None
         key = (contig, rec.pos)
         mask_row = ref_row = alt_row = None
-        if "llr" in self.scores and kind == "snv":
+        if "llr" in self.scores and kind == "snv" and self.marginal is not None:
+            mask_row = windows.masked_row(key, lambda: (contig, rec.pos - 1))
+        elif "llr" in self.scores and kind == "snv":
             mask_row = windows.masked_row(key, lambda: _masked(ids[:self.window], self.centre))
         if self.need_embed:
             ref_row = windows.plain_row(key, lambda: ids[:self.window])
@@ -252,7 +282,8 @@ class VariantScorer:
         """The scores of ALT ``k`` from the model outputs of the chunk."""
         if item.mask_row is not None:
             row = logits[item.mask_row]
-            result.scores["llr"][k] = float(row[_TOKEN[item.alt.upper()]] - row[_TOKEN[rec.ref.upper()]])
+            column = self._llr_column
+            result.scores["llr"][k] = float(row[column[item.alt.upper()]] - row[column[rec.ref.upper()]])
         if item.ref_row is None:
             return
         cos, l2 = _cos_l2(emb[item.ref_row], emb[item.alt_row])

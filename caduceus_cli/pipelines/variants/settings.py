@@ -17,6 +17,10 @@ DEFAULT_CHUNK = 1024  # records read and scored together
 DEFAULT_BATCH = 64  # windows per forward pass on CUDA
 DEFAULT_BATCH_CPU = 8  # on CPU: the plain-PyTorch scan keeps ~90 KB per token of the bundled model alive
 MISSING_CONTIG = ("error", "skip")
+# How the llr score is computed: one masked window per site (exact), or the wild-type marginal of
+# unmasked tiles on a fixed grid (one pass per tile scores every SNV in it; pipelines/interpret/marginal.py)
+LLR_METHODS = ("masked", "wt-marginal")
+DEFAULT_FLANK = 128  # wt-marginal: bases of context, at least, on each side of every scored position
 
 
 def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
@@ -41,6 +45,8 @@ class ScoreSettings:
     strict_ref: bool = False
     missing_contig: str = "error"
     tissue: str | None = None
+    llr_method: str = "masked"
+    flank: int = DEFAULT_FLANK
 
     @property
     def centre(self) -> int:
@@ -55,6 +61,13 @@ class ScoreSettings:
             raise CaduceusError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.chunk_size < 1:
             raise CaduceusError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+        if self.llr_method not in LLR_METHODS:
+            raise CaduceusError(f"--llr-method must be one of {', '.join(LLR_METHODS)}, got {self.llr_method!r}")
+        if self.flank < 0:
+            raise CaduceusError(f"--flank must be at least 0, got {self.flank}")
+        if self.window is not None and self.llr_method == "wt-marginal" and 2 * self.flank >= self.window:
+            raise CaduceusError(f"--flank {self.flank} leaves no position to score in a --window of {self.window} bp: "
+                                f"give a flank below {(self.window + 1) // 2}")
         if self.missing_contig not in MISSING_CONTIG:
             raise CaduceusError(f"--missing-contig must be one of {', '.join(MISSING_CONTIG)}, "
                                 f"got {self.missing_contig!r}")

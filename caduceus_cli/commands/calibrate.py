@@ -1,0 +1,62 @@
+"""`caduceus calibrate`: a background of random SNVs, for percentiles of variant scores."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..pipelines.interpret.settings import CALIBRATION_SCORES, CALIBRATION_SITES
+from ..pipelines.variants.background import PERCENTILE_SCORES
+from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+                      SummaryJsonOption, report)
+
+
+def calibrate_command(
+    fasta: str = typer.Option(..., "--fasta", "-f", help="Reference FASTA (plain or bgzip, indexed on first use)."),
+    output: str = typer.Option(..., "--output", "-o", help="The background (.parquet): one row per SNV, the settings "
+                               "in its metadata."),
+    regions_file: Optional[str] = typer.Option(None, "--regions-file", "-R", help="Draw sites only in these BED "
+                                               "regions (default: the whole reference)."),
+    n: int = typer.Option(CALIBRATION_SITES, "--n", help="Random sites; each gives 3 SNVs (the other bases)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw."),
+    scores: str = typer.Option(",".join(CALIBRATION_SCORES), "--scores", help=f"Comma-separated: "
+                               f"{', '.join(PERCENTILE_SCORES)}."),
+    model: str = ModelOption,
+    revision: str = RevisionOption,
+    window: Optional[int] = typer.Option(None, "--window", help=f"As score-variants' --window (default "
+                                         f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter)."),
+    llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help=f"As score-variants': "
+                                   f"{', '.join(LLR_METHODS)}."),
+    flank: int = typer.Option(DEFAULT_FLANK, "--flank", help="wt-marginal: as score-variants' --flank."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per forward pass (default "
+                                             f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    backend: str = BackendOption,
+    quiet: bool = QuietOption,
+    as_json: bool = SummaryJsonOption,
+) -> None:
+    """Score a seeded random background of SNVs, for score-variants --background (percentiles).
+
+    Examples:
+
+      caduceus calibrate -f GRCh38.fa -o background.parquet --n 2000
+
+      caduceus score-variants calls.vcf.gz -f GRCh38.fa --background background.parquet -o scored.vcf.gz
+    """
+    from ..pipelines.interpret.calibrate import calibrate
+
+    with Progress("calibrate", unit="sites", quiet=quiet) as progress:
+        summary = calibrate(fasta, output, regions_file=regions_file, n=n, seed=seed, scores=scores, model=model,
+                            window=window, llr_method=llr_method, flank=flank, batch_size=batch_size, device=device,
+                            dtype=dtype, backend=backend, revision=revision, progress=progress,
+                            set_total=progress.set_total)
+    report("calibrate", f"scored {summary['snvs']:,} SNVs at {summary['sites']:,} random sites "
+                        f"({', '.join(summary['scores'])}, {summary['llr_method']}, window {summary['window']:,} bp) in "
+                        f"{summary['seconds']:,.1f} s -> {summary['output']}", summary, as_json=as_json, quiet=quiet)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_command)
