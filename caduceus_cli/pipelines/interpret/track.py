@@ -145,14 +145,14 @@ def _schema(stats: tuple[str, ...]) -> pa.Schema:
                      + [pa.field(s, pa.list_(pa.float32())) for s in stats])
 
 
-def _run(rt: Runtime, model, reference, grid: TileGrid, batch: int, chunks: list, stats: tuple[str, ...],
+def _run(rt: Runtime, model, reference, grid: TileGrid, batch_size: int, chunks: list, stats: tuple[str, ...],
          paths: dict[str, str], meta: dict[str, str], targets: list[Target], kept: ResumableOutput, progress) -> None:
     schema = _schema(stats)
 
     def work(chunk) -> pa.RecordBatch:
         target, k0, k1 = chunk
         a, b = max(target.start, grid.core_start(k0)), min(target.end, grid.core_start(k1))
-        logits = tile_logits(model, reference, target.contig, range(k0, k1), grid, batch)
+        logits = tile_logits(model, reference, target.contig, range(k0, k1), grid, batch_size)
         logits = logits.reshape(-1, logits.shape[-1])[a - grid.core_start(k0):b - grid.core_start(k0)]
         sequence, _ = reference.fetch(target.contig, a, b)
         values = track_values(logits, encode(sequence, source=f"{reference.path}: {target.contig}:{a + 1}"), stats)
