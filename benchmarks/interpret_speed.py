@@ -52,6 +52,15 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process so far: on a shared machine, what a run cost
+    independently of the other jobs (wall time on an idle machine lies between it / threads and it)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def dense(args, tmp: Path) -> dict:
     from scipy.stats import spearmanr
 
@@ -66,7 +75,7 @@ def dense(args, tmp: Path) -> dict:
             out.write(line)
     values, seconds = {}, {}
     for method in args.methods.split(","):
-        before = load()
+        before, cpu = load(), cpu_seconds()
         start = time.perf_counter()
         summary = score_variants(str(tmp / "in.vcf"), str(FASTA), str(tmp / f"{method}.tsv"), model=args.model,
                                  scores="llr", window=args.window, batch_size=args.batch_size, llr_method=method,
@@ -76,7 +85,8 @@ def dense(args, tmp: Path) -> dict:
         values[method] = {(r[0], r[1], r[3], r[4]): float(r[5]) for r in rows if r[5] != "NA"}
         print(json.dumps({"measure": "dense", "llr_method": method, "records": summary["records"],
                           "snvs_scored": len(values[method]), "seconds": round(seconds[method], 1),
-                          "snvs_per_s": round(len(values[method]) / seconds[method], 3), "load_before": before,
+                          "snvs_per_s": round(len(values[method]) / seconds[method], 3),
+                          "cpu_seconds": round(cpu_seconds() - cpu, 1), "load_before": before,
                           "load_after": load(), **context(args)}), flush=True)
     if {"masked", "wt-marginal"} <= set(values):
         both = sorted(set(values["masked"]) & set(values["wt-marginal"]))
@@ -90,7 +100,7 @@ def dense(args, tmp: Path) -> dict:
 def track(args, tmp: Path) -> dict:
     from caduceus_cli.pipelines.interpret.track import write_track
 
-    before = load()
+    before, cpu = load(), cpu_seconds()
     start = time.perf_counter()
     summary = write_track(str(FASTA), output=str(tmp / "t.bw"), region=f"z:1-{args.bases}", stats="mean-alt-llr",
                           model=args.model, window=args.window, flank=args.flank, batch_size=args.batch_size,
@@ -98,7 +108,8 @@ def track(args, tmp: Path) -> dict:
     seconds = time.perf_counter() - start
     return {"measure": "track", "bases": summary["bases"], "tiles": summary["tiles"], "seconds": round(seconds, 1),
             "bases_per_s": round(summary["bases"] / seconds, 1),
-            "minutes_per_mb": round(seconds / summary["bases"] * 1e6 / 60, 1), "load_before": before,
+            "minutes_per_mb": round(seconds / summary["bases"] * 1e6 / 60, 1),
+            "cpu_seconds": round(cpu_seconds() - cpu, 1), "load_before": before,
             "load_after": load(), **context(args)}
 
 
@@ -107,14 +118,15 @@ def ism(args, tmp: Path) -> dict:
 
     out = {}
     for method in args.methods.split(","):
-        before = load()
+        before, cpu = load(), cpu_seconds()
         start = time.perf_counter()
         summary = run_ism(str(FASTA), region=f"z:100001-{100000 + args.bases}", methods=method, model=args.model,
                           window=args.window, flank=args.flank, batch_size=args.batch_size, device="cpu")
         seconds = time.perf_counter() - start
         out[method] = round(seconds / summary["positions"] * 1000, 1)
         print(json.dumps({"measure": "ism", "method": method, "positions": summary["positions"],
-                          "seconds": round(seconds, 1), "seconds_per_kb": out[method], "load_before": before,
+                          "seconds": round(seconds, 1), "seconds_per_kb": out[method],
+                          "cpu_seconds": round(cpu_seconds() - cpu, 1), "load_before": before,
                           "load_after": load(), **context(args)}), flush=True)
     return {}
 

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from ..pipelines.interpret.settings import CALIBRATION_SCORES, CALIBRATION_SITES
-from ..pipelines.variants.background import PERCENTILE_SCORES
-from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS
+from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS,
+                                           PERCENTILE_SCORES)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
                       SummaryJsonOption, report)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CaduceusError
+from .settings import PERCENTILE_SCORES
 
 BACKGROUND_KEY = "caduceus_background"  # schema metadata key marking a background (its format version)
 FORMAT_VERSION = "1"
@@ -31,7 +32,6 @@ PCT_SUFFIX = "_pct"
 # what a background must share with the run that uses it (metadata keys), and how to name them
 MATCHED = {"model_sha256": "model", "window": "window", "context": "context", "llr_method": "LLR method",
            "flank": "flank", "reference_sha256": "reference"}
-PERCENTILE_SCORES = ("llr", "embed_cos", "embed_l2")
 
 
 def reference_sha256(contigs: dict[str, int]) -> str:

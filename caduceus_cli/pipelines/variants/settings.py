@@ -21,6 +21,7 @@ MISSING_CONTIG = ("error", "skip")
 # unmasked tiles on a fixed grid (one pass per tile scores every SNV in it; pipelines/interpret/marginal.py)
 LLR_METHODS = ("masked", "wt-marginal")
 DEFAULT_FLANK = 128  # wt-marginal: bases of context, at least, on each side of every scored position
+PERCENTILE_SCORES = ("llr", "embed_cos", "embed_l2")  # scores a background (caduceus calibrate) can hold
 
 
 def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
