@@ -14,6 +14,7 @@ import typer
 
 from . import stopping
 from ._version import __version__
+from .commands._common import click_exceptions
 from .errors import CaduceusError
 from .runtime import env_flag
 
@@ -70,17 +71,7 @@ def _setup_logging() -> None:
     logging.addLevelName(logging.INFO, "info")
 
 
-def _click_exceptions():
-    """The exception module of the click that the installed Typer raises from: Typer 0.2x vendors
-    click as ``typer._click`` (and no longer depends on click); older Typer uses click itself."""
-    try:
-        from typer._click import exceptions
-    except ImportError:
-        from click import exceptions
-    return exceptions
-
-
-_CLICK = _click_exceptions()
+_CLICK = click_exceptions()
 
 
 def usage_line(error) -> str:
@@ -178,10 +169,43 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _torch_cache_folder() -> str:
+    """Where torch puts its compile cache when TORCHINDUCTOR_CACHE_DIR is not set (as
+    torch._inductor.runtime.cache_dir_utils.default_cache_dir names it)."""
+    import getpass
+    import re
+    import tempfile
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    return os.path.abspath(os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user)))
+
+
+@contextlib.contextmanager
+def _no_stray_torch_cache():
+    """Importing torch._dynamo (every torch optimizer does) creates an empty TMPDIR/torchinductor_USER.
+    Nothing here compiles with torch: remove that folder again if this run created it and left it empty."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        yield
+        return
+    folder = _torch_cache_folder()
+    existed = os.path.lexists(folder)
+    try:
+        yield
+    finally:
+        made = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # torch sets it to the folder it created
+        if not existed and made and os.path.abspath(made) == folder:
+            with contextlib.suppress(OSError):
+                for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(entry[0])):
+                    os.rmdir(root)  # empty folders only: a folder with a file in it stays
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _setup_logging()
-        with stopping.watch():
+        with _no_stray_torch_cache(), stopping.watch():
             code = _invoke(argv)
             _flush_stdout()
     except CaduceusError as e:

@@ -9,8 +9,9 @@ Every pipeline and command uses these; nothing here imports Typer or Rich.
   refused with one line naming the variable, whatever the setting.
 - :func:`resolve_device` is the one default-device rule: ``cuda:LOCAL_RANK`` when CUDA is there
   (``cuda:0`` outside torchrun), else ``cpu``; a device that cannot run here is refused.
-- :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK). It
-  sets up the process group once and always destroys what it created.
+- :func:`torchrun` is the one reader of torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK;
+  :func:`env_rank` for a command that needs its rank before the run). It sets up the process
+  group once and always destroys what it created.
 - :func:`prefetch` runs an iterator on a background thread.
 - :func:`run_sharded` is the one way work is shared between torchrun processes: chunk i runs on
   rank ``i % world`` and the results come back in input order, to rank 0 through part files
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from .errors import CaduceusError
+from .limits import is_ascii_integer
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -42,7 +44,7 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------
 # settings from the environment
 # ---------------------------------------------------------------------------------------------
-_SIZE = re.compile(r"^\s*(\d+(?:_\d+)*)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+(?:_[0-9]+)*)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -155,13 +157,27 @@ def _env_rank(name: str, default: int) -> int:
     text = os.environ.get(name, "")
     if not text.strip():
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise CaduceusError(f"environment variable {name}={text!r} is not an integer (set by torchrun)") from None
+    if not is_ascii_integer(text):
+        raise CaduceusError(f"environment variable {name}={text!r} is not an integer (set by torchrun)")
+    value = int(text)
     if value < 0:
         raise CaduceusError(f"environment variable {name}={text!r} must be >= 0")
     return value
+
+
+def env_rank() -> int:
+    """This process's RANK under torchrun, 0 outside it (read and checked as :func:`torchrun` does)."""
+    return _env_rank("RANK", 0)
+
+
+def _check_launcher(world: int) -> None:
+    """WORLD_SIZE > 1 needs the rendezvous that torchrun sets up (MASTER_ADDR, MASTER_PORT)."""
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
+    if missing:
+        raise CaduceusError(f"environment variable WORLD_SIZE={world} asks for {world} processes, but "
+                            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: launch many "
+                            "processes with torchrun (torchrun --nproc-per-node N -m caduceus_cli ...), or unset "
+                            "WORLD_SIZE and RANK for one process")
 
 
 @dataclass
@@ -239,6 +255,8 @@ def torchrun(device: "str | torch.device | None" = None, *, collectives: str | N
     local_rank = _env_rank("LOCAL_RANK", rank if world > 1 else 0)
     if rank >= world:
         raise CaduceusError(f"environment variable RANK={rank} must be smaller than WORLD_SIZE={world}")
+    if world > 1:
+        _check_launcher(world)
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         import torch

@@ -244,7 +244,7 @@ def test_pretrain_checkpoint_on_a_full_disk_is_one_line(small_disk):
 # -- pretrain errors found after the start ---------------------------------------------------------------
 
 @pytest.mark.parametrize("genome, extra, needle", [
-    ("synthetic", ["--seq-len", "10000000"], "--seq-len 10000000 is longer than every training region"),
+    ("synthetic", ["--seq-len", "1000000"], "--seq-len 1000000 is longer than every training region"),
     ("all-n", ["--seq-len", "32"], "every base is N"),
     ("synthetic", ["--seq-len", "64", "--valid-contigs", "nosuch"], "--valid-contigs: contig 'nosuch'"),
     ("empty", ["--seq-len", "64"], "empty.fa: not a readable FASTA file: the file is empty"),
@@ -365,3 +365,301 @@ def test_pretrain_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert [ln.split(": ")[2].split(" of")[0] for ln in progress] == ["1", "2", "3"]
     assert "loss=" in progress[-1]
     assert lines[-1].startswith("caduceus: pretrain: trained 3 of 3 steps") and lines[-1].endswith(f"{tmp_path}/run/final")
+
+
+# -- numeric options: one rule for every command ----------------------------------------------------
+
+def test_every_numeric_option_is_checked_as_it_is_parsed():
+    """Every integer or real option of every command has a range check (limits.py through
+    commands/_common.py), except --layer, whose range is the model's (checked by the engine)."""
+    import typing
+
+    from caduceus_cli.cli import build_command
+
+    unchecked = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+        hints = typing.get_type_hints(command.callback) if command.callback is not None else {}
+        for param in command.params:
+            if any(t in (int, float) for t in (hints.get(param.name), *typing.get_args(hints.get(param.name)))):
+                if param.callback is None and "--layer" not in param.opts:
+                    unchecked.append(f"{path} {max(param.opts, key=len)}")
+
+    walk(build_command(), "caduceus")
+    assert unchecked == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["embed", "g.fa", "r.bed", "-b", "0"], "--batch-size 0 is out of range: give a whole number from 1 to 65,536"),
+    (["embed", "g.fa", "r.bed", "-b", "-1"], "--batch-size -1 is out of range"),
+    (["embed", "g.fa", "r.bed", "--max-tokens", "0"], "--max-tokens 0 is out of range"),
+    (["embed", "g.fa", "r.bed", "--max-length", "0"], "--max-length 0 is out of range"),
+    (["predict", "clf", "in.fa", "-b", "0"], "--batch-size 0 is out of range"),
+    (["predict", "clf", "in.fa", "-b", "-1"], "--batch-size -1 is out of range"),
+    (["finetune", "probe", "t.csv", "-o", "out", "-b", "-1"], "--batch-size -1 is out of range"),
+    (["finetune", "classify", "t.csv", "-o", "out", "--eval-batch-size", "-1"], "--eval-batch-size -1 is out of range"),
+    (["finetune", "classify", "t.csv", "-o", "out", "--seeds", "0"], "--seeds 0 is out of range: give a whole number "
+                                                                     "from 1 to 1,000"),
+    (["finetune", "svm", "l.tsv", "-f", "g.fa", "--tss", "t.bed", "-o", "out", "--n-train", "0"],
+     "--n-train 0 is out of range"),
+    (["benchmark", "gue", "-o", "report", "--max-sequences", "0"], "--max-sequences 0 is out of range"),
+    (["benchmark", "gue", "-o", "report", "--seeds", "0"], "--seeds 0 is out of range"),
+    (["score-variants", "in.vcf", "-f", "g.fa", "--window", "1099511627776"],
+     "--window 1099511627776 is out of range: give a whole number from 3 to 1,048,576"),
+    (["pretrain", "g.fa", "-o", "run", "--weight-decay", "nan"], "--weight-decay nan is not a finite number"),
+    (["finetune", "classify", "t.csv", "-o", "out", "--lr", "inf"], "--lr inf is not a finite number"),
+])
+def test_sizes_out_of_range_and_non_finite_numbers_are_usage_errors(tmp_path, args, needle):
+    """Defects: negative batch sizes grew to 24 GB (predict, probe, classify's evaluation), zero
+    became the default without a word, --window 2^40 was a MemoryError, --n-train 0 scikit-learn's
+    ValueError, --weight-decay nan was accepted. Refused as the options are parsed, before any file
+    is read or made."""
+    one_error(console(*args, cwd=tmp_path), needle, code=2)
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda cc: cc.embed_regions(str(GENOME), str(REGIONS), batch_size=0), "--batch-size 0 is out of range"),
+    (lambda cc: cc.predict("clf", "in.fa", batch_size=-1), "--batch-size -1 is out of range"),
+    (lambda cc: cc.fit_probe("t.csv", batch_size=-1), "--batch-size -1 is out of range"),
+    (lambda cc: cc.finetune_classifier("t.csv", eval_batch_size=-1), "--eval-batch-size -1 is out of range"),
+    (lambda cc: cc.run_benchmark("gue", max_sequences=0), "--max-sequences 0 is out of range"),
+    (lambda cc: cc.score_variants("in.vcf", "g.fa", window=1 << 40), "--window 1099511627776 is out of range"),
+    (lambda cc: cc.train_svm("l.tsv", "g.fa", "t.bed", "out", n_train=0), "--n-train 0 is out of range"),
+])
+def test_the_python_api_checks_the_same_values_in_the_same_words(tmp_path, monkeypatch, call, needle):
+    import caduceus_cli as cc
+    from caduceus_cli.errors import CaduceusError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CaduceusError, match=needle):
+        call(cc)
+    assert listing(tmp_path) == []
+
+
+def test_benchmark_speed_lengths_that_are_not_numbers_are_one_line(tmp_path):
+    one_error(console("benchmark", "speed", "-o", "report", "--lengths", "1024,abc", cwd=tmp_path),
+              "--lengths: 'abc' is not a whole number")
+    assert listing(tmp_path) == []
+
+
+# -- devices and torchrun ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device, needle", [("bogus", "--device 'bogus' is not a device"), ("cuda:7", "cuda:7")])
+def test_models_info_refuses_a_device_as_every_command_does(small_ps_dir, device, needle):
+    import torch
+
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has cuda:7")
+    one_error(console("models", "info", small_ps_dir, "--device", device), needle)
+
+
+def test_world_size_without_torchrun_says_to_launch_with_torchrun(small_ps_dir, tmp_path):
+    env = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "", "MASTER_PORT": ""}
+    one_error(embed(small_ps_dir, REGIONS, "-o", tmp_path / "e.parquet", env=env), "WORLD_SIZE=2",
+              "MASTER_ADDR and MASTER_PORT are not set", "launch many processes with torchrun")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", [["predict", "clf", "in.fa", "-o", "p.tsv"], ["finetune", "probe", "t.csv", "-o", "out"]])
+def test_a_rank_that_is_not_a_number_is_one_line(tmp_path, command):
+    one_error(console(*command, cwd=tmp_path, env={"RANK": "abc"}), "environment variable RANK='abc' is not an integer")
+    assert listing(tmp_path) == []
+
+
+# -- FASTA with bytes that are not sequence ----------------------------------------------------------
+
+@pytest.fixture
+def nul_fasta(tmp_path):
+    """Record 'a' of 290 bp in lines of 10; its 4th sequence line (line 5 of the file, bases 31-40)
+    is ten NUL bytes."""
+    bases = random.Random(1).choices("ACGT", k=290)
+    lines = ["".join(bases[k:k + 10]) for k in range(0, 290, 10)]
+    lines[3] = "\0" * 10
+    path = tmp_path / "g.fa"
+    path.write_bytes((">a\n" + "\n".join(lines) + "\n").encode())
+    return path
+
+
+def test_a_nul_line_under_a_region_is_refused_naming_the_line(small_ps_dir, nul_fasta, tmp_path):
+    """Defects: a region over the NUL line gave `cannot reshape tensor of 0 elements`; with --window
+    embed wrote a 10 bp embedding for a 100 bp region (n_padded 0)."""
+    before = nul_fasta.read_bytes()
+    bed = tmp_path / "r.bed"
+    bed.write_text("a\t0\t100\n")
+    needle = "g.fa: line 5 (record 'a', base 31): a byte that is not a sequence letter"
+    one_error(console("embed", nul_fasta, bed, "-m", small_ps_dir, "-q", "-o", tmp_path / "e.parquet"), needle)
+    bed.write_text("a\t20\t60\n")
+    one_error(console("embed", nul_fasta, bed, "-m", small_ps_dir, "-q", "--window", "100", "-o",
+                      tmp_path / "e.parquet"), needle)
+    one_error(console("embed", nul_fasta, "-m", small_ps_dir, "-q", "-o", tmp_path / "e.parquet"),
+              "g.fa: line 5: '\\x00' in record 'a' is not a sequence letter")  # every record, no BED
+    assert nul_fasta.read_bytes() == before
+    assert listing(tmp_path) == ["g.fa", "g.fa.fai", "r.bed"]  # the index faidx built, no output
+
+
+def test_a_nul_line_is_not_a_ref_mismatch(small_ps_dir, nul_fasta, tmp_path):
+    """Defect: score-variants marked a correct REF near the NUL line as ref_mismatch, exit 0."""
+    ref = nul_fasta.read_bytes().split(b"\n")[6][:1].decode()  # base 51, on line 7
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=a,length=290>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\t"
+                   f"INFO\na\t51\t.\t{ref}\t{'C' if ref != 'C' else 'G'}\t.\t.\t.\n")
+    one_error(console("score-variants", vcf, "-f", nul_fasta, "-m", small_ps_dir, "--window", "64", "-q", "-o",
+                      tmp_path / "out.vcf"), "g.fa: line 5 (record 'a', base 31)")
+    assert listing(tmp_path) == ["g.fa", "g.fa.fai", "v.vcf"]
+
+
+# -- numbers in text inputs are ASCII digits ------------------------------------------------------------
+
+def test_arabic_indic_digits_are_not_coordinates(small_ps_dir, few_vcf, tmp_path):
+    """Defect: int() reads '١٢' as 12, so a BED start in Arabic-Indic digits was embedded as 12."""
+    bed = tmp_path / "r.bed"
+    bed.write_text("chrA\t\u0661\u0662\t100\n")
+    one_error(console("embed", GENOME, bed, "-m", small_ps_dir, "-q", "-o", tmp_path / "e.parquet"),
+              "r.bed: line 1: start '\u0661\u0662' is not an integer written in digits 0-9")
+    regions = tmp_path / "regions.txt"
+    regions.write_text("z\t\u0661\u0660\u0660\u0660\u0660\u0660\u0660\n")
+    one_error(score(small_ps_dir, few_vcf, "-R", regions, "-o", tmp_path / "o.vcf"),
+              "regions.txt: line 1: pos '\u0661\u0660\u0660\u0660\u0660\u0660\u0660' is not an integer")
+    labeled = tmp_path / "l.tsv"
+    labeled.write_text("z\t\u0661\u0662\u0663\tA\tC\t1\n")
+    one_error(console("finetune", "svm", labeled, "-f", FA, "--tss", bed, "-o", tmp_path / "svm"),
+              "l.tsv: line 1: pos '\u0661\u0662\u0663' is not a positive integer")
+    assert listing(tmp_path) == ["in.vcf", "l.tsv", "r.bed", "regions.txt"]
+
+
+# -- options that were ignored or accepted silently ---------------------------------------------------
+
+def test_tissue_without_svm_is_refused(small_ps_dir, few_vcf, tmp_path):
+    one_error(score(small_ps_dir, few_vcf, "--tissue", "Liver", "-o", tmp_path / "o.vcf"),
+              "--tissue Liver is the tissue of the svm score: give --svm DIR too")
+    assert listing(tmp_path) == ["in.vcf"]
+
+
+def test_pretrain_into_a_folder_that_holds_files_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine\n")
+    one_error(console("pretrain", GENOME, "-o", tmp_path / "run", "--d-model", "16", "--n-layer", "1", "--steps", "1",
+                      "-q"), "run: already exists and is not empty: a new run needs a new (or empty) -o folder")
+    assert listing(tmp_path / "run") == ["notes.txt"]
+
+
+def test_vep_eqtl_says_what_is_missing_before_any_download(tmp_path):
+    """Defect: without --fasta it retried a download for 25 s before saying what was missing."""
+    result = console("benchmark", "vep-eqtl", "-o", "report", cwd=tmp_path, timeout=20,
+                     env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    one_error(result, "vep-eqtl needs the hg38 genome (--fasta) and a TSS annotation (--tss)")
+    assert listing(tmp_path) == []
+
+
+def test_a_pickled_checkpoint_is_refused_in_our_own_words(small_ps_dir, tmp_path):
+    """Defect: the refusal repeated torch's text, with a terminal escape and its advice to load the
+    file with weights_only=False."""
+    import fractions
+
+    import torch
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(small_ps_dir / "config.json", folder / "config.json")
+    torch.save({"w": fractions.Fraction(1, 3)}, folder / "pytorch_model.bin")  # a Python object, not a tensor
+    line = one_error(console("models", "info", folder), "pytorch_model.bin: cannot be read as a weights file",
+                     "Python objects other than tensors")
+    assert "weights_only" not in line and "\x1b" not in line
+
+
+# -- the output format of predict -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory, small_ps_dir):
+    """A probe of the small model on 48 synthetic sequences (32 bp, label: GC-rich or not), and 400
+    sequences to predict."""
+    from caduceus_cli.pipelines.finetune import fit_probe
+
+    folder = tmp_path_factory.mktemp("classifier")
+    rng = random.Random(2)
+    rows = []
+    for k in range(48):
+        bases = rng.choices("GC" if k % 2 else "AT", k=12) + rng.choices("ACGT", k=20)
+        rows.append(("".join(bases), k % 2))
+    (folder / "train.csv").write_text("sequence,label\n" + "".join(f"{s},{y}\n" for s, y in rows))
+    fit_probe(str(folder / "train.csv"), folder / "clf", model=str(small_ps_dir), device="cpu", grid=(1.0,),
+              cv_folds=2, cache=False)
+    (folder / "many.fa").write_text("".join(f">s{k}\n{''.join(rng.choices('ACGT', k=32))}\n" for k in range(400)))
+    return folder
+
+
+def test_predict_refuses_an_output_name_it_cannot_tell(classifier, tmp_path):
+    """Defect: `predict -o out.txt` wrote TSV into a name of another format."""
+    one_error(console("predict", classifier / "clf", classifier / "many.fa", "-o", tmp_path / "out.txt"),
+              "out.txt: cannot tell the output format from the file name", "--format")
+    assert listing(tmp_path) == []
+    result = console("predict", classifier / "clf", classifier / "many.fa", "-o", tmp_path / "out.txt",
+                     "--format", "tsv", "-q", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.txt").read_text().splitlines()[-1].startswith("s399\t")
+
+
+# -- signals ----------------------------------------------------------------------------------------------
+
+def terminate_after(args, cwd: Path, started: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``caduceus ARGS`` in ``cwd`` with progress lines on; SIGTERM once stderr holds ``started``."""
+    import signal
+
+    from .conftest import console_command, console_env
+
+    proc = subprocess.Popen(console_command(*args), cwd=cwd, text=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=console_env({"CADUCEUS_PROGRESS_SECONDS": "0", **(env or {})}))
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if started in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        lines += proc.stderr.read().splitlines(keepends=True)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", "".join(lines))
+
+
+def test_sigterm_stops_predict_after_the_current_batch_and_leaves_nothing(classifier, tmp_path):
+    """Defect: predict said `stopping after the current batch`, then ran to the end with exit 0."""
+    args = ["predict", classifier / "clf", classifier / "many.fa", "-o", "p.tsv", "-b", "2", "--device", "cpu"]
+    result = terminate_after(args, tmp_path, "caduceus: predict: ", env={"CADUCEUS_PREDICT_CHUNK": "8"})
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.splitlines()[-1] == "caduceus: terminated"
+    assert listing(tmp_path) == []
+
+
+def test_sigterm_stops_finetune_classify_in_a_folder_that_resume_continues(classifier, small_ps_dir, tmp_path):
+    """Defect: classify said `stopping after the current batch`, then trained to the end with exit 0.
+    Now it keeps what --max-time keeps (the folder and its resume/ state) and exits 143; nothing is
+    left in TMPDIR either (torch's import made an empty torchinductor_USER folder there)."""
+    (tmp_path / "tmp").mkdir()
+    args = ["finetune", "classify", classifier / "train.csv", "-o", "clf", "-m", small_ps_dir, "--epochs", "2",
+            "-b", "4", "--device", "cpu"]
+    result = terminate_after(args, tmp_path, " steps", env={"TMPDIR": str(tmp_path / "tmp")})
+    assert result.returncode == 143, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "caduceus: terminated"
+    assert "stopped by SIGTERM in run 1 of 1" in lines[-2] and "continue with --resume clf" in lines[-2]
+    report = json.loads((tmp_path / "clf" / "report.json").read_text())
+    assert report["status"] == "stopped" and (tmp_path / "clf" / "resume").is_dir()
+    assert listing(tmp_path) == ["clf", "tmp"] and listing(tmp_path / "tmp") == []
+    resumed = console("finetune", "classify", "--resume", "clf", "--device", "cpu", "-q", cwd=tmp_path,
+                      env={"TMPDIR": str(tmp_path / "tmp")})
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "clf" / "report.json").read_text())["status"] == "finished"
+    assert not (tmp_path / "clf" / "resume").exists() and listing(tmp_path / "tmp") == []
+
+
+def test_pretrain_leaves_nothing_in_tmpdir(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    result = console("pretrain", GENOME, "-o", tmp_path / "run", "--d-model", "16", "--n-layer", "1", "--seq-len", "64",
+                     "--steps", "1", "--batch-size", "2", "-q", "--device", "cpu", env={"TMPDIR": str(tmp_path / "tmp")})
+    assert result.returncode == 0, result.stderr
+    assert listing(tmp_path / "tmp") == []

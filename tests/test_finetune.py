@@ -332,7 +332,7 @@ BAD = {
     "empty.csv": ("", [], "no sequences (the file is empty)"),
     "nolab.fa": (">a|1\nACGTACGT\n>b\nACGAACGA\n", [], "FASTA header 'b' has no label"),
     "nolab.bed": ("chrI\t10\t20\nchrI\t30\t40\n", ["--fasta", "GENOME"], "BED without a label column"),
-    "frac.csv": ("sequence,label\nACGTACGT,1\nACGAACGA,0\n", ["--valid-fraction", "0"], "--valid-fraction must be"),
+    "frac.csv": ("sequence,label\nACGTACGT,1\nACGAACGA,0\n", ["--valid-fraction", "0"], "--valid-fraction 0 is out of range"),
     "reg.csv": ("sequence,label\nACGTACGT,1.5\nACGAACGA,high\n", ["--task", "regression"], "'high' is not a number"),
 }
 

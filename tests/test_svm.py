@@ -31,8 +31,8 @@ VCF = DATA / "variants/1kgp_grch37_chr20_1-2Mb.vcf.gz"
 FA = str(DATA / "variants/1kgp_grch37_chr20_1-2Mb.fa")
 TSS_HG38 = DATA / "annotation/hg38_refGene_tss.bed.gz"
 # contig z position p (0-based) is GRCh37 chr20:999,999 + p (0-based); hg38 = GRCh37 + 19,350 on this
-# stretch of chr20 (the offset at which refGene TSSs best coincide with CpG-rich sequence; see
-# docs/score-variants.md), so z = hg38 - 1,019,349.
+# stretch of chr20 (the offset at which refGene TSSs best coincide with CpG-rich sequence), so
+# z = hg38 - 1,019,349.
 HG38_TO_Z = 1_019_349
 W = 32
 

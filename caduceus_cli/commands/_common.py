@@ -10,15 +10,62 @@ from typing import Any
 import typer
 
 from ..choices import BACKENDS, DEFAULT_MODEL
+from ..errors import CaduceusError
+from ..limits import MAX_COUNT, check_real, check_size
+
+
+def click_exceptions():
+    """The exception module of the click that the installed Typer raises from: Typer 0.2x vendors
+    click as ``typer._click`` (and no longer depends on click); older Typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _option_name(param) -> str:
+    """The long name of an option (``--batch-size`` for ``-b/--batch-size``)."""
+    return max(param.opts, key=len) if getattr(param, "opts", None) else f"--{param.name.replace('_', '-')}"
+
+
+def _checked(check, **limits):
+    """A Typer callback that applies the engine's ``check`` (limits.check_size / check_real) to the
+    value as it is parsed: a value out of range is a usage error, in the engine's words."""
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value):
+        if ctx.resilient_parsing:
+            return value
+        try:
+            return check(_option_name(param), value, **limits)
+        except CaduceusError as e:
+            raise click_exceptions().UsageError(str(e), ctx) from None
+
+    return callback
+
+
+def SizeOption(default, *names: str, help: str, minimum: int = 1, maximum: int = MAX_COUNT,  # noqa: N802
+               limits: tuple[int, int] | None = None):
+    """An option that takes a size, count or length: a whole number from ``minimum`` to ``maximum``
+    (or ``limits``, an engine's (minimum, maximum)), checked by limits.check_size as it is parsed.
+    Zero is refused unless the minimum is 0."""
+    minimum, maximum = limits or (minimum, maximum)
+    return typer.Option(default, *names, help=help, callback=_checked(check_size, minimum=minimum, maximum=maximum))
+
+
+def RealOption(default, *names: str, help: str, **limits):  # noqa: N802
+    """An option that takes a real number: finite and in range (limits.check_real: minimum, maximum,
+    above, below), checked as it is parsed."""
+    return typer.Option(default, *names, help=help, callback=_checked(check_real, **limits))
 
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help=f"'{DEFAULT_MODEL}' (the default model shipped with "
                            "the tool), a local folder, or a HuggingFace hub id.")
 RevisionOption = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of the model.")
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu; "
                             "under torchrun each process takes cuda:LOCAL_RANK).")
-BackendOption = typer.Option("auto", "--backend", help=f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks "
-                             "triton on a GPU and numba on the CPU (`caduceus doctor` shows which); mamba-ssm (alias "
-                             "cuda) needs the optional [cuda] extra; torch is the plain-PyTorch reference.")
+BACKEND_HELP = (f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks triton on a GPU and numba on the CPU "
+                "(`caduceus doctor` shows which); mamba-ssm (alias cuda) needs the optional [cuda] extra; torch is "
+                "the plain-PyTorch reference.")
+BackendOption = typer.Option("auto", "--backend", help=BACKEND_HELP)
 DtypeOption = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 (on CUDA the model "
                            "runs under bf16 autocast anyway).")
 # Sequences read by content (CSV/TSV, FASTA, or BED + FASTA): finetune classify/probe and predict

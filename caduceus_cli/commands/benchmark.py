@@ -6,9 +6,9 @@ import sys
 
 import typer
 
-from ..choices import DEFAULT_MODEL
-from ..choices import BACKENDS
-from ._common import DeviceOption, Progress, QuietOption
+from ..choices import BACKENDS, DEFAULT_MODEL
+from ..limits import MAX_BASES, MAX_BATCH, MAX_REPEATS
+from ._common import DeviceOption, Progress, QuietOption, SizeOption
 
 
 class TaskProgress(Progress):
@@ -36,19 +36,19 @@ def benchmark_command(
     fasta: str = typer.Option(None, "--fasta", "-f", help="Genome: hg38 for vep-eqtl; for Genomic Benchmarks "
                               "coordinate files (one FASTA, or class=PATH,class=PATH)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED or GTF) for vep-eqtl's distance buckets."),
-    seeds: int = typer.Option(None, "--seeds", help="Seeds (default: probe 1; finetune the paper's 5 or 10; "
+    seeds: int = SizeOption(None, "--seeds", maximum=MAX_REPEATS, help="Seeds (default: probe 1; finetune the paper's 5 or 10; "
                               "vep-eqtl 5)."),
-    epochs: int = typer.Option(None, "--epochs", help="Fine-tuning epochs (default: the suite's, as in the paper)."),
-    folds: int = typer.Option(None, "--folds", help="Folds of the stratified CV used where a task has only a test "
+    epochs: int = SizeOption(None, "--epochs", help="Fine-tuning epochs (default: the suite's, as in the paper)."),
+    folds: int = SizeOption(None, "--folds", minimum=2, maximum=MAX_REPEATS, help="Folds of the stratified CV used where a task has only a test "
                               "split (default: NT 10, others 5)."),
-    max_sequences: int = typer.Option(None, "--max-sequences", help="Cap every split at N sequences (stratified, "
+    max_sequences: int = SizeOption(None, "--max-sequences", help="Cap every split at N sequences (stratified, "
                                       "seeded subsample; the report says so). For quick runs."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Sequences per batch (default: the engine's)."),
+    batch_size: int = SizeOption(None, "--batch-size", maximum=MAX_BATCH, help="Sequences per batch (default: the engine's)."),
     lengths: str = typer.Option(None, "--lengths", help="speed: comma-separated lengths (default: GPU 1536,131072; "
                                 "CPU 1024)."),
     dtypes: str = typer.Option(None, "--dtypes", help="speed: fp32 and/or bf16 (default: GPU bf16, CPU fp32)."),
     backends: str = typer.Option(None, "--backends", help=f"speed: comma-separated selective-scan backends ({', '.join(BACKENDS)}; default auto)."),
-    window: int = typer.Option(None, "--window", help="vep-eqtl: window (bp) centred on the variant (default 1536)."),
+    window: int = SizeOption(None, "--window", minimum=3, maximum=MAX_BASES, help="vep-eqtl: window (bp) centred on the variant (default 1536)."),
     device: str = DeviceOption,
     quiet: bool = QuietOption,
 ) -> None:

@@ -9,8 +9,9 @@ import typer
 from ..choices import PER_POSITION, POOLINGS
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                                         DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS)
+from ..limits import MAX_BASES, MAX_BATCH, MAX_THREADS, MAX_TOKENS
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def embed(
@@ -28,30 +29,32 @@ def embed(
     pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLINGS)} (center: the mean over the central "
                              "--center-width bp; first/last: each strand's own first/last base), or "
                              f"{PER_POSITION} (one vector per position; Parquet or .npy/.npz)."),
-    center_width: int = typer.Option(DEFAULT_CENTER_WIDTH, "--center-width", help="Width of the central window for "
-                                     "--pool center (the paper's VEP features average 1,536 bp)."),
+    center_width: int = SizeOption(DEFAULT_CENTER_WIDTH, "--center-width", maximum=MAX_BASES,
+                                   help="Width of the central window for --pool center (the paper's VEP features "
+                                        "average 1,536 bp)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Hidden layer: 0 = token embeddings ... n_layer = last "
                                                               "(default; after the final norm); -1 = last."),
     no_rc: bool = typer.Option(False, "--no-rc", help="Caduceus-Ph: skip the reverse-complement pass (post-hoc "
                                                       "conjoining is on by default). No effect on Caduceus-PS."),
-    window: Optional[int] = typer.Option(None, "--window", help="Embed N bp centred on each region instead of the "
-                                                                "region itself (padded with N past contig ends)."),
+    window: Optional[int] = SizeOption(None, "--window", maximum=MAX_BASES, help="Embed N bp centred on each region "
+                                       "instead of the region itself (padded with N past contig ends)."),
     tile: bool = typer.Option(False, "--tile", help="Tile regions longer than --max-length (overlapping tiles, "
                                                     "stitched); without it such regions are refused."),
-    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Overlap of consecutive tiles in bp "
-                                                                            "(default: max length / 8)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Longest sequence given to the model "
-                                             "(default: the model's trained length, "
-                                             f"{DEFAULT_MAX_LENGTH} if its config does not say)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=f"Sequences per batch (default "
-                                             f"{DEFAULT_BATCH_CUDA} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=f"At most this many bases per batch "
-                                             f"(default {DEFAULT_MAX_TOKENS})."),
+    tile_overlap: Optional[int] = SizeOption(None, "--tile-overlap", minimum=0, maximum=MAX_BASES,
+                                             help="Overlap of consecutive tiles in bp (default: max length / 8)."),
+    max_length: Optional[int] = SizeOption(None, "--max-length", maximum=MAX_BASES, help="Longest sequence given to "
+                                           "the model (default: the model's trained length, "
+                                           f"{DEFAULT_MAX_LENGTH} if its config does not say)."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", "-b", maximum=MAX_BATCH, help=f"Sequences per batch "
+                                           f"(default {DEFAULT_BATCH_CUDA} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
+    max_tokens: Optional[int] = SizeOption(None, "--max-tokens", maximum=MAX_TOKENS, help=f"At most this many bases "
+                                           f"per batch (default {DEFAULT_MAX_TOKENS})."),
     fmt: Optional[str] = typer.Option(None, "--format", help=f"{', '.join(FORMATS)} (default: from the output "
                                                              "file name)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) bad regions instead of "
                                                                     "stopping: bad lines, unknown contigs, too long."),
-    io_threads: int = typer.Option(DEFAULT_IO_THREADS, "--io-threads", help="Threads reading sequences from the FASTA."),
+    io_threads: int = SizeOption(DEFAULT_IO_THREADS, "--io-threads", maximum=MAX_THREADS,
+                                 help="Threads reading sequences from the FASTA."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
                                 "an interrupted run from them (same command; another input or option is refused)."),
     quiet: bool = QuietOption,

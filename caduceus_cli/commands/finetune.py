@@ -11,10 +11,10 @@ from typing import Optional
 import typer
 
 from ..choices import POOLINGS
-from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS
+from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS, SVM_LIMITS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
 from ._common import (BackendOption, DeviceOption, LabeledFastaOption, ModelOption, Progress, QuietOption,
-                      ReportJsonOption, RevisionOption, SequenceColumnOption, duration, report)
+                      RealOption, ReportJsonOption, RevisionOption, SequenceColumnOption, SizeOption, duration, report)
 
 finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe on frozen embeddings (probe) or the "
                                 "variant-effect SVM (svm).\n\n"
@@ -31,14 +31,18 @@ def svm_command(
     tss: str = typer.Option(..., "--tss", help="TSS annotation (BED of TSS or GTF) for the distance buckets."),
     output: str = typer.Option(..., "--output", "-o", help="New folder for the fitted models (svm.json, bucket-*.npz, report.json)."),
     test: str = typer.Option(None, "--test", help="Labeled test set (default: the last --test-fraction of positions per contig)."),
-    test_fraction: float = typer.Option(DEFAULT_TEST_FRACTION, "--test-fraction", help="Genomic hold-out fraction when --test is not given."),
+    test_fraction: float = RealOption(DEFAULT_TEST_FRACTION, "--test-fraction", above=0, below=1,
+                                      help="Genomic hold-out fraction when --test is not given."),
     label_field: str = typer.Option("label", "--label-field", help="INFO field with the 0/1 label (VCF input)."),
     use_tissue: bool = typer.Option(False, "--use-tissue", help="Add the tissue (6th TSV column) as a feature."),
-    n_train: int = typer.Option(N_TRAIN, "--n-train", help="Training subsample per fit (the paper's value is the default)."),
-    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Window (bp) centred on the variant."),
+    n_train: int = SizeOption(N_TRAIN, "--n-train", limits=SVM_LIMITS["n_train"],
+                              help="Training subsample per fit (the paper's value is the default)."),
+    window: int = SizeOption(DEFAULT_WINDOW, "--window", limits=SVM_LIMITS["window"],
+                             help="Window (bp) centred on the variant."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Windows per forward pass."),
+    batch_size: int = SizeOption(DEFAULT_BATCH, "--batch-size", limits=SVM_LIMITS["batch_size"],
+                                 help="Windows per forward pass."),
     device: str = DeviceOption,
     backend: str = BackendOption,
     as_json: bool = ReportJsonOption,
@@ -93,7 +97,9 @@ _TaskOption = typer.Option("classification", "--task", help="classification (lab
 _LabelColumnOption = typer.Option(None, "--label-column", help="CSV/TSV: the label column's name or 1-based number "
                                   "(default: label/target/y, or the last column); BED: its column number (default: "
                                   "the last column).")
-_FoldsOption = typer.Option(None, "--folds", help="Stratified K-fold cross-validation of TRAIN in place of a test set.")
+_SIZES, _REALS = _R.SIZE_LIMITS, _R.REAL_LIMITS
+_FoldsOption = SizeOption(None, "--folds", limits=_SIZES["folds"], help="Stratified K-fold cross-validation of TRAIN "
+                          "in place of a test set.")
 _CLASSIFY_HELP = (
     "Fine-tune a Caduceus model with a classification (or regression) head, with the paper's recipe: "
     f"AdamW (betas {_R.ADAM_BETAS[0]}, {_R.ADAM_BETAS[1]}), weight decay {_R.WEIGHT_DECAY}, lr {_R.LR:g} with "
@@ -169,52 +175,55 @@ def classify_command(
                                          "model.safetensors), report.json and metrics.jsonl."),
     valid: Optional[str] = typer.Option(None, "--valid", help="Validation data (default: a stratified --valid-fraction "
                                         "of TRAIN, drawn per seed)."),
-    valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction", help=f"Fraction of TRAIN held out for "
-                                                   f"validation when --valid is not given. (default: {_R.VALID_FRACTION})"),
+    valid_fraction: Optional[float] = RealOption(None, "--valid-fraction", **_REALS["valid_fraction"], help=f"Fraction "
+                                                 f"of TRAIN held out for validation when --valid is not given. "
+                                                 f"(default: {_R.VALID_FRACTION})"),
     test: Optional[str] = typer.Option(None, "--test", help="Test data: every run's best checkpoint is evaluated on it."),
     folds: Optional[int] = _FoldsOption,
-    seeds: int = typer.Option(1, "--seeds", help="Repeat with seeds 1..N, each with its own validation split; "
-                              "mean and min/max are reported (the paper: 10)."),
+    seeds: int = SizeOption(1, "--seeds", limits=_SIZES["seeds"], help="Repeat with seeds 1..N, each with its own "
+                            "validation split; mean and min/max are reported (the paper: 10)."),
     model: str = ModelOption,
     revision: Optional[str] = RevisionOption,
     task: str = _TaskOption,
     fasta: Optional[str] = LabeledFastaOption,
     sequence_column: Optional[str] = SequenceColumnOption,
     label_column: Optional[str] = _LabelColumnOption,
-    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs. (default: {_R.EPOCHS})"),
-    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate of AdamW; {_R.WARMUP_FRACTION:.0%} linear "
-                                       f"warmup, cosine decay to {_R.FINAL_LR_FRACTION} x lr. (default: {_R.LR:g})"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=f"Sequences per step over all processes. "
-                                             f"(default: {_R.BATCH_SIZE})"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay (not on norms, "
-                                                 f"biases, embeddings). (default: {_R.WEIGHT_DECAY})"),
+    epochs: Optional[int] = SizeOption(None, "--epochs", limits=_SIZES["epochs"], help=f"Training epochs. "
+                                       f"(default: {_R.EPOCHS})"),
+    lr: Optional[float] = RealOption(None, "--lr", **_REALS["lr"], help=f"Peak learning rate of AdamW; "
+                                     f"{_R.WARMUP_FRACTION:.0%} linear warmup, cosine decay to {_R.FINAL_LR_FRACTION} "
+                                     f"x lr. (default: {_R.LR:g})"),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", "-b", limits=_SIZES["batch_size"], help=f"Sequences "
+                                           f"per step over all processes. (default: {_R.BATCH_SIZE})"),
+    weight_decay: Optional[float] = RealOption(None, "--weight-decay", **_REALS["weight_decay"], help=f"AdamW weight "
+                                               f"decay (not on norms, biases, embeddings). (default: {_R.WEIGHT_DECAY})"),
     pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling of each strand before the linear head: "
                                        f"{', '.join(POOLINGS)}. (default: {_R.POOLING})"),
-    center_width: Optional[int] = typer.Option(None, "--center-width", help="Positions averaged by --pool center. "
-                                               "(default: 1, the central base or two)"),
+    center_width: Optional[int] = SizeOption(None, "--center-width", limits=_SIZES["center_width"], help="Positions "
+                                             "averaged by --pool center. (default: 1, the central base or two)"),
     rc_aug: bool = typer.Option(False, "--rc-aug", help="Caduceus-Ph: reverse-complement each training sequence with "
                                 "probability 0.5 (Ph is conjoined at evaluation; PS is strand-invariant anyway)."),
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train the head alone."),
     select_metric: Optional[str] = typer.Option(None, "--select-metric", help="Validation metric that picks the best "
                                                 "epoch and the saved run. (default: mcc; mse for regression)"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences "
-                                             "(counted in the report). (default: no limit)"),
+    max_length: Optional[int] = SizeOption(None, "--max-length", limits=_SIZES["max_length"], help="Keep the "
+                                           "central N bases of longer sequences (counted in the report). (default: no "
+                                           "limit)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly after this wall time (420, 7m, "
                                            "1h30m), leaving a folder that --resume continues."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time (its folder)."),
-    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Sequences per evaluation batch "
-                                                  "(default: --batch-size)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time or a signal (its folder)."),
+    eval_batch_size: Optional[int] = SizeOption(None, "--eval-batch-size", limits=_SIZES["eval_batch_size"],
+                                                help="Sequences per evaluation batch (default: --batch-size)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     as_json: bool = ReportJsonOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Full fine-tuning (help text: _CLASSIFY_HELP, built from the engine's recipe constants)."""
-    import os
-
     from ..errors import CaduceusError
     from ..pipelines.finetune import finetune_classifier
     from ..pipelines.pretrain import parse_duration
+    from ..runtime import env_rank
 
     if valid is not None and valid_fraction is not None:
         raise CaduceusError("give --valid FILE or --valid-fraction, not both")
@@ -223,7 +232,7 @@ def classify_command(
     options = dict(valid_fraction=valid_fraction, epochs=epochs, lr=lr, batch_size=batch_size,
                    weight_decay=weight_decay, pool=pool, center_width=center_width)
     options = {k: v for k, v in options.items() if v is not None}
-    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    is_main = env_rank() == 0
     _fit_and_report("classify", lambda progress: finetune_classifier(
         train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seeds=seeds, task=task,
         fasta=fasta, sequence_column=sequence_column, label_column=label_column, rc_aug=rc_aug,
@@ -249,7 +258,7 @@ def probe_command(
     valid: Optional[str] = typer.Option(None, "--valid", help="Validation data (default: out-of-fold metrics on TRAIN)."),
     test: Optional[str] = typer.Option(None, "--test", help="Test data."),
     folds: Optional[int] = _FoldsOption,
-    seed: int = typer.Option(1, "--seed", help="Seed of the cross-validation splits."),
+    seed: int = SizeOption(1, "--seed", limits=_SIZES["seed"], help="Seed of the cross-validation splits."),
     model: str = ModelOption,
     revision: Optional[str] = RevisionOption,
     task: str = _TaskOption,
@@ -257,10 +266,13 @@ def probe_command(
     sequence_column: Optional[str] = SequenceColumnOption,
     label_column: Optional[str] = _LabelColumnOption,
     pool: str = typer.Option(_R.POOLING, "--pool", help=f"Pooling of each strand: {', '.join(POOLINGS)}."),
-    center_width: int = typer.Option(1, "--center-width", help="Positions averaged by --pool center."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Keep the central N bases of longer sequences."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass (default: "
-                                             f"{_R.PROBE_BATCH_SIZE['cpu']} on CPU, {_R.PROBE_BATCH_SIZE['cuda']} on CUDA)."),
+    center_width: int = SizeOption(1, "--center-width", limits=_SIZES["center_width"],
+                                   help="Positions averaged by --pool center."),
+    max_length: Optional[int] = SizeOption(None, "--max-length", limits=_SIZES["max_length"],
+                                           help="Keep the central N bases of longer sequences."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", "-b", limits=_SIZES["batch_size"], help="Sequences "
+                                           f"per forward pass (default: {_R.PROBE_BATCH_SIZE['cpu']} on CPU, "
+                                           f"{_R.PROBE_BATCH_SIZE['cuda']} on CUDA)."),
     cache: Optional[str] = typer.Option(None, "--cache", help="Folder of cached features (default: "
                                         "$CADUCEUS_CACHE or ~/.cache/caduceus-cli, features/ inside)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
@@ -270,14 +282,13 @@ def probe_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Linear probe (help text: _PROBE_HELP, built from the engine's constants)."""
-    import os
-
     from ..errors import CaduceusError
     from ..pipelines.finetune import fit_probe
+    from ..runtime import env_rank
 
     if cache is not None and no_cache:
         raise CaduceusError("give --cache DIR or --no-cache, not both")
-    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    is_main = env_rank() == 0
     _fit_and_report("probe", lambda progress: fit_probe(
         train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seed=seed, task=task,
         fasta=fasta, sequence_column=sequence_column, label_column=label_column, pool=pool, center_width=center_width,

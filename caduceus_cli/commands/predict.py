@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
+from ..limits import MAX_BATCH
 from ._common import (BackendOption, DeviceOption, LabeledFastaOption, Progress, QuietOption, SequenceColumnOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def predict_command(
@@ -16,10 +17,11 @@ def predict_command(
                                           "(detected by content; gzip ok; '-' for stdin)."),
     output: str = typer.Option("-", "--output", "-o", help="out.tsv (.gz: bgzip) or out.parquet; '-' writes TSV to "
                                                           "stdout."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="tsv or parquet (default: from the -o name; stdout: tsv)."),
     fasta: Optional[str] = LabeledFastaOption,
     sequence_column: Optional[str] = SequenceColumnOption,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per forward pass "
-                                             "(default: 64 on CPU, 512 on CUDA)."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", "-b", maximum=MAX_BATCH, help="Sequences per "
+                                           "forward pass (default: 64 on CPU, 512 on CUDA)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
     quiet: bool = QuietOption,
@@ -36,14 +38,13 @@ def predict_command(
 
       caduceus predict prom_clf regions.bed -f genome.fa -o - | head
     """
-    import os
-
     from ..pipelines.finetune import predict
+    from ..runtime import env_rank
 
-    is_main = int(os.environ.get("RANK", "0") or 0) == 0
+    is_main = env_rank() == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
-                         batch_size=batch_size, device=device, backend=backend, progress=progress)
+                         batch_size=batch_size, device=device, backend=backend, progress=progress, fmt=fmt)
     if is_main:
         where = "stdout" if result.output == "-" else result.output
         summary = {"records": result.n_records, "cropped": result.truncated, "seconds": round(result.seconds, 3),

@@ -7,8 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from ..pipelines.pretrain.settings import DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, WARMUP_FRACTION, PretrainSettings
-from ._common import DeviceOption, Progress, QuietOption, SummaryJsonOption, duration, report
+from ..pipelines.pretrain.settings import (DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, REAL_LIMITS, SIZE_LIMITS,
+                                           WARMUP_FRACTION, PretrainSettings)
+from ._common import (BACKEND_HELP, DeviceOption, Progress, QuietOption, RealOption, SizeOption, SummaryJsonOption,
+                      duration, report)
 
 
 _DEFAULTS = PretrainSettings()
@@ -18,51 +20,53 @@ def _default(name: str) -> str:
     return f" (default: {getattr(_DEFAULTS, name)})"
 
 
+def _size(name: str, help: str, default: bool = True):
+    """The option of a size setting, in its range (SIZE_LIMITS), its default stated in the help."""
+    return SizeOption(None, "--" + name.replace("_", "-"), limits=SIZE_LIMITS[name],
+                      help=help + (_default(name) if default else ""))
+
+
+def _real(name: str, help: str):
+    return RealOption(None, "--" + name.replace("_", "-"), **REAL_LIMITS[name], help=help + _default(name))
+
+
 def pretrain_command(
     genomes: Optional[List[Path]] = typer.Argument(None, help="Genome FASTA files (plain, bgzip or gzip). "
                                                    "May be left out with --resume."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="Run folder: checkpoints, metrics.jsonl, final/."),
     variant: Optional[str] = typer.Option(None, "--variant", help="ps (RC-equivariant, parameter sharing) or ph "
                                           "(trained with RC augmentation)." + _default("variant")),
-    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width." + _default("d_model")),
-    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Number of Caduceus blocks." + _default("n_layer")),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length in bp." + _default("seq_len")),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, in windows, over all "
-                                             "processes." + _default("batch_size")),
-    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Windows per forward pass "
-                                                   "and process (gradient accumulation). (default: the largest "
-                                                   "divisor of the per-process batch with at most "
-                                                   f"{MICRO_BATCH_TOKENS:,} tokens per pass, a PS window counting "
-                                                   "twice)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps." + _default("steps")),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate." + _default("lr")),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup steps, then cosine decay. "
-                                         f"(default: {WARMUP_FRACTION:.0%} of --steps)"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (not on norms, "
-                                                 "biases, embeddings, A_log, D)." + _default("weight_decay")),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the weights and of the data." + _default("seed")),
+    d_model: Optional[int] = _size("d_model", "Model width."),
+    n_layer: Optional[int] = _size("n_layer", "Number of Caduceus blocks."),
+    seq_len: Optional[int] = _size("seq_len", "Window length in bp."),
+    batch_size: Optional[int] = _size("batch_size", "Global batch, in windows, over all processes."),
+    micro_batch_size: Optional[int] = _size("micro_batch_size", "Windows per forward pass and process (gradient "
+                                            "accumulation). (default: the largest divisor of the per-process batch "
+                                            f"with at most {MICRO_BATCH_TOKENS:,} tokens per pass, a PS window "
+                                            "counting twice)", default=False),
+    steps: Optional[int] = _size("steps", "Optimiser steps."),
+    lr: Optional[float] = _real("lr", "Peak learning rate."),
+    warmup: Optional[int] = _size("warmup", f"Linear warmup steps, then cosine decay. (default: {WARMUP_FRACTION:.0%} "
+                                  "of --steps)", default=False),
+    weight_decay: Optional[float] = _real("weight_decay", "AdamW weight decay (not on norms, biases, embeddings, "
+                                          "A_log, D)."),
+    seed: Optional[int] = _size("seed", "Seed of the weights and of the data."),
     intervals: Optional[Path] = typer.Option(None, "--intervals", help="BED with a split column (chrom start end "
                                              "train|valid|test), as the HyenaDNA hg38 bed."),
     valid_contigs: Optional[str] = typer.Option(None, "--valid-contigs", help="Comma-separated contigs held out "
                                                 f"for validation (default: the last {DEFAULT_VALID_TAIL:.0%} of "
                                                 "every long contig)."),
-    valid_windows: Optional[int] = typer.Option(None, "--valid-windows", help="Validation windows."
-                                                + _default("valid_windows")),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."
-                                                   + _default("checkpoint_every")),
-    valid_every: Optional[int] = typer.Option(None, "--valid-every", help="Steps between validations."
-                                              + _default("valid_every")),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines."
-                                            + _default("log_every")),
-    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept."
-                                                   + _default("keep_checkpoints")),
+    valid_windows: Optional[int] = _size("valid_windows", "Validation windows."),
+    checkpoint_every: Optional[int] = _size("checkpoint_every", "Steps between checkpoints."),
+    valid_every: Optional[int] = _size("valid_every", "Steps between validations."),
+    log_every: Optional[int] = _size("log_every", "Steps between metric lines."),
+    keep_checkpoints: Optional[int] = _size("keep_checkpoints", "Checkpoints kept."),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly (checkpoint + final model) once "
                                            "this wall time has passed: 420, 7m, 1h30m."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (same "
                                           "configuration; a different one is refused)."),
     device: Optional[str] = DeviceOption,
-    backend: Optional[str] = typer.Option(None, "--backend", help="Selective scan: auto, torch or cuda."
-                                          + _default("backend")),
+    backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP + _default("backend")),
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
 ) -> None:

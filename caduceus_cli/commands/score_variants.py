@@ -8,9 +8,10 @@ import typer
 
 from ..genome.vcf_writer import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
-                                           DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS, MISSING_CONTIG, SCORES)
+                                           DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS, MISSING_CONTIG, SCORES,
+                                           SIZE_LIMITS)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def score_variants_command(
@@ -22,15 +23,19 @@ def score_variants_command(
     scores: str = typer.Option(",".join(DEFAULT_SCORES), "--scores", help=f"Comma-separated: {', '.join(SCORES)}."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: Optional[int] = typer.Option(None, "--window", help=f"Window (bp) centred on the variant (default: "
-                                         f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter, or the "
-                                         "--svm classifier's window)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per forward pass (default "
-                                             f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
-    chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Records read and scored together (bounds memory)."),
+    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"Window (bp) centred on "
+                                       f"the variant, at most {SIZE_LIMITS['window'][1]:,} (default: "
+                                       f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter, or the "
+                                       "--svm classifier's window)."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Windows "
+                                           f"per forward pass (default {DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} "
+                                           "on CPU)."),
+    chunk_size: int = SizeOption(DEFAULT_CHUNK, "--chunk-size", limits=SIZE_LIMITS["chunk_size"],
+                                 help="Records read and scored together (bounds memory)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED of TSS, or GENCODE/Ensembl GTF): adds CADUCEUS_TSS_DIST."),
     svm: str = typer.Option(None, "--svm", help="Folder of a classifier trained by `caduceus finetune svm` (needs --tss)."),
-    tissue: str = typer.Option(None, "--tissue", help="Tissue of every variant, for an SVM trained with tissues."),
+    tissue: str = typer.Option(None, "--tissue", help="Tissue of every variant, for an SVM trained with tissues "
+                               "(needs --svm)."),
     strict_ref: bool = typer.Option(False, "--strict-ref", help="Stop at the first REF that does not match the FASTA."),
     missing_contig: str = typer.Option(MISSING_CONTIG[0], "--missing-contig",
                                        help=f"A contig absent from the FASTA: {' or '.join(MISSING_CONTIG)}."),
@@ -44,8 +49,8 @@ def score_variants_command(
     llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help="llr: masked (one masked window per site, "
                                    "exact) or wt-marginal (unmasked tiles of --window bp: one pass scores every SNV "
                                    "of a tile; each SNV at least --flank bp from a tile's edge)."),
-    flank: int = typer.Option(DEFAULT_FLANK, "--flank", help="wt-marginal: bases of context, at least, on each side "
-                              "of every SNV."),
+    flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="wt-marginal: bases of "
+                            "context, at least, on each side of every SNV."),
     background: Optional[str] = typer.Option(None, "--background", help="A background from `caduceus calibrate` (same "
                                              "model, window, context, LLR method and reference): adds "
                                              "CADUCEUS_<SCORE>_PCT, the percentile among its random SNVs."),

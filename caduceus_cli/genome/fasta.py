@@ -30,6 +30,9 @@ from .lines import compression, open_text
 log = logging.getLogger("caduceus")
 
 _ALIASES = {"chrM": ["MT", "M", "chrMT"], "MT": ["chrM", "M"], "M": ["chrM", "MT"]}
+# What a sequence line may hold: letters (bases, IUPAC codes, soft-masked lower case), gaps and stops.
+NOT_SEQUENCE = re.compile(r"[^A-Za-z*-]")
+NOT_SEQUENCE_BYTES = re.compile(rb"[^A-Za-z*-]")
 
 
 def contig_candidates(name: str) -> list[str]:
@@ -179,13 +182,64 @@ class Reference:
         return body, pad
 
     def _read(self, contig: str, start: int, end: int) -> str:
+        """The bases of [start, end); a byte that is not a sequence letter is refused (htslib stops
+        at a NUL and would return a shorter sequence without a word)."""
         try:
-            return self._handle().fetch(contig, start, end)
-        except (OSError, ValueError, UnicodeError):  # htslib cannot return what faidx indexed (OSError: its errno)
-            raise CaduceusError(f"{self.path}: cannot read {contig}:{start + 1}-{end}: the record is malformed "
-                                "(lines of one record must have the same length and hold only sequence "
-                                "letters; a NUL or non-ASCII byte breaks it), or the file changed after it was "
+            body = self._handle().fetch(contig, start, end)
+        except OSError:  # htslib cannot return what faidx indexed (OSError: its errno)
+            raise CaduceusError(f"{self.path}: cannot read {contig}:{start + 1}-{end}: the file changed after it was "
                                 f"indexed (rebuild the index with `samtools faidx {self.path}`)") from None
+        except (ValueError, UnicodeError):  # htslib cannot decode what faidx indexed (a non-ASCII byte)
+            body = None
+        bad = NOT_SEQUENCE.search(body) if body is not None else None
+        if body is None or len(body) != end - start or bad:
+            first = None if body is None else start + (bad.start() if bad else len(body))
+            raise CaduceusError(f"{self.path}: {self._where(contig, start, end, first)}: a byte that is not a "
+                                "sequence letter (a NUL, a control or non-ASCII byte): fix or re-create the FASTA")
+        return body
+
+    def _where(self, contig: str, start: int, end: int, first: int | None) -> str:
+        """``line N (record 'a', base B)`` of the first bad byte of a record, as exactly as the file allows:
+        the line of a plain file, else the line within the record."""
+        entry = self._fai_entry(contig)
+        if entry is None or entry[1] < 1:  # no index entry, or one htslib could not measure lines in
+            return f"record {contig!r}, bases {start + 1}-{end}"
+        offset, line_bases, line_width = entry
+        if first is None:  # find it: read the region's lines (plain files only)
+            first = self._scan(offset, line_bases, line_width, start, end)
+            if first is None:
+                return f"record {contig!r}, bases {start + 1}-{end}"
+        row = first // line_bases
+        where = f"record {contig!r}, base {first + 1}"
+        if compression(self._fasta_path) != "plain":
+            return f"{where}, sequence line {row + 1} of the record"
+        before = 0  # lines before the record's first sequence line
+        with open(self._fasta_path, "rb") as f:
+            while f.tell() < offset and (chunk := f.read(min(1 << 20, offset - f.tell()))):
+                before += chunk.count(b"\n")
+        return f"line {before + row + 1} ({where})"
+
+    def _fai_entry(self, contig: str) -> tuple[int, int, int] | None:
+        """(byte offset, bases per line, bytes per line) of ``contig`` in its .fai."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(self._fai).read_text().splitlines():
+                fields = line.split("\t")
+                if fields[0] == contig:
+                    return int(fields[2]), int(fields[3]), int(fields[4])
+        return None
+
+    def _scan(self, offset: int, line_bases: int, line_width: int, start: int, end: int) -> int | None:
+        """The position of the first byte in [start, end) that is not a sequence letter (plain files)."""
+        if compression(self._fasta_path) != "plain":
+            return None
+        with open(self._fasta_path, "rb") as f:
+            for row in range(start // line_bases, (end - 1) // line_bases + 1):
+                f.seek(offset + row * line_width)
+                line = f.read(line_bases)
+                bad = NOT_SEQUENCE_BYTES.search(line)
+                if bad and row * line_bases + bad.start() >= start:
+                    return row * line_bases + bad.start()
+        return None
 
     def close(self) -> None:
         handle = getattr(self._local, "handle", None)
@@ -262,7 +316,12 @@ def read_fasta_records(path: str | os.PathLike, stdin=None):
                 if name is None:
                     raise CaduceusError(f"{label}: line {lineno}: sequence before the first '>' header: "
                                         f"{line[:40]!r} (is this a FASTA file?)")
-                chunks.append(line.strip())
+                chunk = line.strip()
+                bad = NOT_SEQUENCE.search(chunk)
+                if bad:
+                    raise CaduceusError(f"{label}: line {lineno}: {bad.group()!r} in record {name!r} is not a sequence "
+                                        "letter (a NUL, a control or non-ASCII byte?): fix or re-create the FASTA")
+                chunks.append(chunk)
         if name is not None:
             yield name, "".join(chunks)
     except (OSError, EOFError, zlib.error, UnicodeError) as e:

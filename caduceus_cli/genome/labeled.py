@@ -34,6 +34,7 @@ from typing import IO, Iterator
 
 from ..dna import reverse_complement
 from ..errors import CaduceusError
+from ..limits import is_ascii_digits, is_ascii_integer
 from .bed import parse_bed_line
 from .lines import open_text
 
@@ -123,6 +124,8 @@ def typed_labels(raw: list[str], places: list[str], task: str) -> list:
         out = []
         for text, where in zip(raw, places):
             try:
+                if not text.isascii():  # float() would also read '١٫٥'-style digits
+                    raise ValueError(text)
                 value = float(text)
             except ValueError:
                 raise CaduceusError(f"{where}: target {text!r} is not a number (--task regression needs a "
@@ -131,10 +134,9 @@ def typed_labels(raw: list[str], places: list[str], task: str) -> list:
                 raise CaduceusError(f"{where}: target {text!r} is not a finite number")
             out.append(value)
         return out
-    try:
+    if all(is_ascii_integer(text) for text in raw):  # int() would also read '١' as 1
         return [int(text) for text in raw]
-    except ValueError:
-        return list(raw)
+    return list(raw)
 
 
 def iter_records(path: str | os.PathLike, *, fasta: str | os.PathLike | None = None,
@@ -169,7 +171,7 @@ def _looks_like_bed(text: str) -> bool:
     if text.startswith(("track", "browser")):
         return True
     fields = text.split("\t")
-    return len(fields) >= 3 and fields[1].strip().isdigit() and fields[2].strip().isdigit()
+    return len(fields) >= 3 and is_ascii_digits(fields[1].strip()) and is_ascii_digits(fields[2].strip())
 
 
 # -- FASTA -------------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ def _column_number(value: str | int | None, what: str) -> int | None:
     if value is None:
         return None
     text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
+    if not is_ascii_digits(text) or int(text) < 1:
         raise CaduceusError(f"--{what}-column {value!r}: a BED column is given by its 1-based number")
     return int(text)
 
@@ -304,7 +306,7 @@ def _table_records(lines, source: str, sequence_column, label_column, labels: bo
 
 
 def _is_header(first: list[str], sequence_column, label_column) -> bool:
-    given = {str(c).lower() for c in (sequence_column, label_column) if c is not None and not str(c).isdigit()}
+    given = {str(c).lower() for c in (sequence_column, label_column) if c is not None and not is_ascii_digits(str(c))}
     lowered = [f.lower() for f in first]
     if any(f in SEQUENCE_NAMES or f in given for f in lowered):
         return True
@@ -316,7 +318,7 @@ def _table_columns(header, first, source, number, sequence_column, label_column,
     where = f"{source}: line {number}"
 
     def find(given, defaults, what):
-        if given is not None and str(given).strip().isdigit():
+        if given is not None and is_ascii_digits(str(given).strip()):
             index = int(str(given).strip()) - 1
             if not 0 <= index < len(first):
                 raise CaduceusError(f"{where}: no column {given} for --{what}-column (the file has {len(first)})")

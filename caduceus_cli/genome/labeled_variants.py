@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import CaduceusError
+from ..limits import is_ascii_digits
 from .lines import check_input, parse_int, read_lines
 from .vcf import VcfReader, VcfRecord
 
@@ -46,7 +47,7 @@ def _read_labeled_tsv(path) -> list[LabeledVariant]:
         if len(cols) < 5:
             raise CaduceusError(f"{line.where}: expected tab-separated {TSV_COLUMNS}; got {line.text.strip()[:60]!r}")
         pos = cols[1].strip()
-        if not out and not pos.isdigit():
+        if not out and not is_ascii_digits(pos):
             if pos.lower() != "pos":
                 raise CaduceusError(f"{line.where}: pos {cols[1]!r} is not a positive integer")
             continue  # header

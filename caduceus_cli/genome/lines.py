@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from ..errors import CaduceusError
+from ..limits import is_ascii_integer
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -110,16 +111,16 @@ MAX_INT = (1 << 62) - 1  # far beyond any genome; keeps positions and sums withi
 
 
 def parse_int(text: str, what: str, where: str, *, minimum: int | None = None, hint: str = "") -> int:
-    """``int(text)`` or a CaduceusError such as ``file: line 3: start '1.5' is not an integer``.
+    """``int(text)`` of a sign and ASCII digits, or a CaduceusError such as ``file: line 3: start '1.5'
+    is not an integer``.
 
     Values beyond :data:`MAX_INT` are refused (they could not be stored as int64 positions)."""
     text = text.strip()
     if len(text.lstrip("+-")) > 19:  # also spares int() Python's limit on digits
         raise CaduceusError(f"{where}: {what} {text[:24]!r}... is out of range{hint}")
-    try:
-        value = int(text)
-    except ValueError:
-        raise CaduceusError(f"{where}: {what} {text!r} is not an integer{hint}") from None
+    if not is_ascii_integer(text):  # int() would also read '١٢', '１２' and '1_2'
+        raise CaduceusError(f"{where}: {what} {text!r} is not an integer written in digits 0-9{hint}")
+    value = int(text)
     if abs(value) > MAX_INT:
         raise CaduceusError(f"{where}: {what} {value} is out of range (at most {MAX_INT}){hint}")
     if minimum is not None and value < minimum:

@@ -22,7 +22,7 @@ from typing import Collection
 from ..errors import CaduceusError
 from .lines import parse_int, read_lines
 
-_RANGE = re.compile(r"^(?P<beg>\d+)(?:(?P<dash>-)(?P<end>\d*))?$")
+_RANGE = re.compile(r"^(?P<beg>[0-9]+)(?:(?P<dash>-)(?P<end>[0-9]*))?$")  # ASCII digits only
 END_OF_CONTIG = (1 << 31) - 1  # htslib's largest position in a region string
 
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import CaduceusError
+from ..limits import is_ascii_digits
 from .lines import parse_int, read_lines
 
 SPLITS = ("train", "valid", "test")
@@ -31,7 +32,7 @@ def read_split_bed(path: str | os.PathLike) -> list[SplitInterval]:
         if len(cols) < 4:
             raise CaduceusError(f"{line.where}: expected 4 columns (chrom start end split), got "
                                 f"{len(cols)}: {line.text.strip()[:60]!r}")
-        if line.number == 1 and not cols[1].strip().isdigit():
+        if line.number == 1 and not is_ascii_digits(cols[1].strip()):
             continue  # a header line
         split = cols[3].strip().lower()
         if split not in SPLITS:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CaduceusError
+from ..limits import is_ascii_digits
 from .bed import region_of
 from .fasta import contig_candidates
 from .lines import check_input, parse_int, read_lines
@@ -85,7 +86,7 @@ def read_tss(path: str | os.PathLike, feature: str | None = None) -> TssIndex:
 
 
 def _looks_like_gtf_line(fields: list[str]) -> bool:
-    return len(fields) >= 9 and fields[6] in STRANDS and fields[3].isdigit() and fields[4].isdigit()
+    return len(fields) >= 9 and fields[6] in STRANDS and is_ascii_digits(fields[3]) and is_ascii_digits(fields[4])
 
 
 def _read_bed(path: Path) -> dict[str, list[int]]:

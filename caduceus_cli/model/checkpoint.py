@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -110,11 +111,24 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except CaduceusError:
         raise
+    except pickle.UnpicklingError:  # torch's own text advises loading the file unsafely: never shown
+        raise CaduceusError(f"{path}: cannot be read as a weights file: it holds Python objects other than "
+                            "tensors, which could run code and are never loaded; use a model.safetensors "
+                            "(or a pytorch_model.bin of tensors only) from a source you trust") from None
     except Exception as e:  # noqa: BLE001 - corrupt or hostile files
-        raise CaduceusError(f"{path}: cannot be read as a weights file ({e.__class__.__name__}: {str(e)[:200]})") from None
+        raise CaduceusError(f"{path}: cannot be read as a weights file ({e.__class__.__name__}: "
+                            f"{_first_line(str(e))}): a truncated or corrupt file?") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CaduceusError(f"{path}: expected a flat dictionary of tensors")
     return state, path
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    """The first sentence of a library's message, without terminal escapes or control bytes."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip()
+    first = text.splitlines()[0] if text else ""
+    first = "".join(ch if ch.isprintable() else " " for ch in first).split(". ")[0]
+    return first[:limit] + ("..." if len(first) > limit else "")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

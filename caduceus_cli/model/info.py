@@ -36,10 +36,10 @@ def model_info(name_or_path: str = DEFAULT_MODEL, device: str | None = None, rev
     from ..runtime import resolve_device
     from .loading import resolve_model
 
+    device = str(resolve_device(device))  # a device that cannot run here is refused, as by every command
     model = resolve_model(name_or_path, device="cpu", revision=revision)
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
-    device = device or str(resolve_device(None))
     return {
         "model": model.source["id"],
         "default": model.source["id"] == DEFAULT_MODEL,

@@ -27,9 +27,10 @@ from ..choices import DEFAULT_MODEL
 from ..errors import CaduceusError
 from ..genome.labeled_variants import LabeledVariant, read_labeled
 from ..io import atomic_folder, provenance, refuse_overwriting_inputs, write_json
+from ..limits import check_real, check_size
 from ..model.loading import resolve_model
 from .svm_model import (BUCKET_NAMES, BUCKETS, CS, DEFAULT_TEST_FRACTION, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN,
-                        SEEDS, bucket_of)
+                        SEEDS, SVM_LIMITS, bucket_of)
 from .variants.scorer import VariantScorer
 from .variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
 
@@ -228,8 +229,9 @@ def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model=DEFA
     from ..genome.fasta import Reference
     from ..genome.tss import read_tss
 
-    if not 0 < test_fraction < 1:
-        raise CaduceusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    check_real("--test-fraction", test_fraction, above=0, below=1)
+    for name, value in (("n_train", n_train), ("window", window), ("batch_size", batch_size)):
+        check_size("--" + name.replace("_", "-"), value, minimum=SVM_LIMITS[name][0], maximum=SVM_LIMITS[name][1])
     refuse_overwriting_inputs(output_dir, labeled, fasta, tss, test)
     with atomic_folder(output_dir) as folder:
         train_set, test_set = _read_sets(labeled, test, label_field, use_tissue)

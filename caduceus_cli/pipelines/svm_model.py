@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import CaduceusError
+from ..limits import MAX_BASES, MAX_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover  (numpy is imported where used: the command line reads the
     import numpy as np  # constants below at start-up and should not pay for it)
@@ -28,6 +29,8 @@ FEATURE_DEFINITION = ("concat(mean_L(strand_avg(last_hidden(ref_window))), mean_
                       " [+ tissue code]; window centred on the variant (centre token = first REF base), indels "
                       "length-matched")
 FORMAT_VERSION = 1
+# (minimum, maximum) of the size options of `finetune svm` (limits.check_size)
+SVM_LIMITS = {"n_train": (1, MAX_BATCH), "window": (3, MAX_BASES), "batch_size": (1, MAX_BATCH)}
 
 
 def bucket_of(distance: int | None) -> int | None:

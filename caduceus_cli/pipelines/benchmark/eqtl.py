@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ..._version import __version__
 from ...errors import CaduceusError
-from ...genome.lines import open_text
+from ...genome.lines import check_input, open_text
 from ...io import command_line
+from ...limits import is_ascii_digits
 from .sources import TaskFiles
 
 TEST_CHROMOSOMES = {"9", "10"}
@@ -44,7 +45,7 @@ def read_eqtl_table(path: Path) -> list[dict]:
         rows = []
         for line_no, record in enumerate(reader, start=2):
             value = {c: (record.get(columns[c]) or "").strip() for c in columns}
-            if not value["pos"].isdigit():
+            if not is_ascii_digits(value["pos"]):
                 raise CaduceusError(f"{label}: line {line_no}: POS {value['pos']!r} is not a positive integer")
             if value["label"] not in ("0", "1"):
                 raise CaduceusError(f"{label}: line {line_no}: label {value['label']!r} is not a class of "
@@ -77,12 +78,22 @@ def _write_tsv(rows: list[dict], path: Path) -> None:
             f.write(f"{r['chrom']}\t{r['pos']}\t{r['ref']}\t{r['alt']}\t{r['label']}\t{r['tissue']}\n")
 
 
+def check_inputs(fasta: str | None, tss: str | None) -> None:
+    """The genome and TSS annotation the suite needs (given by the user: neither is downloaded)."""
+    missing = [what for what, given in (("the hg38 genome (--fasta)", fasta), ("a TSS annotation (--tss)", tss))
+               if not given]
+    if missing:
+        raise CaduceusError(f"vep-eqtl needs {' and '.join(missing)}: give {'them' if len(missing) > 1 else 'it'} "
+                            "(neither is downloaded)")
+    for path in (fasta, tss):
+        check_input(path)
+
+
 def run_eqtl(files: TaskFiles, plan, fasta: str | None, tss: str | None, folder: Path | None) -> list[dict]:
     """Fit the bucketed SVMs and return one row per bucket and seed."""
     from ... import train_svm  # the engine's public entry point (stable across its refactoring)
 
-    if not fasta or not tss:
-        raise CaduceusError("vep-eqtl needs the hg38 genome (--fasta) and TSS annotation (--tss)")
+    check_inputs(fasta, tss)
     table = files.splits["all"]
     rows = read_eqtl_table(table)
     _fill_ref(rows, fasta)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CaduceusError
+from ...limits import is_ascii_digits
 from ...genome.lines import open_text
 from .registry import Task
 from .sources import TaskFiles
@@ -194,7 +195,7 @@ def _coordinate_rows(path: Path):
         if missing:
             raise CaduceusError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
         for line_no, row in enumerate(reader, start=2):
-            if not (row["start"] or "").strip().isdigit() or not (row["end"] or "").strip().isdigit():
+            if not is_ascii_digits((row["start"] or "").strip()) or not is_ascii_digits((row["end"] or "").strip()):
                 raise CaduceusError(f"{path}: line {line_no}: start/end {row['start']!r}/{row['end']!r} are not integers")
             yield row, line_no
     finally:

@@ -22,6 +22,7 @@ from ...choices import DEFAULT_MODEL
 from ..._version import __version__
 from ...errors import CaduceusError
 from ...io import command_line, refuse_overwriting_inputs
+from ...limits import MAX_BASES, MAX_BATCH, MAX_COUNT, MAX_REPEATS, check_size
 from ...runtime import device_name
 from . import baseline as kmer
 from . import report
@@ -234,6 +235,11 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model=DEF
     """
     the_suite = get_suite(suite)
     _check_options(the_suite, options)
+    for name, value, low, high in (("--seeds", seeds, 1, MAX_REPEATS), ("--epochs", epochs, 1, MAX_COUNT),
+                                   ("--folds", folds, 2, MAX_REPEATS), ("--max-sequences", max_sequences, 1, MAX_COUNT),
+                                   ("--batch-size", batch_size, 1, MAX_BATCH),
+                                   ("--window", options.get("window"), 3, MAX_BASES)):
+        check_size(name, value, minimum=low, maximum=high)
     if protocol not in PROTOCOLS:
         raise CaduceusError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline is not None and baseline not in BASELINES:
@@ -280,7 +286,9 @@ def _report_folder(folder: Path | None, resume: bool, suite: Suite):
 
 
 def _run_variants(plan: Plan, rows, folder, data_dir, cache_dir, fasta, tss, header) -> list[dict]:
-    from .eqtl import run_eqtl
+    from .eqtl import check_inputs, run_eqtl
+
+    check_inputs(fasta, tss)  # before a download that would be of no use
 
     first = next(iter(plan.suite.tasks.values()))
     if report.done(rows, first.name, "svm"):

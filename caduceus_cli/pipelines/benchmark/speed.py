@@ -28,6 +28,7 @@ from ...choices import DEFAULT_MODEL
 from ..._version import __version__
 from ...errors import CaduceusError
 from ...io import command_line
+from ...limits import MAX_BASES, parse_sizes
 from .registry import OFFICIAL_BATCH, OFFICIAL_FORWARD, OFFICIAL_TRAIN, SPEED_MEASURES
 
 DTYPES = ("fp32", "bf16")
@@ -252,7 +253,8 @@ def run_speed(models=DEFAULT_MODEL, measures=None, *, device=None, lengths=None,
     unknown = [m for m in measures if m not in SPEED_MEASURES]
     if unknown:
         raise CaduceusError(f"--tasks: {', '.join(unknown)} is not a speed measure ({', '.join(SPEED_MEASURES)})")
-    lengths = [int(n) for n in _as_list(lengths, [1536, 131072] if gpu else [1024])]
+    lengths = parse_sizes("--lengths", lengths if lengths is not None else ([1536, 131072] if gpu else [1024]),
+                          maximum=MAX_BASES)
     dtypes = _as_list(dtypes, ["bf16"] if gpu else ["fp32"])
     if any(d not in DTYPES for d in dtypes):
         raise CaduceusError(f"--dtypes: choose from {', '.join(DTYPES)}")

@@ -25,7 +25,8 @@ from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, prefetch, resolve_device, run_sharded, shard_location, torchrun
 from .compute import Embedder
 from .settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
-                       DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, OUTPUT_SUFFIXES, EmbedSettings)
+                       DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, OUTPUT_SUFFIXES, EmbedSettings,
+                       check_sizes)
 from .sinks import MemorySink, _Sink, embedding_values, open_sink, rows_batch, sidecar_path
 from .source import RegionSource
 
@@ -86,6 +87,8 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
     table). ``resume`` keeps finished chunks beside the output and continues an interrupted run
     from them. ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
     """
+    check_sizes(window=window, center_width=center_width, tile_overlap=tile_overlap, max_length=max_length,
+                batch_size=batch_size, max_tokens=max_tokens, io_threads=io_threads)
     fmt = None if output is None else output_format(output, fmt, OUTPUT_SUFFIXES, stream="tsv")
     _check_output(output, fmt, fasta, regions)
     if resume and (output is None or str(output) == "-"):

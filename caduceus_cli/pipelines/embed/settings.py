@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ...choices import PER_POSITION, check_pooling
 from ...errors import CaduceusError
+from ...limits import MAX_BASES, MAX_BATCH, MAX_THREADS, MAX_TOKENS, check_size
 
 DEFAULT_MAX_LENGTH = 131072  # the published Caduceus checkpoints were trained on 131,072 bp
 DEFAULT_CENTER_WIDTH = 1536  # the paper's VEP features: mean over 1,536 bp around the centre
@@ -19,6 +20,17 @@ DEFAULT_IO_THREADS = 2
 DEFAULT_POOL = "mean"  # choices.POOLINGS, or choices.PER_POSITION ('none': one vector per position)
 FORMATS = ("parquet", "npy", "npz", "tsv")
 OUTPUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".tsv": "tsv"}
+# (minimum, maximum) of every size option (limits.check_size)
+SIZE_LIMITS = {"window": (1, MAX_BASES), "center_width": (1, MAX_BASES), "tile_overlap": (0, MAX_BASES),
+               "max_length": (1, MAX_BASES), "batch_size": (1, MAX_BATCH), "max_tokens": (1, MAX_TOKENS),
+               "io_threads": (1, MAX_THREADS)}
+
+
+def check_sizes(**values: int | None) -> None:
+    """Refuse a size option out of its range (None: not given, the default applies)."""
+    for name, value in values.items():
+        low, high = SIZE_LIMITS[name]
+        check_size("--" + name.replace("_", "-"), value, minimum=low, maximum=high)
 
 
 @dataclass
@@ -59,12 +71,9 @@ class EmbedSettings:
         if self.layer is not None and not -n_layer <= self.layer <= n_layer:
             raise CaduceusError(f"--layer {self.layer}: this model has {n_layer} layers: give 0 (token embeddings) "
                                 f"to {n_layer} (last, after the final norm), or -1 for the last")
-        for name, value, low in (("--window", self.window, 1), ("--center-width", self.center_width, 1),
-                                 ("--max-length", self.max_length, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--max-tokens", self.max_tokens, 1), ("--tile-overlap", self.tile_overlap, 0),
-                                 ("--io-threads", self.io_threads, 1)):
-            if value is not None and value < low:
-                raise CaduceusError(f"{name} must be >= {low}, got {value}")
+        check_sizes(window=self.window, center_width=self.center_width, max_length=self.max_length,
+                    batch_size=self.batch_size, max_tokens=self.max_tokens, tile_overlap=self.tile_overlap,
+                    io_threads=self.io_threads)
         if self.overlap >= self.max_length:
             raise CaduceusError(f"--tile-overlap {self.overlap} must be smaller than the tile length {self.max_length}")
         if self.window is not None and self.window > self.max_length and not self.tile:

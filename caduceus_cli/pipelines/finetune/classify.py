@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
 import torch
 
+from ... import stopping
 from ...choices import DEFAULT_MODEL, check_pooling
 from ...errors import CaduceusError
 from ...io import refuse_overwriting_inputs
@@ -65,6 +67,7 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
     else:
         refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
         check_new_output(output_dir)
+    R.check_options(eval_batch_size=eval_batch_size)
     options = _checked(given, data)
     with torchrun(device) as runtime:
         job = _Job(options, data, runtime, backend, eval_batch_size, max_time, started, progress)
@@ -74,6 +77,8 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
         with output_folder(target, replace=resume is not None, enabled=runtime.is_main) as folder:
             report = job.run(folder, saved, Path(resume) if resume is not None else None, target)
         runtime.barrier()
+    if job.signal is not None:  # the folder holds what --resume continues; end as a stopped command does
+        raise stopping.Stopped(job.signal)
     return report
 
 
@@ -97,15 +102,8 @@ def _checked(options: dict, data: dict) -> dict:
     if options["task"] not in TASKS:
         raise CaduceusError(f"--task must be one of {', '.join(TASKS)}, got {options['task']!r}")
     check_pooling(options["pool"])
-    for key in ("epochs", "batch_size", "center_width"):
-        if not isinstance(options[key], int) or options[key] < 1:
-            raise CaduceusError(f"--{key.replace('_', '-')} must be a positive integer, got {options[key]!r}")
-    if options["max_length"] is not None and options["max_length"] < 1:
-        raise CaduceusError(f"--max-length must be a positive integer, got {options['max_length']!r}")
-    if not options["lr"] > 0:
-        raise CaduceusError(f"--lr must be positive, got {options['lr']}")
-    if options["weight_decay"] < 0:
-        raise CaduceusError(f"--weight-decay must be >= 0, got {options['weight_decay']}")
+    R.check_options(**{k: options[k] for k in ("epochs", "batch_size", "center_width", "max_length", "lr",
+                                               "weight_decay")})
     check_protocol(seeds=options["seeds"], folds=options["folds"], valid_fraction=options["valid_fraction"],
                    has_valid=data["valid"] is not None, has_test=data["test"] is not None)
     options["select_metric"] = check_metric(options["task"], options["select_metric"] or R.SELECT_METRIC[options["task"]])
@@ -118,6 +116,7 @@ class _Job:
     def __init__(self, options: dict, data: dict, runtime, backend: str, eval_batch_size, max_time, started, progress):
         self.options, self.runtime, self.backend = options, runtime, backend
         self.max_time, self.started = max_time, started
+        self.signal: int | None = None  # the signal that stopped the job (stopping.py)
         self.progress = progress if runtime.is_main else None
         read = dict(fasta=options["fasta"], task=options["task"], sequence_column=options["sequence_column"],
                     label_column=options["label_column"])
@@ -165,10 +164,11 @@ class _Job:
         return model
 
     def should_stop(self) -> bool:
-        if self.max_time is None:
-            return False
-        over = float(time.time() - self.started >= self.max_time)
-        return bool(self.runtime.all_reduce([over], "max")[0])
+        """After each step: past ``max_time``, or asked to stop by a signal (on any process)."""
+        if self.max_time is None and not self.runtime.distributed:
+            return stopping.requested() is not None
+        over = self.max_time is not None and time.time() - self.started >= self.max_time
+        return bool(self.runtime.all_reduce([float(over or stopping.requested() is not None)], "max")[0])
 
     # -- the whole protocol --------------------------------------------------------------------
     def run(self, folder: Path | None, saved: dict | None, resume_dir: Path | None, target) -> dict:
@@ -194,7 +194,11 @@ class _Job:
                     self.progress(index * self.settings.epochs * trainer.steps_per_epoch + state.step)
             if torch.cuda.is_available() and self.runtime.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.runtime.device)
-            if not trainer.fit(state):
+            try:
+                finished = trainer.fit(state)
+            except stopping.Stopped:  # during a validation: the steps of the epoch are done and kept
+                finished = False
+            if not finished:
                 return self._stop(folder, model, trainer, state, index, completed, chosen)
             result = self._finish_run(plan, model, trainer, state, test)
             completed.append(result)
@@ -264,9 +268,11 @@ class _Job:
 
     def _stop(self, folder, model, trainer: RunTrainer, state: RunState, index: int, completed, chosen) -> dict:
         report = self._report(completed, chosen, "stopped")
-        report["resume"] = (f"stopped by --max-time in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), "
+        self.signal = stopping.requested()
+        cause = "--max-time" if self.signal is None else signal.Signals(self.signal).name
+        report["resume"] = (f"stopped by {cause} in run {index + 1} of {len(self.plans)} ({self.plans[index].key}), "
                             f"epoch {state.epoch + 1}, step {state.step}: continue with --resume {self.target}")
-        log.warning("--max-time reached: %s", report["resume"])
+        log.warning("%s", report["resume"])
         if folder is not None:
             current = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             best = chosen["state"] or trainer.best_state or current

@@ -8,8 +8,8 @@ in training, and counted.
 
 Output columns: ``name``, ``prediction`` (the label with the highest probability, or the regression
 value), then ``prob_<label>`` per class (classification). TSV (``##key=value`` provenance lines, a
-header; ``-`` = stdout; ``.gz`` = BGZF) or Parquet (provenance in the schema metadata), by the file
-name; without ``output`` the rows are returned in memory.
+header; ``-`` = stdout; ``.gz`` = BGZF) or Parquet (provenance in the schema metadata), by ``fmt`` or
+the file name (another name is refused); without ``output`` the rows are returned in memory.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from ...errors import CaduceusError
 from ...genome.labeled import iter_records
-from ...io import atomic_file, check_writable, open_output, provenance, refuse_overwriting_inputs
+from ...io import atomic_file, check_writable, is_special, open_output, provenance, refuse_overwriting_inputs
+from ...limits import MAX_BATCH, check_size
 from ...runtime import env_int, run_sharded, torchrun
 from .data import tokenize_split
 from ..inference import predict_logits
@@ -35,6 +36,7 @@ from .metrics import outputs_from_logits
 
 CHUNK_SIZE = 4096  # records per chunk (the unit of torchrun sharding); CADUCEUS_PREDICT_CHUNK overrides
 DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
+FORMATS = ("tsv", "parquet")
 
 
 @dataclass
@@ -94,10 +96,27 @@ class _Predictor:
         return pa.RecordBatch.from_pydict(columns, schema=self.schema)
 
 
+def predict_format(output, fmt: str | None) -> str | None:
+    """``fmt`` (tsv or parquet), else the format the name of ``output`` says; None without an output."""
+    if output is None:
+        return None
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise CaduceusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return fmt
+    name = str(output).lower()
+    if name == "-" or is_special(output) or name.endswith((".tsv", ".tsv.gz", ".tsv.bgz")):
+        return "tsv"
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise CaduceusError(f"{output}: cannot tell the output format from the file name: end it in .tsv, .tsv.gz or "
+                        ".parquet, or give --format")
+
+
 @contextlib.contextmanager
-def _sink(output, schema: pa.Schema) -> Iterator:
-    """A function that writes one record batch; TSV or Parquet by the name, committed at the end."""
-    if str(output).lower().endswith(".parquet"):
+def _sink(output, fmt: str, schema: pa.Schema) -> Iterator:
+    """A function that writes one record batch, as TSV or Parquet, committed at the end."""
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
         with atomic_file(output) as tmp:
@@ -124,12 +143,14 @@ def _cell(value) -> str:
 
 
 def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None, progress=None,
-            sequence_column=None, backend="auto", chunk_size: int | None = None) -> PredictResult:
+            sequence_column=None, backend="auto", chunk_size: int | None = None, fmt: str | None = None) -> PredictResult:
     """Predict every record of ``input`` with the classifier in ``model_dir``; see the module docstring."""
     from ...model.checkpoint import load_classifier
 
     started = time.time()
-    chunk_size = chunk_size or env_int("CADUCEUS_PREDICT_CHUNK", CHUNK_SIZE, minimum=1)
+    check_size("--batch-size", batch_size, maximum=MAX_BATCH)
+    fmt = predict_format(output, fmt)
+    chunk_size = check_size("chunk_size", chunk_size) or env_int("CADUCEUS_PREDICT_CHUNK", CHUNK_SIZE, minimum=1)
     if output is not None and str(output) != "-":
         check_writable(output)
         refuse_overwriting_inputs(output, input, fasta)
@@ -151,7 +172,7 @@ def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_siz
                 rows += batch.to_pylist()
                 count += batch.num_rows
         elif runtime.is_main:
-            with _sink(output, schema) as write:
+            with _sink(output, fmt, schema) as write:
                 for batch in batches:
                     write(batch)
                     count += batch.num_rows

@@ -146,6 +146,7 @@ def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=N
     ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
     started = time.time()
     refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
+    R.check_options(folds=folds, seed=seed, batch_size=batch_size, center_width=center_width, max_length=max_length)
     check_new_output(output_dir)
     check_pooling(pool)
     check_protocol(seeds=1, folds=folds, valid_fraction=None, has_valid=valid is not None, has_test=test is not None)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...errors import CaduceusError
 from .data import kfold_splits, stratified_split
+from .recipe import check_options
 
 
 @dataclass
@@ -35,15 +36,9 @@ class RunPlan:
 
 def check_protocol(*, seeds: int, folds: int | None, valid_fraction: float | None, has_valid: bool,
                    has_test: bool) -> None:
-    if not isinstance(seeds, int) or seeds < 1:
-        raise CaduceusError(f"--seeds must be a positive integer, got {seeds!r}")
-    if folds is not None:
-        if not isinstance(folds, int) or folds < 2:
-            raise CaduceusError(f"--folds must be at least 2, got {folds!r}")
-        if has_test:
-            raise CaduceusError("--folds cross-validates in place of a test set: give --test or --folds, not both")
-    if not has_valid and valid_fraction is not None and not 0 < valid_fraction < 1:
-        raise CaduceusError(f"--valid-fraction must be between 0 and 1 (exclusive), got {valid_fraction}")
+    check_options(seeds=seeds, folds=folds, valid_fraction=None if has_valid else valid_fraction)
+    if folds is not None and has_test:
+        raise CaduceusError("--folds cross-validates in place of a test set: give --test or --folds, not both")
 
 
 def plan_runs(n: int, strata: np.ndarray | None, *, seeds: int = 1, folds: int | None = None,

@@ -5,6 +5,8 @@ Sources: the official configs and appendix D of Schiff et al. (2024), quoted in
 ``../shared/data/published_figures.md``.
 """
 
+from ...limits import MAX_BASES, MAX_BATCH, MAX_COUNT, MAX_REPEATS, check_real, check_size
+
 EPOCHS = 10                   # Genomic Benchmarks: 10 epochs (NT tasks: 20)
 LR = 1e-3                     # peak learning rate
 BATCH_SIZE = 128              # sequences per optimiser step, over all processes
@@ -24,6 +26,24 @@ PROBE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 PROBE_CV_FOLDS = 5
 PROBE_MAX_ITER = 2000
 PROBE_BATCH_SIZE = {"cpu": 64, "cuda": 512}
+
+# The ranges of the options of classify and probe (limits.check_size / check_real).
+SIZE_LIMITS = {"seeds": (1, MAX_REPEATS), "folds": (2, MAX_REPEATS), "epochs": (1, MAX_COUNT),
+               "batch_size": (1, MAX_BATCH), "eval_batch_size": (1, MAX_BATCH), "center_width": (1, MAX_BASES),
+               "max_length": (1, MAX_BASES), "seed": (0, MAX_COUNT)}
+REAL_LIMITS = {"lr": {"above": 0.0}, "weight_decay": {"minimum": 0.0}, "valid_fraction": {"above": 0.0, "below": 1.0}}
+
+
+def check_options(**values) -> None:
+    """Refuse an option of classify or probe out of its range (None: not given, the default applies)."""
+    for name, value in values.items():
+        option = "--" + name.replace("_", "-")
+        if name in REAL_LIMITS:
+            check_real(option, value, **REAL_LIMITS[name])
+        else:
+            low, high = SIZE_LIMITS[name]
+            check_size(option, value, minimum=low, maximum=high)
+
 
 CLASSIFICATION_METRICS = ("accuracy", "mcc", "f1", "auroc", "auprc")
 REGRESSION_METRICS = ("mse", "pearson", "spearman", "r2")

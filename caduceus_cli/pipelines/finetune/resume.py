@@ -8,6 +8,7 @@ the weights as safetensors: the current run's current and best weights, and the 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ def load_resume(run_dir) -> dict:
     try:
         settings = json.loads((folder / "settings.json").read_text())
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    except (OSError, json.JSONDecodeError, RuntimeError, EOFError) as e:
+    except (OSError, json.JSONDecodeError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise CaduceusError(f"{folder}: cannot be read ({e.__class__.__name__}): the run cannot be continued") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CaduceusError(f"{folder}/state.pt: not a caduceus-cli fine-tuning state")

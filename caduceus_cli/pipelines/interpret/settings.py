@@ -3,6 +3,8 @@ command line builds its help text from these constants."""
 
 from __future__ import annotations
 
+from ...limits import MAX_BASES, MAX_BATCH, MAX_COUNT, check_size
+
 LM_METHODS = ("masked", "wt-marginal", "embedding")
 CLASSIFIER = "classifier"
 ISM_METHODS = LM_METHODS + (CLASSIFIER,)
@@ -15,3 +17,15 @@ TRACK_CHUNK_TILES = 16  # tiles per chunk of a track (the unit of resuming and s
 
 CALIBRATION_SITES = 200  # default --n of calibrate: ~600 SNVs, a few minutes with the bundled model on a CPU
 CALIBRATION_SCORES = ("llr",)
+
+# (minimum, maximum) of every size option of ism, track and calibrate (limits.check_size)
+SIZE_LIMITS = {"window": (3, MAX_BASES), "flank": (0, MAX_BASES), "batch_size": (1, MAX_BATCH),
+               "chunk_size": (1, MAX_COUNT), "chunk_tiles": (1, MAX_COUNT), "n": (1, 10_000_000),
+               "seed": (0, 2**32 - 1)}
+
+
+def check_sizes(**values) -> None:
+    """Refuse (one line naming the option) a size outside :data:`SIZE_LIMITS`; None passes."""
+    for name, value in values.items():
+        low, high = SIZE_LIMITS[name]
+        check_size("--" + name.replace("_", "-"), value, minimum=low, maximum=high)

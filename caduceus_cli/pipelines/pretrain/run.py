@@ -97,6 +97,9 @@ def _open_run(out_dir: str | None, resume: str | None) -> tuple[Path, dict | Non
         if (run_dir / RUN_FILE).is_file():
             raise CaduceusError(f"{run_dir}: already holds a pretraining run: continue it with --resume {run_dir} "
                                 "or choose another -o folder")
+        if run_dir.exists() and not (run_dir.is_dir() and not any(run_dir.iterdir())):
+            raise CaduceusError(f"{run_dir}: already exists{' and is not empty' if run_dir.is_dir() else ''}: a new "
+                                "run needs a new (or empty) -o folder")
         return run_dir, None
     if not (run_dir / RUN_FILE).is_file():
         raise CaduceusError(f"{run_dir}: not a pretraining run folder (no {RUN_FILE}); nothing to resume")

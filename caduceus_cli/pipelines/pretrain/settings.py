@@ -5,11 +5,11 @@ Light on purpose (no numpy, no torch): the command line builds its help text fro
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 from ...errors import CaduceusError
+from ...limits import MAX_BASES, MAX_BATCH, MAX_COUNT, check_real, check_size
 
 # -- the objective, as in the Caduceus / BERT recipe -------------------------------------------
 MASK_PROB = 0.15          # fraction of real-base positions chosen as targets
@@ -32,6 +32,15 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 LATEST_FILE = "latest"
 FINAL_DIR = "final"
+
+
+# The ranges of the numeric options (limits.check_size / check_real); d_model and n_layer as a
+# config.json may hold them (model/config.py).
+SIZE_LIMITS = {"d_model": (1, 16384), "n_layer": (1, 512), "seq_len": (1, MAX_BASES), "batch_size": (1, MAX_BATCH),
+               "micro_batch_size": (1, MAX_BATCH), "steps": (1, MAX_COUNT), "warmup": (0, MAX_COUNT),
+               "seed": (0, MAX_COUNT), "valid_windows": (1, MAX_BATCH), "checkpoint_every": (1, MAX_COUNT),
+               "valid_every": (1, MAX_COUNT), "log_every": (1, MAX_COUNT), "keep_checkpoints": (1, MAX_COUNT)}
+REAL_LIMITS = {"lr": {"above": 0.0}, "weight_decay": {"minimum": 0.0}}
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -72,23 +81,13 @@ class PretrainSettings:
     def validate(self) -> None:
         if self.variant not in ("ps", "ph"):
             raise CaduceusError(f"--variant must be ps or ph, got {self.variant!r}")
-        for name in ("d_model", "n_layer", "seq_len", "batch_size", "steps", "valid_windows",
-                     "checkpoint_every", "valid_every", "log_every", "keep_checkpoints"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise CaduceusError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.micro_batch_size is not None and self.micro_batch_size <= 0:
-            raise CaduceusError(f"--micro-batch-size must be a positive integer, got {self.micro_batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CaduceusError(f"--lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
-            raise CaduceusError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        for name, (low, high) in SIZE_LIMITS.items():
+            check_size("--" + name.replace("_", "-"), getattr(self, name), minimum=low, maximum=high)
+        for name, limits in REAL_LIMITS.items():
+            check_real("--" + name.replace("_", "-"), getattr(self, name), **limits)
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise CaduceusError(f"--warmup must be between 0 and --steps ({self.steps}), got {self.warmup}")
-        if self.seed < 0:
-            raise CaduceusError(f"--seed must be >= 0, got {self.seed}")
-        if self.max_time is not None and self.max_time <= 0:
-            raise CaduceusError(f"--max-time must be positive, got {self.max_time}")
+        check_real("--max-time", self.max_time, above=0.0)
         if self.intervals and self.valid_contigs:
             raise CaduceusError("give either --intervals (a split BED) or --valid-contigs, not both")
 
@@ -99,9 +98,9 @@ def parse_duration(text: str | float | None) -> float | None:
     if text is None or isinstance(text, (int, float)):
         return None if text is None else float(text)
     s = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", s):
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", s):
         return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([hms])", s)
     if not parts or "".join(n + u for n, u in parts) != s:
         raise CaduceusError(f"--max-time: cannot read {text!r} as a duration (examples: 420, 7m, 1h30m)")
     return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)

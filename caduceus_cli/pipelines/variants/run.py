@@ -62,6 +62,9 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue,
                              llr_method, flank).validate()
+    if tissue is not None and not svm:
+        raise CaduceusError(f"--tissue {tissue} is the tissue of the svm score: give --svm DIR too (a folder from "
+                            "`caduceus finetune svm --use-tissue`)")
     fmt = variant_output_format(output, fmt)
     if regions and regions_file:
         raise CaduceusError("give -r REGIONS or -R FILE, not both")

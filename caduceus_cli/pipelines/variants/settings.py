@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ...errors import CaduceusError
+from ...limits import MAX_BASES, MAX_BATCH, MAX_COUNT, check_size
 
 SCORES = ("llr", "embed_cos", "embed_l2", "svm")
 DEFAULT_SCORES = ("llr", "embed_cos", "embed_l2")
@@ -22,6 +23,9 @@ MISSING_CONTIG = ("error", "skip")
 LLR_METHODS = ("masked", "wt-marginal")
 DEFAULT_FLANK = 128  # wt-marginal: bases of context, at least, on each side of every scored position
 PERCENTILE_SCORES = ("llr", "embed_cos", "embed_l2")  # scores a background (caduceus calibrate) can hold
+# (minimum, maximum) of every size option (limits.check_size); a window holds the REF base and one on each side
+SIZE_LIMITS = {"window": (3, MAX_BASES), "batch_size": (1, MAX_BATCH), "chunk_size": (1, MAX_COUNT),
+               "flank": (0, MAX_BASES)}
 
 
 def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
@@ -56,16 +60,11 @@ class ScoreSettings:
 
     def validate(self) -> "ScoreSettings":
         self.scores = validate_scores(self.scores)
-        if self.window is not None and self.window < 3:
-            raise CaduceusError(f"--window must be at least 3 bp, got {self.window}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CaduceusError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.chunk_size < 1:
-            raise CaduceusError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+        for name in SIZE_LIMITS:
+            low, high = SIZE_LIMITS[name]
+            check_size("--" + name.replace("_", "-"), getattr(self, name), minimum=low, maximum=high)
         if self.llr_method not in LLR_METHODS:
             raise CaduceusError(f"--llr-method must be one of {', '.join(LLR_METHODS)}, got {self.llr_method!r}")
-        if self.flank < 0:
-            raise CaduceusError(f"--flank must be at least 0, got {self.flank}")
         if self.window is not None and self.llr_method == "wt-marginal" and 2 * self.flank >= self.window:
             raise CaduceusError(f"--flank {self.flank} leaves no position to score in a --window of {self.window} bp: "
                                 f"give a flank below {(self.window + 1) // 2}")
