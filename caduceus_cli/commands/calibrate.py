@@ -6,11 +6,11 @@ from typing import Optional
 
 import typer
 
-from ..pipelines.interpret.settings import CALIBRATION_SCORES, CALIBRATION_SITES
+from ..pipelines.interpret.settings import CALIBRATION_SCORES, CALIBRATION_SITES, SIZE_LIMITS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS,
                                            PERCENTILE_SCORES)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def calibrate_command(
@@ -19,18 +19,18 @@ def calibrate_command(
                                "in its metadata."),
     regions_file: Optional[str] = typer.Option(None, "--regions-file", "-R", help="Draw sites only in these BED "
                                                "regions (default: the whole reference)."),
-    n: int = typer.Option(CALIBRATION_SITES, "--n", help="Random sites; each gives 3 SNVs (the other bases)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the draw."),
+    n: int = SizeOption(CALIBRATION_SITES, "--n", limits=SIZE_LIMITS["n"], help="Random sites; each gives 3 SNVs (the other bases)."),
+    seed: int = SizeOption(0, "--seed", limits=SIZE_LIMITS["seed"], help="Seed of the draw."),
     scores: str = typer.Option(",".join(CALIBRATION_SCORES), "--scores", help=f"Comma-separated: "
                                f"{', '.join(PERCENTILE_SCORES)}."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: Optional[int] = typer.Option(None, "--window", help=f"As score-variants' --window (default "
+    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"As score-variants' --window (default "
                                          f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter)."),
     llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help=f"As score-variants': "
                                    f"{', '.join(LLR_METHODS)}."),
-    flank: int = typer.Option(DEFAULT_FLANK, "--flank", help="wt-marginal: as score-variants' --flank."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per forward pass (default "
+    flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="wt-marginal: as score-variants' --flank."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Windows per forward pass (default "
                                              f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,

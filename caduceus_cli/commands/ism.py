@@ -7,10 +7,10 @@ from typing import Optional
 import typer
 
 from ..errors import CaduceusError
-from ..pipelines.interpret.settings import BIGWIG_STATS, ISM_CHUNK, ISM_METHODS, MAX_PLOT_BASES
+from ..pipelines.interpret.settings import BIGWIG_STATS, ISM_CHUNK, ISM_METHODS, MAX_PLOT_BASES, SIZE_LIMITS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def ism_command(
@@ -24,10 +24,10 @@ def ism_command(
                                          "(default masked); a fine-tuned classifier as --model scores classifier."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: Optional[int] = typer.Option(None, "--window", help=f"The model's input around each position (default "
+    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"The model's input around each position (default "
                                          f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter); "
                                          "wt-marginal: the tile length."),
-    flank: int = typer.Option(DEFAULT_FLANK, "--flank", help="wt-marginal: bases of context, at least, on each side "
+    flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="wt-marginal: bases of context, at least, on each side "
                               "of every position."),
     class_label: Optional[str] = typer.Option(None, "--class", help="classifier: the class whose probability change "
                                               "is scored (default: the class predicted for the region)."),
@@ -37,9 +37,9 @@ def ism_command(
                                     "alternative scores at each base."),
     plot: Optional[str] = typer.Option(None, "--plot", help=f"A sequence logo (PNG) of the first method, for one "
                                        f"region of at most {MAX_PLOT_BASES} bp."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per forward pass (default "
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Windows per forward pass (default "
                                              f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
-    chunk_size: int = typer.Option(ISM_CHUNK, "--chunk-size", help="Positions scored together (the unit of --resume; "
+    chunk_size: int = SizeOption(ISM_CHUNK, "--chunk-size", limits=SIZE_LIMITS["chunk_size"], help="Positions scored together (the unit of --resume; "
                                    "rounded up to whole wt-marginal tiles)."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
                                 "an interrupted run from them (same command; another input or option is refused)."),

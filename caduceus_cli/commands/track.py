@@ -6,10 +6,10 @@ from typing import Optional
 
 import typer
 
-from ..pipelines.interpret.settings import TRACK_CHUNK_TILES, TRACK_STATS
+from ..pipelines.interpret.settings import SIZE_LIMITS, TRACK_CHUNK_TILES, TRACK_STATS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, report)
 
 
 def track_command(
@@ -23,13 +23,13 @@ def track_command(
     stat: str = typer.Option("mean-alt-llr", "--stat", help=f"Comma-separated: {', '.join(TRACK_STATS)}."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: Optional[int] = typer.Option(None, "--window", help=f"Tile length: the model's input (default "
+    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"Tile length: the model's input (default "
                                          f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter)."),
-    flank: int = typer.Option(DEFAULT_FLANK, "--flank", help="Bases of context, at least, on each side of every base "
+    flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="Bases of context, at least, on each side of every base "
                               "(tiles overlap by twice this)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Tiles per forward pass (default "
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Tiles per forward pass (default "
                                              f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
-    chunk_tiles: int = typer.Option(TRACK_CHUNK_TILES, "--chunk-tiles", help="Tiles per chunk (the unit of --resume "
+    chunk_tiles: int = SizeOption(TRACK_CHUNK_TILES, "--chunk-tiles", limits=SIZE_LIMITS["chunk_tiles"], help="Tiles per chunk (the unit of --resume "
                                     "and of torchrun sharding)."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
                                 "an interrupted run from them (same command; another input or option is refused)."),

@@ -25,7 +25,7 @@ from ..variants.background import BACKGROUND_KEY, FORMAT_VERSION, PERCENTILE_SCO
 from ..variants.scorer import VariantScorer
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, ScoreSettings
 from .ism_methods import alternatives
-from .settings import CALIBRATION_SCORES, CALIBRATION_SITES
+from .settings import CALIBRATION_SCORES, CALIBRATION_SITES, check_sizes
 from .targets import Target, read_targets
 
 _CHUNK = 128  # sites scored together
@@ -70,8 +70,7 @@ def calibrate(fasta: str, output: str, *, regions_file: str | None = None, n: in
 
     if not str(output).lower().endswith(".parquet"):
         raise CaduceusError(f"{output}: a background is Parquet: end the output name in .parquet")
-    if n < 1:
-        raise CaduceusError(f"--n must be at least 1, got {n}")
+    check_sizes(n=n, seed=seed)
     settings = ScoreSettings(scores, window, batch_size, llr_method=llr_method, flank=flank).validate()
     bad = [s for s in settings.scores if s not in PERCENTILE_SCORES]
     if bad:

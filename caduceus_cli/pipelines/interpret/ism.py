@@ -32,7 +32,7 @@ from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK,
 from . import ism_outputs
 from .ism_methods import CLASSIFIER, ClassifierIsm, LanguageModelIsm, column, substitutions, validate_methods
 from .marginal import TileGrid
-from .settings import ISM_CHUNK
+from .settings import ISM_CHUNK, check_sizes
 from .targets import Target, read_targets
 
 
@@ -54,8 +54,7 @@ def ism(fasta: str, regions: str | None = None, output: str | None = None, *, re
         raise CaduceusError(f"{output}: ism writes Parquet: end the output name in .parquet")
     if resume and output is None:
         raise CaduceusError("--resume needs -o FILE.parquet")
-    if chunk_size < 1:
-        raise CaduceusError(f"--chunk-size must be at least 1, got {chunk_size}")
+    check_sizes(window=window, flank=flank, batch_size=batch_size, chunk_size=chunk_size)
     ism_outputs.check_outputs(output, bigwig, bigwig_stat, plot)
     for path in (output, bigwig, plot):
         refuse_overwriting_inputs(path, fasta, regions)
@@ -138,8 +137,6 @@ def _window(model, window: int | None, is_classifier: bool) -> int:
     trained = trained_length(model)
     if window is None:
         return min(DEFAULT_WINDOW, trained)
-    if window < 3:
-        raise CaduceusError(f"--window must be at least 3 bp, got {window}")
     return window
 
 

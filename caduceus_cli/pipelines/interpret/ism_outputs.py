@@ -141,7 +141,9 @@ def importance_matrix(table: pa.Table, target: Target, method: str) -> np.ndarra
 
 def write_plot(path, table: pa.Table, target: Target, method: str, model) -> None:
     source = getattr(model, "source", {}) or {}
-    title = f"{target.name} ({target.contig}:{target.start + 1:,}-{target.end:,}): ism {method}, {source.get('id', '')}"
+    where = f"{target.contig}:{target.start + 1:,}-{target.end:,}"
+    title = f"{target.name + ' (' + where + ')' if target.name != f'{target.contig}:{target.start + 1}-{target.end}' else where}: " \
+            f"ism {method}, model {source.get('id', '')}"
     plot_logo(importance_matrix(table, target, method), "ACGT", title, path, start=target.start + 1,
               ylabel=_IMPORTANCE[method][1])
 
@@ -173,6 +175,7 @@ def plot_logo(matrix, bases: Sequence[str] | str, title: str, path: str | os.Pat
     ax.set_title(title, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=7)
     ax.set_xlabel("position (1-based)", fontsize=7)
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     figure.tight_layout()
     with atomic_file(path) as tmp, open(tmp, "wb") as stream:
         figure.savefig(stream, format="png")

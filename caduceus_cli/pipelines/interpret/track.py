@@ -36,7 +36,7 @@ from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
 from .bigwig import bigwig, check_bigwig_support
 from .marginal import TileGrid, base_log_probs, tile_logits
-from .settings import TRACK_CHUNK_TILES, TRACK_STATS
+from .settings import TRACK_CHUNK_TILES, TRACK_STATS, check_sizes
 from .targets import Target, merged, read_targets
 
 UNITS = {"logp-ref": "log p(reference base), natural log (nats), over A, C, G, T",
@@ -91,8 +91,7 @@ def write_track(fasta: str, regions: str | None = None, output: str = "track.bw"
     side of a base. Returns a summary (bases, seconds, bases/s, the files)."""
     stats = validate_stats(stats)
     paths = track_paths(output, stats)
-    if chunk_tiles < 1:
-        raise CaduceusError(f"--chunk-tiles must be at least 1, got {chunk_tiles}")
+    check_sizes(window=window, flank=flank, batch_size=batch_size, chunk_tiles=chunk_tiles)
     for path in paths.values():
         refuse_overwriting_inputs(path, fasta, regions)
         check_bigwig_support(path)
