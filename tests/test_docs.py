@@ -54,6 +54,7 @@ NOT_RUN = {
     ("finetune.md", "caduceus finetune classify train.csv -o clf10/"): "trains 10 models (hours on a CPU); torchrun on 8 GPUs",
     ("model-card.md", "caduceus pretrain ../shared/data/genomes/sacCer3.fa.gz"): "needs a GPU",
     ("model-card.md", "caduceus pretrain sacCer3.fa.gz ecoli_K12_MG1655.fa.gz"): "needs a GPU",
+    ("interpret.md", "caduceus track ../shared/data/genomes/hg38_chr2_1-2333275.fa.gz"): "minutes of CPU on ../shared/data",
     ("models.md", "caduceus models info kuleshov-group/"): "downloads a model from the Hugging Face hub",
     ("performance.md", "python benchmarks/model_speed.py --device cuda"): "needs a GPU",
     ("performance.md", "python benchmarks/scan_speed.py --device cuda"): "needs a GPU",
