@@ -133,7 +133,10 @@ def _window(model, window: int | None, is_classifier: bool) -> int:
     from ...model.loading import trained_length
 
     if is_classifier:
-        return 0  # the classifier reads each region whole
+        if window is not None:
+            raise CaduceusError("--window does not apply to a classifier: it reads each region whole (give regions "
+                                "of its input length)")
+        return 0
     trained = trained_length(model)
     if window is None:
         return min(DEFAULT_WINDOW, trained)
