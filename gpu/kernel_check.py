@@ -184,7 +184,7 @@ def train_step():
         rows.append({"model": f"{variant.upper()} 128x4", "batch": 256, "length": 1024, "step_ms": s * 1e3,
                      "Mtok_s": ids.numel() / s / 1e6, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
                      "loss_first_last": [losses[0].item(), losses[-1].item()]})
-        del model, opt
+        model = opt = None  # free the GPU memory before the next variant (step() closes over both)
     return rows
 
 

@@ -38,7 +38,6 @@ def compile_kernel(fn, types: dict, constexprs: dict, div16: list[str], num_warp
 
 def report(k, show_sass=False, show_ttgir=False):
     md = k.metadata
-    ptx_regs = re.findall(r"\.reg \.(\w+) \s*%\w+<(\d+)>", k.asm["ptx"])
     print(f"shared {md.shared}  warps {md.num_warps}")
     ttgir = k.asm["ttgir"]
     layouts = sorted(set(re.findall(r"^#(?:blocked|linear|slice|shared|mma)\w* = .*$", ttgir, re.M)))

@@ -335,7 +335,7 @@ def test_models_info_on_a_pretraining_run_points_to_final(small_ps_dir, tmp_path
     one_error(console("models", "info", run), "a pretraining run folder without a final model yet",
               f"--resume {run}")
     shutil.copytree(small_ps_dir, run / "final")
-    one_error(console("models", "info", run), f"its model is {run / 'final'}")
+    assert console("models", "info", run).returncode == 0  # a finished run stands for its final model
     assert console("models", "info", run / "final").returncode == 0
 
 

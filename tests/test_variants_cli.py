@@ -110,11 +110,11 @@ def test_interrupted_run_leaves_no_output(model_dir, vcf_lines, tmp_path, run_cl
     calls = {"n": 0}
     original = variants.VariantScorer.score
 
-    def interrupted(self, records):
+    def interrupted(self, records, progress=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, records)
+        return original(self, records, progress)
 
     monkeypatch.setattr(variants.VariantScorer, "score", interrupted)
     out = tmp_path / "out.vcf.gz"

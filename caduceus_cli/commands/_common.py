@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import typer
@@ -12,6 +11,7 @@ import typer
 from ..choices import BACKENDS, DEFAULT_MODEL
 from ..errors import CaduceusError
 from ..limits import MAX_COUNT, check_real, check_size
+from ..progress import Progress as Progress, duration as duration  # the one progress, for every command
 
 
 def click_exceptions():
@@ -99,103 +99,3 @@ def report(command: str, sentence: str, summary: dict, *, as_json: bool = False,
         sys.stderr.write(json.dumps(summary, default=str) + "\n")
     elif not quiet:
         sys.stderr.write(f"caduceus: {command}: {sentence}\n")
-
-
-def duration(seconds: float) -> str:
-    """``42s``, ``7m05s``, ``3h02m``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class Progress:
-    """Progress on stderr, driven by the engine's ``progress(n, **fields)`` and ``set_total(n)``:
-    done so far, rate and ETA (when the total is known).
-
-    On a terminal: a rich progress bar. Otherwise (a log file, a cluster job): one line every
-    ``CADUCEUS_PROGRESS_SECONDS`` seconds (default 60; the first at the first report). Nothing with
-    ``quiet``. Shown from the first report only, so that a process that never reports (a torchrun
-    rank other than 0) prints nothing.
-    """
-
-    def __init__(self, description: str, unit: str = "items", quiet: bool = False):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.console = Console(stderr=True)
-        self.quiet = quiet
-        self.enabled = not quiet and self.console.is_terminal
-        self._bar = RichProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, disable=not self.enabled, transient=False,
-        )
-        self.description, self.unit = description, unit
-        self._task = self._bar.add_task(description, total=None, rate="")
-        self._shown = False
-        self.done, self.resumed, self.total = 0, 0, None
-        self._started = self._last_line = None
-        self._interval = self._line_interval()
-
-    @staticmethod
-    def _line_interval() -> float:
-        from ..runtime import env_float
-
-        return env_float("CADUCEUS_PROGRESS_SECONDS", 60.0)
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._shown and self.enabled:
-            self._bar.__exit__(*exc)
-
-    def _show(self) -> None:
-        if not self._shown:
-            self._started = time.monotonic()
-            if self.enabled:
-                self._bar.start()
-            self._shown = True
-
-    def __call__(self, advance: int = 1, resumed: bool = False, **fields) -> None:
-        """``advance`` more done; ``resumed``: done by an earlier, interrupted run (not in the rate)."""
-        self._show()
-        self.done += advance
-        if resumed:
-            self.resumed += advance
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        if self.enabled:
-            speed = self._bar.tasks[0].speed
-            rate = f"{speed:,.1f} {self.unit}/s" if speed else ""
-            self._bar.update(self._task, advance=advance, rate=(rate + " " + extra).strip())
-        elif not self.quiet:
-            self._line(extra)
-
-    def set_total(self, total: int | None) -> None:
-        self.total = total
-        self._show()
-        if self.enabled:
-            self._bar.update(self._task, total=total)
-
-    def _line(self, extra: str) -> None:
-        """``caduceus: scoring: 12,288 of 1,000,000 records (1.2%), 45.1 records/s, ETA 6h05m``."""
-        now = time.monotonic()
-        if self._last_line is not None and now - self._last_line < self._interval:
-            return
-        self._last_line = now
-        elapsed = now - self._started
-        rate = (self.done - self.resumed) / elapsed if elapsed >= 1 else 0.0  # none yet after a fraction of a second
-        text = f"{self.done:,}"
-        if self.total:
-            text += f" of {self.total:,} {self.unit} ({100 * self.done / self.total:.1f}%)"
-            eta = f", ETA {duration((self.total - self.done) / rate)}" if rate > 0 else ""
-        else:
-            text += f" {self.unit}"
-            eta = ""
-        rate_text = f", {rate:,.1f} {self.unit}/s" if rate > 0 else ""
-        sys.stderr.write(f"caduceus: {self.description}: {text}{rate_text}{eta}{'; ' + extra if extra else ''}\n")
-        sys.stderr.flush()

@@ -12,10 +12,16 @@ from ._common import DeviceOption, Progress, QuietOption, SizeOption
 
 
 class TaskProgress(Progress):
-    """One bar reused by every task: each engine call that announces its total starts it afresh."""
+    """One progress reused by every task: each engine call that announces its total starts afresh."""
 
     def set_total(self, total: int | None) -> None:
-        self._bar.reset(self._task, total=total)
+        self.restart(total)
+
+
+def progress_unit(suite: str, protocol: str) -> str:
+    """What the engine counts: fine-tuning steps, the eQTL SVM's variants, else probed sequences."""
+    return "steps" if protocol == "finetune" and suite != "vep-eqtl" else "variants" if suite == "vep-eqtl" \
+        else "sequences"
 
 
 def benchmark_command(
@@ -29,8 +35,8 @@ def benchmark_command(
     tasks: str = typer.Option(None, "--tasks", help="Comma-separated tasks (default: all; with --data, those it holds)."),
     data: str = typer.Option(None, "--data", help="Local copy of the suite's data in the source's own layout "
                              "(nothing is downloaded)."),
-    cache: str = typer.Option(None, "--cache", help="Download cache (default: ~/.cache/caduceus/benchmark; "
-                              "Hugging Face files use the Hugging Face cache)."),
+    cache: str = typer.Option(None, "--cache", help="Download cache (default: $CADUCEUS_CACHE/benchmark or "
+                              "~/.cache/caduceus/benchmark; Hugging Face files use the Hugging Face cache)."),
     baseline: str = typer.Option(None, "--baseline", help="kmer: add a k-mer logistic regression on the same splits."),
     resume: bool = typer.Option(False, "--resume", help="Continue the report in -o: skip tasks that have rows."),
     fasta: str = typer.Option(None, "--fasta", "-f", help="Genome: hg38 for vep-eqtl; for Genomic Benchmarks "
@@ -68,7 +74,7 @@ def benchmark_command(
 
     options = {k: v for k, v in (("lengths", lengths), ("dtypes", dtypes), ("backends", backends),
                                  ("window", window)) if v is not None}
-    with TaskProgress("sequences", unit="items", quiet=quiet) as progress:
+    with TaskProgress("benchmark", unit=progress_unit(suite, protocol), quiet=quiet) as progress:
         rows = run_benchmark(suite, output, model=model, protocol=protocol, tasks=tasks, data=data, cache=cache,
                              baseline=baseline, resume=resume, fasta=fasta, tss=tss, seeds=seeds, epochs=epochs,
                              folds=folds, max_sequences=max_sequences, batch_size=batch_size, device=device,

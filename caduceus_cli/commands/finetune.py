@@ -274,7 +274,7 @@ def probe_command(
                                            f"per forward pass (default: {_R.PROBE_BATCH_SIZE['cpu']} on CPU, "
                                            f"{_R.PROBE_BATCH_SIZE['cuda']} on CUDA)."),
     cache: Optional[str] = typer.Option(None, "--cache", help="Folder of cached features (default: "
-                                        "$CADUCEUS_CACHE or ~/.cache/caduceus-cli, features/ inside)."),
+                                        "$CADUCEUS_CACHE/features or ~/.cache/caduceus/features)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,

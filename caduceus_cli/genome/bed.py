@@ -115,7 +115,7 @@ class BedReader:
 
 
 def count_bed_records(path: str | os.PathLike) -> int | None:
-    """Number of data lines (for a progress bar); None if the file cannot be read."""
+    """Number of data lines (for the progress total); None if the file cannot be read."""
     try:
         return sum(1 for _ in read_lines(path, what=WHAT, skip_track=True))
     except CaduceusError:

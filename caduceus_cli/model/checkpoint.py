@@ -7,6 +7,7 @@ Loading is name by name with shape checks. Nothing is unpickled except through
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import re
@@ -21,6 +22,7 @@ from ..runtime import env_flag
 from .caduceus import CaduceusForMaskedLM, CaduceusForSequenceClassification
 from .config import CaduceusConfig
 
+log = logging.getLogger("caduceus")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # A Hugging Face repository id as the hub accepts it: owner/name, each part 1-96 ASCII letters, digits,
 # '-', '_' or '.', starting and ending with a letter or digit, without '--' or '..'.
@@ -55,9 +57,26 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     if path.exists():
         if not path.is_dir():
             raise CaduceusError(f"{path}: not a folder: a model is a folder with config.json and model.safetensors")
+        path = run_folder_model(path)
         return path, {"id": str(path.resolve()), "revision": None}
     check_hub_id(name, revision)
     return _download(name, revision), {"id": name, "revision": revision}
+
+
+def run_folder_model(folder: Path) -> Path:
+    """A pretraining run folder (``caduceus pretrain -o RUN``) stands for its final model, RUN/final;
+    any other folder is itself. A run without a final model yet is refused, naming what to do."""
+    if not (folder / "run.json").is_file() or (folder / "config.json").is_file():
+        return folder
+    final = folder / "final"
+    if (final / "config.json").is_file():
+        log.info("%s is a pretraining run folder: loading its final model %s", folder, final)
+        return final
+    checkpoints = sorted(folder.glob("checkpoint-*/config.json"), key=lambda p: int(p.parent.name.split("-")[-1])
+                         if p.parent.name.split("-")[-1].isdigit() else -1)
+    latest = f"; its latest checkpoint is {checkpoints[-1].parent}" if checkpoints else ""
+    raise CaduceusError(f"{folder}: a pretraining run folder without a final model yet (the run has not "
+                        f"finished: continue it with caduceus pretrain --resume {folder}){latest}")
 
 
 def check_hub_id(name: str, revision: str | None = None) -> None:
@@ -172,7 +191,10 @@ def load_state_dict_strict(model: CaduceusForMaskedLM, state: dict[str, torch.Te
     """Copy ``state`` into ``model`` name by name; every mismatch is reported, by name."""
     expected = model.state_dict()
     tied = model.tied_parameter_names()
-    missing = [k for k in expected if k not in state and k not in tied]
+    # complement maps are built from config.json, not learned: a file may omit them (a classifier
+    # saved from a PS model has no LM head, so no lm_head.complement_map); present, they must agree
+    derived = {k for k, _ in model.named_buffers() if k.rsplit(".", 1)[-1] == "complement_map"}
+    missing = [k for k in expected if k not in state and k not in tied and k not in derived]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} (model expects {tuple(expected[k].shape)})"
               for k in state if k in expected and state[k].shape != expected[k].shape]

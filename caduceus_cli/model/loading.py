@@ -3,7 +3,6 @@ on the device the runtime resolves; and what a loaded model says about itself.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..choices import DEFAULT_MODEL
@@ -42,24 +41,8 @@ def resolve_model(model: Any = DEFAULT_MODEL, *, device: "str | torch.device | N
 
             model.backend = resolve_backend(backend, next(model.parameters()).device)
         return model.train(train)
-    refuse_run_folder(model)
     loaded = load_model(model, device=resolve_device(device), dtype=dtype, revision=revision, backend=backend)
     return loaded.train(train)
-
-
-def refuse_run_folder(model) -> None:
-    """A pretraining run folder is not a model: point to its final/ model (or latest checkpoint)."""
-    folder = Path(model)
-    if not (folder / "run.json").is_file() or (folder / "config.json").is_file():
-        return
-    if (folder / "final" / "config.json").is_file():
-        raise CaduceusError(f"{folder}: a pretraining run folder, not a model: its model is {folder / 'final'} "
-                            f"(--model {folder / 'final'})")
-    checkpoints = sorted(folder.glob("checkpoint-*/config.json"), key=lambda p: int(p.parent.name.split("-")[-1])
-                         if p.parent.name.split("-")[-1].isdigit() else -1)
-    latest = f"; its latest checkpoint is {checkpoints[-1].parent}" if checkpoints else ""
-    raise CaduceusError(f"{folder}: a pretraining run folder without a final model yet (the run has not "
-                        f"finished: continue it with caduceus pretrain --resume {folder}){latest}")
 
 
 def trained_length(model, default: int = 131072) -> int:

@@ -46,13 +46,11 @@ def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, 
     dist = np.full(len(variants), -1, dtype=np.int64)
     for start in range(0, len(variants), chunk):
         part = variants[start:start + chunk]
-        for j, result in enumerate(scorer.score([v.record for v in part])):
+        for j, result in enumerate(scorer.score([v.record for v in part], progress)):
             if result.features[0] is not None:
                 feats[start + j] = result.features[0]
             if result.tss_distance is not None:
                 dist[start + j] = result.tss_distance
-        if progress:
-            progress(len(part))
     keep = ~np.isnan(feats).any(1) & (dist >= 0)
     return feats, dist, keep
 

@@ -7,18 +7,27 @@ O(batch x channels x length), never x N. The backward recomputes the states chun
 state at each chunk start from a first pass, then CHUNK positions at a time) and walks back once,
 one (sequence, group) per iteration so that dB and dC are summed without races.
 
-Compiled on first use and cached on disk (``cache=True``: beside this file, or numba's user-wide
-cache when the package folder is read-only; set NUMBA_CACHE_DIR to choose the folder).
+Compiled on first use and cached on disk in the user's cache (``caduceus_cli.cache``: NUMBA_CACHE_DIR,
+else ``<cache root>/numba``), never beside this file; without a writable cache it compiles every run.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 
-import numba
 import numpy as np
 import torch
+
+from caduceus_cli.cache import use_numba_cache  # absolute: the same wherever the kernels' folder is
+
+_CACHE = use_numba_cache()  # sets NUMBA_CACHE_DIR, so it must run before numba is imported
+
+import numba  # noqa: E402
+
+if _CACHE and not numba.config.CACHE_DIR:  # numba was imported earlier, before NUMBA_CACHE_DIR was set
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
 CHUNK = 64  # positions whose states the backward holds at once
 # numba's default 'workqueue' threading layer aborts the process when two threads launch parallel
@@ -73,7 +82,7 @@ def _advance(h, dt, du, bt, a2, yv, p, bits, decay):
         h[n] = decay[n] * h[n] + du * bt[n]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@numba.njit(parallel=True, cache=_CACHE, fastmath=_FASTMATH)
 def _forward(u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_bias, softplus):
     """u, delta, z, out: (batch, dim, L) fp32; A: (dim, N); Bt, Ct: (batch, groups, L, N); D, bias: (dim,)."""
     batch, dim = u.shape[0], u.shape[1]
@@ -82,7 +91,7 @@ def _forward(u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_bias, softp
                      softplus)
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=_CACHE, fastmath=_FASTMATH)
 def _forward_job(b, c, u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_bias, softplus):
     length = u.shape[2]
     groups, n_state = Bt.shape[1], A.shape[1]
@@ -119,7 +128,7 @@ def _forward_job(b, c, u, delta, z, A, Bt, Ct, D, bias, out, has_z, has_d, has_b
         out[b, c, t] = y
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@numba.njit(parallel=True, cache=_CACHE, fastmath=_FASTMATH)
 def _backward(dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has_bias, softplus,
               du, ddelta, dz, dA, dBt, dCt, dD, dbias):
     """Gradients of :func:`_forward`; dA, dD, dbias per sequence (summed by the caller)."""
@@ -129,7 +138,7 @@ def _backward(dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has_bias, sof
                       has_bias, softplus, du, ddelta, dz, dA, dBt, dCt, dD, dbias)
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=_CACHE, fastmath=_FASTMATH)
 def _backward_job(b, g, dout, u, delta, z, A, Bt, Ct, D, bias, has_z, has_d, has_bias, softplus,
                   du, ddelta, dz, dA, dBt, dCt, dD, dbias):
     """One (sequence, group): kept out of the parallel loop's body so that numba's parfor pass does

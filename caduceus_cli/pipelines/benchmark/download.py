@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import stat
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from typing import Callable
 
 from ...errors import CaduceusError
 from ...io import atomic_folder
+from ...progress import Progress
 from ...runtime import env_flag, env_str
 
 log = logging.getLogger("caduceus")
@@ -103,28 +103,6 @@ def _check(path: Path, checksum: str | None, url: str) -> None:
                             "was removed, run the command again, or give a verified local copy with --data DIR")
 
 
-class StderrProgress:
-    """Bytes received, on stderr: a line rewritten in place on a terminal, else every 10%."""
-
-    def __init__(self, label: str, total: int | None, start: int = 0):
-        self.label, self.total, self.done = label, total, start
-        self.tty = sys.stderr.isatty()
-        self.last_shown = -1
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.total:
-            tenth = int(10 * self.done / self.total)
-            if self.tty or tenth != self.last_shown:
-                self.last_shown = tenth
-                end = "\r" if self.tty and self.done < self.total else "\n"
-                sys.stderr.write(f"caduceus: downloading {self.label}: {self.done / 1e6:,.1f} / "
-                                 f"{self.total / 1e6:,.1f} MB{end}")
-        elif self.tty:
-            sys.stderr.write(f"caduceus: downloading {self.label}: {self.done / 1e6:,.1f} MB\r")
-        sys.stderr.flush()
-
-
 def _open(url: str, offset: int):
     request = urllib.request.Request(url, headers={"User-Agent": "caduceus-cli"})
     if offset:
@@ -159,7 +137,11 @@ def http_download(url: str, target: str | os.PathLike, *, checksum: str | None =
             start = offset if resumed else 0
             length = response.headers.get("Content-Length")
             total = start + int(length) if length and length.isdigit() else None
-            shown = progress or StderrProgress(target.name, total, start)
+            shown = progress or Progress(f"downloading {target.name}", unit="MB", divisor=1e6)
+            if isinstance(shown, Progress):
+                shown.set_total(total)
+                if start:
+                    shown(start, resumed=True)
             try:
                 with open(part, "ab" if resumed else "wb") as out:
                     while block := response.read(CHUNK):
@@ -167,6 +149,9 @@ def http_download(url: str, target: str | os.PathLike, *, checksum: str | None =
                         shown(len(block))
             except OSError as e:
                 raise CaduceusError(f"{url}: download interrupted ({e}); run the command again to resume") from None
+            finally:
+                if isinstance(shown, Progress):
+                    shown.close()
             if total is not None and part.stat().st_size != total:
                 raise CaduceusError(f"{url}: download incomplete ({part.stat().st_size:,} of {total:,} bytes); "
                                     "run the command again to resume")

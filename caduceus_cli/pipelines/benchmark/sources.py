@@ -16,10 +16,10 @@ Nothing is downloaded when the files are already there. Layouts understood:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...cache import cache_dir as cache_folder
 from ...errors import CaduceusError
 from . import download
 from .registry import Suite, Task
@@ -93,12 +93,8 @@ class TaskFiles:
 
 
 def default_cache() -> Path:
-    """``benchmark/`` of the tool's cache (as the probe's feature cache): ``$CADUCEUS_CACHE``, else
-    ``$XDG_CACHE_HOME/caduceus-cli``, else ``~/.cache/caduceus-cli``."""
-    if os.environ.get("CADUCEUS_CACHE"):
-        return Path(os.environ["CADUCEUS_CACHE"]) / "benchmark"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "caduceus-cli" / "benchmark"
+    """``benchmark/`` of the tool's cache (``caduceus_cli.cache``), beside the probe's features."""
+    return cache_folder("benchmark")
 
 
 def _first(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path | None:

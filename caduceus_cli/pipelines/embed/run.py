@@ -20,6 +20,7 @@ from ... import stopping
 from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...io import check_writable, output_format, provenance, refuse_overwriting_inputs
+from ...progress import advise_on_cpu
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, prefetch, resolve_device, run_sharded, shard_location, torchrun
@@ -110,9 +111,10 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
         metadata = _metadata(loaded, settings, fasta, regions)
         kept = _kept_progress(output, fmt, metadata, settings, fasta, regions, resume)
         source = RegionSource(fasta, regions, settings, stdin=stdin)
+        advise_on_cpu(progress, loaded.device)
         try:
             if set_total is not None and not rt.distributed and regions is not None and str(regions) != "-":
-                _report_total(regions, set_total)
+                _report_total(source, set_total)
             result = _embed(source, Embedder(loaded, settings), rt, output, fmt, metadata, progress, started, kept)
         except (stopping.Stopped, KeyboardInterrupt):
             if kept is not None:
@@ -168,10 +170,15 @@ def _metadata(model, settings: EmbedSettings, fasta, regions) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if v != ""}
 
 
-def _report_total(regions, set_total: Callable[[int], None]) -> None:
-    from ...genome.bed import count_bed_records
+def _report_total(source: RegionSource, set_total: Callable[[int], None]) -> None:
+    """The regions that will be embedded: every BED record, or with --skip-invalid those that pass
+    the checks against the reference (a skipped region must not count in the ETA)."""
+    if source.settings.skip_invalid:
+        total = source.count_valid()
+    else:
+        from ...genome.bed import count_bed_records
 
-    total = count_bed_records(regions)
+        total = count_bed_records(source.regions)
     if total is not None:
         set_total(total)
 
@@ -237,8 +244,9 @@ def _skipped_everywhere(source: RegionSource, rt: Runtime) -> int:
 
 def _warn(source: RegionSource, sink: _Sink, skipped: int) -> None:
     if skipped:
-        log.warning("skipped %d invalid region(s) (--skip-invalid); first: %s", skipped,
-                    "; ".join(source.first_problems))
+        shown = source.first_problems
+        first = f"; the first {len(shown)}:" if len(shown) < skipped else ":"
+        log.warning("skipped %d invalid region(s)%s%s", skipped, first, "".join(f"\n  {p}" for p in shown))
     if sink.padded_rows:
         log.warning("%d region(s) reach past a contig end and were padded with N (column n_padded)", sink.padded_rows)
 

@@ -67,8 +67,9 @@ def plan_bed_region(index: int, region: BedInterval, reference, settings: EmbedS
     if contig is None:
         names = list(reference.contigs)
         shown = ", ".join(names[:5]) + (f" ... ({len(names)} contigs)" if len(names) > 5 else "")
+        skip = "" if settings.skip_invalid else " --skip-invalid skips such regions"
         raise CaduceusError(f"{region.where()}: contig {region.contig!r} is not in {reference.path.name} "
-                            f"(it has {shown}): wrong genome build? --skip-invalid skips such regions")
+                            f"(it has {shown}): wrong genome build?{skip}")
     size = reference.contigs[contig]
     if region.start >= size and (region.length > 0 or region.start > size):
         raise CaduceusError(f"{region.where()}: region {region.contig}:{region.start}-{region.end} starts past "
@@ -123,6 +124,18 @@ class RegionSource:
                 continue
             index += 1
             yield job
+
+    def count_valid(self) -> int:
+        """The BED regions that pass the checks against the reference, that is those that will be
+        embedded (a separate pass over the file; nothing is counted as skipped)."""
+        count = 0
+        for region in BedReader(self.regions, skip_invalid=True):
+            try:
+                plan_bed_region(count, region, self.reference, self.settings)
+            except CaduceusError:
+                continue
+            count += 1
+        return count
 
     def _record_jobs(self) -> Iterator[Job]:
         from ...genome.fasta import read_fasta_records

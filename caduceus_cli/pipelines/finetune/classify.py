@@ -22,6 +22,7 @@ from ...errors import CaduceusError
 from ...io import refuse_overwriting_inputs
 from ...model.checkpoint import TASKS, new_classifier, save_model
 from ...model.loading import resolve_model
+from ...progress import advise_on_cpu
 from ...runtime import torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
@@ -177,6 +178,7 @@ class _Job:
         completed = list(saved["completed"]) if saved else []
         chosen = {"index": saved.get("chosen_index"), "metric": saved.get("chosen_metric"),
                   "state": load_weights(resume_dir, "chosen")} if saved else {"index": None, "metric": None, "state": None}
+        advise_on_cpu(self.progress, self.runtime.device)
         if self.progress is not None and hasattr(self.progress, "set_total"):
             per_step = self.options["batch_size"]
             self.progress.set_total(self.options["epochs"] * sum(-(-len(p.train) // per_step) for p in self.plans))

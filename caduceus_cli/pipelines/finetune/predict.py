@@ -29,6 +29,7 @@ from ...errors import CaduceusError
 from ...genome.labeled import iter_records
 from ...io import atomic_file, check_writable, is_special, open_output, provenance, refuse_overwriting_inputs
 from ...limits import MAX_BATCH, check_size
+from ...progress import advise_on_cpu
 from ...runtime import env_int, run_sharded, torchrun
 from .data import tokenize_split
 from ..inference import predict_logits
@@ -81,7 +82,7 @@ class _Predictor:
     def __call__(self, chunk: list) -> pa.RecordBatch:
         tokens = tokenize_split([r.sequence for r in chunk], np.zeros(len(chunk)), self.head["max_length"])
         self.truncated += tokens.truncated
-        logits = predict_logits(self.model, tokens.tokens, self.batch_size)
+        logits = predict_logits(self.model, tokens.tokens, self.batch_size, progress=self.progress)
         outputs = outputs_from_logits(self.head["task"], logits)
         columns = {"name": [r.name for r in chunk]}
         if self.head["task"] == "regression":
@@ -91,8 +92,6 @@ class _Predictor:
             columns["prediction"] = [names[i] for i in outputs.argmax(1)]
             for k, name in enumerate(names):
                 columns[f"prob_{name}"] = outputs[:, k].tolist()
-        if self.progress is not None:
-            self.progress(len(chunk))
         return pa.RecordBatch.from_pydict(columns, schema=self.schema)
 
 
@@ -159,6 +158,7 @@ def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_siz
         schema = _schema(model.head, provenance(model, input=input, task=model.head["task"]))
         size = batch_size or DEFAULT_BATCH.get(runtime.device.type, 64)
         predictor = _Predictor(model, size, schema, progress if runtime.is_main else None)
+        advise_on_cpu(progress, runtime.device)
         records = iter_records(input, fasta=fasta, sequence_column=sequence_column, labels=False)
         first = next(records, None)
         if first is None:  # before any output exists

@@ -15,16 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...cache import cache_dir as cache_folder
 from ...choices import DEFAULT_MODEL, check_pooling
 from ...errors import CaduceusError
 from ...io import atomic_file, refuse_overwriting_inputs
+from ...progress import advise_on_cpu
 from ...model.checkpoint import new_classifier, save_model
 from ...model.loading import resolve_model
 from ...runtime import torchrun
@@ -40,10 +41,8 @@ FEATURES_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """$CADUCEUS_CACHE, else $XDG_CACHE_HOME/caduceus-cli, else ~/.cache/caduceus-cli; features/ inside."""
-    root = os.environ.get("CADUCEUS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caduceus-cli")
-    return Path(root) / "features"
+    """``features/`` of the tool's cache (``caduceus_cli.cache``)."""
+    return cache_folder("features")
 
 
 def features_key(model, tokens: list[np.ndarray], settings: dict) -> str:
@@ -158,6 +157,7 @@ def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=N
     cache_dir = None if cache is False else Path(cache) if cache not in (None, True) else default_cache_dir()
     with torchrun(device) as runtime:
         backbone = resolve_model(model, device=runtime.device, backend=backend, revision=revision)
+        advise_on_cpu(progress, runtime.device)
         settings = {"pooling": pool, "center_width": center_width, "max_length": max_length,
                     "precision": "bf16" if runtime.device.type == "cuda" else "fp32"}
         size = batch_size or R.PROBE_BATCH_SIZE.get(runtime.device.type, 64)

@@ -17,6 +17,7 @@ reverse-complement passes averaged).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -98,20 +99,40 @@ def interval_logits(model, reference, contig: str, start: int, end: int, grid: T
     return logits.reshape(-1, len(BASE_COLUMNS))[offset:offset + end - start]
 
 
-def site_logits(model, reference, sites: Sequence[tuple[str, int]], grid: TileGrid, batch_size: int) -> np.ndarray:
+class TileCache(OrderedDict):
+    """The logits of the last ``size`` tiles read, by (contig, tile): records scored in groups share
+    the tiles at the groups' edges (and repeated sites of unsorted input) without a second pass."""
+
+    def __init__(self, size: int = 64):
+        super().__init__()
+        self.size = size
+
+    def keep(self, key: tuple[str, int], logits: np.ndarray) -> None:
+        self[key] = logits
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def site_logits(model, reference, sites: Sequence[tuple[str, int]], grid: TileGrid, batch_size: int,
+                cache: TileCache | None = None) -> np.ndarray:
     """(n, 5) float32 logits of A, C, G, T, N at each (contig, 0-based position) of ``sites``, in the
-    order given: one pass per tile that holds at least one site (sites may come in any order)."""
+    order given: one pass per tile that holds at least one site (sites may come in any order), none
+    for a tile ``cache`` holds (the tiles read here are added to it)."""
     out = np.zeros((len(sites), len(BASE_COLUMNS)), dtype=np.float32)
     by_contig: dict[str, dict[int, list[int]]] = {}
     for row, (contig, pos0) in enumerate(sites):
         by_contig.setdefault(contig, {}).setdefault(grid.tile_of(pos0), []).append(row)
+    cache = TileCache() if cache is None else cache
     for contig, tiles in by_contig.items():
-        order = sorted(tiles)
-        logits = tile_logits(model, reference, contig, order, grid, batch_size)
-        for t, k in enumerate(order):
-            rows = tiles[k]
+        got = {k: cache[(contig, k)] for k in tiles if (contig, k) in cache}
+        missing = sorted(k for k in tiles if k not in got)
+        for k, logits in zip(missing, tile_logits(model, reference, contig, missing, grid, batch_size)):
+            got[k] = logits
+            cache.keep((contig, k), logits)
+        for k, rows in tiles.items():
             offsets = np.array([sites[r][1] for r in rows]) - grid.core_start(k)
-            out[rows] = logits[t, offsets]
+            out[rows] = got[k][offsets]
     return out
 
 

@@ -22,6 +22,7 @@ from ... import stopping
 from ..._version import __version__
 from ...errors import CaduceusError
 from ...io import command_line, refuse_overwriting_inputs, write_json, writing
+from ...progress import advise_on_cpu
 from ...runtime import Runtime, prefetch, torchrun
 from .checkpoints import (latest_checkpoint, load_trainer_state, prepare_run_folder, remove_unstarted_run,
                           save_checkpoint, save_final, truncate_metrics)
@@ -336,6 +337,7 @@ class TrainingLoop:
             return
         if self.reporting.set_total is not None:
             self.reporting.set_total(self.plan.settings.steps)
+        advise_on_cpu(self.reporting.progress, self.rt.device)
         if self.reporting.progress is not None and self.trainer.step:
             self.reporting.progress(self.trainer.step)
 

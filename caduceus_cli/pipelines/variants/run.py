@@ -23,13 +23,14 @@ from ...genome.regions import parse_regions, read_regions_file
 from ...genome.vcf import VcfReader
 from ...genome.vcf_writer import RecordSink, SortedCheck, check_output, contig_lines, variant_output_format
 from ...io import provenance, refuse_overwriting_inputs
+from ...progress import advise_on_cpu
 from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
 from .background import background_identity, percentile_description, read_background
 from .outputs import chunk_batch, header, info_key, summary, write_batches
-from .scorer import VariantScorer
+from .scorer import EMBEDDING_SCORES, VariantScorer
 from .settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW,
                        ScoreSettings)
 
@@ -80,6 +81,7 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
                                 if vcf == "-" else "--resume works in one process, not under torchrun")
         scorer, meta = _prepare(stack, rt, reader, fasta, model, settings, device=device, dtype=dtype,
                                 backend=backend, revision=revision, tss=tss, svm=svm, background=background)
+        advise_on_cpu(progress, scorer.model.device, _faster_way(settings))
         identity = {k: v for k, v in meta.items() if k != "command"}  # the same run, typed in another order
         progress_kept = ResumableOutput(output, {"command": "score-variants", **identity, "format": fmt,
                                                  **_identity(settings, regions, regions_file)},
@@ -101,6 +103,17 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     _warn_skipped(counts, fasta)
     return summary(counts, time.perf_counter() - started, rank=rt.rank, world_size=rt.world_size, output=output,
                    format=fmt, window=settings.window, batch_size=settings.batch_size)
+
+
+def _faster_way(settings: ScoreSettings) -> str:
+    """What to say when scoring on the CPU will be slow."""
+    gpu = "a CUDA GPU runs it much faster"
+    scores = settings.scores
+    if "llr" in scores and any(s in scores for s in EMBEDDING_SCORES):
+        return f"{gpu}, and --scores llr alone needs a third of the model passes (no embedding windows)"
+    if scores == ("llr",) and settings.llr_method == "masked":
+        return f"{gpu}, and --llr-method wt-marginal scores every SNV of a tile in one pass"
+    return gpu
 
 
 def _open_vcf(stack: contextlib.ExitStack, vcf: str, regions: str | None, regions_file: str | None) -> VcfReader:
@@ -130,9 +143,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
 
     def work(chunk):
         scored_here["records"] += len(chunk)
-        results = scorer.score([rec for _, rec in chunk])
-        if progress is not None:
-            progress(len(chunk))
+        results = scorer.score([rec for _, rec in chunk], progress)
         return chunk_batch(chunk, results, fmt, scorer.output_scores, scorer.tss is not None)
 
     chunks = itertools.islice(_chunks(reader, settings.chunk_size), done, None)

@@ -20,7 +20,7 @@ from ...genome.vcf import VcfRecord
 from ...genome.windows import fetch_window, variant_window
 from ...dna import MASK, VOCAB, encode
 from .. import inference
-from ..interpret.marginal import BASE_COLUMNS, TileGrid, site_logits
+from ..interpret.marginal import BASE_COLUMNS, TileCache, TileGrid, site_logits
 from .settings import DEFAULT_BATCH, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 _BASES_RE = re.compile(r"^[ACGTNacgtn]+$")
@@ -130,6 +130,7 @@ class VariantScorer:
         # the column of a base in the LLR logits: token ids (masked centre) or A..N (wt-marginal)
         self._llr_column = ({b: i for i, b in enumerate(BASE_COLUMNS)} if self.marginal is not None else _TOKEN)
         self.background, self.percentile_scores = None, ()
+        self._tiles = TileCache()  # wt-marginal: the last tiles read, for the groups that share them
 
     @property
     def output_scores(self) -> tuple[str, ...]:
@@ -174,7 +175,36 @@ class VariantScorer:
         return np.concatenate([ids[:c], encode(alt), tail])[:w]
 
     # -- records -------------------------------------------------------------------------------
-    def score(self, records: list[VcfRecord]) -> list[RecordResult]:
+    def score(self, records: list[VcfRecord], progress: Callable[[int], None] | None = None) -> list[RecordResult]:
+        """One result per record, in order. Records go through in groups of ``batch_size`` (a
+        forward batch or two of windows each; with wt-marginal, the records of ``batch_size``
+        tiles) and ``progress(n)`` hears of each group as it finishes."""
+        results: list[RecordResult] = []
+        for group in self._groups(records):
+            results += self._score_group(group)
+            if progress is not None:
+                progress(len(group))
+        return results
+
+    def _groups(self, records: list[VcfRecord]):
+        size = self.settings.batch_size
+        if self.marginal is None:
+            for start in range(0, len(records), size):
+                yield records[start:start + size]
+            return
+        group: list[VcfRecord] = []
+        tiles: set[tuple[str, int]] = set()
+        for rec in records:
+            tile = (rec.chrom, self.marginal.tile_of(max(rec.pos - 1, 0)))
+            if tile not in tiles and len(tiles) == size:
+                yield group
+                group, tiles = [], set()
+            group.append(rec)
+            tiles.add(tile)
+        if group:
+            yield group
+
+    def _score_group(self, records: list[VcfRecord]) -> list[RecordResult]:
         windows = _Windows()
         results, plans = [], []
         for rec in records:
@@ -183,7 +213,8 @@ class VariantScorer:
             plans.append(plan)
         logits = None
         if windows.masked and self.marginal is not None:
-            logits = site_logits(self.model, self.reference, windows.masked, self.marginal, self.settings.batch_size)
+            logits = site_logits(self.model, self.reference, windows.masked, self.marginal, self.settings.batch_size,
+                                 self._tiles)
         elif windows.masked:
             logits = self.centre_logits(np.stack(windows.masked))
         emb = self.embeddings(np.stack(windows.plain)) if windows.plain else None
