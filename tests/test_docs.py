@@ -68,6 +68,7 @@ NOT_RUN = {
     ("performance.md", "python benchmarks/model_speed.py --device cpu"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/variants_speed.py --model bundled --device cpu"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/memory_scaling.py"): "a measurement: about an hour of CPU",
+    ("performance.md", "python benchmarks/interpret_speed.py dense"): "a measurement: minutes to an hour of CPU",
     ("pretrain.md", "caduceus pretrain sacCer3.fa.gz ecoli_K12_MG1655.fa.gz"): "needs one or several GPUs",
     ("pretrain.md", "A=\"$G/sacCer3.fa.gz"): "needs two GPUs",
     ("reliability.md", "CADUCEUS_FUZZ_EXAMPLES=15000"): "a fuzzing campaign: minutes to hours",
