@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import math
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
