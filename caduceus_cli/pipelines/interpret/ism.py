@@ -26,6 +26,7 @@ from ... import stopping
 from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...io import provenance, refuse_overwriting_inputs
+from ...progress import advise_on_cpu
 from ...resume import ResumableOutput
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
@@ -78,6 +79,9 @@ def ism(fasta: str, regions: str | None = None, output: str | None = None, *, re
         else:
             scorer = LanguageModelIsm(loaded, reference, methods, window, flank, batch)
         step = _chunk_step(methods, window, flank, chunk_size)
+        faster = ("a CUDA GPU runs it much faster" + (", and --method wt-marginal reads a whole tile per pass"
+                                                     if set(methods) & {"masked", "embedding"} else ""))
+        advise_on_cpu(progress, loaded.device, faster)
         meta = provenance(loaded, methods=",".join(methods), window=window if not is_classifier else None,
                           flank=flank if "wt-marginal" in methods else None, reference=fasta, regions=regions or region,
                           class_label=class_label)

@@ -30,6 +30,7 @@ from ...choices import DEFAULT_MODEL
 from ...dna import A, T, encode
 from ...errors import CaduceusError
 from ...io import provenance, refuse_overwriting_inputs
+from ...progress import advise_on_cpu
 from ...resume import ResumableOutput
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
@@ -107,6 +108,8 @@ def write_track(fasta: str, regions: str | None = None, output: str = "track.bw"
                                backend=backend, revision=revision)
         window = window or min(DEFAULT_WINDOW, trained_length(loaded))
         grid = TileGrid(window, flank)
+        advise_on_cpu(progress, loaded.device, "a CUDA GPU runs it much faster; under torchrun the tiles are shared "
+                                                "between processes")
         batch = batch_size or (DEFAULT_BATCH if loaded.device.type == "cuda" else DEFAULT_BATCH_CPU)
         meta = provenance(loaded, window=window, flank=flank, reference=fasta, regions=regions or region)
         kept = ResumableOutput(paths[stats[0]], {"command": "track", **{k: v for k, v in meta.items() if k != "command"},
