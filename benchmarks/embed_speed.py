@@ -104,7 +104,7 @@ def run(args) -> dict:
     try:
         out = Path(args.output) if args.output else Path(tmp) / "embeddings.parquet"
         opts = dict(model=model, batch_size=args.batch_size, pool=args.pool, rc=not args.no_rc,
-                    max_length=args.max_length)
+                    max_length=args.max_length, context=args.context)
         if args.warmup:
             embed_regions(args.genome, warm_bed, Path(tmp) / "warmup.parquet", **opts)
         if args.device.startswith("cuda"):
@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--tmpdir", default=None)
     parser.add_argument("--max-length", type=int, default=None,
                         help="embed regions up to this length without tiling (default: the model's trained length)")
+    parser.add_argument("--context", type=int, default=None, help="the model reads this many bp around each "
+                        "region (embed --context); tokens/s still counts region bases")
     parser.add_argument("--json", default="embed_speed.json", help="write the results here")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two Parquet outputs and exit")
     parser.add_argument("--atol", type=float, default=2e-2, help="--compare tolerance (bf16 on GPU: 2e-2)")

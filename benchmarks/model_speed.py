@@ -9,6 +9,8 @@
 so that every implementation runs the same one; without it, batch = --tokens-per-batch // length.
 --official FOLDER times the official kuleshov-group/caduceus modeling code instead (FOLDER holds its
 ``caduceus/`` package; it needs mamba-ssm and transformers), built from the same configuration.
+--kernels old,new times each kernel set of ``caduceus_cli.model.kernels.versions`` in turn on the
+same model and inputs (the Triton backend's old and new paths side by side).
 
 Weights are random (speed does not depend on them). Each row: warm-up, then the median of
 --repeats timed forward passes (CUDA events on GPU). Peak memory: torch.cuda.max_memory_allocated
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM  # noqa: E402
 from caduceus_cli.model.kernels.scan import BACKENDS, resolve_backend  # noqa: E402
+from caduceus_cli.model.kernels.versions import using_kernels  # noqa: E402
 from caduceus_cli.pipelines.benchmark.speed import forward_speed  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
@@ -84,7 +87,8 @@ def _row(model, length, batch, backend, variant, d_model, n_layer, args) -> dict
     device = torch.device(args.device)
     if backend != "official":
         model.backend = backend
-    row = {"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch, "backend": backend}
+    row = {"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch, "backend": backend,
+           "kernels": args.kernel_set}
     try:
         result = forward_speed(model, length, batch, args.dtype if device.type == "cuda" else "fp32",
                                args.repeats, args.warmup)
@@ -114,6 +118,8 @@ def main(argv=None):
     ap.add_argument("--tokens-per-batch", type=int, default=262144, help="batch = max(1, this // length)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--kernels", default="new", help="kernel sets to time in turn, separated by commas: old, new "
+                    "or VAR=VALUE pairs joined by '+' (see caduceus_cli/model/kernels/versions.py)")
     ap.add_argument("--json", help="write rows to this JSON file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -131,16 +137,20 @@ def main(argv=None):
         for length in map(int, args.lengths.split(",")):
             batch = args.batch or max(1, args.tokens_per_batch // length)
             for backend in backends:
-                rows.append(_row(model, length, batch, backend, variant, d_model, n_layer, args))
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                for kernels in args.kernels.split(","):
+                    args.kernel_set = kernels
+                    with using_kernels(kernels):
+                        rows.append(_row(model, length, batch, backend, variant, d_model, n_layer, args))
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         del model
-    print(f"{'model':<12}{'length':>8}{'batch':>7}{'backend':>10}{'dtype':>6}{'Mtok/s':>9}{'peak GiB':>10}")
+    print(f"{'model':<12}{'length':>8}{'batch':>7}{'backend':>10}{'kernels':>9}{'dtype':>6}{'Mtok/s':>9}"
+          f"{'peak GiB':>10}")
     for r in rows:
+        head = f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>10}{r['kernels']:>9}"
         if "error" in r:
-            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>10}  {r['error']}")
+            print(f"{head}  {r['error']}")
         else:
-            print(f"{r['model']:<12}{r['length']:>8}{r['batch']:>7}{r['backend']:>10}{r['dtype']:>6}"
-                  f"{r['tokens_per_s'] / 1e6:>9.3f}{r['peak_memory_gib']:>10.2f}")
+            print(f"{head}{r['dtype']:>6}{r['tokens_per_s'] / 1e6:>9.3f}{r['peak_memory_gib']:>10.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

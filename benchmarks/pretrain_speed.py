@@ -7,6 +7,7 @@ background ``batch_stream`` through ``runtime.prefetch``, masking and RC augment
     python benchmarks/pretrain_speed.py                       # PS and Ph, 128 x 4, 1,024 bp, batch 256
     python benchmarks/pretrain_speed.py --variant ps --steps 50 --json out.json
     python benchmarks/pretrain_speed.py --backend mamba-ssm      # the same with mamba-ssm's kernels
+    python benchmarks/pretrain_speed.py --kernels old,new        # the Triton kernels' old and new paths
     torchrun --nproc-per-node 2 benchmarks/pretrain_speed.py  # global batch split over 2 GPUs
 
 Prints a table and one JSON document (rank 0 only under torchrun).
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caduceus_cli.model.kernels.scan import BACKENDS, resolve_backend  # noqa: E402
+from caduceus_cli.model.kernels.versions import using_kernels  # noqa: E402
 from caduceus_cli.pipelines.pretrain import (RC_AUGMENT_PROB, GenomeSet, Trainer, WindowSampler,  # noqa: E402
                                              batch_stream, default_micro_batch, new_model, split_regions)
 from caduceus_cli.runtime import prefetch, torchrun  # noqa: E402
@@ -101,6 +103,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="triton (default on GPU), mamba-ssm (alias cuda), torch, numba (default on CPU)")
+    p.add_argument("--kernels", default="new", help="kernel sets to time in turn, separated by commas: old, new "
+                   "or VAR=VALUE pairs joined by '+' (see caduceus_cli/model/kernels/versions.py)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON here")
     args = p.parse_args()
 
@@ -120,13 +124,17 @@ def run(args, rt) -> None:
         regions = np.array([[0, data.total]], dtype=np.int64)
         source = "random bases"
     try:
-        results = [bench_variant(v, args, rt, data, regions) for v in args.variant]
+        results = []
+        for v in args.variant:
+            for kernels in args.kernels.split(","):
+                with using_kernels(kernels):
+                    results.append({**bench_variant(v, args, rt, data, regions), "kernels": kernels})
     finally:
         data.close()
     if rt.rank != 0:
         return
     cols = ["variant", "processes", "global_batch", "micro_batch", "precision", "tokens_per_s", "step_ms",
-            "peak_memory_gib_per_gpu", "backend"]
+            "peak_memory_gib_per_gpu", "backend", "kernels"]
     print(f"# data: {source}; device: {results[0]['device']}")
     print("  ".join(f"{c:>22}" for c in cols))
     for r in results:

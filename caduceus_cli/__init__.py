@@ -29,6 +29,7 @@ _LAZY = {
     "finetune_classifier": "pipelines.finetune.classify",
     "fit_probe": "pipelines.finetune.probe",
     "predict": "pipelines.finetune.predict",
+    "plot_logo": "pipelines.interpret.logo",
     "read_labeled_sequences": "genome.labeled",
     "LabeledSequences": "genome.labeled",
     "load_classifier": "model.checkpoint",

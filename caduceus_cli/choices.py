@@ -22,3 +22,11 @@ def check_pooling(pool: str, *, per_position: bool = False) -> str:
     if pool not in choices:
         raise CaduceusError(f"--pool must be one of {', '.join(choices)}, got {pool!r}")
     return pool
+
+
+# Attribution methods of `predict --attribute` (pipelines/finetune/attribute.py), and its logos:
+# how many (--plot-top) and the longest sequence drawn (a wider logo is unreadable).
+ATTRIBUTIONS = ("ism", "saliency")
+PLOT_TOP = 5
+PLOT_TOP_MAX = 1000
+PLOT_MAX_BASES = 500

@@ -6,8 +6,11 @@
     python gpu/kernel_profile.py ps:256x16 1536 64 forward mamba-ssm   # 5th argument: the backend
 
 Also prints the wall time of the profiled call and the summed kernel time, which tells whether the
-GPU is kept busy (kernel time close to wall time) or waits for the Python side to launch work.
+GPU is kept busy (kernel time close to wall time) or waits for the Python side to launch work, and
+one line ``SHARES {json}``: the kernel time by kind (scan, matmul, conv, norm, flips, other).
 """
+import json
+import re
 import sys
 import time
 
@@ -56,3 +59,14 @@ kernel_us = sum(e.self_device_time_total for e in prof.key_averages())
 print(f"{variant}:{size} L={length} B={batch} {mode} backend={backend}: wall {wall * 1e3:.1f} ms, kernels {kernel_us / 1e3:.1f} ms, "
       f"{batch * length / wall / 1e6:.3f} M tokens/s")
 print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=70))
+KINDS = [("scan", r"_scan_|chunk_carry"), ("matmul", r"nvjet|gemm|cutlass|xmma|sm90_|ampere_|cublas"),
+         ("conv", r"_conv_"), ("norm", r"norm"), ("flips", r"flip"), ("other", r".")]
+shares = {kind: 0.0 for kind, _ in KINDS}
+for e in prof.key_averages():
+    if e.self_device_time_total > 0:
+        kind = next(k for k, pattern in KINDS if re.search(pattern, e.key))
+        shares[kind] += e.self_device_time_total / 1e3
+print("SHARES " + json.dumps({"config": f"{variant}:{size} L={length} B={batch} {mode}", "wall_ms": round(wall * 1e3, 1),
+                              "kernel_ms": round(kernel_us / 1e3, 1), "tokens_per_s": round(batch * length / wall),
+                              "ms": {k: round(v, 2) for k, v in shares.items()},
+                              "share": {k: round(v / max(kernel_us / 1e3, 1e-9), 3) for k, v in shares.items()}}))

@@ -59,10 +59,12 @@ def test_vep_eqtl_suite_reports_auroc_per_bucket_and_seed(eqtl_data, small_ps_di
         assert row["value"] == row["metrics"]["auroc"] and row["n"] == {"train": 48, "test": 48}
         assert row["evaluation"].startswith("test: chromosomes 9 and 10") and row["recipe"]["use_tissue"]
         assert len(row["model_sha256"]) == 64
+        assert (row["context"], row["window"], row["features"]) == (32, 32, "paper")  # a model without a trained length
     lines = (out / "results.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == json.loads(json.dumps(rows))
     summary = (out / "summary.md").read_text()
     assert "| eqtl_0-30kbp | AUROC |" in summary and "0.673" in summary and "ZJ4433MR" in summary
+    assert "context shorter than the paper's 131,072 bp around the variant: eqtl_0-30kbp, eqtl_30-100kbp" in summary
     assert (out / "summary.png").stat().st_size > 0
     again = run_benchmark("vep-eqtl", out, model=str(small_ps_dir), data=eqtl_data, resume=True,
                           fasta=str(eqtl_data / "genome.fa"), tss=str(eqtl_data / "tss.bed"), seeds=2, window=32,

@@ -429,3 +429,81 @@ def test_triton_inference_reusing_buffers_gives_the_same_bits(variant):
     b = torch.randn(3, 64, 500, device="cuda").to(torch.bfloat16).transpose(1, 2)
     want = flip_add(a, b)
     assert torch.equal(flip_add_(a, b), want) and torch.equal(a, want)
+
+
+# -- the second versions of the kernels (issue 19) and their switches ------------------------------
+
+
+@needs_triton
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_triton_backward_versions_match_reference(version, monkeypatch):
+    """CADUCEUS_SCAN_BWD=1 (one thread per channel) and 2 (two; the default) on the same inputs,
+    an odd length and uneven channel blocks, against float64."""
+    monkeypatch.setenv("CADUCEUS_SCAN_BWD", version)
+    st = triton_kernels()
+    args = _cuda(mixer_layout(2, 2, 80, 333, seed=7))
+    w = torch.randn(args[0].shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(1))
+    y, got = _scan_grads(st.selective_scan_triton, args, w)
+    ref, want = _scan_grads(selective_scan_reference, [a.cpu() for a in args], w.cpu())
+    for name, a, b in zip(NAMES, got, want):
+        assert rel_err(a.cpu(), b) < 1e-4, (version, name, rel_err(a.cpu(), b))
+
+
+@needs_triton
+@pytest.mark.parametrize("knobs", [{"CADUCEUS_BWD2_WSUM": "0"},
+                                   {"CADUCEUS_BWD2_KEEP_DECAY": "0", "CADUCEUS_BWD2_MAXNREG": "168"},
+                                   {"CADUCEUS_BWD2_WARPS": "8", "CADUCEUS_BWD2_CKPT": "64"}])
+def test_triton_backward_v2_knobs_match_the_default(knobs, monkeypatch):
+    """Every tuning knob of the second backward computes the default's gradients (fp32)."""
+    st = triton_kernels()
+    args = _cuda(mixer_layout(2, 2, 160, 500, seed=8))
+    w = torch.randn(args[0].shape, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(2))
+    _, want = _scan_grads(st.selective_scan_triton, args, w)
+    for key, value in knobs.items():
+        monkeypatch.setenv(key, value)
+    _, got = _scan_grads(st.selective_scan_triton, args, w)
+    for name, a, b in zip(NAMES, got, want):
+        assert rel_err(a, b) < 1e-5, (knobs, name, rel_err(a, b))
+
+
+@needs_triton
+@pytest.mark.parametrize("length,dtype", [(1536, torch.bfloat16), (40000, torch.float32), (333, torch.float32)])
+def test_triton_scan_and_conv_from_the_end_match_flipped_references(length, dtype):
+    """reverse=True (the sequence read from its last position, no copies) equals flipping inputs and
+    output, for the scan (one chunk and time-chunked) and the convolution."""
+    from caduceus_cli.model.kernels.conv_triton import causal_conv1d_triton
+    from caduceus_cli.model.kernels.scan import causal_conv1d_torch
+
+    st = triton_kernels()
+    args = _cuda(mixer_layout(1, 1, 128, length, dtype=dtype, seed=length))
+    args[3], args[4] = args[3][:, 0], args[4][:, 0]
+    with torch.no_grad():
+        y = st.selective_scan_triton(*args, delta_softplus=True, reverse=True)
+        flipped = [a.flip(-1) if i in (0, 1, 3, 4, 6) else a for i, a in enumerate(args)]
+        want = selective_scan_torch(*flipped, delta_softplus=True).flip(-1)
+        assert rel_err(y, want) < (1e-2 if dtype == torch.bfloat16 else 1e-5)
+        w, b = torch.randn(128, 4, device="cuda"), torch.randn(128, device="cuda")
+        out = causal_conv1d_triton(args[0], w, b, True, reverse=True)
+        ref = causal_conv1d_torch(args[0].double().flip(-1), w.double(), b.double(), "silu").flip(-1)
+        assert rel_err(out, ref) < (1e-2 if dtype == torch.bfloat16 else 1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", ["ps", "ph"])
+def test_triton_inference_without_flips_matches_the_flipping_path(variant, monkeypatch):
+    """CADUCEUS_INFER=2 (reverse direction read from the end, out_proj rows summed in the matmul)
+    against 1 (flipped copies), fp32 and bf16 autocast, at 1,536 bp and time-chunked 40 kbp; and
+    the old and new long-sequence forward (CADUCEUS_SCAN_FWD) and convolution (CADUCEUS_CONV)."""
+    torch.manual_seed(0)
+    model = CaduceusForMaskedLM(CaduceusConfig.small(variant, 128, 2)).cuda().eval()
+    model.backend = "triton"
+    for length, batch in ((1536, 3), (40000, 1)):
+        ids = torch.randint(7, 11, (batch, length), device="cuda")
+        for autocast, tol in ((False, 1e-5), (True, 2e-2)):
+            outs = []
+            for version in ("1", "2"):
+                for var in ("CADUCEUS_INFER", "CADUCEUS_SCAN_FWD", "CADUCEUS_CONV"):
+                    monkeypatch.setenv(var, version)
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    outs.append(model(ids, compute_logits=False).last_hidden_state.float())
+            assert rel_err(outs[1], outs[0]) < tol, (length, autocast, rel_err(outs[1], outs[0]))

@@ -129,7 +129,8 @@ def test_train_svm_end_to_end_and_score_with_it(model, tmp_path, monkeypatch):
     tss = derived_tss_bed(tmp_path / "z_tss.bed")
     labeled = labeled_snvs(tmp_path / "labeled.tsv", 60)
     out = tmp_path / "svm"
-    report = train_svm(str(labeled), FA, str(tss), str(out), model=model, window=W, n_train=80, batch_size=32)
+    report = train_svm(str(labeled), FA, str(tss), str(out), model=model, window=W, n_train=80, batch_size=32,
+                       features="mean")
     fitted = {k: b for k, b in report["buckets"].items() if "skipped" not in b}
     assert "0-30kbp" in fitted
     for b in fitted.values():

@@ -54,7 +54,13 @@ def benchmark_command(
                                 "CPU 1024)."),
     dtypes: str = typer.Option(None, "--dtypes", help="speed: fp32 and/or bf16 (default: GPU bf16, CPU fp32)."),
     backends: str = typer.Option(None, "--backends", help=f"speed: comma-separated selective-scan backends ({', '.join(BACKENDS)}; default auto)."),
-    window: int = SizeOption(None, "--window", minimum=3, maximum=MAX_BASES, help="vep-eqtl: window (bp) centred on the variant (default 1536)."),
+    window: int = SizeOption(None, "--window", minimum=3, maximum=MAX_BASES, help="vep-eqtl: positions (bp) around "
+                             "the variant averaged into its features (default 1536)."),
+    context: int = SizeOption(None, "--context", minimum=3, maximum=MAX_BASES, help="vep-eqtl: bases the model reads "
+                              "around each variant (default: the model's trained length, 131,072 for the 131k "
+                              "checkpoints)."),
+    features: str = typer.Option(None, "--features", help="vep-eqtl: paper (default; the official "
+                                 "vep_embeddings.py features) or mean (strand-averaged window mean)."),
     device: str = DeviceOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -73,7 +79,7 @@ def benchmark_command(
             sys.stderr.write(f"caduceus: benchmark: {message}\n")
 
     options = {k: v for k, v in (("lengths", lengths), ("dtypes", dtypes), ("backends", backends),
-                                 ("window", window)) if v is not None}
+                                 ("window", window), ("context", context), ("features", features)) if v is not None}
     with TaskProgress("benchmark", unit=progress_unit(suite, protocol), quiet=quiet) as progress:
         rows = run_benchmark(suite, output, model=model, protocol=protocol, tasks=tasks, data=data, cache=cache,
                              baseline=baseline, resume=resume, fasta=fasta, tss=tss, seeds=seeds, epochs=epochs,

@@ -27,6 +27,8 @@ def calibrate_command(
     revision: str = RevisionOption,
     window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"As score-variants' --window (default "
                                          f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter)."),
+    context: Optional[int] = SizeOption(None, "--context", limits=SIZE_LIMITS["window"], help="As score-variants' "
+                                        "--context (default: the model's trained length, at least the window)."),
     llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help=f"As score-variants': "
                                    f"{', '.join(LLR_METHODS)}."),
     flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="wt-marginal: as score-variants' --flank."),
@@ -50,11 +52,12 @@ def calibrate_command(
 
     with Progress("calibrate", unit="sites", quiet=quiet) as progress:
         summary = calibrate(fasta, output, regions_file=regions_file, n=n, seed=seed, scores=scores, model=model,
-                            window=window, llr_method=llr_method, flank=flank, batch_size=batch_size, device=device,
+                            window=window, context=context, llr_method=llr_method, flank=flank, batch_size=batch_size, device=device,
                             dtype=dtype, backend=backend, revision=revision, progress=progress,
                             set_total=progress.set_total)
     report("calibrate", f"scored {summary['snvs']:,} SNVs at {summary['sites']:,} random sites "
-                        f"({', '.join(summary['scores'])}, {summary['llr_method']}, window {summary['window']:,} bp) in "
+                        f"({', '.join(summary['scores'])}, {summary['llr_method']}, window {summary['window']:,} bp, context "
+                        f"{summary['context']:,} bp) in "
                         f"{summary['seconds']:,.1f} s -> {summary['output']}", summary, as_json=as_json, quiet=quiet)
 
 

@@ -38,6 +38,9 @@ def embed(
                                                       "conjoining is on by default). No effect on Caduceus-PS."),
     window: Optional[int] = SizeOption(None, "--window", maximum=MAX_BASES, help="Embed N bp centred on each region "
                                        "instead of the region itself (padded with N past contig ends)."),
+    context: Optional[int] = SizeOption(None, "--context", maximum=MAX_BASES, help="The model reads N bases centred "
+                                        "on each region (N-padded past contig ends) and the region's own positions "
+                                        "(or --window's) are pooled (default: the model reads the region itself)."),
     tile: bool = typer.Option(False, "--tile", help="Tile regions longer than --max-length (overlapping tiles, "
                                                     "stitched); without it such regions are refused."),
     tile_overlap: Optional[int] = SizeOption(None, "--tile-overlap", minimum=0, maximum=MAX_BASES,
@@ -75,6 +78,7 @@ def embed(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,
             pool=pool, center_width=center_width, layer=layer, rc=not no_rc, window=window, tile=tile,
             tile_overlap=tile_overlap, max_length=max_length, batch_size=batch_size, max_tokens=max_tokens,
+            context=context,
             fmt=fmt, skip_invalid=skip_invalid, io_threads=io_threads, resume=resume,
             progress=progress, set_total=progress.set_total,
         )

@@ -12,7 +12,7 @@ import typer
 
 from ..choices import POOLINGS
 from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS, SVM_LIMITS
-from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
+from ..pipelines.variants.settings import DEFAULT_WINDOW
 from ._common import (BackendOption, DeviceOption, LabeledFastaOption, ModelOption, Progress, QuietOption,
                       RealOption, ReportJsonOption, RevisionOption, SequenceColumnOption, SizeOption, duration, report)
 
@@ -38,11 +38,18 @@ def svm_command(
     n_train: int = SizeOption(N_TRAIN, "--n-train", limits=SVM_LIMITS["n_train"],
                               help="Training subsample per fit (the paper's value is the default)."),
     window: int = SizeOption(DEFAULT_WINDOW, "--window", limits=SVM_LIMITS["window"],
-                             help="Window (bp) centred on the variant."),
+                             help="Positions (bp) around the variant whose outputs are averaged into its features."),
+    context: Optional[int] = SizeOption(None, "--context", limits=SVM_LIMITS["context"], help="Bases the model reads "
+                                        "around each variant, centred on it (default: the model's trained length "
+                                        "when it declares one, else the window; N-padded past contig ends)."),
+    features: str = typer.Option("paper", "--features", help="paper: the official vep_embeddings.py + vep_svm.ipynb "
+                                 "features (1,537 positions per strand, conjoined per model as the notebook); mean: the "
+                                 "strand-averaged mean over the window."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    batch_size: int = SizeOption(DEFAULT_BATCH, "--batch-size", limits=SVM_LIMITS["batch_size"],
-                                 help="Windows per forward pass."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SVM_LIMITS["batch_size"],
+                                           help="Contexts per forward pass (default: as many as fit the memory budget, "
+                                           "at most 64)."),
     device: str = DeviceOption,
     backend: str = BackendOption,
     as_json: bool = ReportJsonOption,
@@ -51,7 +58,8 @@ def svm_command(
     from ..pipelines.svm import train_svm
 
     with Progress("features", unit="variants", quiet=quiet) as progress:
-        fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, test=test,
+        fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, context=context, features=features,
+                           test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
                            n_train=n_train, batch_size=batch_size, device=device, revision=revision, backend=backend,
                            progress=progress)
@@ -206,9 +214,19 @@ def classify_command(
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train the head alone."),
     select_metric: Optional[str] = typer.Option(None, "--select-metric", help="Validation metric that picks the best "
                                                 "epoch and the saved run. (default: mcc; mse for regression)"),
-    max_length: Optional[int] = SizeOption(None, "--max-length", limits=_SIZES["max_length"], help="Keep the "
-                                           "central N bases of longer sequences (counted in the report). (default: no "
-                                           "limit)"),
+    max_length: Optional[int] = SizeOption(None, "--max-length", "--context", limits=_SIZES["max_length"],
+                                           help="Keep the central N bases of longer sequences (counted in the report); "
+                                           "up to the model's trained length (131,072 for the published "
+                                           "checkpoints). (default: no limit)"),
+    checkpoint_blocks: Optional[bool] = typer.Option(None, "--checkpoint-blocks/--no-checkpoint-blocks",
+                                                     help="Recompute each block in the backward pass instead of "
+                                                     "keeping its activations: the same gradients in far less memory, "
+                                                     "~30% more compute. (default: on when the longest training "
+                                                     f"sequence is over {_R.CHECKPOINT_BLOCKS_ABOVE:,} bp)"),
+    micro_batch_size: Optional[int] = SizeOption(None, "--micro-batch-size", limits=_SIZES["micro_batch_size"],
+                                                 help="Sequences per forward and backward pass; their gradients add up "
+                                                 "to the batch's (the same step in less memory). (default: on a GPU as "
+                                                 "many as fit, by the activation estimate; the whole batch on a CPU)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop cleanly after this wall time (420, 7m, "
                                            "1h30m), leaving a folder that --resume continues."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run stopped by --max-time or a signal (its folder)."),
@@ -238,7 +256,9 @@ def classify_command(
         fasta=fasta, sequence_column=sequence_column, label_column=label_column, rc_aug=rc_aug,
         freeze_backbone=freeze_backbone, select_metric=select_metric, max_length=max_length,
         max_time=parse_duration(max_time), resume=resume, eval_batch_size=eval_batch_size, device=device,
-        backend=backend, progress=progress, **options), output or resume, is_main, as_json=as_json, quiet=quiet)
+        backend=backend, progress=progress, checkpoint_blocks=checkpoint_blocks, micro_batch_size=micro_batch_size,
+        **options), output or resume,
+        is_main, as_json=as_json, quiet=quiet)
 
 
 _PROBE_HELP = (

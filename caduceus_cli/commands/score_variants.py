@@ -23,13 +23,18 @@ def score_variants_command(
     scores: str = typer.Option(",".join(DEFAULT_SCORES), "--scores", help=f"Comma-separated: {', '.join(SCORES)}."),
     model: str = ModelOption,
     revision: str = RevisionOption,
-    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"Window (bp) centred on "
-                                       f"the variant, at most {SIZE_LIMITS['window'][1]:,} (default: "
-                                       f"{DEFAULT_WINDOW:,}, or the model's trained length when shorter, or the "
-                                       "--svm classifier's window)."),
-    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Windows "
+    window: Optional[int] = SizeOption(None, "--window", limits=SIZE_LIMITS["window"], help=f"Positions (bp) around "
+                                       f"the variant pooled by the embedding scores, at most "
+                                       f"{SIZE_LIMITS['window'][1]:,} (default: {DEFAULT_WINDOW:,}, or the model's "
+                                       "trained length when shorter, or the --svm classifier's window)."),
+    context: Optional[int] = SizeOption(None, "--context", limits=SIZE_LIMITS["context"], help="Bases the model reads "
+                                        "around each variant, centred on it, N-padded past contig ends (default: the "
+                                        "--svm classifier's, else the model's trained length when it declares one, "
+                                        "else the window; never shorter than --window). LLR is read at its masked "
+                                        "centre, the embeddings pool its central --window positions."),
+    batch_size: Optional[int] = SizeOption(None, "--batch-size", limits=SIZE_LIMITS["batch_size"], help=f"Contexts "
                                            f"per forward pass (default {DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} "
-                                           "on CPU)."),
+                                           "on CPU, fewer when they do not fit the memory budget)."),
     chunk_size: int = SizeOption(DEFAULT_CHUNK, "--chunk-size", limits=SIZE_LIMITS["chunk_size"],
                                  help="Records read and scored together (bounds memory)."),
     tss: str = typer.Option(None, "--tss", help="TSS annotation (BED of TSS, or GENCODE/Ensembl GTF): adds CADUCEUS_TSS_DIST."),
@@ -74,7 +79,7 @@ def score_variants_command(
 
     with Progress("scoring", unit="records", quiet=quiet) as progress:
         summary = score_variants(
-            vcf, fasta, output, model=model, scores=scores, window=window, batch_size=batch_size,
+            vcf, fasta, output, model=model, scores=scores, window=window, context=context, batch_size=batch_size,
             chunk_size=chunk_size, device=device, dtype=dtype, backend=backend, revision=revision, tss=tss, svm=svm,
             tissue=tissue, strict_ref=strict_ref, missing_contig=missing_contig, fmt=fmt, write_index=write_index,
             regions=regions, regions_file=regions_file, resume=resume, llr_method=llr_method, flank=flank,
@@ -90,7 +95,7 @@ def sentence(summary: dict) -> str:
     where = "stdout" if summary["output"] == "-" else summary["output"]
     text = (f"scored {summary['scored']:,} of {summary['alts']:,} ALT alleles in {summary['records']:,} records "
             f"in {summary['seconds']:,.1f} s ({summary['alts_per_second'] or 0:,.1f}/s, window "
-            f"{summary['window']:,} bp) -> {where}")
+            f"{summary['window']:,} bp, context {summary.get('context') or summary['window']:,} bp) -> {where}")
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary["skipped"].items())
     return text + (f"; skipped {skipped}" if skipped else "")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from .config import CaduceusConfig
 from .mamba import BiMambaWrapper, LayerNorm, RMSNorm, add_norm
@@ -157,9 +158,14 @@ def _mixer_input_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class CaduceusBackbone(nn.Module):
+    """Embeddings, blocks and the final norm. ``checkpoint_blocks``: when gradients are taken, keep
+    only each block's inputs and recompute the block in the backward pass (whole-block gradient
+    checkpointing: the saved activations of every block but one give way to the residual stream)."""
+
     def __init__(self, config: CaduceusConfig, device=None, dtype=None):
         super().__init__()
         self.config = config
+        self.checkpoint_blocks = False
         self.embeddings = CaduceusEmbeddings(config, device, dtype)
         self.layers = nn.ModuleList(CaduceusBlock(config, i, device, dtype) for i in range(config.n_layer))
         norm_cls = RMSNorm if config.rms_norm else LayerNorm
@@ -217,12 +223,18 @@ class CaduceusBackbone(nn.Module):
         streams = [self._output(hidden)] if output_hidden_states else None
         # Without gradients or requested streams nothing else holds the stream tensors, so each block
         # may write its outputs over its inputs (the embeddings' tensor included).
-        reuse = not output_hidden_states and not (torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.parameters()))
+        # (Not when a gradient flows from the embeddings, as attribution asks, even if no weight needs one.)
+        grads = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in self.parameters()))
+        reuse = not output_hidden_states and not grads
+        checkpointed = self.checkpoint_blocks and grads
         for i, layer in enumerate(self.layers):
             if rcps and self.config.fused_add_norm:
                 conjugate = not conjugate
-            hidden, residual = layer(hidden, residual, backend, conjugate=conjugate, reuse_inputs=reuse)
+            if checkpointed:
+                hidden, residual = torch.utils.checkpoint.checkpoint(layer, hidden, residual, backend, conjugate,
+                                                                     False, use_reentrant=False)
+            else:
+                hidden, residual = layer(hidden, residual, backend, conjugate=conjugate, reuse_inputs=reuse)
             if output_hidden_states and i + 1 < len(self.layers):
                 streams.append(self._output((hidden.float() + residual.float()).to(hidden.dtype)))
         norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f

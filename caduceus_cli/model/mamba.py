@@ -211,6 +211,16 @@ def _directions_stacked(hidden: torch.Tensor, directions: list[tuple[Mamba, bool
 
 
 
+def inference_version() -> int:
+    """How a bi-directional layer runs without gradients on the Triton backend: ``CADUCEUS_INFER=1``
+    flips the input and output of the reverse direction (:func:`mamba_flip_sum`, also what every
+    other backend runs: their reverse scans would flip more), 2 (default) reads the sequence from
+    its end instead (:func:`mamba_bidirectional_sum`)."""
+    from ..runtime import env_int
+
+    return env_int("CADUCEUS_INFER", 2, minimum=1)
+
+
 def _inference(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]]) -> bool:
     return not torch.is_grad_enabled() or not (
         hidden.requires_grad or any(p.requires_grad for m, _ in directions for p in m.parameters()))
@@ -274,6 +284,88 @@ def mamba_directions(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]],
     return outs
 
 
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of x runs in (the autocast dtype where autocast is on)."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def _direction_rows(mixer: Mamba, x: torch.Tensor, z: torch.Tensor, tokens_shape: tuple[int, int],
+                    reverse: bool, backend: str, conjugate: bool, out: torch.Tensor, accumulate: bool) -> None:
+    """Inference: one direction of a mixer from its in_proj outputs x, z (d_inner, B*L), read from
+    the last position when ``reverse``; writes (or with ``accumulate`` adds) its output rows
+    (B*L, d_model) into ``out`` in the input's position order. x and z are only read."""
+    b, length = tokens_shape
+    di, r, n = mixer.d_inner, mixer.dt_rank, mixer.d_state
+    dtype = out.dtype
+    u = causal_conv1d(x.view(di, b, length).permute(1, 0, 2), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
+                      activation="silu", backend=backend, reverse=reverse)  # (B, di, L), x's strides
+    u_rows = u.permute(1, 0, 2).reshape(di, b * length)
+    x_dbl = torch.mm(mixer.x_proj.weight.to(dtype), u_rows)  # (r + 2n, B*L)
+    delta = torch.mm(mixer.dt_proj.weight.to(dtype), x_dbl[:r]).view(di, b, length).permute(1, 0, 2)
+    Bm = x_dbl[r:r + n].view(n, b, length).permute(1, 0, 2)
+    Cm = x_dbl[r + n:].view(n, b, length).permute(1, 0, 2)
+    zv = z.view(di, b, length).permute(1, 0, 2)
+    y = selective_scan(u, delta, -torch.exp(mixer.A_log.float()), Bm, Cm, mixer.D.float(), zv,
+                       mixer.dt_proj.bias.float(), delta_softplus=True, backend=backend, out=u, reverse=reverse)
+    del u, delta, x_dbl
+    w_out = mixer.out_proj.weight.to(dtype)
+    if conjugate:
+        w_out = w_out.flip(0)
+    y_rows = y.permute(1, 0, 2).reshape(di, b * length)
+    if accumulate:
+        out.addmm_(y_rows.t(), w_out.t())
+    else:
+        torch.mm(y_rows.t(), w_out.t(), out=out)
+    if mixer.out_proj.bias is not None:
+        out += (mixer.out_proj.bias.flip(0) if conjugate else mixer.out_proj.bias).to(dtype)
+
+
+def _in_proj(mixer: Mamba, tokens: torch.Tensor, conjugate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, z) = in_proj(tokens) as two (d_inner, B*L) tensors; tokens (B*L, d_model)."""
+    w = mixer.in_proj.weight.to(tokens.dtype)
+    if conjugate:
+        w = w.flip(1)
+    di = mixer.d_inner
+    x, z = torch.mm(w[:di], tokens.t()), torch.mm(w[di:], tokens.t())
+    if mixer.in_proj.bias is not None:
+        bias = mixer.in_proj.bias.to(tokens.dtype)
+        x, z = x + bias[:di, None], z + bias[di:, None]
+    return x, z
+
+
+def mamba_bidirectional_sum(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
+                            conjugate: bool = False) -> torch.Tensor:
+    """Inference only: what :func:`mamba_flip_sum` computes, without flipping anything: the
+    reverse-reading direction runs its convolution and scan from the last position of the
+    unflipped sequence (so its output rows come out in the input's order), each direction's
+    out_proj writes (B*L, d_model) rows directly, the second adding into the first's (the sum in
+    the matmul), and with tied in_proj weights the in_proj runs once for both directions."""
+    (first, rev0), (second, rev1) = directions
+    b, length, d = hidden.shape
+    dtype = _matmul_dtype(hidden)
+    total = torch.empty(b, length, d, device=hidden.device, dtype=dtype)
+    shared = (first.in_proj.weight is second.in_proj.weight and first.in_proj.bias is second.in_proj.bias
+              and first.d_inner == second.d_inner)
+    per = _slice_size(hidden, first.d_inner)
+    for s0 in range(0, b, per):
+        piece = hidden[s0:s0 + per]
+        bs = piece.shape[0]
+        tokens = piece.reshape(bs * length, d).to(dtype)
+        rows = total[s0:s0 + bs].view(bs * length, d)
+        x, z = _in_proj(first, tokens, conjugate)
+        if shared:  # the same input, unflipped: the same x and z
+            x2, z2 = x, z
+        else:
+            x2, z2 = _in_proj(second, tokens, conjugate)
+        del tokens
+        _direction_rows(first, x, z, (bs, length), rev0, backend, conjugate, rows, accumulate=False)
+        del x, z
+        _direction_rows(second, x2, z2, (bs, length), rev1, backend, conjugate, rows, accumulate=True)
+        del x2, z2
+    return total
+
+
 def mamba_flip_sum(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str = "auto",
                    conjugate: bool = False) -> torch.Tensor:
     """Inference only: ``outs[0] + outs[1].flip(1)`` for ``outs = mamba_directions(...)`` with a
@@ -325,6 +417,8 @@ class BiMambaWrapper(nn.Module):
             directions = [(fwd, False)] if rev is None else [(fwd, False), (rev, True)]
         if (len(directions) == 2 and self.bidirectional_strategy == "add" and directions[1][1]
                 and not directions[0][1] and _inference(hidden, directions)):
+            if inference_version() == 2 and hidden.is_cuda and resolve_backend(backend, hidden.device) == "triton":
+                return mamba_bidirectional_sum(hidden, directions, backend, conjugate)
             return mamba_flip_sum(hidden, directions, backend, conjugate)
         outs = mamba_directions(hidden, directions, backend, conjugate=conjugate)
         if len(outs) == 1:

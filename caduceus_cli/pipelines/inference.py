@@ -23,6 +23,9 @@ Pooling (``choices.POOLINGS``, one vocabulary everywhere): ``mean``, ``max``, ``
 over a symmetric central window), ``first``/``last`` (each strand's own 5'/3' base); ``none``
 (``choices.PER_POSITION``) keeps one vector per position, where an output can hold it (embed).
 
+Attribution (``predict --attribute saliency``): :func:`gradient_times_input` runs a classifier with a
+gradient from its token embedding (no weight gradient) and adds both strands' terms per base.
+
 Batches hold sequences of one length only: a bi-directional model reads padding too, so a
 sequence's result never depends on the other sequences (:func:`equal_length_batches`). Under
 torchrun :func:`batched` shares the batches between ranks (``runtime.run_sharded``).
@@ -30,7 +33,8 @@ torchrun :func:`batched` shares the batches between ranks (``runtime.run_sharded
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -233,3 +237,82 @@ def predict_logits(model, tokens: Sequence[np.ndarray], batch_size: int, runtime
                        progress=progress)
     finally:
         model.train(was_training)
+
+
+# -- gradients through the token embedding (attribution) -----------------------------------------
+def _attribution_target(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) the output an attribution explains: for a classifier the predicted class's logit minus
+    the mean logit (the part of the logits softmax depends on; half the log-odds for two classes,
+    and defined for a probe, whose binary head is [0, z]); for regression (one output) the value."""
+    if logits.shape[1] == 1:
+        return logits[:, 0]
+    return logits.gather(1, logits.argmax(1, keepdim=True))[:, 0] - logits.mean(1)
+
+
+@contextlib.contextmanager
+def _embedding_leaf(model) -> Iterator[dict]:
+    """Inside: the backbone's token-embedding output is a leaf that requires a gradient (in
+    ``captured["embedding"]``: (S*B, L, d), rows [:B] the forward strand, rows [B:] the RC strand in
+    its own frame) and no parameter does (no weight gradient is computed); restored after."""
+    captured: dict = {}
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+
+    def hook(module, inputs, output):
+        captured["embedding"] = output.detach().requires_grad_(True)
+        return captured["embedding"]
+
+    handle = model.backbone.embeddings.register_forward_hook(hook)
+    try:
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        yield captured
+    finally:
+        handle.remove()
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+
+
+def gradient_times_input(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, K), scores (B, L)) float32 of a classifier on (B, L) ids without padding, in
+    the model's current mode.
+
+    ``scores[b, i]``: gradient x input of base i, the gradient of the attribution target (see
+    :func:`_attribution_target`) with respect to the token embedding's output, dotted with that
+    output (the embedding of the base read there): the one-hot formulation, in which a base's
+    one-hot input feeds the embedding of each strand. Both strands count: the RC strand's row is
+    flipped back onto the forward positions and added, so a sequence and its reverse complement
+    get mirrored scores when the model is strand-invariant (PS, or Ph conjoined).
+    """
+    with _embedding_leaf(model) as captured, torch.enable_grad(), autocast(input_ids.device):
+        logits = model(input_ids)
+        (grad,) = torch.autograd.grad(_attribution_target(logits.float()).sum(), captured["embedding"])
+        rows = (grad.float() * captured["embedding"].float()).sum(-1)  # (S*B, L)
+    batch = input_ids.shape[0]
+    scores = rows[:batch] + rows[batch:].flip(-1) if rows.shape[0] == 2 * batch else rows
+    return logits.detach().float(), scores.detach()
+
+
+def saliency_sequences(model, tokens: Sequence[np.ndarray], batch_size: int,
+                       progress: Callable[..., None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(logits (K,), gradient x input (L,))] of a classifier for every token array, in input order,
+    in eval mode (restored after); batched by length (:func:`gradient_times_input`)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list = [None] * len(tokens)
+    by_length: dict[int, list[int]] = {}
+    for i, t in enumerate(tokens):
+        by_length.setdefault(len(t), []).append(i)
+    try:
+        for length, indexes in by_length.items():
+            def compute(ids: torch.Tensor) -> torch.Tensor:
+                logits, scores = gradient_times_input(model, ids)
+                return torch.cat([logits, scores], dim=1)
+
+            rows = batched([tokens[i] for i in indexes], batch_size, compute, width=model.num_labels + length,
+                           device=device, progress=progress)
+            for i, row in zip(indexes, rows):
+                out[i] = (row[:model.num_labels], row[model.num_labels:])
+    finally:
+        model.train(was_training)
+    return out

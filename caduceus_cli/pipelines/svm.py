@@ -1,8 +1,12 @@
 """The paper's variant-effect SVM (Schiff et al. 2024, vep_svm.ipynb), as an engine function.
 
-Features per ALT allele: the mean over the window of the last-layer embeddings of the reference
-window and of the alternative window, concatenated (2 x d_model), each averaged over the two strands
-(PS: its two strands; Ph: post-hoc conjoining), optionally followed by the tissue (an integer code).
+Features per ALT allele (``features``): ``paper`` (the default) reproduces the official
+``vep_embeddings.py`` + ``vep_svm.ipynb`` features (see ``variants/paper.py``: the model reads the
+whole context, 1,537 positions around the variant are averaged per strand, REF and ALT
+concatenated, forward and RC averaged as the notebook does per model); ``mean``: the mean over the
+window of the last-layer embeddings of the reference and alternative contexts, concatenated
+(2 x d_model), each averaged over the two strands (PS: its two strands; Ph: post-hoc conjoining).
+Either is optionally followed by the tissue (an integer code).
 Separate classifiers per distance-to-TSS bucket [0, 30 kbp), [30, 100 kbp), [100 kbp, inf):
 StandardScaler + SVC (RBF kernel), C in {1, 5, 10}, seeds 1..5, each fit on a training subsample of
 5,000 drawn as the notebook does (``np.random.choice`` after seeding; with replacement when the
@@ -16,6 +20,7 @@ gamma); the decision function is recomputed from those arrays, exactly as scikit
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +36,48 @@ from ..limits import check_real, check_size
 from ..model.loading import resolve_model
 from .svm_model import (BUCKET_NAMES, BUCKETS, CS, DEFAULT_TEST_FRACTION, FEATURE_DEFINITION, FORMAT_VERSION, N_TRAIN,
                         SEEDS, SVM_LIMITS, bucket_of)
+from .variants.paper import DEFAULT_FEATURES, PAPER_DEFINITION, PAPER_MAX_N_FRACTION, check_features, conjoin
 from .variants.scorer import VariantScorer
-from .variants.settings import DEFAULT_BATCH, DEFAULT_WINDOW
+from .variants.settings import DEFAULT_WINDOW
 
-def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int, batch_size: int = 64,
-                     chunk: int = 512, progress: Callable[[int], None] | None = None,
-                     source: str = "labeled") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+log = logging.getLogger("caduceus")
+
+
+def extract_features(model, reference, variants: Sequence[LabeledVariant], tss, window: int,
+                     batch_size: int | None = 64, chunk: int = 512, progress: Callable[[int], None] | None = None,
+                     source: str = "labeled", *, context: int | None = None, features: str = "mean",
+                     is_test: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, 2d) float32 with NaN rows for unscorable variants, TSS distances (N,) with -1
-    where unknown, keep mask (N,) bool)."""
+    where unknown, keep mask (N,) bool).
+
+    ``context``: bases the model reads per variant (default: the window). ``features='paper'``:
+    the paper's features, conjoined as ``vep_svm.ipynb`` does for the split of each variant
+    (``is_test``; default: every variant is a training variant), and variants whose REF context is
+    0.5% N or more left out as the official data preparation does."""
+    check_features(features)
     scorer = VariantScorer(model, reference, ("embed_l2",), window, batch_size, tss=tss, keep_features=True,
-                           missing_contig="skip", source=source)
+                           missing_contig="skip", source=source, context=context, features=features)
     d = 2 * model.config.d_model
     feats = np.full((len(variants), d), np.nan, dtype=np.float32)
     dist = np.full(len(variants), -1, dtype=np.int64)
+    too_many_n = 0
     for start in range(0, len(variants), chunk):
         part = variants[start:start + chunk]
         for j, result in enumerate(scorer.score([v.record for v in part], progress)):
-            if result.features[0] is not None:
-                feats[start + j] = result.features[0]
+            i, found = start + j, result.features[0]
+            if found is not None and features == "paper":
+                if result.context_n >= PAPER_MAX_N_FRACTION * scorer.context:
+                    too_many_n += 1
+                else:
+                    test = bool(is_test[i]) if is_test is not None else False
+                    feats[i] = conjoin(found[0], found[1], model.config.rcps, test)
+            elif found is not None:
+                feats[i] = found
             if result.tss_distance is not None:
-                dist[start + j] = result.tss_distance
+                dist[i] = result.tss_distance
+    if too_many_n:
+        log.warning("%d variant(s) left out: their %d bp REF context is %.1f%% N or more (as the paper's data "
+                    "preparation)", too_many_n, scorer.context, 100 * PAPER_MAX_N_FRACTION)
     keep = ~np.isnan(feats).any(1) & (dist >= 0)
     return feats, dist, keep
 
@@ -143,15 +170,16 @@ class Dataset:
 
 
 def build_dataset(model, reference, tss_index, train_set: list[LabeledVariant], test_set: list[LabeledVariant] | None,
-                  *, window: int, batch_size: int, test_fraction: float, use_tissue: bool, source: str,
-                  progress: Callable[[int], None] | None = None) -> Dataset:
+                  *, window: int, batch_size: int | None, test_fraction: float, use_tissue: bool, source: str,
+                  progress: Callable[[int], None] | None = None, context: int | None = None,
+                  features: str = "mean") -> Dataset:
     variants = train_set + (test_set or [])
-    X, dist, keep = extract_features(model, reference, variants, tss_index, window, batch_size, progress=progress,
-                                     source=source)
     if test_set:
         is_test = np.arange(len(variants)) >= len(train_set)
     else:
         is_test = _split(train_set, test_fraction)
+    X, dist, keep = extract_features(model, reference, variants, tss_index, window, batch_size, progress=progress,
+                                     source=source, context=context, features=features, is_test=is_test)
     tissues = sorted({v.tissue for v in variants if v.tissue}) if use_tissue else []
     if use_tissue:
         X = np.concatenate([X, _tissue_column(variants, tissues)], axis=1)
@@ -184,7 +212,7 @@ def fit_buckets(data: Dataset, Cs: Sequence[float], seeds: Sequence[int], n_trai
 
 
 def _save(folder: Path, model, data: Dataset, report: dict, arrays: dict[int, dict[str, np.ndarray]], *,
-          window: int, use_tissue: bool, Cs, seeds, n_train: int) -> None:
+          window: int, context: int, features: str, use_tissue: bool, Cs, seeds, n_train: int) -> None:
     """svm.json, report.json and bucket-<k>.npz into ``folder``."""
     meta_buckets = {}
     for k, name in enumerate(BUCKET_NAMES):
@@ -195,12 +223,14 @@ def _save(folder: Path, model, data: Dataset, report: dict, arrays: dict[int, di
         else:
             meta_buckets[str(k)] = {"name": name, "file": None, "skipped": entry["skipped"]}
     source = model.source or {}
-    meta = {"format": "caduceus-svm", "format_version": FORMAT_VERSION, "features": FEATURE_DEFINITION,
-            "n_features": int(data.X.shape[1]), "window": window, "pool": "mean", "layer": "last",
+    meta = {"format": "caduceus-svm", "format_version": FORMAT_VERSION,
+            "features": PAPER_DEFINITION if features == "paper" else FEATURE_DEFINITION, "feature_set": features,
+            "n_features": int(data.X.shape[1]), "window": window, "context": context,
+            "pool": "paper-1537" if features == "paper" else "mean", "layer": "last",
             "use_tissue": use_tissue, "tissues": data.tissues, "Cs": list(Cs), "seeds": list(seeds),
             "n_train": n_train, "buckets": meta_buckets, "bucket_ranges_bp": [list(b) for b in BUCKETS],
             "model": source.get("id"), "model_sha256": source.get("sha256"),
-            "provenance": provenance(model, window=window), "report": report}
+            "provenance": provenance(model, window=window, context=context, features=features), "report": report}
     write_json(folder / "svm.json", meta)
     write_json(folder / "report.json", report)
 
@@ -214,39 +244,49 @@ def _read_sets(labeled: str, test: str | None, label_field: str, use_tissue: boo
 
 
 def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model=DEFAULT_MODEL, window: int = DEFAULT_WINDOW,
+              context: int | None = None, features: str = DEFAULT_FEATURES,
               test: str | None = None, test_fraction: float = DEFAULT_TEST_FRACTION, label_field: str = "label",
               use_tissue: bool = False, Cs: Sequence[float] = CS, seeds: Sequence[int] = SEEDS, n_train: int = N_TRAIN,
-              batch_size: int = DEFAULT_BATCH, device: str | None = None, backend: str = "auto",
+              batch_size: int | None = None, device: str | None = None, backend: str = "auto",
               revision: str | None = None, progress: Callable[[int], None] | None = None) -> dict:
     """Fit the paper's TSS-bucketed SVMs on ``labeled`` variants and save them to ``output_dir``.
 
     Test set: ``test`` (a second labeled file) or, without it, the last ``test_fraction`` of
     positions of each contig. ``model``: a name, folder or hub id (at ``revision``) or a loaded
-    model. Returns the report (also written to ``output_dir/report.json``).
+    model. ``features``: 'paper' (the official features) or 'mean'; ``context``: bases the model
+    reads per variant (default: the model's declared trained length, at least the window; see
+    ``variants.context.choose_context``). ``batch_size`` None: by the memory budget. Returns the
+    report (also written to ``output_dir/report.json``).
     """
     from ..genome.fasta import Reference
     from ..genome.tss import read_tss
+    from .variants.context import check_cpu_time, choose_context
 
     check_real("--test-fraction", test_fraction, above=0, below=1)
-    for name, value in (("n_train", n_train), ("window", window), ("batch_size", batch_size)):
+    check_features(features)
+    for name, value in (("n_train", n_train), ("window", window), ("context", context), ("batch_size", batch_size)):
         check_size("--" + name.replace("_", "-"), value, minimum=SVM_LIMITS[name][0], maximum=SVM_LIMITS[name][1])
     refuse_overwriting_inputs(output_dir, labeled, fasta, tss, test)
     with atomic_folder(output_dir) as folder:
         train_set, test_set = _read_sets(labeled, test, label_field, use_tissue)
         tss_index = read_tss(tss)
         model = resolve_model(model, device=device, backend=backend, revision=revision)
+        explicit = context is not None
+        context = choose_context(context, window, model)
+        check_cpu_time(model, context, window, 2, explicit=explicit)
         started = time.perf_counter()
         with Reference(fasta) as reference:
             data = build_dataset(model, reference, tss_index, train_set, test_set, window=window,
                                  batch_size=batch_size, test_fraction=test_fraction, use_tissue=use_tissue,
-                                 source=labeled, progress=progress)
+                                 source=labeled, progress=progress, context=context, features=features)
         buckets, arrays = fit_buckets(data, Cs, seeds, n_train)
         if not arrays:
             raise CaduceusError(f"{labeled}: no distance-to-TSS bucket has both classes in training and test sets; "
                                 "nothing to fit")
         report = {"labeled": labeled, "test": test or f"last {test_fraction:g} of positions per contig",
+                  "window": window, "context": context, "features": features,
                   "n_variants": len(data.y), "n_unscorable_dropped": int((data.bucket < 0).sum()),
                   "buckets": buckets, "seconds": round(time.perf_counter() - started, 2)}
-        _save(folder, model, data, report, arrays, window=window, use_tissue=use_tissue, Cs=Cs, seeds=seeds,
-              n_train=n_train)
+        _save(folder, model, data, report, arrays, window=window, context=context, features=features,
+              use_tissue=use_tissue, Cs=Cs, seeds=seeds, n_train=n_train)
     return report

@@ -30,7 +30,8 @@ FEATURE_DEFINITION = ("concat(mean_L(strand_avg(last_hidden(ref_window))), mean_
                       "length-matched")
 FORMAT_VERSION = 1
 # (minimum, maximum) of the size options of `finetune svm` (limits.check_size)
-SVM_LIMITS = {"n_train": (1, MAX_BATCH), "window": (3, MAX_BASES), "batch_size": (1, MAX_BATCH)}
+SVM_LIMITS = {"n_train": (1, MAX_BATCH), "window": (3, MAX_BASES), "context": (3, MAX_BASES),
+              "batch_size": (1, MAX_BATCH)}
 
 
 def bucket_of(distance: int | None) -> int | None:
@@ -88,7 +89,17 @@ class SvmModel:
     def n_seeds(self) -> int:
         return len(self.meta["seeds"])
 
-    def check_compatible(self, model, window: int, tissue: str | None) -> None:
+    @property
+    def features(self) -> str:
+        """'paper' or 'mean' (folders written before the paper's features existed: 'mean')."""
+        return self.meta.get("feature_set", "mean")
+
+    @property
+    def context(self) -> int:
+        """Bases the model read around each variant (older folders: the window)."""
+        return int(self.meta.get("context") or self.meta["window"])
+
+    def check_compatible(self, model, window: int, tissue: str | None, context: int | None = None) -> None:
         want = self.meta["model_sha256"]
         have = (getattr(model, "source", {}) or {}).get("sha256")
         if want != have:
@@ -97,6 +108,8 @@ class SvmModel:
                                 f"sha256 {str(have)[:12]}...); use --model {self.meta['model']} or retrain")
         if window != self.meta["window"]:
             raise CaduceusError(f"{self.folder}: trained with --window {self.meta['window']}, not {window}")
+        if context is not None and context != self.context:
+            raise CaduceusError(f"{self.folder}: trained with --context {self.context}, not {context}")
         if self.meta["use_tissue"] and tissue is None:
             raise CaduceusError(f"{self.folder}: trained with the tissue as a feature: give --tissue "
                                 f"(one of {', '.join(self.meta['tissues'])})")

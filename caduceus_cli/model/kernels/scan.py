@@ -127,26 +127,32 @@ def use_cuda_kernel(name: str, tensor: torch.Tensor, backend: str) -> bool:
 
 
 def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                        activation: str | None = None) -> torch.Tensor:
-    """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t."""
+                        activation: str | None = None, reverse: bool = False) -> torch.Tensor:
+    """x: (B, D, L), weight: (D, K), bias: (D,) -> (B, D, L); output t sees inputs t-K+1..t.
+    ``reverse``: the same on x read from its end (output t sees t..t+K-1, in reverse order)."""
+    if reverse:
+        return causal_conv1d_torch(x.flip(-1), weight, bias, activation).flip(-1)
     k = weight.shape[-1]
     out = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1).to(x.dtype),
                    None if bias is None else bias.to(x.dtype), groups=x.shape[1])
     return F.silu(out) if activation in ("silu", "swish") else out
 
 
-def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto"):
+def causal_conv1d(x, weight, bias=None, activation=None, backend: str = "auto", reverse: bool = False):
     """x: (B, D, L) any strides, weight: (D, K), bias: (D,) -> (B, D, L); same signature as
-    ``causal_conv1d_fn``. Triton's kernel writes the output with x's strides."""
+    ``causal_conv1d_fn``. Triton's kernel writes the output with x's strides. ``reverse``: the
+    convolution of x read from its end, flip(conv(flip(x))) along L (Triton: without a copy)."""
     if x.is_cuda:
         name = resolve_backend(backend, x.device)
-        if name == "triton" and weight.shape[-1] <= 4:
+        if name == "triton" and weight.shape[-1] == 4:
             from .conv_triton import causal_conv1d_triton
 
-            return causal_conv1d_triton(x, weight, bias, activation in ("silu", "swish"))
+            return causal_conv1d_triton(x, weight, bias, activation in ("silu", "swish"), reverse=reverse)
         if name == "mamba-ssm" and cuda_kernels()["causal_conv1d"] is not None:
+            if reverse:
+                return cuda_kernels()["causal_conv1d"](x.flip(-1), weight, bias, activation=activation).flip(-1)
             return cuda_kernels()["causal_conv1d"](x, weight, bias, activation=activation)
-    return causal_conv1d_torch(x, weight, bias, activation)
+    return causal_conv1d_torch(x, weight, bias, activation, reverse)
 
 
 # -- selective scan -----------------------------------------------------------------------------
@@ -215,17 +221,23 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   backend: str = "auto", out=None):
+                   backend: str = "auto", out=None, reverse: bool = False):
     """The selective scan on the backend ``backend`` resolves to for u's device (same math on all).
 
     u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L) or (batch, groups, N, L);
     D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype (Triton: with u's strides).
     ``out``: a tensor the Triton backend may write y into when no gradient is needed (z or u
-    themselves are allowed); other backends ignore it, so always use the returned tensor."""
+    themselves are allowed); other backends ignore it, so always use the returned tensor.
+    ``reverse``: the scan from the last position to the first, i.e. flip(scan(flip(inputs))) along
+    L (the Triton forward walks backwards without copies; other backends flip)."""
     name = resolve_backend(backend, u.device)
     if name == "triton" and A.shape[1] == 16:
         return triton_kernels().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                      out=out)
+                                                      out=out, reverse=reverse)
+    if reverse:
+        flip = [t.flip(-1) if t is not None and i in (0, 1, 3, 4, 6) else t
+                for i, t in enumerate((u, delta, A, B, C, D, z, delta_bias))]
+        return selective_scan(*flip, delta_softplus=delta_softplus, backend=backend).flip(-1)
     if name == "numba":
         return numba_kernels().selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if name == "mamba-ssm":

@@ -30,6 +30,7 @@ import triton.language as tl
 from .jit import (INTERPRET, LOG2E, _cols4, _exp2, _ld, _sigmoid, _softplus, num_warps_for, sm_count,
                   states_last_fp32, vec_width)
 from .scan_triton_bwd import scan_backward_seq
+from .scan_triton_bwd2 import scan_backward_v2
 
 @triton.jit
 def _load_cols8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr, R: tl.constexpr,
@@ -53,29 +54,39 @@ def _load_cols8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr
 
 
 @triton.jit
-def _raw8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr):
+def _raw8(row, t0, sl, cm3, t_end, MASKED: tl.constexpr, VEC: tl.constexpr, L, REV: tl.constexpr):
     """Positions t0..t0+7 of the rows as loaded (input dtype), in one or two 16-byte pieces: a
     pair (lo, hi); for VEC == 8 both are the whole tile. Kept raw so that a prefetched tile costs
-    few registers."""
+    few registers. REV: the positions count from the end (t is stored at L - 1 - t), and the tile
+    is the mirrored block L - 8 - t0 .. L - 1 - t0, loaded in memory order (:func:`_cols8`
+    reverses it)."""
     offs = tl.arange(0, VEC)[None, None, :]
+    if REV:  # element p of memory holds t = L - 1 - p: t < t_end where p >= L - t_end
+        p0 = L - 8 - t0
+        ok_lo = p0 + offs >= L - t_end
+        ok_hi = p0 + 4 + offs >= L - t_end
+    else:
+        p0 = t0
+        ok_lo = t0 + offs < t_end
+        ok_hi = t0 + 4 + offs < t_end
     if VEC == 8:
         if MASKED:
-            x = tl.load(row[:, :, None] + (t0 + offs) * sl, mask=cm3 & (t0 + offs < t_end), other=0.0)
+            x = tl.load(row[:, :, None] + (p0 + offs) * sl, mask=cm3 & ok_lo, other=0.0)
         else:
-            x = tl.load(row[:, :, None] + (t0 + offs) * sl)
+            x = tl.load(row[:, :, None] + (p0 + offs) * sl)
         return x, x
     else:
         if MASKED:
-            lo = tl.load(row[:, :, None] + (t0 + offs) * sl, mask=cm3 & (t0 + offs < t_end), other=0.0)
-            hi = tl.load(row[:, :, None] + (t0 + 4 + offs) * sl, mask=cm3 & (t0 + 4 + offs < t_end), other=0.0)
+            lo = tl.load(row[:, :, None] + (p0 + offs) * sl, mask=cm3 & ok_lo, other=0.0)
+            hi = tl.load(row[:, :, None] + (p0 + 4 + offs) * sl, mask=cm3 & ok_hi, other=0.0)
         else:
-            lo = tl.load(row[:, :, None] + (t0 + offs) * sl)
-            hi = tl.load(row[:, :, None] + (t0 + 4 + offs) * sl)
+            lo = tl.load(row[:, :, None] + (p0 + offs) * sl)
+            hi = tl.load(row[:, :, None] + (p0 + 4 + offs) * sl)
         return lo, hi
 
 
 @triton.jit
-def _cols8(lo, hi, VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
+def _cols8(lo, hi, VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr, REV: tl.constexpr):
     """A tile from :func:`_raw8` as 8 fp32 columns [R, BT] in time order."""
     if VEC == 8:
         e, o = tl.split(tl.reshape(lo.to(tl.float32), [R, BT, 4, 2]))
@@ -84,32 +95,44 @@ def _cols8(lo, hi, VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
     else:
         c0, c1, c2, c3 = _cols4(lo.to(tl.float32), R, BT)
         c4, c5, c6, c7 = _cols4(hi.to(tl.float32), R, BT)
-    return c0, c1, c2, c3, c4, c5, c6, c7
+    if REV:
+        return c7, c6, c5, c4, c3, c2, c1, c0
+    else:
+        return c0, c1, c2, c3, c4, c5, c6, c7
 
 
 @triton.jit
 def _store_cols8(row, t0, sl, cm3, t_end, c0, c1, c2, c3, c4, c5, c6, c7, MASKED: tl.constexpr,
-                 VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr):
-    """Inverse of :func:`_load_cols8`."""
+                 VEC: tl.constexpr, R: tl.constexpr, BT: tl.constexpr, L, REV: tl.constexpr):
+    """Inverse of :func:`_raw8` + :func:`_cols8`."""
     offs = tl.arange(0, VEC)[None, None, :]
     ty = row.dtype.element_ty
+    if REV:
+        p0 = L - 8 - t0
+        ok_lo = p0 + offs >= L - t_end
+        ok_hi = p0 + 4 + offs >= L - t_end
+        c0, c1, c2, c3, c4, c5, c6, c7 = c7, c6, c5, c4, c3, c2, c1, c0
+    else:
+        p0 = t0
+        ok_lo = t0 + offs < t_end
+        ok_hi = t0 + 4 + offs < t_end
     if VEC == 8:
         e = tl.reshape(tl.join(tl.join(c0, c4), tl.join(c2, c6)), [R, BT, 4])
         o = tl.reshape(tl.join(tl.join(c1, c5), tl.join(c3, c7)), [R, BT, 4])
         x = tl.reshape(tl.join(e, o), [R, BT, 8]).to(ty)
         if MASKED:
-            tl.store(row[:, :, None] + (t0 + offs) * sl, x, mask=cm3 & (t0 + offs < t_end))
+            tl.store(row[:, :, None] + (p0 + offs) * sl, x, mask=cm3 & ok_lo)
         else:
-            tl.store(row[:, :, None] + (t0 + offs) * sl, x)
+            tl.store(row[:, :, None] + (p0 + offs) * sl, x)
     else:
         lo = tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [R, BT, 4]).to(ty)
         hi = tl.reshape(tl.join(tl.join(c4, c6), tl.join(c5, c7)), [R, BT, 4]).to(ty)
         if MASKED:
-            tl.store(row[:, :, None] + (t0 + offs) * sl, lo, mask=cm3 & (t0 + offs < t_end))
-            tl.store(row[:, :, None] + (t0 + 4 + offs) * sl, hi, mask=cm3 & (t0 + 4 + offs < t_end))
+            tl.store(row[:, :, None] + (p0 + offs) * sl, lo, mask=cm3 & ok_lo)
+            tl.store(row[:, :, None] + (p0 + 4 + offs) * sl, hi, mask=cm3 & ok_hi)
         else:
-            tl.store(row[:, :, None] + (t0 + offs) * sl, lo)
-            tl.store(row[:, :, None] + (t0 + 4 + offs) * sl, hi)
+            tl.store(row[:, :, None] + (p0 + offs) * sl, lo)
+            tl.store(row[:, :, None] + (p0 + 4 + offs) * sl, hi)
 
 
 @triton.jit
@@ -177,6 +200,15 @@ def _dt(d, bias, t, t_end, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLU
 
 
 @triton.jit
+def _tpos(t, L, REV: tl.constexpr):
+    """Where position t is stored: t, or L - 1 - t for a scan run from the end (REV)."""
+    if REV:
+        return L - 1 - t
+    else:
+        return t
+
+
+@triton.jit
 def _step(h, A2, dt, du, b_base, c_base, t, sB_n, sC_n, ok, MASKED: tl.constexpr, WITH_Y: tl.constexpr,
           VEC_B: tl.constexpr, BT: tl.constexpr, FAST: tl.constexpr):
     """One time step: h [R, BT, 16] <- exp2(dt * A2) * h + du * B_t; y_t = sum_n h * C_t."""
@@ -196,12 +228,12 @@ def _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_
           R: tl.constexpr, BT: tl.constexpr, MASKED: tl.constexpr, STATE_ONLY: tl.constexpr,
           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
           VEC_U: tl.constexpr, VEC_D: tl.constexpr, VEC_Z: tl.constexpr, VEC_Y: tl.constexpr,
-          VEC_B: tl.constexpr, FAST: tl.constexpr):
+          VEC_B: tl.constexpr, FAST: tl.constexpr, L, REV: tl.constexpr):
     """Eight time steps t0..t0+7 of one channel block, from their u, delta, z tiles as loaded by
     :func:`_raw8`; returns (h, sum of dt over them)."""
     cm3 = cm[:, :, None]
-    u0, u1, u2, u3, u4, u5, u6, u7 = _cols8(ul, uh, VEC_U, R, BT)
-    d0, d1, d2, d3, d4, d5, d6, d7 = _cols8(dl, dh, VEC_D, R, BT)
+    u0, u1, u2, u3, u4, u5, u6, u7 = _cols8(ul, uh, VEC_U, R, BT, REV)
+    d0, d1, d2, d3, d4, d5, d6, d7 = _cols8(dl, dh, VEC_D, R, BT, REV)
     d0 = _dt(d0, bias, t0, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     d1 = _dt(d1, bias, t0 + 1, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     d2 = _dt(d2, bias, t0 + 2, t_end, MASKED, HAS_BIAS, SOFTPLUS)
@@ -212,14 +244,14 @@ def _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_
     d7 = _dt(d7, bias, t0 + 7, t_end, MASKED, HAS_BIAS, SOFTPLUS)
     ds = ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
     WY: tl.constexpr = not STATE_ONLY
-    h, y0 = _step(h, A2, d0, d0 * u0, b_base, c_base, t0 * sB_l, sB_n, sC_n, t0 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y1 = _step(h, A2, d1, d1 * u1, b_base, c_base, (t0 + 1) * sB_l, sB_n, sC_n, t0 + 1 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y2 = _step(h, A2, d2, d2 * u2, b_base, c_base, (t0 + 2) * sB_l, sB_n, sC_n, t0 + 2 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y3 = _step(h, A2, d3, d3 * u3, b_base, c_base, (t0 + 3) * sB_l, sB_n, sC_n, t0 + 3 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y4 = _step(h, A2, d4, d4 * u4, b_base, c_base, (t0 + 4) * sB_l, sB_n, sC_n, t0 + 4 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y5 = _step(h, A2, d5, d5 * u5, b_base, c_base, (t0 + 5) * sB_l, sB_n, sC_n, t0 + 5 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y6 = _step(h, A2, d6, d6 * u6, b_base, c_base, (t0 + 6) * sB_l, sB_n, sC_n, t0 + 6 < t_end, MASKED, WY, VEC_B, BT, FAST)
-    h, y7 = _step(h, A2, d7, d7 * u7, b_base, c_base, (t0 + 7) * sB_l, sB_n, sC_n, t0 + 7 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y0 = _step(h, A2, d0, d0 * u0, b_base, c_base, _tpos(t0, L, REV) * sB_l, sB_n, sC_n, t0 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y1 = _step(h, A2, d1, d1 * u1, b_base, c_base, _tpos(t0 + 1, L, REV) * sB_l, sB_n, sC_n, t0 + 1 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y2 = _step(h, A2, d2, d2 * u2, b_base, c_base, _tpos(t0 + 2, L, REV) * sB_l, sB_n, sC_n, t0 + 2 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y3 = _step(h, A2, d3, d3 * u3, b_base, c_base, _tpos(t0 + 3, L, REV) * sB_l, sB_n, sC_n, t0 + 3 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y4 = _step(h, A2, d4, d4 * u4, b_base, c_base, _tpos(t0 + 4, L, REV) * sB_l, sB_n, sC_n, t0 + 4 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y5 = _step(h, A2, d5, d5 * u5, b_base, c_base, _tpos(t0 + 5, L, REV) * sB_l, sB_n, sC_n, t0 + 5 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y6 = _step(h, A2, d6, d6 * u6, b_base, c_base, _tpos(t0 + 6, L, REV) * sB_l, sB_n, sC_n, t0 + 6 < t_end, MASKED, WY, VEC_B, BT, FAST)
+    h, y7 = _step(h, A2, d7, d7 * u7, b_base, c_base, _tpos(t0 + 7, L, REV) * sB_l, sB_n, sC_n, t0 + 7 < t_end, MASKED, WY, VEC_B, BT, FAST)
     if not STATE_ONLY:
         if HAS_D:
             y0 += Dv * u0
@@ -231,7 +263,7 @@ def _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_
             y6 += Dv * u6
             y7 += Dv * u7
         if HAS_Z:
-            z0, z1, z2, z3, z4, z5, z6, z7 = _cols8(zl, zh, VEC_Z, R, BT)
+            z0, z1, z2, z3, z4, z5, z6, z7 = _cols8(zl, zh, VEC_Z, R, BT, REV)
             y0 *= z0 * _sigmoid(z0)
             y1 *= z1 * _sigmoid(z1)
             y2 *= z2 * _sigmoid(z2)
@@ -240,7 +272,7 @@ def _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_
             y5 *= z5 * _sigmoid(z5)
             y6 *= z6 * _sigmoid(z6)
             y7 *= z7 * _sigmoid(z7)
-        _store_cols8(y_row, t0, sy_l, cm3, t_end, y0, y1, y2, y3, y4, y5, y6, y7, MASKED, VEC_Y, R, BT)
+        _store_cols8(y_row, t0, sy_l, cm3, t_end, y0, y1, y2, y3, y4, y5, y6, y7, MASKED, VEC_Y, R, BT, L, REV)
     return h, ds
 
 
@@ -257,6 +289,7 @@ def _scan_fwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     VEC_U: tl.constexpr, VEC_D: tl.constexpr, VEC_Z: tl.constexpr, VEC_Y: tl.constexpr,
     VEC_B: tl.constexpr, FAST: tl.constexpr, PREFETCH_BC: tl.constexpr, PIPELINE: tl.constexpr,
+    REV: tl.constexpr,
 ):
     """Grid (groups * blocks per group, batch, time chunks); a block is R * BT channels of one group.
 
@@ -283,7 +316,9 @@ def _scan_fwd_kernel(
         t_end = L
     h = tl.zeros([R, BT, 16], dtype=tl.float32)
     state_row = (b * channels + c) * n_chunks
-    if CARRY:
+    if CARRY == 2:  # the state entering chunk j, from _chunk_carry_kernel (over the end states)
+        h = _load_rows16(hend_ptr + (state_row + j) * 16, cm3, R, BT)
+    elif CARRY == 1:
         # the state entering chunk j: fold the end states of chunks 0..j-1 (each from zero) in order
         for i in range(0, n_chunks - 1):  # (bounds from arguments only: the interpreter needs that)
             if i < j:
@@ -303,10 +338,10 @@ def _scan_fwd_kernel(
         # Full tiles, software-pipelined: the next tile's u, delta, z are loaded before this tile's
         # arithmetic, and the next tile's B and C rows are touched so that the per-step loads of them
         # hit L1 (their values are only kept alive by `junk`, stored under a condition that is false).
-        nul, nuh = _raw8(u_row, t_start, su_l, cm3, t_end, not EVEN_C, VEC_U)
-        ndl, ndh = _raw8(d_row, t_start, sd_l, cm3, t_end, not EVEN_C, VEC_D)
+        nul, nuh = _raw8(u_row, t_start, su_l, cm3, t_end, not EVEN_C, VEC_U, L, REV)
+        ndl, ndh = _raw8(d_row, t_start, sd_l, cm3, t_end, not EVEN_C, VEC_D, L, REV)
         if HAS_Z and not STATE_ONLY:
-            nzl, nzh = _raw8(z_row, t_start, sz_l, cm3, t_end, not EVEN_C, VEC_Z)
+            nzl, nzh = _raw8(z_row, t_start, sz_l, cm3, t_end, not EVEN_C, VEC_Z, L, REV)
         else:
             nzl, nzh = nul, nuh
         lane = tl.arange(0, BT)
@@ -317,21 +352,21 @@ def _scan_fwd_kernel(
             tn = t0 + 8
             if k + 1 == n_full:
                 tn = t0  # nothing left to prefetch: reload this tile (cheap, in cache)
-            nul, nuh = _raw8(u_row, tn, su_l, cm3, t_end, not EVEN_C, VEC_U)
-            ndl, ndh = _raw8(d_row, tn, sd_l, cm3, t_end, not EVEN_C, VEC_D)
+            nul, nuh = _raw8(u_row, tn, su_l, cm3, t_end, not EVEN_C, VEC_U, L, REV)
+            ndl, ndh = _raw8(d_row, tn, sd_l, cm3, t_end, not EVEN_C, VEC_D, L, REV)
             if HAS_Z and not STATE_ONLY:
-                nzl, nzh = _raw8(z_row, tn, sz_l, cm3, t_end, not EVEN_C, VEC_Z)
-            if PREFETCH_BC:
-                junk += tl.load(b_base + tn * sB_l + lane)
+                nzl, nzh = _raw8(z_row, tn, sz_l, cm3, t_end, not EVEN_C, VEC_Z, L, REV)
+            if PREFETCH_BC:  # (the 8 rows of 16 of the next tile: 128 floats from its first row)
+                junk += tl.load(b_base + _tpos(tn + 7 * REV, L, REV) * sB_l + lane)
                 if not STATE_ONLY:
-                    junk += tl.load(c_base + tn * sC_l + lane)
+                    junk += tl.load(c_base + _tpos(tn + 7 * REV, L, REV) * sC_l + lane)
             if STORE_CKPT:
                 if t0 % CKPT == 0:
                     _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
             h, ds = _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end,
                           sB_n, sB_l, sC_n, sC_l, sy_l, cm,
                           R, BT, not EVEN_C, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                          VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+                          VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST, L, REV)
             dsum += ds
         if PREFETCH_BC:
             if L < 0:  # never: keeps the prefetching loads
@@ -348,49 +383,69 @@ def _scan_fwd_kernel(
                     if t0 % CKPT == 0:
                         _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
                 if t0 + 8 <= t_end:
-                    ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, not EVEN_C, VEC_U)
-                    dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, not EVEN_C, VEC_D)
+                    ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, not EVEN_C, VEC_U, L, REV)
+                    dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, not EVEN_C, VEC_D, L, REV)
                     if HAS_Z and not STATE_ONLY:
-                        zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, not EVEN_C, VEC_Z)
+                        zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, not EVEN_C, VEC_Z, L, REV)
                     else:
                         zl, zh = ul, uh
                     h, ds = _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end,
                                   sB_n, sB_l, sC_n, sC_l, sy_l, cm,
                                   R, BT, not EVEN_C, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                                  VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+                                  VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST, L, REV)
                 else:
-                    ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, True, VEC_U)
-                    dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, True, VEC_D)
+                    ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, True, VEC_U, L, REV)
+                    dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, True, VEC_D, L, REV)
                     if HAS_Z and not STATE_ONLY:
-                        zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, True, VEC_Z)
+                        zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, True, VEC_Z, L, REV)
                     else:
                         zl, zh = ul, uh
                     h, ds = _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end,
                                   sB_n, sB_l, sC_n, sC_l, sy_l, cm,
                                   R, BT, True, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                                  VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+                                  VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST, L, REV)
                 dsum += ds
     t0 = t_start + n_full * 8
     if PIPELINE and t0 < t_end:
         if STORE_CKPT:
             if t0 % CKPT == 0:
                 _store_rows16(ckpt_ptr + (ckpt_row + t0 // CKPT) * 16, h, cm3, R, BT)
-        ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, True, VEC_U)
-        dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, True, VEC_D)
+        ul, uh = _raw8(u_row, t0, su_l, cm3, t_end, True, VEC_U, L, REV)
+        dl, dh = _raw8(d_row, t0, sd_l, cm3, t_end, True, VEC_D, L, REV)
         if HAS_Z and not STATE_ONLY:
-            zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, True, VEC_Z)
+            zl, zh = _raw8(z_row, t0, sz_l, cm3, t_end, True, VEC_Z, L, REV)
         else:
             zl, zh = ul, uh
         h, ds = _tile(h, A2, bias, Dv, ul, uh, dl, dh, zl, zh, y_row, b_base, c_base, t0, t_end,
                       sB_n, sB_l, sC_n, sC_l, sy_l, cm,
                       R, BT, True, STATE_ONLY, HAS_BIAS, SOFTPLUS, HAS_D, HAS_Z,
-                      VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST)
+                      VEC_U, VEC_D, VEC_Z, VEC_Y, VEC_B, FAST, L, REV)
         dsum += ds
     if STATE_ONLY:
         _store_rows16(hend_ptr + (state_row + j) * 16, h, cm3, R, BT)
         tl.store(dtsum_ptr + state_row + j, dsum, mask=cm)
 
 
+
+
+@triton.jit
+def _chunk_carry_kernel(hend_ptr, dtsum_ptr, A2_ptr, L, n_chunks, channels, BC: tl.constexpr, FAST: tl.constexpr):
+    """Grid (channel blocks, batch). In place over hend (batch, channels, n_chunks, 16): the end
+    state of chunk j computed from zero becomes the true state entering chunk j,
+    h_0 = 0, h_{j+1} = exp2(dtsum_j A2) h_j + hend_j (natural state order, fp32)."""
+    c = tl.program_id(0) * BC + tl.arange(0, BC)
+    b = tl.program_id(1).to(tl.int64)
+    n = tl.arange(0, 16)[None, :]
+    m = (c < channels)[:, None] & (n >= 0)
+    A2 = tl.load(A2_ptr + c[:, None] * 16 + n, mask=m, other=0.0)
+    row = (b * channels + c.to(tl.int64)) * n_chunks
+    h = tl.zeros([BC, 16], dtype=tl.float32)
+    for j in range(0, n_chunks):
+        ptr = hend_ptr + (row + j)[:, None] * 16 + n
+        he = tl.load(ptr, mask=m & (j + 1 < n_chunks), other=0.0)
+        ds = tl.load(dtsum_ptr + row + j, mask=(c < channels) & (j + 1 < n_chunks), other=0.0)
+        tl.store(ptr, h, mask=m)
+        h = _exp2(ds[:, None] * A2, FAST) * h + he
 
 
 # -- host side -----------------------------------------------------------------------------------
@@ -400,14 +455,16 @@ _MIN_CHUNK = 1024  # shortest time chunk the forward cuts a long sequence into
 
 
 def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                 keep_states: bool = False, out: torch.Tensor | None = None):
+                 keep_states: bool = False, out: torch.Tensor | None = None, ck: int | None = None,
+                 reverse: bool = False):
     """The selective scan's forward. u, delta, z: (batch, channels, L), any batch/channel strides;
     A: (channels, 16); B, C: (batch, groups, 16, L); D, delta_bias: (channels,).
 
     Returns (y, checkpoints): y like u (same strides and dtype), or ``out`` (which may be z or u
     themselves: every position is read before it is written); checkpoints (batch, channels,
     ceil(L / CKPT), 16) fp32, the states entering every CKPT-th position, when ``keep_states``.
-    B, C may also be (batch, 16, L): one group."""
+    B, C may also be (batch, 16, L): one group. ``reverse``: the scan runs from the last position
+    to the first (the same as flipping every input and y along L), inference only."""
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     batch, channels, length = u.shape
@@ -421,7 +478,8 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     num_warps = num_warps_for(per_group)
     bt = 32 * num_warps
     blocks = groups * triton.cdiv(per_group, bt)
-    n_ckpt = triton.cdiv(length, CKPT)
+    ck = ck or CKPT
+    n_ckpt = triton.cdiv(length, ck)
     ckpt = (torch.empty(batch, channels, n_ckpt, 16, device=u.device, dtype=torch.float32) if keep_states
             else torch.empty(1, device=u.device, dtype=torch.float32))
     # Enough programs to keep every multiprocessor busy; otherwise cut the sequence into chunks.
@@ -433,10 +491,10 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     n_chunks = triton.cdiv(length, chunk_len)
     dummy = A2
     common = dict(
-        R=1, BT=bt, EVEN_C=per_group % bt == 0, CKPT=CKPT,
+        R=1, BT=bt, EVEN_C=per_group % bt == 0, CKPT=ck,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_D=D is not None, HAS_Z=z is not None,
         VEC_U=vec_width(u), VEC_D=vec_width(delta), VEC_Z=vec_width(z) if z is not None else 4, VEC_Y=vec_width(y), VEC_B=4,
-        FAST=not INTERPRET, num_warps=num_warps,
+        FAST=not INTERPRET, num_warps=num_warps, REV=bool(reverse),
         # touching a tile's B, C rows ahead needs rows of >= 16 floats (true of _states_last_fp32's)
         PREFETCH_BC=not INTERPRET and B32.stride(-1) >= 16 and C32.stride(-1) >= 16,
     )
@@ -444,35 +502,76 @@ def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     bias = delta_bias.float().contiguous() if delta_bias is not None else dummy
     Dv = D.float().contiguous() if D is not None else dummy
     strides = (*u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *B32.stride(), *C32.stride())
+    new = fwd_version() != 1
     if n_chunks > 1:
         hend = torch.empty(batch, channels, n_chunks, 16, device=u.device, dtype=torch.float32)
         dtsum = torch.empty(batch, channels, n_chunks, device=u.device, dtype=torch.float32)
         _scan_fwd_kernel[(blocks, batch, n_chunks - 1)](
             u, delta, zz, y, A2, B32, C32, Dv, bias, hend, dtsum, ckpt,
             length, chunk_len, n_chunks, per_group, channels, n_ckpt, *strides,
-            STATE_ONLY=True, CARRY=False, STORE_CKPT=False, PIPELINE=False, **common)
+            STATE_ONLY=True, CARRY=0, STORE_CKPT=False, PIPELINE=new, **common)
+        if new:  # the states entering the chunks, once, by a small sequential kernel
+            _chunk_carry_kernel[(triton.cdiv(channels, 128), batch)](
+                hend, dtsum, A2, length, n_chunks, channels, BC=128, FAST=not INTERPRET, num_warps=4)
     else:
         hend = dtsum = dummy
     _scan_fwd_kernel[(blocks, batch, n_chunks)](
         u, delta, zz, y, A2, B32, C32, Dv, bias, hend, dtsum, ckpt,
         length, chunk_len, n_chunks, per_group, channels, n_ckpt, *strides,
-        STATE_ONLY=False, CARRY=n_chunks > 1, STORE_CKPT=keep_states, PIPELINE=n_chunks == 1, **common)
+        STATE_ONLY=False, CARRY=0 if n_chunks == 1 else 2 if new else 1, STORE_CKPT=keep_states,
+        PIPELINE=new or n_chunks == 1, **common)
     return y, (ckpt if keep_states else None)
 
 
 
-def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt):
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y."""
+def fwd_version() -> int:
+    """The long-sequence forward in use: ``CADUCEUS_SCAN_FWD=1`` the first (the states entering the
+    time chunks folded inside every output program, the unpipelined loop), 2 (default) the
+    pipelined loop in both passes and the entering states computed once by
+    ``_chunk_carry_kernel``."""
+    from ...runtime import env_int
+
+    return env_int("CADUCEUS_SCAN_FWD", 2, minimum=1)
+
+
+def bwd_version() -> int:
+    """The backward kernel in use: ``CADUCEUS_SCAN_BWD=1`` the first (one thread per channel,
+    ``scan_triton_bwd``), 2 (default) two threads per channel (``scan_triton_bwd2``)."""
+    from ...runtime import env_int
+
+    return env_int("CADUCEUS_SCAN_BWD", 2, minimum=1)
+
+
+def checkpoint_spacing(version: int) -> int:
+    """Positions between the states the forward stores for backward ``version``: CKPT for the
+    first; half that for the second (``CADUCEUS_BWD2_CKPT``, a multiple of 8), whose per-channel
+    scratch (CK / 4 states) then stays in L1."""
+    if version == 1:
+        return CKPT
+    from ...runtime import env_int
+
+    ck = env_int("CADUCEUS_BWD2_CKPT", max(8, CKPT // 2), minimum=8)
+    return ck - ck % 8
+
+
+def scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck: int, version: int):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of :func:`scan_forward`'s y, from
+    the states it stored every ``ck`` positions."""
     per_group = u.shape[1] // B.shape[1]
-    return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, CKPT,
-                             num_warps_for(per_group), INTERPRET)
+    if version == 1:
+        return scan_backward_seq(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck,
+                                 num_warps_for(per_group), INTERPRET)
+    return scan_backward_v2(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, ck, INTERPRET)
+
 
 
 class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         train = any(ctx.needs_input_grad)
-        y, ckpt = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep_states=train)
+        ctx.version = bwd_version()
+        ctx.ck = checkpoint_spacing(ctx.version)
+        y, ckpt = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep_states=train, ck=ctx.ck)
         if train:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
             ctx.delta_softplus = delta_softplus
@@ -482,19 +581,26 @@ class SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
         du, dd, dA, dB, dC, dD, dz, dbias = scan_backward(dout, u, delta, A, B, C, D, z, delta_bias,
-                                                          ctx.delta_softplus, ckpt)
+                                                          ctx.delta_softplus, ckpt, ctx.ck, ctx.version)
         return (du, dd, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 None if D is None else dD.to(D.dtype), dz,
                 None if delta_bias is None else dbias.to(delta_bias.dtype), None)
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, out=None):
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, out=None,
+                          reverse=False):
     """Same arguments and result as :func:`caduceus_cli.model.scan.selective_scan_torch`.
 
-    ``out`` (inference only; ignored when a gradient is needed): write y there, e.g. over z."""
+    ``out`` (inference only; ignored when a gradient is needed): write y there, e.g. over z.
+    ``reverse``: scan from the last position to the first (flip(scan(flip(inputs))) along L);
+    without gradients the kernel walks the positions backwards, with them the inputs are flipped."""
     if B.dim() == 3:  # one group
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
-    if out is not None and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
-        return scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out=out)[0]
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if reverse and needs_grad:
+        flip = [t.flip(-1) if t is not None and i in (0, 1, 3, 4, 6) else t for i, t in enumerate(tensors)]
+        return SelectiveScanTriton.apply(*flip, delta_softplus).flip(-1)
+    if not needs_grad and (out is not None or reverse):
+        return scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out=out, reverse=reverse)[0]
     return SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -6,6 +6,10 @@ every other chromosome trains. ``train_svm`` then fits StandardScaler + RBF SVC 
 distance-to-TSS bucket (C in 1/5/10, seeds 1..5, 5,000 training variants per fit, the tissue as a
 feature as in the published notebook) and reports AUROC from the decision function and from hard
 labels. One row per bucket and seed, for the C the engine kept.
+
+As the paper ran it by default: the paper's features (``vep_embeddings.py``), a 1,536 bp window,
+and the model's trained length as the context (131,072 bp for the 131k checkpoints); every row
+records its context, window and features.
 """
 
 from __future__ import annotations
@@ -102,14 +106,15 @@ def run_eqtl(files: TaskFiles, plan, fasta: str | None, tss: str | None, folder:
     if not test or not train:
         raise CaduceusError(f"{table}: the split needs variants on chromosomes 9/10 (test) and elsewhere (train); "
                             f"found {len(train)} train and {len(test)} test")
-    options = {k: plan.engine_options[k] for k in ("window", "n_train", "Cs", "backend") if k in plan.engine_options}
+    options = {k: plan.engine_options[k] for k in ("window", "context", "features", "n_train", "Cs", "backend")
+               if k in plan.engine_options}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".caduceus-eqtl-", dir=folder) as tmp:
         _write_tsv(train, Path(tmp) / "train.tsv")
         _write_tsv(test, Path(tmp) / "test.tsv")
         result = train_svm(str(Path(tmp) / "train.tsv"), fasta, tss, str(Path(tmp) / "svm"), model=plan.model,
                            test=str(Path(tmp) / "test.tsv"), use_tissue=True, seeds=plan.seeds,
-                           batch_size=plan.batch_size or 64, device=plan.device, progress=plan.progress, **options)
+                           batch_size=plan.batch_size, device=plan.device, progress=plan.progress, **options)
         svm_meta = (Path(tmp) / "svm" / "svm.json").read_text()
     return _rows(files, result, svm_meta, len(train), len(test), time.perf_counter() - started, plan)
 
@@ -123,6 +128,8 @@ def _rows(files: TaskFiles, result: dict, svm_meta: str, n_train: int, n_test: i
               "evaluation": "test: chromosomes 9 and 10; train: all others", "n": {"train": n_train, "test": n_test},
               "data_origin": files.origin, "tool_version": __version__, "command": command_line(),
               "device": device_name(plan.device), "task_wall_seconds": round(seconds, 2), "run_id": uuid.uuid4().hex[:12],
+              "context": meta.get("context") or meta.get("window"), "window": meta.get("window"),
+              "features": meta.get("feature_set", "mean"),
               "recipe": {"window": meta.get("window"), "use_tissue": True, "Cs": meta.get("Cs"),
                          "n_train": meta.get("n_train"), "features": meta.get("features")},
               "dropped_unscorable": result.get("n_unscorable_dropped")}

@@ -148,8 +148,31 @@ def summary_markdown(suite: Suite, rows: list[dict], protocol: str, header: dict
               "Tasks whose only split is a test split "
               "are evaluated by stratified K-fold cross-validation on it (evaluation column), so their figures "
               "are not directly comparable with the papers' train/test figures.", ""]
+    lines += _context_note(rows)
     lines += _wall_times(rows)
     return "\n".join(lines) + "\n"
+
+
+def _context_note(rows: list[dict]) -> list[str]:
+    """Which rows ran with a context shorter than the paper's (131,072 bp), for reports whose rows
+    record one (vep-eqtl)."""
+    from ..variants.context import PAPER_CONTEXT
+
+    with_context = [r for r in rows if r.get("context")]
+    if not with_context:
+        return []
+    shorter: dict[tuple, list[str]] = {}
+    for r in with_context:
+        if int(r["context"]) < PAPER_CONTEXT:
+            names = shorter.setdefault((int(r["context"]), r.get("window"), r.get("features")), [])
+            if r["task"] not in names:
+                names.append(r["task"])
+    if not shorter:
+        return [f"Context: every row ran with the paper's {PAPER_CONTEXT:,} bp context around the variant.", ""]
+    parts = [f"{', '.join(tasks)}: {context:,} bp (window {window:,} bp, {features} features)"
+             for (context, window, features), tasks in shorter.items()]
+    return [f"Context: rows that ran with a context shorter than the paper's {PAPER_CONTEXT:,} bp around the "
+            f"variant: {'; '.join(parts)}.", ""]
 
 
 def _wall_times(rows: list[dict]) -> list[str]:

@@ -325,7 +325,7 @@ def _run_sequences(plan: Plan, chosen: list[Task], rows, folder, data_dir, cache
 
 
 SPEED_OPTIONS = {"lengths", "dtypes", "backends", "tokens_per_batch", "repeats", "regions", "variants"}
-VEP_OPTIONS = {"window", "n_train", "Cs", "backend"}
+VEP_OPTIONS = {"window", "context", "features", "n_train", "Cs", "backend"}
 
 
 def _check_options(suite: Suite, options: dict) -> None:
@@ -337,6 +337,16 @@ def _check_options(suite: Suite, options: dict) -> None:
     if misplaced:
         name = misplaced[0].replace("_", "-")
         raise CaduceusError(f"--{name} does not apply to {suite.name}")
+    if suite.kind == "variants":
+        from ..variants.paper import check_features
+
+        check_features(options.get("features", "paper"))
+        for name in ("window", "context"):
+            if options.get(name) is not None and options[name] < 3:
+                raise CaduceusError(f"--{name} must be at least 3 bp, got {options[name]}")
+        if options.get("context") and options.get("window") and options["context"] < options["window"]:
+            raise CaduceusError(f"--context {options['context']} is shorter than --window {options['window']}: the "
+                                "model must read every position it pools")
 
 
 def _default_seeds(suite: Suite, protocol: str) -> int:
@@ -346,8 +356,11 @@ def _default_seeds(suite: Suite, protocol: str) -> int:
 
 def _header(plan: Plan, data_dir: Path | None) -> dict:
     if plan.suite.kind == "variants":
+        features = plan.engine_options.get("features", "paper")
         recipe = ("the paper's SVM through `train_svm`: StandardScaler + RBF SVC per distance-to-TSS bucket on "
-                  "[ref, alt] mean embeddings + tissue, C in 1/5/10 kept by mean AUROC of the decision function, "
+                  + ("the paper's [ref, alt] features (vep_embeddings.py, conjoined as vep_svm.ipynb)"
+                     if features == "paper" else "[ref, alt] strand-averaged window means")
+                  + " + tissue, C in 1/5/10 kept by mean AUROC of the decision function, "
                   f"seeds {plan.seeds}, 5,000 training variants per fit")
     elif plan.protocol == "probe":
         recipe = f"frozen embeddings + logistic regression (finetune engine's fit_probe), seeds {plan.seeds}"

@@ -114,6 +114,12 @@ class Embedder:
         """Run one batch; fills ``results`` for the regions it completes and returns their number."""
         s, model = self.settings, self.model
         ids = to_device(np.stack([b[2] for b in batch]).astype(np.int64), model.device)
+        if s.context is not None:  # the model reads the context; each row pools its window's positions
+            feats = strand_features(model, ids, s.layer, s.conjoin)  # (B, C, d, S)
+            for row, (pos, _, _) in enumerate(batch):
+                a, b = jobs[pos].pooled
+                results[pos] = pool_positions(feats[row:row + 1, a:b], s.pool, s.center_width).mean(-1)[0].cpu().numpy()
+            return len(batch)
         if all(k < 0 for _, k, _ in batch):
             out = embed_tokens(model, ids, pool=s.pool, layer=s.layer, conjoin=s.conjoin,
                                center_width=s.center_width).cpu().numpy()

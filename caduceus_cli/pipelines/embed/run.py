@@ -73,6 +73,7 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
                   pool: str = DEFAULT_POOL, center_width: int = DEFAULT_CENTER_WIDTH, layer: int | None = None,
                   rc: bool = True, window: int | None = None, tile: bool = False, tile_overlap: int | None = None,
                   max_length: int | None = None, batch_size: int | None = None, max_tokens: int | None = None,
+                  context: int | None = None,
                   fmt: str | None = None, skip_invalid: bool = False, io_threads: int = DEFAULT_IO_THREADS,
                   resume: bool = False, progress: Callable[[int], None] | None = None,
                   set_total: Callable[[int], None] | None = None, stdin=None,
@@ -86,7 +87,9 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
     picks cuda:LOCAL_RANK when CUDA is there. Under torchrun (WORLD_SIZE > 1; or a given ``runtime``)
     each rank embeds its share and rank 0 writes the output (other ranks get ``output=None`` and no
     table). ``resume`` keeps finished chunks beside the output and continues an interrupted run
-    from them. ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
+    from them. ``context``: the model reads that many bases centred on each region (N-padded past
+    contig ends) and the region's own positions are pooled (None: the model reads the region).
+    ``progress(n)``/``set_total(n)`` report regions done and to do. See docs/embed.md.
     """
     check_sizes(window=window, center_width=center_width, tile_overlap=tile_overlap, max_length=max_length,
                 batch_size=batch_size, max_tokens=max_tokens, io_threads=io_threads)
@@ -103,7 +106,15 @@ def embed_regions(fasta: str | os.PathLike, regions: str | os.PathLike | None = 
             tile_overlap=tile_overlap, max_length=max_length or trained_length(loaded, DEFAULT_MAX_LENGTH),
             batch_size=batch_size or (DEFAULT_BATCH_CUDA if loaded.device.type == "cuda" else DEFAULT_BATCH_CPU),
             max_tokens=max_tokens or DEFAULT_MAX_TOKENS, skip_invalid=skip_invalid, io_threads=io_threads,
+            context=context,
         ).validate(loaded.config.n_layer)
+        if context is not None and context > settings.max_length:
+            log.warning("--context %d is longer than the %d bp this model was trained on: its outputs there are "
+                        "untested (give --context %d or less)", context, settings.max_length, settings.max_length)
+        if context is not None:
+            from ..variants.context import check_cpu_time
+
+            check_cpu_time(loaded, context, 0, 1, explicit=True, unit="region")
         if loaded.config.rcps and not rc:
             log.info("--no-rc has no effect on Caduceus-PS: both strands come from one pass and are averaged")
         if resume and rt.distributed:
@@ -162,7 +173,7 @@ def _metadata(model, settings: EmbedSettings, fasta, regions) -> dict[str, str]:
         model, pool=settings.pool, center_width=settings.center_width if settings.pool == "center" else "",
         layer="last" if settings.layer in (None, -1) else settings.layer,
         rc_conjoin=("ps-strands-averaged" if model.config.rcps else str(settings.conjoin).lower()),
-        window=settings.window or "region", tile=str(settings.tile).lower(),
+        window=settings.window or "region", context=settings.context or "", tile=str(settings.tile).lower(),
         tile_overlap=settings.overlap if settings.tile else "", max_length=settings.max_length,
         embedding_dim=model.config.d_model, variant=model.config.variant, batch_size=settings.batch_size,
         fasta=str(fasta), regions=str(regions) if regions is not None else "(every FASTA record)",

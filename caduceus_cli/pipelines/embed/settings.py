@@ -23,7 +23,7 @@ OUTPUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz
 # (minimum, maximum) of every size option (limits.check_size)
 SIZE_LIMITS = {"window": (1, MAX_BASES), "center_width": (1, MAX_BASES), "tile_overlap": (0, MAX_BASES),
                "max_length": (1, MAX_BASES), "batch_size": (1, MAX_BATCH), "max_tokens": (1, MAX_TOKENS),
-               "io_threads": (1, MAX_THREADS)}
+               "io_threads": (1, MAX_THREADS), "context": (1, MAX_BASES)}
 
 
 def check_sizes(**values: int | None) -> None:
@@ -47,6 +47,7 @@ class EmbedSettings:
     max_tokens: int = DEFAULT_MAX_TOKENS
     skip_invalid: bool = False
     io_threads: int = DEFAULT_IO_THREADS
+    context: int | None = None  # bases the model reads around each region (None: the region itself)
 
     @property
     def overlap(self) -> int:
@@ -73,10 +74,16 @@ class EmbedSettings:
                                 f"to {n_layer} (last, after the final norm), or -1 for the last")
         check_sizes(window=self.window, center_width=self.center_width, max_length=self.max_length,
                     batch_size=self.batch_size, max_tokens=self.max_tokens, tile_overlap=self.tile_overlap,
-                    io_threads=self.io_threads)
+                    io_threads=self.io_threads, context=self.context)
         if self.overlap >= self.max_length:
             raise CaduceusError(f"--tile-overlap {self.overlap} must be smaller than the tile length {self.max_length}")
-        if self.window is not None and self.window > self.max_length and not self.tile:
+        if self.context is not None and self.tile:
+            raise CaduceusError("--context and --tile cannot be combined: with --context the model reads one "
+                                "sequence of --context bases around each region (give one of them)")
+        if self.context is not None and self.window is not None and self.window > self.context:
+            raise CaduceusError(f"--window {self.window} is longer than --context {self.context}: the model must "
+                                "read every position it pools (give --context at least the window)")
+        if self.window is not None and self.window > self.max_length and not self.tile and self.context is None:
             raise CaduceusError(f"--window {self.window} is longer than the model's trained length "
                                 f"({self.max_length:,} bp): use --tile, a smaller --window, or --max-length")
         return self

@@ -35,10 +35,27 @@ class Job:
     n_padded: int = 0
     tile_starts: list[int] = field(default_factory=lambda: [0])
     sequence: str | None = None  # FASTA-record input: the record, until it is tokenised
+    context_start: int | None = None  # with --context: the bases the model reads, around the window
+    context_end: int | None = None
 
     @property
     def length(self) -> int:
         return self.window_end - self.window_start
+
+    @property
+    def read_span(self) -> tuple[int, int]:
+        """The bases the model reads: the context, or the window itself."""
+        if self.context_start is None:
+            return self.window_start, self.window_end
+        return self.context_start, self.context_end
+
+    @property
+    def pooled(self) -> tuple[int, int]:
+        """Positions of the window in the strand-oriented sequence the model reads."""
+        start, end = self.read_span
+        if self.region.strand == "-":
+            return end - self.window_end, end - self.window_start
+        return self.window_start - start, self.window_end - start
 
 
 class Chunk(list):
@@ -52,6 +69,12 @@ def _check_length(job: Job, settings: EmbedSettings) -> None:
     if job.length == 0:
         raise CaduceusError(f"{job.region.where()}: empty region (start == end == {job.region.start}): "
                             "give --window N to embed N bp around it")
+    if settings.context is not None:
+        if job.length > settings.context:
+            raise CaduceusError(f"{job.region.where()}: region of {job.length:,} bp is longer than --context "
+                                f"{settings.context:,}: give a longer --context, or --window N to embed a fixed window")
+        job.context_start, job.context_end = centred_on(job.window_start, job.window_end, settings.context)
+        return
     if job.length > settings.max_length and not settings.tile:
         raise CaduceusError(
             f"{job.region.where()}: region of {job.length:,} bp is longer than the model's trained length "
@@ -201,8 +224,7 @@ class RegionSource:
         self.skipped_fetched += failed
 
     def _fetch_region(self, job: Job) -> Job | CaduceusError:
-        seq, job.n_padded = fetch_window(self.reference, job.contig, job.window_start, job.window_end,
-                                         job.region.strand)
+        seq, job.n_padded = fetch_window(self.reference, job.contig, *job.read_span, job.region.strand)
         try:
             job.ids = _encode(seq, job)
         except CaduceusError as e:
@@ -210,7 +232,7 @@ class RegionSource:
         return job
 
     def _encode_record(self, job: Job) -> Job | CaduceusError:
-        seq, ws, we = job.sequence, job.window_start, job.window_end
+        seq, (ws, we) = job.sequence, job.read_span
         left, right = max(0, -ws), max(0, we - len(seq))
         job.n_padded, job.sequence = left + right, None
         try:

@@ -22,8 +22,10 @@ Contract (the benchmark suite codes against it):
   task="classification", pool="mean", folds=None, seed=1, device=None, batch_size=None, cache=None,
   progress=None, **kw) -> dict``
 - ``predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None,
-  progress=None, **kw)`` -> a :class:`~caduceus_cli.pipelines.finetune.predict.PredictResult`
-  whose ``.rows`` hold one dict per input record, in input order.
+  progress=None, attribute=None, plot=None, plot_top=None, **kw)`` -> a
+  :class:`~caduceus_cli.pipelines.finetune.predict.PredictResult` whose ``.rows`` hold one dict per
+  input record, in input order; with ``attribute="ism"|"saliency"`` one dict per input base
+  (``attribute.py``), and ``.logos`` the PNGs ``plot`` drew.
 - The report (returned, and written as ``report.json`` when ``output_dir`` is given)::
 
     {"task": "classification"|"regression", "protocol": "probe"|"finetune", "status": "finished"|"stopped",

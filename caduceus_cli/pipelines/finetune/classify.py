@@ -50,8 +50,16 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
                         batch_size=R.BATCH_SIZE, weight_decay=R.WEIGHT_DECAY, pool=R.POOLING, rc_aug=False,
                         freeze_backbone=False, device=None, max_length=None, max_time=None, resume=None, progress=None,
                         sequence_column=None, label_column=None, center_width=1, conjoin_train=False,
-                        select_metric=None, eval_batch_size=None, backend="auto", revision=None) -> dict:
-    """Fine-tune ``model`` on TRAIN; returns the report (also DIR/report.json). See the package docstring."""
+                        select_metric=None, eval_batch_size=None, backend="auto", revision=None,
+                        checkpoint_blocks=None, micro_batch_size=None) -> dict:
+    """Fine-tune ``model`` on TRAIN; returns the report (also DIR/report.json). See the package docstring.
+
+    ``checkpoint_blocks``: recompute each block in the backward pass instead of keeping its
+    activations (same gradients, far less memory); None: on when the longest training sequence is
+    longer than ``recipe.CHECKPOINT_BLOCKS_ABOVE`` bp. ``micro_batch_size``: sequences per
+    forward/backward pass, whose gradients add up to the batch's (None: on a GPU as many as the
+    activation estimate fits in 85% of its memory, else the whole batch)."""
+    R.check_options(micro_batch_size=micro_batch_size)
     started = time.time()
     given = {k: v for k, v in locals().items() if k in IDENTITY_DEFAULTS}
     if isinstance(given["model"], os.PathLike):
@@ -71,7 +79,8 @@ def finetune_classifier(train=None, output_dir=None, *, model=DEFAULT_MODEL, val
     R.check_options(eval_batch_size=eval_batch_size)
     options = _checked(given, data)
     with torchrun(device) as runtime:
-        job = _Job(options, data, runtime, backend, eval_batch_size, max_time, started, progress)
+        job = _Job(options, data, runtime, backend, eval_batch_size, max_time, started, progress, checkpoint_blocks,
+                   micro_batch_size)
         if saved is not None:
             job.check_digests(saved["digests"], resume)
         target = resume if resume is not None else output_dir
@@ -114,7 +123,8 @@ def _checked(options: dict, data: dict) -> dict:
 class _Job:
     """The data, label space, backbone and plan of one fine-tuning job."""
 
-    def __init__(self, options: dict, data: dict, runtime, backend: str, eval_batch_size, max_time, started, progress):
+    def __init__(self, options: dict, data: dict, runtime, backend: str, eval_batch_size, max_time, started, progress,
+                 checkpoint_blocks: bool | None = None, micro_batch_size: int | None = None):
         self.options, self.runtime, self.backend = options, runtime, backend
         self.max_time, self.started = max_time, started
         self.signal: int | None = None  # the signal that stopped the job (stopping.py)
@@ -126,6 +136,9 @@ class _Job:
         self.digests = {k: v.digest() if v is not None else None for k, v in self.splits.items()}
         self.space = LabelSpace.from_train(self.splits["train"], options["task"])
         self.tokens = {k: self._tokens(v, k) for k, v in self.splits.items() if v is not None}
+        longest = int(self.tokens["train"].lengths.max()) if len(self.tokens["train"].tokens) else 0
+        self.checkpoint_blocks = (longest > R.CHECKPOINT_BLOCKS_ABOVE if checkpoint_blocks is None
+                                  else bool(checkpoint_blocks))
         strata = self.space.stratify(self.tokens["train"].y)
         self.plans = plan_runs(len(self.tokens["train"].tokens), strata, seeds=options["seeds"], folds=options["folds"],
                                has_valid=self.splits["valid"] is not None, valid_fraction=options["valid_fraction"])
@@ -133,7 +146,23 @@ class _Job:
                                       revision=options["revision"])
         self.settings = TrainSettings(options["epochs"], options["lr"], options["batch_size"], options["weight_decay"],
                                       options["rc_aug"], options["select_metric"],
-                                      eval_batch_size or options["batch_size"])
+                                      eval_batch_size or options["batch_size"],
+                                      micro_batch_size or self._micro_batch(longest))
+
+    def _micro_batch(self, longest: int) -> int | None:
+        """On a GPU, the training sequences per pass that the activation estimate fits in 85% of its
+        memory beside the weights, gradients and AdamW state; None (the whole batch) on a CPU."""
+        if self.runtime.device.type != "cuda":
+            return None
+        import torch
+
+        from ..variants.context import training_micro_batch
+
+        total = torch.cuda.get_device_properties(self.runtime.device).total_memory
+        state = 16 * sum(p.numel() for p in self.backbone.parameters())
+        share = -(-self.options["batch_size"] // self.runtime.world_size)
+        return training_micro_batch(self.backbone.config, longest, share, int(0.85 * total) - state,
+                                    checkpoint=self.checkpoint_blocks)
 
     def check_digests(self, digests: dict, folder) -> None:
         for key, split in self.splits.items():
@@ -160,6 +189,7 @@ class _Job:
         model.to(self.runtime.device)
         model.backend = self.backend
         model.source = self.backbone.source
+        model.backbone.checkpoint_blocks = self.checkpoint_blocks
         if o["freeze_backbone"]:
             model.caduceus.requires_grad_(False)
         return model
@@ -240,6 +270,7 @@ class _Job:
                         conjoin_train=o["conjoin_train"], freeze_backbone=o["freeze_backbone"], seeds=o["seeds"],
                         folds=o["folds"], valid_fraction=None if self.splits["valid"] else o["valid_fraction"],
                         select_metric=o["select_metric"], max_length=o["max_length"],
+                        checkpoint_blocks=self.checkpoint_blocks, micro_batch_size=self.settings.micro_batch,
                         world_size=self.runtime.world_size, device=str(self.runtime.device))
         plan = self.plans[chosen["index"]] if chosen["index"] is not None else None
         return build_report(task=o["task"], protocol="finetune", label_names=self.space.names, runs=completed,

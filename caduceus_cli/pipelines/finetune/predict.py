@@ -10,6 +10,10 @@ Output columns: ``name``, ``prediction`` (the label with the highest probability
 value), then ``prob_<label>`` per class (classification). TSV (``##key=value`` provenance lines, a
 header; ``-`` = stdout; ``.gz`` = BGZF) or Parquet (provenance in the schema metadata), by ``fmt`` or
 the file name (another name is refused); without ``output`` the rows are returned in memory.
+
+With ``attribute`` (``ism`` or ``saliency``) the output holds per-base importances instead, one row
+per input base, and ``plot`` draws sequence logos of the ``plot_top`` sequences predicted with the
+highest probability (``attribute.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from ...choices import PLOT_TOP
 from ...errors import CaduceusError
 from ...genome.labeled import iter_records
 from ...io import atomic_file, check_writable, is_special, open_output, provenance, refuse_overwriting_inputs
@@ -50,6 +55,7 @@ class PredictResult:
     n_records: int
     truncated: int
     seconds: float
+    logos: list[str] | None = None
 
 
 def output_columns(head: dict) -> list[str]:
@@ -142,44 +148,68 @@ def _cell(value) -> str:
 
 
 def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None, progress=None,
-            sequence_column=None, backend="auto", chunk_size: int | None = None, fmt: str | None = None) -> PredictResult:
-    """Predict every record of ``input`` with the classifier in ``model_dir``; see the module docstring."""
+            sequence_column=None, backend="auto", chunk_size: int | None = None, fmt: str | None = None,
+            attribute: str | None = None, plot=None, plot_top: int | None = None) -> PredictResult:
+    """Predict every record of ``input`` with the classifier in ``model_dir`` (with ``attribute``:
+    per-base importances, and logos with ``plot``); see the module docstring."""
     from ...model.checkpoint import load_classifier
+    from . import attribute as attribution
 
     started = time.time()
     check_size("--batch-size", batch_size, maximum=MAX_BATCH)
     fmt = predict_format(output, fmt)
-    chunk_size = check_size("chunk_size", chunk_size) or env_int("CADUCEUS_PREDICT_CHUNK", CHUNK_SIZE, minimum=1)
+    if attribute is not None:
+        attribution.check_method(attribute)
+    if plot is not None:
+        if attribute is None:
+            raise CaduceusError("--plot draws the attributions of --attribute: add --attribute ism or saliency")
+        plot_top = PLOT_TOP if plot_top is None else plot_top
+        attribution.check_plot(plot, plot_top)
+    elif plot_top is not None:
+        raise CaduceusError("--plot-top chooses how many logos --plot draws: add --plot DIR")
+    default_chunk = attribution.CHUNK_SIZE if attribute else CHUNK_SIZE
+    chunk_size = check_size("chunk_size", chunk_size) or env_int("CADUCEUS_PREDICT_CHUNK", default_chunk, minimum=1)
     if output is not None and str(output) != "-":
         check_writable(output)
         refuse_overwriting_inputs(output, input, fasta)
     with torchrun(device) as runtime:
         model = load_classifier(model_dir, device=runtime.device, backend=backend)
-        schema = _schema(model.head, provenance(model, input=input, task=model.head["task"]))
         size = batch_size or DEFAULT_BATCH.get(runtime.device.type, 64)
-        predictor = _Predictor(model, size, schema, progress if runtime.is_main else None)
+        meta = provenance(model, input=input, task=model.head["task"])
+        shown = progress if runtime.is_main else None
+        if attribute is None:
+            schema = _schema(model.head, meta)
+            worker = _Predictor(model, size, schema, shown)
+        else:
+            prediction_type = _schema(model.head, {}).field("prediction").type
+            schema = attribution.attribution_schema(model.head, attribute, prediction_type, meta)
+            worker = attribution.Attributor(model, attribute, size, schema, shown)
         advise_on_cpu(progress, runtime.device)
         records = iter_records(input, fasta=fasta, sequence_column=sequence_column, labels=False)
         first = next(records, None)
         if first is None:  # before any output exists
             raise CaduceusError(f"{'<stdin>' if str(input) == '-' else input}: no sequences to predict (the file is empty)")
         records = itertools.chain([first], records)
+        if plot is not None:
+            records = attribution.refuse_long_for_plot(records)
+        top = attribution.TopSequences(plot_top, attribute) if plot is not None else None
         folder = Path(output).resolve().parent if output is not None and str(output) != "-" else Path(tempfile.gettempdir())
-        batches = run_sharded(_chunks(records, chunk_size), predictor, runtime, folder, "predict")
-        rows, count = ([] if output is None else None), 0
-        if output is None:
-            for batch in batches:
-                rows += batch.to_pylist()
-                count += batch.num_rows
-        elif runtime.is_main:
-            with _sink(output, fmt, schema) as write:
+        batches = run_sharded(_chunks(records, chunk_size), worker, runtime, folder, "predict")
+        rows, count, logos = ([] if output is None else None), 0, None
+        if output is None or runtime.is_main:
+            with (_sink(output, fmt, schema) if output is not None else contextlib.nullcontext(rows.extend)) as write:
                 for batch in batches:
-                    write(batch)
-                    count += batch.num_rows
+                    write(batch.to_pylist() if output is None else batch)
+                    count += batch.num_rows if attribute is None else attribution.sequences_in(batch)
+                    if top is not None:
+                        top.add(batch)
+                if top is not None:  # before the output is committed: a failure leaves neither
+                    logos = top.write(plot, model.head["task"])
         else:
             for _ in batches:  # this rank's share, written to its part file
                 pass
-        truncated = int(runtime.all_reduce([float(predictor.truncated)])[0])
+        truncated = int(runtime.all_reduce([float(worker.truncated)])[0])
         runtime.barrier()
-    return PredictResult(rows, output_columns(model.head), None if output is None else str(output), count,
-                         truncated, round(time.time() - started, 2))
+    columns = schema.names if attribute else output_columns(model.head)
+    return PredictResult(rows, columns, None if output is None else str(output), count, truncated,
+                         round(time.time() - started, 2), logos)

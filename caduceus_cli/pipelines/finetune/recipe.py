@@ -19,6 +19,12 @@ VALID_FRACTION = 0.1          # stratified 90/10 train/validation split per seed
 POOLING = "mean"              # mean over the sequence, then linear
 SHUFFLE_WINDOW = 50           # batches per shuffled window sorted by length (equal-length batches)
 SELECT_METRIC = {"classification": "mcc", "regression": "mse"}  # best epoch on validation
+# Whole-block gradient checkpointing is on by default when the longest training sequence is longer
+# than this: by the activation estimate (pipelines/variants/context.py) PS 256x16 keeps ~0.55 MB of
+# saved activations per training token in bf16, so a batch of 8 x 16,384 bp needs ~70 GB without
+# checkpointing (an 80 GB GPU's limit) and ~11 GB with it; shorter sequences fit without the ~30%
+# extra compute of recomputing every block.
+CHECKPOINT_BLOCKS_ABOVE = 16_384
 
 # Probe: frozen embeddings + scikit-learn; C (or the ridge alpha) chosen by CV on train.
 PROBE_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -30,7 +36,7 @@ PROBE_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 # The ranges of the options of classify and probe (limits.check_size / check_real).
 SIZE_LIMITS = {"seeds": (1, MAX_REPEATS), "folds": (2, MAX_REPEATS), "epochs": (1, MAX_COUNT),
                "batch_size": (1, MAX_BATCH), "eval_batch_size": (1, MAX_BATCH), "center_width": (1, MAX_BASES),
-               "max_length": (1, MAX_BASES), "seed": (0, MAX_COUNT)}
+               "max_length": (1, MAX_BASES), "seed": (0, MAX_COUNT), "micro_batch_size": (1, MAX_BATCH)}
 REAL_LIMITS = {"lr": {"above": 0.0}, "weight_decay": {"minimum": 0.0}, "valid_fraction": {"above": 0.0, "below": 1.0}}
 
 

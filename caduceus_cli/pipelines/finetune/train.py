@@ -9,6 +9,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -41,6 +42,7 @@ class TrainSettings:
     rc_aug: bool
     select_metric: str
     eval_batch_size: int
+    micro_batch: int | None = None  # sequences per forward/backward pass (None: the whole batch)
 
 
 @dataclass
@@ -118,31 +120,48 @@ class RunTrainer:
         return [b for b in batches if len(b) >= self.runtime.world_size]
 
     # -- one step ----------------------------------------------------------------------------
-    def _loss(self, idx: np.ndarray, epoch: int, batch: int, global_count: int) -> tuple[torch.Tensor, int]:
+    def _loss(self, ids: np.ndarray, lengths: np.ndarray | None, y: np.ndarray) -> torch.Tensor:
+        """Summed loss of one pass over (b, L) padded ids."""
+        target = torch.from_numpy(y).to(self.device)
+        with autocast(self.device):
+            logits = self.net(to_device(ids, self.device), to_device(lengths, self.device))
+        logits = logits.float()
+        if self.space.task == "regression":
+            scaled = (target.float() - self.space.mean) / self.space.std
+            return F.mse_loss(logits[:, 0], scaled, reduction="sum")
+        return F.cross_entropy(logits, target, reduction="sum")
+
+    def _backward(self, idx: np.ndarray, epoch: int, batch: int, global_count: int) -> tuple[torch.Tensor, int]:
+        """Forward and backward passes of this process's share of a batch: (scaled loss, bases).
+
+        With ``micro_batch`` the share runs in passes of that many sequences, all padded to the
+        share's width (each sequence sees what it would in one pass); their gradients add up to
+        the share's, and under DDP only the last pass synchronises them."""
         local = idx[self.runtime.rank::self.runtime.world_size]
         tokens = [self.train.tokens[i] for i in local]
         if self.rc_aug:
             flip = np.random.default_rng([self.seed, (self.fold or 0) + 1, epoch, batch, 2]).random(len(local)) < 0.5
             tokens = reverse_complement_some(tokens, flip)
         ids, lengths = collate(tokens, range(len(tokens)))
-        target = torch.from_numpy(self.train.y[local]).to(self.device)
-        with autocast(self.device):
-            logits = self.net(to_device(ids, self.device), to_device(lengths, self.device))
-        logits = logits.float()
-        if self.space.task == "regression":
-            scaled = (target.float() - self.space.mean) / self.space.std
-            loss = F.mse_loss(logits[:, 0], scaled, reduction="sum")
-        else:
-            loss = F.cross_entropy(logits, target, reduction="sum")
+        y = self.train.y[local]
+        per = self.settings.micro_batch or len(local)
         # DDP averages gradients over processes: scale so the step sees the global batch mean.
-        return loss * (self.runtime.world_size / global_count), int(sum(len(t) for t in tokens))
+        scale = self.runtime.world_size / global_count
+        total = None
+        for start in range(0, len(local), per):
+            end = start + per
+            hold = end < len(local) and self.runtime.distributed
+            with self.net.no_sync() if hold else contextlib.nullcontext():
+                loss = self._loss(ids[start:end], None if lengths is None else lengths[start:end], y[start:end]) * scale
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total, int(sum(len(t) for t in tokens))
 
     def _step(self, state: RunState, idx: np.ndarray, epoch: int, batch: int) -> None:
         lr = lr_at(state.step, self.settings.lr, self.warmup, self.total_steps, FINAL_LR_FRACTION)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        scaled, bases = self._loss(idx, epoch, batch, len(idx))
-        scaled.backward()
+        scaled, bases = self._backward(idx, epoch, batch, len(idx))
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], GRAD_CLIP)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

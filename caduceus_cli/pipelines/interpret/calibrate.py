@@ -21,6 +21,7 @@ from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
 from ...genome.vcf import VcfRecord
 from ...io import atomic_file, check_writable, provenance, refuse_overwriting_inputs
+from ..variants.context import choose_context
 from ..variants.background import BACKGROUND_KEY, FORMAT_VERSION, PERCENTILE_SCORES, background_identity
 from ..variants.scorer import VariantScorer
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, ScoreSettings
@@ -58,12 +59,14 @@ def draw_sites(reference, targets: list[Target], n: int, seed: int) -> list[tupl
 
 
 def calibrate(fasta: str, output: str, *, regions_file: str | None = None, n: int = CALIBRATION_SITES, seed: int = 0,
-              scores=CALIBRATION_SCORES, model=DEFAULT_MODEL, window: int | None = None, llr_method: str = "masked",
+              scores=CALIBRATION_SCORES, model=DEFAULT_MODEL, window: int | None = None, context: int | None = None,
+              llr_method: str = "masked",
               flank: int = DEFAULT_FLANK, batch_size: int | None = None, device: str | None = None,
               dtype: str | None = None, backend: str = "auto", revision: str | None = None,
               progress: Callable[..., None] | None = None, set_total: Callable[[int], None] | None = None) -> dict:
     """Score ``n`` random sites (all three SNVs each) of ``fasta`` (or of the BED ``regions_file``)
-    and write the background to ``output`` (.parquet). ``scores``: llr, embed_cos, embed_l2.
+    and write the background to ``output`` (.parquet). ``scores``: llr, embed_cos, embed_l2;
+    ``window``, ``context``, ``llr_method``, ``flank``: as score-variants', with its defaults.
     Returns a summary (sites, SNVs, seconds, output)."""
     from ...genome.fasta import Reference
     from ...model.loading import resolve_model, trained_length
@@ -71,7 +74,7 @@ def calibrate(fasta: str, output: str, *, regions_file: str | None = None, n: in
     if not str(output).lower().endswith(".parquet"):
         raise CaduceusError(f"{output}: a background is Parquet: end the output name in .parquet")
     check_sizes(n=n, seed=seed)
-    settings = ScoreSettings(scores, window, batch_size, llr_method=llr_method, flank=flank).validate()
+    settings = ScoreSettings(scores, window, batch_size, context=context, llr_method=llr_method, flank=flank).validate()
     bad = [s for s in settings.scores if s not in PERCENTILE_SCORES]
     if bad:
         raise CaduceusError(f"--scores: {', '.join(bad)} cannot be calibrated; choose from {', '.join(PERCENTILE_SCORES)}")
@@ -82,10 +85,11 @@ def calibrate(fasta: str, output: str, *, regions_file: str | None = None, n: in
         targets = read_targets(reference, regions_file, None, whole=True)
         loaded = resolve_model(model, device=device, dtype=dtype, backend=backend, revision=revision)
         settings.window = settings.window or min(DEFAULT_WINDOW, trained_length(loaded))
+        settings.context = choose_context(settings.context, settings.window, loaded)  # as score-variants
         settings.batch_size = settings.batch_size or (DEFAULT_BATCH if loaded.device.type == "cuda"
                                                       else DEFAULT_BATCH_CPU)
         scorer = VariantScorer(loaded, reference, settings.scores, settings.window, settings.batch_size,
-                               llr_method=settings.llr_method, flank=settings.flank)
+                               context=settings.context, llr_method=settings.llr_method, flank=settings.flank)
         sites = draw_sites(reference, targets, n, seed)
         if set_total is not None:
             set_total(len(sites))
@@ -100,6 +104,7 @@ def calibrate(fasta: str, output: str, *, regions_file: str | None = None, n: in
         pq.write_table(table, str(tmp))
     seconds = time.perf_counter() - started
     return {"sites": len(sites), "snvs": table.num_rows, "scores": list(settings.scores), "window": settings.window,
+            "context": settings.context,
             "llr_method": settings.llr_method, "seconds": round(seconds, 3), "output": str(output)}
 
 

@@ -77,8 +77,8 @@ class LanguageModelIsm:
 
     def __init__(self, model, reference, methods: tuple[str, ...], window: int, flank: int, batch_size: int):
         self.methods = methods
-        self.scorers = {m: VariantScorer(model, reference, (_SCORE_OF[m],), window, batch_size, flank=flank,
-                                         llr_method="wt-marginal" if m == "wt-marginal" else "masked")
+        self.scorers = {m: VariantScorer(model, reference, (_SCORE_OF[m],), window, batch_size, context=window,
+                                         flank=flank, llr_method="wt-marginal" if m == "wt-marginal" else "masked")
                         for m in methods}
 
     def scores(self, target: Target, positions: list[int], refs: list[str]) -> dict[str, np.ndarray]:

@@ -10,9 +10,7 @@ the base lowers the probability of the class). Negative heights are drawn below 
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +18,7 @@ import pyarrow as pa
 from ...errors import CaduceusError
 from ...io import atomic_file, check_writable
 from .ism_methods import CLASSIFIER, column
+from .logo import check_logo_support, plot_logo
 from .settings import BIGWIG_STATS, MAX_PLOT_BASES
 from .targets import Target, overlapping
 
@@ -43,7 +42,7 @@ def check_outputs(output, bigwig, bigwig_stat: str, plot) -> None:
     if plot is not None:
         if not str(plot).lower().endswith(".png"):
             raise CaduceusError(f"--plot {plot}: the logo is a PNG: end the name in .png")
-        _logomaker()
+        check_logo_support()
         check_writable(plot)
 
 
@@ -146,37 +145,3 @@ def write_plot(path, table: pa.Table, target: Target, method: str, model) -> Non
             f"ism {method}, model {source.get('id', '')}"
     plot_logo(importance_matrix(table, target, method), "ACGT", title, path, start=target.start + 1,
               ylabel=_IMPORTANCE[method][1])
-
-
-def _logomaker():
-    try:
-        import logomaker
-    except ImportError:
-        raise CaduceusError("sequence logos need logomaker, which is not installed: pip install logomaker") from None
-    return logomaker
-
-
-def plot_logo(matrix, bases: Sequence[str] | str, title: str, path: str | os.PathLike, *, start: int = 1,
-              ylabel: str = "importance") -> Path:
-    """Draw ``matrix`` (L, K) as a sequence logo (row i: position ``start + i``; column k: letter
-    ``bases[k]``) and write it to ``path`` as a PNG, atomically."""
-    import pandas as pd
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    logomaker = _logomaker()
-    values = np.asarray(matrix, dtype=np.float64)
-    frame = pd.DataFrame(values, columns=list(bases), index=pd.RangeIndex(start, start + len(values), name="pos"))
-    figure = Figure(figsize=(max(4.0, 0.16 * len(values) + 1.0), 2.4), dpi=150)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot(1, 1, 1)
-    logomaker.Logo(frame, ax=ax, color_scheme="classic", flip_below=False)
-    ax.axhline(0.0, color="black", linewidth=0.5)
-    ax.set_title(title, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=7)
-    ax.set_xlabel("position (1-based)", fontsize=7)
-    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
-    figure.tight_layout()
-    with atomic_file(path) as tmp, open(tmp, "wb") as stream:
-        figure.savefig(stream, format="png")
-    return Path(path)

@@ -49,7 +49,7 @@ def background_identity(model, settings, reference) -> dict[str, str]:
     source = getattr(model, "source", {}) or {}
     marginal = settings.llr_method == "wt-marginal"
     return {"model": str(source.get("id")), "model_sha256": str(source.get("sha256")),
-            "window": str(settings.window), "context": str(getattr(settings, "context", None) or settings.window),
+            "window": str(settings.window), "context": str(settings.span),
             "llr_method": settings.llr_method, "flank": str(settings.flank) if marginal else "-",
             "reference": Path(str(reference.path)).name, "reference_sha256": reference_sha256(reference.contigs)}
 

@@ -29,6 +29,7 @@ from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
 from .background import background_identity, percentile_description, read_background
+from .context import batch_for_budget, check_cpu_time, choose_context, memory_budget, peak_memory
 from .outputs import chunk_batch, header, info_key, summary, write_batches
 from .scorer import EMBEDDING_SCORES, VariantScorer
 from .settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW,
@@ -38,7 +39,7 @@ log = logging.getLogger("caduceus")
 
 
 def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MODEL,
-                   scores: Iterable[str] | str = DEFAULT_SCORES, window: int | None = None,
+                   scores: Iterable[str] | str = DEFAULT_SCORES, window: int | None = None, context: int | None = None,
                    batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK, device: str | None = None,
                    dtype: str | None = None, backend: str = "auto", revision: str | None = None,
                    tss: str | None = None, svm: str | None = None, tissue: str | None = None,
@@ -52,17 +53,20 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     ``model`` is a name, folder or hub id (loaded here, at ``revision``) or a loaded
     :class:`CaduceusForMaskedLM`; ``device`` None picks cuda:LOCAL_RANK when CUDA is there.
     ``window`` None: 1,536 bp (the paper's), or the model's trained length when shorter, or the
-    SVM's window; ``batch_size`` None: 64 windows per pass on CUDA, 8 on CPU. ``svm`` (a folder from
+    SVM's window. ``context`` (bases the model reads around each variant) None: the SVM's, else the
+    model's declared trained length (see ``context.choose_context``), never shorter than the window;
+    on a CPU a default context that would take more than a minute per variant is refused.
+    ``batch_size`` None: up to 64 contexts per pass on CUDA, 8 on CPU, within the memory budget. ``svm`` (a folder from
     ``caduceus finetune svm``) adds the svm score. ``llr_method`` 'wt-marginal' reads the LLR from
-    unmasked tiles of ``window`` bp (each SNV at least ``flank`` bp from a tile's edge; one pass per
-    tile) instead of one masked window per site. ``background`` (a file from ``caduceus calibrate``
+    unmasked tiles of ``context`` bp (each SNV at least ``flank`` bp from a tile's edge; one pass per
+    tile) instead of one masked context per site. ``background`` (a file from ``caduceus calibrate``
     made with the same model, window, context, LLR method and reference) adds percentiles. ``regions`` ('chr:beg-end,...') or
     ``regions_file`` read only those regions of an indexed input; ``resume`` continues an
     interrupted run (and keeps this one's progress if it is interrupted). Returns a summary
     (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue,
-                             llr_method, flank).validate()
+                             context=context, llr_method=llr_method, flank=flank).validate()
     if tissue is not None and not svm:
         raise CaduceusError(f"--tissue {tissue} is the tissue of the svm score: give --svm DIR too (a folder from "
                             "`caduceus finetune svm --use-tissue`)")
@@ -102,7 +106,8 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
         progress_kept.finish()
     _warn_skipped(counts, fasta)
     return summary(counts, time.perf_counter() - started, rank=rt.rank, world_size=rt.world_size, output=output,
-                   format=fmt, window=settings.window, batch_size=settings.batch_size)
+                   format=fmt, window=settings.window, context=settings.context, batch_size=settings.batch_size,
+                   **peak_memory(scorer.model.device))
 
 
 def _faster_way(settings: ScoreSettings) -> str:
@@ -189,18 +194,18 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta,
                            revision=revision)
     _choose_window_and_batch(settings, loaded, svm_model)
     if svm_model is not None:
-        svm_model.check_compatible(loaded, settings.window, settings.tissue)
+        svm_model.check_compatible(loaded, settings.window, settings.tissue, settings.context)
     scorer = VariantScorer(loaded, reference, settings.scores, settings.window, settings.batch_size, tss=tss_index,
                            svm=svm_model, tissue=settings.tissue, strict_ref=settings.strict_ref,
                            missing_contig=settings.missing_contig, source=reader.label, where=reader.where,
-                           llr_method=settings.llr_method, flank=settings.flank)
+                           context=settings.context, llr_method=settings.llr_method, flank=settings.flank)
     marginal = settings.llr_method == "wt-marginal"
     bg = None
     if background is not None:
         bg = read_background(background)
         scorer.use_background(bg, background_identity(loaded, settings, reference))
-    meta = provenance(loaded, window=settings.window, scores=",".join(settings.scores), reference=fasta,
-                      llr_method=settings.llr_method if "llr" in settings.scores else None,
+    meta = provenance(loaded, window=settings.window, context=settings.context, scores=",".join(settings.scores),
+                      reference=fasta, llr_method=settings.llr_method if "llr" in settings.scores else None,
                       flank=settings.flank if marginal and "llr" in settings.scores else None,
                       tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None,
                       background=f"{background} sha256={bg.sha256} snvs={max(len(v) for v in bg.values.values())}"
@@ -210,15 +215,24 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta,
 
 def _choose_window_and_batch(settings: ScoreSettings, model, svm_model) -> None:
     """Window: the SVM's, else 1,536 bp capped at the model's trained length; a longer window
-    asked for is run with a warning. Batch: 64 windows per pass on CUDA, 8 on CPU."""
+    asked for is run with a warning. Context: see ``context.choose_context`` (an SVM's own context
+    by default). Batch: up to 64 contexts per pass on CUDA, 8 on CPU, within the memory budget."""
     trained = trained_length(model)
     if settings.window is None:
         settings.window = int(svm_model.meta["window"]) if svm_model is not None else min(DEFAULT_WINDOW, trained)
     elif settings.window > trained:
         log.warning("--window %d is longer than the %d bp this model was trained on: its scores there are "
                     "untested (give --window %d or less)", settings.window, trained, trained)
+    explicit = settings.context is not None
+    if not explicit and svm_model is not None:
+        settings.context = svm_model.context
+    settings.context = choose_context(settings.context, settings.window, model)
+    passes = ("llr" in settings.scores) + 2 * any(s in settings.scores for s in ("embed_cos", "embed_l2", "svm"))
+    check_cpu_time(model, settings.context, settings.window, max(1, passes), explicit=explicit)
     if settings.batch_size is None:
-        settings.batch_size = DEFAULT_BATCH if model.device.type == "cuda" else DEFAULT_BATCH_CPU
+        cap = DEFAULT_BATCH if model.device.type == "cuda" else DEFAULT_BATCH_CPU
+        settings.batch_size = batch_for_budget(model.config, settings.context, memory_budget(model.device),
+                                               device_type=model.device.type, cap=cap)
 
 
 def _warn_skipped(counts: Counter, fasta: str) -> None:

@@ -1,10 +1,13 @@
 """Scores of VCF records from a Caduceus masked LM: LLR at the masked centre, embedding distances,
-SVM decisions, per ALT allele, with the windows of a chunk de-duplicated and run in batches.
+SVM decisions, per ALT allele, with the contexts of a chunk de-duplicated and run in batches.
 
-LLR and embeddings come from ``pipelines/inference.py``: the masked-LM logits at the centre with
-both strands combined (``centre_logits``) and the strand-averaged mean of the last layer
-(``embed_tokens``). With ``llr_method='wt-marginal'`` the LLR is read instead from unmasked tiles
-on a fixed grid (``pipelines/interpret/marginal.py``): one pass per tile scores every SNV in it.
+The model reads ``context`` bases around each variant (default: the window); LLR is read at the
+masked centre of that context, the embeddings pool its central ``window`` positions. LLR and
+embeddings come from ``pipelines/inference.py``: the masked-LM logits at the centre with both
+strands combined (``centre_logits``) and the strand features of each context, from which one pass
+gives the strand-averaged window mean and, for the SVM, the paper's features (``paper.py``). With
+``llr_method='wt-marginal'`` the LLR is read instead from unmasked tiles of ``context`` bp on a
+fixed grid (``pipelines/interpret/marginal.py``): one pass per tile scores every SNV in it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 
 from ...errors import CaduceusError
 from ...genome.vcf import VcfRecord
@@ -21,6 +25,8 @@ from ...genome.windows import fetch_window, variant_window
 from ...dna import MASK, VOCAB, encode
 from .. import inference
 from ..interpret.marginal import BASE_COLUMNS, TileCache, TileGrid, site_logits
+from .context import PAPER_WINDOW, paper_positions, pooled_slice
+from .paper import check_features, conjoin, context_features
 from .settings import DEFAULT_BATCH, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 _BASES_RE = re.compile(r"^[ACGTNacgtn]+$")
@@ -54,6 +60,7 @@ class RecordResult:
     tss_distance: int | None = None
     features: list[np.ndarray | None] | None = None
     ref_mismatch: bool = False
+    context_n: int | None = None  # N bases in the REF context (padding past contig ends included)
 
 
 @dataclass
@@ -98,6 +105,10 @@ def _cos_l2(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return cos, float(np.linalg.norm(a64 - b64))
 
 
+def _site(rec: VcfRecord) -> tuple:
+    return rec.chrom, rec.pos
+
+
 def _masked(ids: np.ndarray, centre: int) -> np.ndarray:
     out = ids.copy()
     out[centre] = MASK
@@ -109,28 +120,46 @@ class VariantScorer:
 
     ``score(records)`` returns one :class:`RecordResult` per record, in order. ``tss`` (a TssIndex)
     adds the distance to the nearest TSS; ``svm`` (a saved SVM) the svm score; ``keep_features``
-    keeps each ALT's [ref, alt] embedding (the SVM's features).
+    keeps each ALT's SVM features: [ref, alt] window means (``features='mean'``), or with
+    ``features='paper'`` a (2, 2d) array of the paper's forward and RC features (see ``paper.py``).
+    ``context`` (default: the window) is the number of bases the model reads around each variant;
+    ``batch_size`` None: as many contexts per pass as the memory budget allows (at most 64).
     """
 
     def __init__(self, model, reference, scores: Iterable[str] = DEFAULT_SCORES, window: int = DEFAULT_WINDOW,
-                 batch_size: int = DEFAULT_BATCH, *, tss=None, svm=None, tissue: str | None = None,
+                 batch_size: int | None = DEFAULT_BATCH, *, tss=None, svm=None, tissue: str | None = None,
                  strict_ref: bool = False, missing_contig: str = "error", source: str = "VCF",
                  keep_features: bool = False, where: Callable[[int], str] = lambda line: f"line {line}",
-                 llr_method: str = "masked", flank: int = DEFAULT_FLANK):
+                 context: int | None = None, features: str = "mean", llr_method: str = "masked",
+                 flank: int = DEFAULT_FLANK):
         self.settings = ScoreSettings(tuple(scores), window, batch_size, strict_ref=strict_ref,
-                                      missing_contig=missing_contig, tissue=tissue, llr_method=llr_method,
-                                      flank=flank).validate()
+                                      missing_contig=missing_contig, tissue=tissue, context=context,
+                                      llr_method=llr_method, flank=flank).validate()
         if "svm" in self.settings.scores and (svm is None or tss is None):
             raise CaduceusError("the svm score needs a trained model (--svm DIR) and TSS annotation (--tss FILE)")
         self.model, self.reference, self.tss, self.svm = model, reference, tss, svm
         self.source, self.where, self.keep_features = source, where, keep_features
         self.scores, self.window, self.centre = self.settings.scores, window, self.settings.centre
+        self.context = self.settings.span
+        self.features = check_features(svm.features if svm is not None else features)
         self.need_embed = keep_features or any(s in self.scores for s in EMBEDDING_SCORES)
-        self.marginal = TileGrid(window, flank) if llr_method == "wt-marginal" else None
+        self.pooled = pooled_slice(self.context, window)
+        self.positions = (torch.tensor(paper_positions(self.context, self._paper_window()))
+                          if self.features == "paper" else None)
+        if self.settings.batch_size is None:
+            from .context import batch_for_budget, memory_budget
+
+            self.settings.batch_size = batch_for_budget(model.config, self.context, memory_budget(model.device),
+                                                        device_type=model.device.type, cap=DEFAULT_BATCH)
+        self.marginal = TileGrid(self.context, flank) if llr_method == "wt-marginal" else None
         # the column of a base in the LLR logits: token ids (masked centre) or A..N (wt-marginal)
         self._llr_column = ({b: i for i, b in enumerate(BASE_COLUMNS)} if self.marginal is not None else _TOKEN)
         self.background, self.percentile_scores = None, ()
         self._tiles = TileCache()  # wt-marginal: the last tiles read, for the groups that share them
+
+    def _paper_window(self) -> int:
+        """The paper's gather width: the window (1,536 in the paper)."""
+        return self.window or PAPER_WINDOW
 
     @property
     def output_scores(self) -> tuple[str, ...]:
@@ -144,8 +173,8 @@ class VariantScorer:
         self.background = background
 
     # -- model passes --------------------------------------------------------------------------
-    def centre_logits(self, ids: np.ndarray) -> np.ndarray:
-        """(N, L) uint8 windows (masked at the centre) -> (N, vocab) float64 logits at the centre,
+    def centre_logits(self, ids) -> np.ndarray:
+        """(N, L) uint8 contexts (masked at the centre) -> (N, vocab) float64 logits at the centre,
         both strands combined (``inference.centre_logits``)."""
         model = self.model
         logits = inference.batched(ids, self.settings.batch_size,
@@ -153,32 +182,42 @@ class VariantScorer:
                                    width=model.config.padded_vocab_size, device=model.device)
         return logits.astype(np.float64)
 
-    def embeddings(self, ids: np.ndarray) -> np.ndarray:
-        """(N, L) uint8 windows -> (N, d) float32 strand-averaged mean embeddings of the last layer."""
-        model = self.model
-        return inference.batched(ids, self.settings.batch_size, lambda x: inference.embed_tokens(model, x, pool="mean"),
-                                 width=model.config.d_model, device=model.device)
+    def embeddings(self, ids) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(N, L) uint8 contexts -> (N, d) float32 strand-averaged means of the last layer over the
+        window, and with the paper's features (N, d) forward and (N, d) RC features (else None); one
+        model pass per context serves all three."""
+        model, d = self.model, self.model.config.d_model
+        parts = 1 if self.positions is None else 3
+
+        def features(x):
+            return torch.cat([f for f in context_features(model, x, self.pooled, self.positions) if f is not None], -1)
+
+        rows = inference.batched(ids, self.settings.batch_size, features, width=parts * d, device=model.device)
+        if parts == 1:
+            return rows, None, None
+        return rows[:, :d], rows[:, d:2 * d], rows[:, 2 * d:]
 
     # -- windows -------------------------------------------------------------------------------
     def _windows(self, rec: VcfRecord, contig: str) -> tuple[np.ndarray, str]:
-        """Token ids of the variant's window plus len(REF) bases (room for the alternative window of a
-        deletion), and the REF bases seen at the centre."""
-        start, end = variant_window(rec.pos - 1, self.window)
+        """Token ids of the variant's context plus len(REF) bases (room for the alternative context
+        of a deletion), and the REF bases seen at the centre."""
+        start, end = variant_window(rec.pos - 1, self.context)
         seq, _ = fetch_window(self.reference, contig, start, end + len(rec.ref))
         return encode(seq, source=f"{self.reference.path}: {contig}:{start + 1}"), seq[self.centre:self.centre + len(rec.ref)]
 
     def _alt_window(self, ids: np.ndarray, ref: str, alt: str) -> np.ndarray:
-        """The alternative window: the same left flank, ALT, then as much right flank as keeps it
-        ``window`` bp long (length-matched for indels; a long insertion is cut to fit)."""
-        c, w = self.centre, self.window
+        """The alternative context: the same left flank, ALT, then as much right flank as keeps it
+        ``context`` bp long (length-matched for indels; a long insertion is cut to fit)."""
+        c, w = self.centre, self.context
         tail = ids[c + len(ref): c + len(ref) + max(0, w - c - len(alt))]
         return np.concatenate([ids[:c], encode(alt), tail])[:w]
 
     # -- records -------------------------------------------------------------------------------
     def score(self, records: list[VcfRecord], progress: Callable[[int], None] | None = None) -> list[RecordResult]:
         """One result per record, in order. Records go through in groups of ``batch_size`` (a
-        forward batch or two of windows each; with wt-marginal, the records of ``batch_size``
-        tiles) and ``progress(n)`` hears of each group as it finishes."""
+        forward batch or two of windows each), grown so that records of one site (split
+        multi-allelic records, repeats) share a group and so its REF passes; with wt-marginal, the
+        records of ``batch_size`` tiles. ``progress(n)`` hears of each group as it finishes."""
         results: list[RecordResult] = []
         for group in self._groups(records):
             results += self._score_group(group)
@@ -189,8 +228,13 @@ class VariantScorer:
     def _groups(self, records: list[VcfRecord]):
         size = self.settings.batch_size
         if self.marginal is None:
-            for start in range(0, len(records), size):
-                yield records[start:start + size]
+            start = 0
+            while start < len(records):
+                end = min(start + size, len(records))
+                while end < len(records) and _site(records[end]) == _site(records[end - 1]):
+                    end += 1
+                yield records[start:end]
+                start = end
             return
         group: list[VcfRecord] = []
         tiles: set[tuple[str, int]] = set()
@@ -216,8 +260,8 @@ class VariantScorer:
             logits = site_logits(self.model, self.reference, windows.masked, self.marginal, self.settings.batch_size,
                                  self._tiles)
         elif windows.masked:
-            logits = self.centre_logits(np.stack(windows.masked))
-        emb = self.embeddings(np.stack(windows.plain)) if windows.plain else None
+            logits = self.centre_logits(windows.masked)
+        emb = self.embeddings(windows.plain) if windows.plain else None
         for rec, result, plan in zip(records, results, plans):
             for k, item in enumerate(plan):
                 if item is not None:
@@ -268,6 +312,7 @@ class VariantScorer:
         else:
             ids, seen = self._windows(rec, contig)
             if seen.upper() == rec.ref.upper():
+                result.context_n = int(np.count_nonzero(ids[:self.context] == _TOKEN["N"]))
                 return contig, ids
             result.ref_mismatch = True
             self._refuse_if_strict(rec, f"REF {rec.ref[:20]!r} at {rec.chrom}:{rec.pos} does not match the "
@@ -299,9 +344,9 @@ class VariantScorer:
         if "llr" in self.scores and kind == "snv" and self.marginal is not None:
             mask_row = windows.masked_row(key, lambda: (contig, rec.pos - 1))
         elif "llr" in self.scores and kind == "snv":
-            mask_row = windows.masked_row(key, lambda: _masked(ids[:self.window], self.centre))
+            mask_row = windows.masked_row(key, lambda: _masked(ids[:self.context], self.centre))
         if self.need_embed:
-            ref_row = windows.plain_row(key, lambda: ids[:self.window])
+            ref_row = windows.plain_row(key, lambda: ids[:self.context])
             alt_row = windows.plain_row(key + (rec.ref.upper(), alt.upper()),
                                         lambda: self._alt_window(ids, rec.ref, alt))
         if mask_row is None and ref_row is None:
@@ -317,14 +362,20 @@ class VariantScorer:
             result.scores["llr"][k] = float(row[column[item.alt.upper()]] - row[column[rec.ref.upper()]])
         if item.ref_row is None:
             return
-        cos, l2 = _cos_l2(emb[item.ref_row], emb[item.alt_row])
+        mean, fwd, rc = emb
+        cos, l2 = _cos_l2(mean[item.ref_row], mean[item.alt_row])
         if "embed_cos" in self.scores:
             result.scores["embed_cos"][k] = cos
         if "embed_l2" in self.scores:
             result.scores["embed_l2"][k] = l2
-        features = np.concatenate([emb[item.ref_row], emb[item.alt_row]]).astype(np.float32)
+        rows = [item.ref_row, item.alt_row]
+        if self.features == "paper":
+            features = np.stack([fwd[rows].reshape(-1), rc[rows].reshape(-1)]).astype(np.float32)  # (2, 2d)
+            svm_features = conjoin(features[0], features[1], self.model.config.rcps, test=True)
+        else:
+            features = svm_features = mean[rows].reshape(-1).astype(np.float32)
         if self.keep_features:
             result.features[k] = features
         if "svm" in self.scores and result.tss_distance is not None:
-            result.scores["svm"][k] = float(self.svm.decision(features[None], [result.tss_distance],
+            result.scores["svm"][k] = float(self.svm.decision(svm_features[None], [result.tss_distance],
                                                               tissues=[self.settings.tissue])[0])

@@ -24,8 +24,8 @@ LLR_METHODS = ("masked", "wt-marginal")
 DEFAULT_FLANK = 128  # wt-marginal: bases of context, at least, on each side of every scored position
 PERCENTILE_SCORES = ("llr", "embed_cos", "embed_l2")  # scores a background (caduceus calibrate) can hold
 # (minimum, maximum) of every size option (limits.check_size); a window holds the REF base and one on each side
-SIZE_LIMITS = {"window": (3, MAX_BASES), "batch_size": (1, MAX_BATCH), "chunk_size": (1, MAX_COUNT),
-               "flank": (0, MAX_BASES)}
+SIZE_LIMITS = {"window": (3, MAX_BASES), "context": (3, MAX_BASES), "batch_size": (1, MAX_BATCH),
+               "chunk_size": (1, MAX_COUNT), "flank": (0, MAX_BASES)}
 
 
 def validate_scores(scores: Iterable[str] | str) -> tuple[str, ...]:
@@ -52,11 +52,17 @@ class ScoreSettings:
     tissue: str | None = None
     llr_method: str = "masked"
     flank: int = DEFAULT_FLANK
+    context: int | None = None  # bases the model reads; None: the window (see context.choose_context)
+
+    @property
+    def span(self) -> int:
+        """Bases the model reads per pass: the context, or the window when no context is set."""
+        return self.context or self.window
 
     @property
     def centre(self) -> int:
-        """Index of the variant's first REF base in its window."""
-        return self.window // 2
+        """Index of the variant's first REF base in the sequence the model reads."""
+        return self.span // 2
 
     def validate(self) -> "ScoreSettings":
         self.scores = validate_scores(self.scores)
@@ -65,9 +71,12 @@ class ScoreSettings:
             check_size("--" + name.replace("_", "-"), getattr(self, name), minimum=low, maximum=high)
         if self.llr_method not in LLR_METHODS:
             raise CaduceusError(f"--llr-method must be one of {', '.join(LLR_METHODS)}, got {self.llr_method!r}")
-        if self.window is not None and self.llr_method == "wt-marginal" and 2 * self.flank >= self.window:
-            raise CaduceusError(f"--flank {self.flank} leaves no position to score in a --window of {self.window} bp: "
-                                f"give a flank below {(self.window + 1) // 2}")
+        if self.window is not None and self.llr_method == "wt-marginal" and 2 * self.flank >= self.span:
+            raise CaduceusError(f"--flank {self.flank} leaves no position to score in a tile of {self.span} bp (the "
+                                f"context the model reads): give a flank below {(self.span + 1) // 2}")
+        if self.context is not None and self.window is not None and self.context < self.window:
+            raise CaduceusError(f"--context {self.context} is shorter than --window {self.window}: the model must "
+                                f"read every position it pools (give --context {self.window} or more)")
         if self.missing_contig not in MISSING_CONTIG:
             raise CaduceusError(f"--missing-contig must be one of {', '.join(MISSING_CONTIG)}, "
                                 f"got {self.missing_contig!r}")
