@@ -52,9 +52,9 @@ def calibrate_command(
 
     with Progress("calibrate", unit="sites", quiet=quiet) as progress:
         summary = calibrate(fasta, output, regions_file=regions_file, n=n, seed=seed, scores=scores, model=model,
-                            window=window, context=context, llr_method=llr_method, flank=flank, batch_size=batch_size, device=device,
-                            dtype=dtype, backend=backend, revision=revision, progress=progress,
-                            set_total=progress.set_total)
+                            window=window, context=context, llr_method=llr_method, flank=flank,
+                            batch_size=batch_size, device=device, dtype=dtype, backend=backend, revision=revision,
+                            progress=progress, set_total=progress.set_total)
     report("calibrate", f"scored {summary['snvs']:,} SNVs at {summary['sites']:,} random sites "
                         f"({', '.join(summary['scores'])}, {summary['llr_method']}, window {summary['window']:,} bp, context "
                         f"{summary['context']:,} bp) in "

@@ -51,8 +51,8 @@ def score_variants_command(
                                           "a record is read when its POS is inside."),
     regions_file: Optional[str] = typer.Option(None, "--regions-file", "-R", help="Regions from a file: chrom pos or "
                                                "chrom beg end (1-based, inclusive), or BED (.bed, 0-based)."),
-    llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help="llr: masked (one masked window per site, "
-                                   "exact) or wt-marginal (unmasked tiles of --window bp: one pass scores every SNV "
+    llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help="llr: masked (one masked context per site, "
+                                   "exact) or wt-marginal (unmasked tiles of --context bp: one pass scores every SNV "
                                    "of a tile; each SNV at least --flank bp from a tile's edge)."),
     flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="wt-marginal: bases of "
                             "context, at least, on each side of every SNV."),
