@@ -62,7 +62,7 @@ def test_masked_and_embedding_ism_equal_score_variants_at_the_same_positions(ps,
     rows = result["table"].to_pydict()
     assert len(rows["pos"]) == 30 and rows["pos"][:3] == [2001] * 3
     score_variants(str(snv_vcf(tmp_path / "v.vcf", positions)), str(FA), str(tmp_path / "s.tsv"), model=ps,
-                   scores="llr,embed_cos", window=W)
+                   scores="llr,embed_cos", window=W, context=W)
     llr, cos = tsv_scores(tmp_path / "s.tsv", "llr"), tsv_scores(tmp_path / "s.tsv", "embed_cos")
     assert len(llr) == 30
     for pos, alt, masked, embedding in zip(rows["pos"], rows["alt"], rows["masked"], rows["embedding"]):
@@ -154,7 +154,7 @@ def test_track_statistics_from_the_distribution():
 def test_wt_marginal_llr_does_not_depend_on_order_or_chunks_and_matches_ism(ps, tmp_path):
     positions = [7001, 7002, 7040, 9000, 7003, 12050]
     vcf = snv_vcf(tmp_path / "v.vcf", positions)
-    common = dict(model=ps, scores="llr", window=W, llr_method="wt-marginal", flank=FLANK)
+    common = dict(model=ps, scores="llr", window=W, context=W, llr_method="wt-marginal", flank=FLANK)
     score_variants(str(vcf), str(FA), str(tmp_path / "a.tsv"), chunk_size=1024, **common)
     score_variants(str(vcf), str(FA), str(tmp_path / "b.tsv"), chunk_size=2, **common)
     a, b = tsv_scores(tmp_path / "a.tsv", "llr"), tsv_scores(tmp_path / "b.tsv", "llr")

@@ -141,7 +141,7 @@ def importance_matrix(table: pa.Table, target: Target, method: str) -> np.ndarra
 def write_plot(path, table: pa.Table, target: Target, method: str, model) -> None:
     source = getattr(model, "source", {}) or {}
     where = f"{target.contig}:{target.start + 1:,}-{target.end:,}"
-    title = f"{target.name + ' (' + where + ')' if target.name != f'{target.contig}:{target.start + 1}-{target.end}' else where}: " \
-            f"ism {method}, model {source.get('id', '')}"
+    label = where if target.name == f"{target.contig}:{target.start + 1}-{target.end}" else f"{target.name} ({where})"
+    title = f"{label}: ism {method}, model {source.get('id', '')}"
     plot_logo(importance_matrix(table, target, method), "ACGT", title, path, start=target.start + 1,
               ylabel=_IMPORTANCE[method][1])
