@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=2, help="records scored first, untimed")
     ap.add_argument("--context", type=int, default=131072)
     ap.add_argument("--window", type=int, default=1536)
+    ap.add_argument("--scores", default=None, help="comma-separated scores (default: score-variants' own)")
+    ap.add_argument("--skip-finetune", action="store_true", help="only the score-variants and forward rows")
     ap.add_argument("--train-length", type=int, default=131072)
     ap.add_argument("--train-batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the forward and the training step")
@@ -104,6 +106,8 @@ def score_variants_run(model, args, tmp: Path) -> dict:
     hook = model.caduceus.register_forward_pre_hook(lambda _module, inputs: tokens.__setitem__(
         "n", tokens["n"] + inputs[0].numel()))
     options = dict(model=model, context=args.context, window=args.window, fmt="tsv")
+    if args.scores:
+        options["scores"] = args.scores.split(",")
     first_records(args.vcf, args.warmup, 0, tmp / "warmup.vcf")
     score_variants(str(tmp / "warmup.vcf"), args.fasta, str(tmp / "warmup.tsv"), **options)
     records = first_records(args.vcf, args.n, args.warmup, tmp / "timed.vcf")
@@ -213,7 +217,7 @@ def main(argv=None) -> dict:
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "smoke": args.smoke, "model": args.model, "context": args.context, "window": args.window,
-              "backend": model.backend}
+              "backend": model.backend, "scores": args.scores or "default"}
     with tempfile.TemporaryDirectory(prefix="caduceus-long-range-") as tmp:
         result["score_variants"] = score_variants_run(model, args, Path(tmp))
     batch = result["score_variants"]["batch_size"]
@@ -224,6 +228,10 @@ def main(argv=None) -> dict:
     result["over_official"] = sv["variants_per_second"] / OFFICIAL_VARIANTS_PER_SECOND
     config = model.config
     del model
+    if args.skip_finetune:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return result
     result["finetune"] = [train_step_run(config, device, args.train_length, int(b), checkpoint, args.repeats)
                           for b in args.train_batches.split(",") for checkpoint in (False, True)]
     largest = max(int(b) for b in args.train_batches.split(","))

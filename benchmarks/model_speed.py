@@ -3,6 +3,7 @@
     python benchmarks/model_speed.py --device cuda --dtype bf16 --backend triton --batch 256 --lengths 1536
     python benchmarks/model_speed.py --device cuda --dtype bf16 --official .official --batch 256 --lengths 1536
     python benchmarks/model_speed.py --device cpu --backend numba --configs ps:128x4 --lengths 1536 --batch 4
+    python benchmarks/model_speed.py --cpu-compare --model bundled --lengths 1024 --batch 8,64 --repeats 5
 
 --backend: triton | mamba-ssm (alias cuda) | torch | numba | auto, or several separated by commas
 (each row then times every backend in turn on the same model and inputs, in this process). --batch fixes the batch (windows)
@@ -17,11 +18,20 @@ Weights are random (speed does not depend on them). Each row: warm-up, then the 
 on GPU, the process's peak RSS on CPU. Embedding-style forward: hidden states, no LM head. The
 measuring code is `caduceus_cli.pipelines.benchmark.speed.forward_speed` (also behind `caduceus
 benchmark speed`); this script adds the official implementation and a fixed batch for comparisons.
+
+--cpu-compare times, on the CPU, in this one process and on the same inputs, the channels-first
+numba path in fp32 (the CPU path before kernels/mixer_cpu.py: `mixer_cpu.channels_first()`) against
+the channels-last path in fp32 and in the compute dtype of --dtype auto, interleaving the repeats
+(A B C A B C ...) so that a machine shared with other work slows all of them alike; it prints the
+median seconds, tokens/s and speed-up of each, with the load average before and after (compare
+ratios, not absolute figures, when the load is above the core count). --batch may list several.
+--model bundled times the bundled model's weights instead of random ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,9 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from caduceus_cli.model import CaduceusConfig, CaduceusForMaskedLM  # noqa: E402
 from caduceus_cli.model.kernels.scan import BACKENDS, resolve_backend  # noqa: E402
 from caduceus_cli.model.kernels.versions import using_kernels  # noqa: E402
+from caduceus_cli.model.precision import compute_dtype, dtype_name  # noqa: E402
 from caduceus_cli.pipelines.benchmark.speed import forward_speed  # noqa: E402
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "auto")
 
 
 def official_model(folder: str, config: CaduceusConfig, device):
@@ -90,8 +101,7 @@ def _row(model, length, batch, backend, variant, d_model, n_layer, args) -> dict
     row = {"model": f"{variant.upper()} {d_model}x{n_layer}", "length": length, "batch": batch, "backend": backend,
            "kernels": args.kernel_set}
     try:
-        result = forward_speed(model, length, batch, args.dtype if device.type == "cuda" else "fp32",
-                               args.repeats, args.warmup)
+        result = forward_speed(model, length, batch, args.dtype, args.repeats, args.warmup)
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -99,20 +109,71 @@ def _row(model, length, batch, backend, variant, d_model, n_layer, args) -> dict
     # CPU: the process's peak RSS so far (rows run in order, so a later row's figure includes earlier ones)
     return {
         **row, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": args.dtype if device.type == "cuda" else "fp32", "threads": torch.get_num_threads(),
+        "dtype": dtype_name(compute_dtype(args.dtype, device)), "threads": torch.get_num_threads(),
         "seconds": round(result["seconds"], 4), "tokens_per_s": round(batch * length / result["seconds"]),
         "peak_memory_gib": round(result["peak_memory_gib"], 2), "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_compare(model, length: int, batch: int, repeats: int, warmup: int) -> dict:
+    """Median seconds of the forward at ``batch`` x ``length`` on the CPU: 'today' (channels-first
+    numba path, fp32), 'fp32' and 'auto' (channels-last path), repeats interleaved."""
+    import statistics
+    import time
+
+    from caduceus_cli.model.kernels.mixer_cpu import channels_first
+    from caduceus_cli.model.precision import autocast, compute_dtype, cpu_bf16_matrix_units, dtype_name
+
+    auto = compute_dtype("auto", "cpu")
+    ids = torch.randint(7, 11, (batch, length), generator=torch.Generator().manual_seed(0))
+    model.backend = "numba"
+    paths = {"today": (True, torch.float32), "fp32": (False, torch.float32), "auto": (False, auto)}
+
+    def run(name):
+        old_path, dtype = paths[name]
+        with torch.no_grad(), autocast("cpu", dtype), (channels_first() if old_path else contextlib.nullcontext()):
+            start = time.perf_counter()
+            out = model(ids, compute_logits=False).last_hidden_state
+            return time.perf_counter() - start, out
+
+    load_before = _load()
+    outputs = {}
+    for name in paths:
+        for _ in range(warmup):
+            _, outputs[name] = run(name)
+    times = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name in paths:
+            times[name].append(run(name)[0])
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ref = outputs["today"].float()
+    return {
+        "length": length, "batch": batch, "threads": torch.get_num_threads(), "auto_dtype": dtype_name(auto),
+        "cpu_bf16_matrix_units": cpu_bf16_matrix_units(),
+        **{f"{name}_s": round(median[name], 4) for name in paths},
+        **{f"{name}_tokens_per_s": round(batch * length / median[name]) for name in paths},
+        "speedup_fp32": round(median["today"] / median["fp32"], 2),
+        "speedup_auto": round(median["today"] / median["auto"], 2),
+        "max_abs_diff_fp32": float((outputs["fp32"].float() - ref).abs().max()),
+        "max_abs_diff_auto": float((outputs["auto"].float() - ref).abs().max()),
+        "all_times_s": {name: [round(x, 4) for x in t] for name, t in times.items()},
+        "loadavg_before": load_before, "loadavg_after": _load(), "cores": os.cpu_count(),
     }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="bf16", choices=DTYPES)
+    ap.add_argument("--dtype", default="auto", choices=DTYPES, help="compute dtype (auto: bf16 on a GPU and on CPUs "
+                    "with bf16 matrix units, else fp32)")
     ap.add_argument("--backend", default="auto", help=f"one of {', '.join(BACKENDS)}, or several separated by commas")
     ap.add_argument("--official", metavar="FOLDER", help="time the official implementation found in FOLDER/caduceus")
-    ap.add_argument("--batch", type=int, help="windows per forward pass, the same for every length (default: "
-                    "--tokens-per-batch // length)")
+    ap.add_argument("--batch", help="windows per forward pass, the same for every length (default: "
+                    "--tokens-per-batch // length); --cpu-compare: a comma-separated list")
     ap.add_argument("--configs", default="ps:256x16,ph:256x16,ps:128x4,ph:128x4")
     ap.add_argument("--lengths", default="1536,131072")
     ap.add_argument("--tokens-per-batch", type=int, default=262144, help="batch = max(1, this // length)")
@@ -121,7 +182,18 @@ def main(argv=None):
     ap.add_argument("--kernels", default="new", help="kernel sets to time in turn, separated by commas: old, new "
                     "or VAR=VALUE pairs joined by '+' (see caduceus_cli/model/kernels/versions.py)")
     ap.add_argument("--json", help="write rows to this JSON file")
+    ap.add_argument("--cpu-compare", action="store_true", help="CPU: today's channels-first fp32 path against the "
+                    "channels-last path in fp32 and --dtype auto, interleaved (see above)")
+    ap.add_argument("--model", help="with --cpu-compare: 'bundled' for the bundled model's weights (default: "
+                    "random weights of --configs)")
+    ap.add_argument("--threads", type=int, help="CPU threads (torch and numba; default: all cores)")
     args = ap.parse_args(argv)
+    if args.threads is not None or args.device == "cpu":
+        from caduceus_cli.runtime import set_threads
+
+        set_threads(args.threads)
+    if args.cpu_compare:
+        return main_cpu_compare(args)
     device = torch.device(args.device)
     backends = ["official"] if args.official else [resolve_backend(b, device) for b in args.backend.split(",")]
     rows = []
@@ -135,7 +207,7 @@ def main(argv=None):
         else:
             model = CaduceusForMaskedLM(config).to(device).eval()
         for length in map(int, args.lengths.split(",")):
-            batch = args.batch or max(1, args.tokens_per_batch // length)
+            batch = int(args.batch) if args.batch else max(1, args.tokens_per_batch // length)
             for backend in backends:
                 for kernels in args.kernels.split(","):
                     args.kernel_set = kernels
@@ -151,6 +223,38 @@ def main(argv=None):
             print(f"{head}  {r['error']}")
         else:
             print(f"{head}{r['dtype']:>6}{r['tokens_per_s'] / 1e6:>9.3f}{r['peak_memory_gib']:>10.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def main_cpu_compare(args) -> None:
+    """--cpu-compare: one JSON row per model, length and batch, and a table."""
+    rows = []
+    if args.model == "bundled":
+        from caduceus_cli.model.loading import resolve_model
+
+        models = [("bundled", resolve_model("bundled", device="cpu", backend="numba"))]
+    else:
+        models = []
+        for spec in args.configs.split(","):
+            variant, size = spec.split(":")
+            d_model, n_layer = map(int, size.split("x"))
+            torch.manual_seed(0)
+            models.append((spec, CaduceusForMaskedLM(CaduceusConfig.small(variant, d_model, n_layer)).eval()))
+    batches = [int(b) for b in (args.batch or "8").split(",")]
+    for name, model in models:
+        for length in map(int, args.lengths.split(",")):
+            for batch in batches:
+                row = {"model": name, **cpu_compare(model, length, batch, args.repeats, args.warmup)}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"{'model':<10}{'length':>7}{'batch':>6}{'today tok/s':>12}{'fp32 tok/s':>11}{'auto tok/s':>11}"
+          f"{'x fp32':>7}{'x auto':>7}  auto  load before/after")
+    for r in rows:
+        print(f"{r['model']:<10}{r['length']:>7}{r['batch']:>6}{r['today_tokens_per_s']:>12}{r['fp32_tokens_per_s']:>11}"
+              f"{r['auto_tokens_per_s']:>11}{r['speedup_fp32']:>7}{r['speedup_auto']:>7}  {r['auto_dtype']:<5} "
+              f"{r['loadavg_before'][0]} / {r['loadavg_after'][0]}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

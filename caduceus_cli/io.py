@@ -414,5 +414,8 @@ def provenance(model=None, **extra) -> dict[str, str]:
         for key, name in (("id", "model"), ("revision", "model_revision"), ("sha256", "model_sha256")):
             if src.get(key) is not None:
                 out[name] = str(src[key])
+        compute_dtype = getattr(model, "compute_dtype_name", lambda: None)()
+        if compute_dtype is not None:
+            out["compute_dtype"] = compute_dtype
     out.update({k: str(v) for k, v in extra.items() if v is not None})
     return out

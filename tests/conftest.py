@@ -66,14 +66,14 @@ def ph_dir(tmp_path_factory):
 def ps(ps_dir):
     from caduceus_cli.model import load_model
 
-    return load_model(ps_dir, device="cpu")
+    return load_model(ps_dir, device="cpu", dtype="fp32")  # exact comparisons with direct fp32 passes
 
 
 @pytest.fixture(scope="session")
 def ph(ph_dir):
     from caduceus_cli.model import load_model
 
-    return load_model(ph_dir, device="cpu")
+    return load_model(ph_dir, device="cpu", dtype="fp32")  # exact comparisons with direct fp32 passes
 
 
 @pytest.fixture(scope="session")

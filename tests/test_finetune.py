@@ -32,7 +32,9 @@ from caduceus_cli.pipelines.optim import lr_at
 from .conftest import REPO, need_data
 
 FAST = dict(epochs=1, batch_size=32, device="cpu")
-QUICK_PROBE = dict(grid=(0.1, 1.0), cv_folds=3, device="cpu")  # a small C grid keeps the CPU suite fast
+QUICK_PROBE = dict(grid=(0.1, 1.0), cv_folds=3, device="cpu", dtype="fp32")  # a small C grid: a fast CPU suite
+# Numbers are compared across runs and batch sizes: fp32 everywhere (--dtype auto is bf16 on CPUs with
+# bf16 matrix units, where a sequence's result may move with its batch by bf16 rounding).
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -90,7 +92,7 @@ def test_predictions_are_strand_invariant(variant, gue, models, ph_run, tmp_path
     data = read_labeled_sequences(test)
     fwd = write_fasta(tmp_path / "fwd.fa", data.names, data.sequences)
     rev = write_fasta(tmp_path / "rev.fa", data.names, [reverse_complement(s) for s in data.sequences])
-    a, b = predict(folder, fwd, device="cpu"), predict(folder, rev, device="cpu")
+    a, b = predict(folder, fwd, device="cpu", dtype="fp32"), predict(folder, rev, device="cpu", dtype="fp32")
     pa = np.array([[r["prob_0"], r["prob_1"]] for r in a.rows])
     pb = np.array([[r["prob_0"], r["prob_1"]] for r in b.rows])
     assert np.abs(pa - pb).max() <= 1e-5 and np.ptp(pa[:, 1]) > 1e-4  # invariant, and not constant
@@ -109,7 +111,8 @@ def test_report_metrics_equal_scikit_learn_over_the_whole_split(ph_run, gue):
 
     folder, report = ph_run
     y = np.array(read_labeled_sequences(gue[1]).labels)
-    rows = predict(folder, gue[1], device="cpu").rows  # the saved model, reloaded
+    rows = predict(folder, gue[1], device="cpu", dtype="fp32").rows  # the saved model, reloaded, in the
+    # report's precision (the report is computed in training's: fp32 on the CPU)
     p1 = np.array([r["prob_1"] for r in rows])
     pred = np.array([r["prediction"] for r in rows])
     expected = {"accuracy": accuracy_score(y, pred), "mcc": matthews_corrcoef(y, pred), "f1": f1_score(y, pred),
@@ -143,14 +146,14 @@ def test_predict_keeps_input_order_and_a_sequence_never_depends_on_its_batch(ph_
     cut = [s[: 70 - 13 * (i % 4)] for i, s in enumerate(data.sequences)]  # four lengths, interleaved
     names = [f"r{i}" for i in range(12)]
     fasta = write_fasta(tmp_path / "mixed.fa", names, cut)
-    result = predict(folder, fasta, device="cpu", batch_size=3)
+    result = predict(folder, fasta, device="cpu", dtype="fp32", batch_size=3)
     assert [r["name"] for r in result.rows] == names and result.columns == ["name", "prediction", "prob_0", "prob_1"]
     for i in (0, 5, 11):
-        alone = predict(folder, write_fasta(tmp_path / f"one{i}.fa", [names[i]], [cut[i]]), device="cpu").rows[0]
+        alone = predict(folder, write_fasta(tmp_path / f"one{i}.fa", [names[i]], [cut[i]]), device="cpu", dtype="fp32").rows[0]
         assert alone["prob_1"] == pytest.approx(result.rows[i]["prob_1"], abs=1e-6)
     tsv, parquet = tmp_path / "p.tsv", tmp_path / "p.parquet"
-    predict(folder, fasta, tsv, device="cpu")
-    predict(folder, fasta, parquet, device="cpu")
+    predict(folder, fasta, tsv, device="cpu", dtype="fp32")
+    predict(folder, fasta, parquet, device="cpu", dtype="fp32")
     lines = [line for line in tsv.read_text().splitlines() if not line.startswith("##")]
     assert lines[0] == "name\tprediction\tprob_0\tprob_1" and [x.split("\t")[0] for x in lines[1:]] == names
     import pyarrow.parquet as pq
@@ -221,7 +224,7 @@ def test_multiclass_string_labels_probe_and_finetune(models, gue, tmp_path):
     train, test = tasks.subset(range(120)), tasks.subset(range(120, 160))
     probe = fit_probe(train, tmp_path / "probe", model=models["ph"], test=test, cache=False, **QUICK_PROBE)
     assert probe["label_names"] == ["high", "low", "mid"] and probe["runs"][0]["test"]["auroc"] > 0.6
-    rows = predict(tmp_path / "probe", write_fasta(tmp_path / "t.fa", test.names, test.sequences), device="cpu").rows
+    rows = predict(tmp_path / "probe", write_fasta(tmp_path / "t.fa", test.names, test.sequences), device="cpu", dtype="fp32").rows
     assert {r["prediction"] for r in rows} <= {"high", "low", "mid"}
     assert all(abs(r["prob_high"] + r["prob_low"] + r["prob_mid"] - 1) < 1e-9 for r in rows)
     folded = classification_metrics(np.array([["high", "low", "mid"].index(x) for x in test.labels]),
@@ -243,11 +246,11 @@ def test_regression_on_a_synthetic_numeric_target(models, gue, tmp_path):
                       **dict(QUICK_PROBE, grid=(1.0, 10.0)))
     assert probe["metric_names"] == ["mse", "pearson", "spearman", "r2"] and probe["runs"][0]["test"]["pearson"] > 0.5
     fasta = write_fasta(tmp_path / "t.fa", test.names, test.sequences)
-    values = np.array([r["prediction"] for r in predict(tmp_path / "probe", fasta, device="cpu").rows])
+    values = np.array([r["prediction"] for r in predict(tmp_path / "probe", fasta, device="cpu", dtype="fp32").rows])
     assert float(np.mean((values - np.array(test.labels)) ** 2)) == pytest.approx(probe["runs"][0]["test"]["mse"],
                                                                                    rel=1e-5)
     clf = finetune_classifier(train, tmp_path / "clf", model=models["ph"], test=test, task="regression", **FAST)
-    rows = predict(tmp_path / "clf", fasta, device="cpu").rows
+    rows = predict(tmp_path / "clf", fasta, device="cpu", dtype="fp32").rows
     mse = float(np.mean((np.array([r["prediction"] for r in rows]) - np.array(test.labels)) ** 2))
     assert clf["runs"][0]["test"]["mse"] == pytest.approx(mse, rel=1e-6)  # the saved head folds the scaling in
     assert clf["label_names"] is None and clf["recipe"]["select_metric"] == "mse"
@@ -268,7 +271,7 @@ def test_probe_on_fasta_with_folds_bed_and_cached_features(models, tmp_path):
     bed.write_text("".join(f"chrI\t{s}\t{s + 80}\tr{i}\t0\t{'+-'[i % 2]}\t{i % 2}\n" for i, s in enumerate(starts)))
     report = fit_probe(str(bed), tmp_path / "p3", fasta=str(genome), **kw)
     assert report["splits"]["train"]["records"] == 40 and report["runs"][0]["valid_source"] == "out-of-fold on train"
-    rows = predict(tmp_path / "p3", bed, fasta=genome, device="cpu").rows
+    rows = predict(tmp_path / "p3", bed, fasta=genome, device="cpu", dtype="fp32").rows
     assert [r["name"] for r in rows] == [f"r{i}" for i in range(40)]
 
 
@@ -277,7 +280,7 @@ def test_max_length_crops_and_counts(models, gue, tmp_path):
                                  **FAST)
     assert report["splits"]["train"]["truncated"] == 160 and report["splits"]["test"]["truncated"] == 60
     assert load_classifier(tmp_path / "clf").head["max_length"] == 50
-    assert predict(tmp_path / "clf", gue[1], device="cpu").truncated == 60
+    assert predict(tmp_path / "clf", gue[1], device="cpu", dtype="fp32").truncated == 60
 
 
 # -- the folder in the HF layout, the CLI, bad input ---------------------------------------------
@@ -372,9 +375,10 @@ def test_torchrun_two_processes_on_cpu(gue, models, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)  # rank 0 alone prints
     assert report["recipe"]["world_size"] == 2 and report["runs"][0]["test"]["auroc"] is not None
-    result = run("predict", tmp_path / "ddp", gue[1], "-o", tmp_path / "ddp.tsv", "--device", "cpu", "-q")
+    result = run("predict", tmp_path / "ddp", gue[1], "-o", tmp_path / "ddp.tsv", "--device", "cpu", "--dtype", "fp32",
+                 "-q")
     assert result.returncode == 0, result.stderr[-3000:]
-    single = predict(tmp_path / "ddp", gue[1], tmp_path / "one.tsv", device="cpu")
+    single = predict(tmp_path / "ddp", gue[1], tmp_path / "one.tsv", device="cpu", dtype="fp32")
     body = lambda p: [x for x in p.read_text().splitlines() if not x.startswith("##")]  # noqa: E731
     assert single.n_records == 60 and body(tmp_path / "ddp.tsv") == body(tmp_path / "one.tsv")
 

@@ -70,7 +70,7 @@ def labeled_snvs(path, n_per_class):
 
 @pytest.fixture(scope="module")
 def model(small_ps_dir):
-    return load_model(small_ps_dir)
+    return load_model(small_ps_dir, dtype="fp32")  # compared with direct fp32 passes
 
 
 def test_bucket_boundaries():

@@ -10,7 +10,7 @@ import typer
 
 from ..choices import BACKENDS, DEFAULT_MODEL
 from ..errors import CaduceusError
-from ..limits import MAX_COUNT, check_real, check_size
+from ..limits import MAX_COUNT, MAX_THREADS, check_real, check_size
 from ..progress import Progress as Progress, duration as duration  # the one progress, for every command
 
 
@@ -66,8 +66,9 @@ BACKEND_HELP = (f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks trit
                 "(`caduceus doctor` shows which); mamba-ssm (alias cuda) needs the optional [cuda] extra; torch is "
                 "the plain-PyTorch reference.")
 BackendOption = typer.Option("auto", "--backend", help=BACKEND_HELP)
-DtypeOption = typer.Option(None, "--dtype", help="Cast the weights: float32, bfloat16, float16 (on CUDA the model "
-                           "runs under bf16 autocast anyway).")
+DtypeOption = typer.Option("auto", "--dtype", help="Compute dtype of the model's matmuls: auto, fp32 or bf16. auto: "
+                           "bf16 on a GPU; on the CPU bf16 where it has bf16 matrix units (AMX or AVX512-BF16, see "
+                           "`caduceus doctor`), else fp32. The weights stay fp32.")
 # Sequences read by content (CSV/TSV, FASTA, or BED + FASTA): finetune classify/probe and predict
 LabeledFastaOption = typer.Option(None, "--fasta", "-f", help="Reference FASTA for BED input.")
 SequenceColumnOption = typer.Option(None, "--sequence-column", help="CSV/TSV: the sequence column's name or 1-based "
@@ -75,6 +76,19 @@ SequenceColumnOption = typer.Option(None, "--sequence-column", help="CSV/TSV: th
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress and no summary on stderr.")
 SummaryJsonOption = typer.Option(False, "--json", help="The summary on stderr as one JSON line.")
 ReportJsonOption = typer.Option(False, "--json", help="Print the full report as JSON instead of a table.")
+ThreadsOption = SizeOption(None, "--threads", maximum=MAX_THREADS, help="CPU threads for torch and the numba kernels "
+                           "(default: all cores, or OMP_NUM_THREADS when set).")
+
+
+def use_threads(threads: int | None, dtype: str | None = None) -> None:
+    """Apply --threads and check --dtype before any work (the engine says what is wrong)."""
+    from ..runtime import set_threads
+
+    set_threads(threads)
+    if dtype is not None:
+        from ..model.precision import check_dtype
+
+        check_dtype(dtype)
 
 
 def print_table(rows: dict[str, Any], as_json: bool) -> None:

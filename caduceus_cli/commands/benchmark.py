@@ -8,7 +8,7 @@ import typer
 
 from ..choices import BACKENDS, DEFAULT_MODEL
 from ..limits import MAX_BASES, MAX_BATCH, MAX_REPEATS
-from ._common import DeviceOption, Progress, QuietOption, SizeOption
+from ._common import DeviceOption, Progress, QuietOption, SizeOption, ThreadsOption, use_threads
 
 
 class TaskProgress(Progress):
@@ -52,7 +52,7 @@ def benchmark_command(
     batch_size: int = SizeOption(None, "--batch-size", maximum=MAX_BATCH, help="Sequences per batch (default: the engine's)."),
     lengths: str = typer.Option(None, "--lengths", help="speed: comma-separated lengths (default: GPU 1536,131072; "
                                 "CPU 1024)."),
-    dtypes: str = typer.Option(None, "--dtypes", help="speed: fp32 and/or bf16 (default: GPU bf16, CPU fp32)."),
+    dtypes: str = typer.Option(None, "--dtypes", help="speed: compute dtypes auto, fp32 and/or bf16 (default: auto)."),
     backends: str = typer.Option(None, "--backends", help=f"speed: comma-separated selective-scan backends ({', '.join(BACKENDS)}; default auto)."),
     window: int = SizeOption(None, "--window", minimum=3, maximum=MAX_BASES, help="vep-eqtl: positions (bp) around "
                              "the variant averaged into its features (default 1536)."),
@@ -62,6 +62,9 @@ def benchmark_command(
     features: str = typer.Option(None, "--features", help="vep-eqtl: paper (default; the official "
                                  "vep_embeddings.py features) or mean (strand-averaged window mean)."),
     device: str = DeviceOption,
+    dtype: str = typer.Option("auto", "--dtype", help="Compute dtype of the probe protocol's feature passes: auto, "
+                              "fp32 or bf16 (see `caduceus embed --help`; speed: use --dtypes)."),
+    threads: int = ThreadsOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Run a benchmark suite and write a report folder (results.jsonl, summary.md, summary.png).
@@ -74,12 +77,16 @@ def benchmark_command(
     """
     from ..pipelines.benchmark import run_benchmark
 
+    use_threads(threads, dtype)
+
     def note(message: str) -> None:
         if not quiet:
             sys.stderr.write(f"caduceus: benchmark: {message}\n")
 
     options = {k: v for k, v in (("lengths", lengths), ("dtypes", dtypes), ("backends", backends),
                                  ("window", window), ("context", context), ("features", features)) if v is not None}
+    if dtype != "auto":
+        options["dtype"] = dtype
     with TaskProgress("benchmark", unit=progress_unit(suite, protocol), quiet=quiet) as progress:
         rows = run_benchmark(suite, output, model=model, protocol=protocol, tasks=tasks, data=data, cache=cache,
                              baseline=baseline, resume=resume, fasta=fasta, tss=tss, seeds=seeds, epochs=epochs,

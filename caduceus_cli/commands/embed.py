@@ -11,7 +11,7 @@ from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, D
                                         DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS)
 from ..limits import MAX_BASES, MAX_BATCH, MAX_THREADS, MAX_TOKENS
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SizeOption, SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
 def embed(
@@ -25,7 +25,8 @@ def embed(
     revision: Optional[str] = RevisionOption,
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
-    dtype: Optional[str] = DtypeOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     pool: str = typer.Option(DEFAULT_POOL, "--pool", help=f"{', '.join(POOLINGS)} (center: the mean over the central "
                              "--center-width bp; first/last: each strand's own first/last base), or "
                              f"{PER_POSITION} (one vector per position; Parquet or .npy/.npz)."),
@@ -73,6 +74,7 @@ def embed(
     """
     from ..pipelines.embed import embed_regions
 
+    use_threads(threads, dtype)
     with Progress("embed", unit="regions", quiet=quiet) as progress:
         result = embed_regions(
             fasta, regions, output, model=model, device=device, dtype=dtype, backend=backend, revision=revision,

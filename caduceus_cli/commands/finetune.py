@@ -13,8 +13,9 @@ import typer
 from ..choices import POOLINGS
 from ..pipelines.svm_model import CS, DEFAULT_TEST_FRACTION, N_TRAIN, SEEDS, SVM_LIMITS
 from ..pipelines.variants.settings import DEFAULT_WINDOW
-from ._common import (BackendOption, DeviceOption, LabeledFastaOption, ModelOption, Progress, QuietOption,
-                      RealOption, ReportJsonOption, RevisionOption, SequenceColumnOption, SizeOption, duration, report)
+from ._common import (BackendOption, DeviceOption, DtypeOption, LabeledFastaOption, ModelOption, Progress,
+                      QuietOption, RealOption, ReportJsonOption, RevisionOption, SequenceColumnOption, SizeOption,
+                      ThreadsOption, duration, report, use_threads)
 
 finetune_app = typer.Typer(help="Fine-tune a classifier (classify), fit a linear probe on frozen embeddings (probe) or the "
                                 "variant-effect SVM (svm).\n\n"
@@ -52,17 +53,20 @@ def svm_command(
                                            "at most 64)."),
     device: str = DeviceOption,
     backend: str = BackendOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     as_json: bool = ReportJsonOption,
     quiet: bool = QuietOption,
 ) -> None:
     from ..pipelines.svm import train_svm
 
+    use_threads(threads, dtype)
     with Progress("features", unit="variants", quiet=quiet) as progress:
         fitted = train_svm(labeled, fasta, tss, output, model=model, window=window, context=context, features=features,
                            test=test,
                            test_fraction=test_fraction, label_field=label_field, use_tissue=use_tissue,
                            n_train=n_train, batch_size=batch_size, device=device, revision=revision, backend=backend,
-                           progress=progress)
+                           dtype=dtype, progress=progress)
     if as_json:  # the report is the machine's summary: on stdout, as `models info --json`
         json.dump(fitted, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -221,7 +225,7 @@ def classify_command(
     checkpoint_blocks: Optional[bool] = typer.Option(None, "--checkpoint-blocks/--no-checkpoint-blocks",
                                                      help="Recompute each block in the backward pass instead of "
                                                      "keeping its activations: the same gradients in far less memory, "
-                                                     "~30% more compute. (default: on when the longest training "
+                                                     "one more forward per step. (default: on when the longest training "
                                                      f"sequence is over {_R.CHECKPOINT_BLOCKS_ABOVE:,} bp)"),
     micro_batch_size: Optional[int] = SizeOption(None, "--micro-batch-size", limits=_SIZES["micro_batch_size"],
                                                  help="Sequences per forward and backward pass; their gradients add up "
@@ -234,6 +238,7 @@ def classify_command(
                                                 help="Sequences per evaluation batch (default: --batch-size)."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
+    threads: Optional[int] = ThreadsOption,
     as_json: bool = ReportJsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -243,6 +248,7 @@ def classify_command(
     from ..pipelines.pretrain import parse_duration
     from ..runtime import env_rank
 
+    use_threads(threads)
     if valid is not None and valid_fraction is not None:
         raise CaduceusError("give --valid FILE or --valid-fraction, not both")
     if output is None and resume is None:
@@ -298,6 +304,8 @@ def probe_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     as_json: bool = ReportJsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -306,6 +314,7 @@ def probe_command(
     from ..pipelines.finetune import fit_probe
     from ..runtime import env_rank
 
+    use_threads(threads, dtype)
     if cache is not None and no_cache:
         raise CaduceusError("give --cache DIR or --no-cache, not both")
     is_main = env_rank() == 0
@@ -313,7 +322,7 @@ def probe_command(
         train, output, model=model, revision=revision, valid=valid, test=test, folds=folds, seed=seed, task=task,
         fasta=fasta, sequence_column=sequence_column, label_column=label_column, pool=pool, center_width=center_width,
         max_length=max_length, batch_size=batch_size, cache=False if no_cache else cache, device=device,
-        backend=backend, progress=progress), output, is_main, as_json=as_json, quiet=quiet)
+        backend=backend, dtype=dtype, progress=progress), output, is_main, as_json=as_json, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,8 +8,8 @@ import typer
 
 from ..choices import ATTRIBUTIONS, PLOT_MAX_BASES, PLOT_TOP, PLOT_TOP_MAX
 from ..limits import MAX_BATCH
-from ._common import (BackendOption, DeviceOption, LabeledFastaOption, Progress, QuietOption, SequenceColumnOption,
-                      SizeOption, SummaryJsonOption, report)
+from ._common import (BackendOption, DeviceOption, DtypeOption, LabeledFastaOption, Progress, QuietOption,
+                      SequenceColumnOption, SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
 def predict_command(
@@ -36,6 +36,8 @@ def predict_command(
                                          f"draws (default {PLOT_TOP})."),
     device: Optional[str] = DeviceOption,
     backend: str = BackendOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
 ) -> None:
@@ -57,11 +59,12 @@ def predict_command(
     from ..pipelines.finetune import predict
     from ..runtime import env_rank
 
+    use_threads(threads, dtype)
     is_main = env_rank() == 0
     with Progress("predict", unit="sequences", quiet=quiet or not is_main) as progress:
         result = predict(model_dir, input, output, fasta=fasta, sequence_column=sequence_column,
-                         batch_size=batch_size, device=device, backend=backend, progress=progress, fmt=fmt,
-                         attribute=attribute, plot=plot, plot_top=plot_top)
+                         batch_size=batch_size, device=device, backend=backend, dtype=dtype, progress=progress,
+                         fmt=fmt, attribute=attribute, plot=plot, plot_top=plot_top)
     if is_main:
         where = "stdout" if result.output == "-" else result.output
         summary = {"records": result.n_records, "cropped": result.truncated, "seconds": round(result.seconds, 3),

@@ -10,7 +10,7 @@ import typer
 from ..pipelines.pretrain.settings import (DEFAULT_VALID_TAIL, MICRO_BATCH_TOKENS, REAL_LIMITS, SIZE_LIMITS,
                                            WARMUP_FRACTION, PretrainSettings)
 from ._common import (BACKEND_HELP, DeviceOption, Progress, QuietOption, RealOption, SizeOption, SummaryJsonOption,
-                      duration, report)
+                      ThreadsOption, duration, report, use_threads)
 
 
 _DEFAULTS = PretrainSettings()
@@ -67,6 +67,7 @@ def pretrain_command(
                                           "configuration; a different one is refused)."),
     device: Optional[str] = DeviceOption,
     backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP + _default("backend")),
+    threads: Optional[int] = ThreadsOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
 ) -> None:
@@ -83,6 +84,7 @@ def pretrain_command(
     """
     from ..pipelines.pretrain import pretrain
 
+    use_threads(threads)
     contigs = [c.strip() for c in valid_contigs.split(",") if c.strip()] if valid_contigs else None
     options = dict(variant=variant, d_model=d_model, n_layer=n_layer, seq_len=seq_len, batch_size=batch_size,
                    micro_batch_size=micro_batch_size, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,

@@ -11,7 +11,7 @@ from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEF
                                            DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS, MISSING_CONTIG, SCORES,
                                            SIZE_LIMITS)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SizeOption, SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
 def score_variants_command(
@@ -64,6 +64,7 @@ def score_variants_command(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,
+    threads: Optional[int] = ThreadsOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
 ) -> None:
@@ -77,6 +78,7 @@ def score_variants_command(
     """
     from ..pipelines.variants import score_variants
 
+    use_threads(threads, dtype)
     with Progress("scoring", unit="records", quiet=quiet) as progress:
         summary = score_variants(
             vcf, fasta, output, model=model, scores=scores, window=window, context=context, batch_size=batch_size,

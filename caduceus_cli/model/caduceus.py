@@ -15,6 +15,7 @@ block's per-layer strand swap is followed without moving any data).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -149,11 +150,12 @@ class CaduceusBlock(nn.Module):
 
 
 def _mixer_input_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the mixer's first matmul reads x in: under CUDA autocast an fp32 x is cast to the
+    """The dtype the mixer's first matmul reads x in: under autocast an fp32 x is cast to the
     autocast dtype there, so the norm writes it in that dtype directly (the same rounding, half the
     memory); otherwise x's own."""
-    if x.is_cuda and x.dtype == torch.float32 and torch.is_autocast_enabled("cuda"):
-        return torch.get_autocast_dtype("cuda")
+    kind = x.device.type
+    if x.dtype == torch.float32 and kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
     return x.dtype
 
 
@@ -239,8 +241,10 @@ class CaduceusBackbone(nn.Module):
                 streams.append(self._output((hidden.float() + residual.float()).to(hidden.dtype)))
         norm = self.norm_f.submodule if isinstance(self.norm_f, RCPSAddNormWrapper) else self.norm_f
         # The official final norm reads channels [:d] of the PS layout as forward, fused or not.
-        hidden = add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend,
-                          flip_channels=conjugate)[0]
+        # On the CPU it writes fp32 whatever the compute dtype: the LM head and pooled embeddings
+        # then read the fp32 residual stream normalised, not its bf16 rounding.
+        hidden = add_norm(hidden, residual, norm, self.config.residual_in_fp32, backend, flip_channels=conjugate,
+                          out_dtype=torch.float32 if hidden.device.type == "cpu" else None)[0]
         return hidden, conjugate, streams
 
     def _output(self, stream: torch.Tensor) -> torch.Tensor:
@@ -298,6 +302,13 @@ class CaduceusPreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def compute_dtype_name(self) -> str | None:
+        """'fp32' or 'bf16': what the compute dtype it was loaded with (``compute_dtype``, e.g.
+        'auto') means on its device; None when it was not loaded with one."""
+        from .precision import dtype_name, model_compute_dtype
+
+        return dtype_name(model_compute_dtype(self))
+
     def init_weights(self) -> None:
         """The official initialisation: normal(0, initializer_range) for linears and embeddings,
         zero linear biases (except dt_proj), and out_proj rescaled by 1/sqrt(n_residuals * n_layer)."""
@@ -349,8 +360,14 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
         return CaduceusOutput(last_hidden_state=hidden, logits=logits, hidden_states=streams)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The masked-LM head on hidden states (..., H) -> (..., vocab), e.g. only at masked positions."""
-        return self.lm_head(hidden) if self.config.rcps else F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
+        """The masked-LM head on hidden states (..., H) -> (..., vocab), e.g. only at masked positions.
+        Computed in hidden's dtype even under autocast: the head is 16 words wide, so fp32 costs
+        nothing, and fp32 hidden states (the CPU's) keep the log-likelihoods out of bf16 rounding."""
+        kind = hidden.device.type
+        with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext():
+            if self.config.rcps:
+                return self.lm_head(hidden)
+            return F.linear(hidden, self.lm_head.weight.to(hidden.dtype))
 
 
 class CaduceusForSequenceClassification(CaduceusPreTrainedModel):

@@ -31,8 +31,6 @@ HUB_ID = re.compile(rf"^{HUB_PART}/{HUB_PART}\Z")
 # A branch, tag, commit or 'refs/pr/N': git ref characters only, no '..' (nothing that could leave the
 # hub's URL space or the local cache folder).
 HUB_REVISION = re.compile(r"^(?!.*\.\.)(?!.*//)[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}\Z")
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 def bundled_model_dir() -> Path:
@@ -231,7 +229,9 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
                backend: str = "auto") -> CaduceusForMaskedLM:
     """Load a Caduceus masked-LM: 'bundled', a local folder, or a HuggingFace hub id.
 
-    ``device`` defaults to CPU; ``dtype`` (float32, bfloat16, float16) casts the weights;
+    ``device`` defaults to CPU; ``dtype`` is the compute dtype of its inference passes (auto, fp32,
+    bf16; None means auto: see ``precision.compute_dtype``), kept as ``model.compute_dtype``
+    (the weights stay fp32);
     ``backend`` picks the selective-scan kernels (``scan.BACKENDS``): 'auto' (triton on CUDA, numba
     on CPU), 'triton', 'numba', 'torch' (plain PyTorch, everywhere) or 'mamba-ssm' (alias 'cuda';
     needs the optional ``[cuda]`` extra).
@@ -249,15 +249,13 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
 
 
 def _place(model, folder: Path, source: dict, weights_path: Path, device, dtype, backend: str):
-    """Cast and move a loaded model, pick its backend, record where it came from; eval mode."""
+    """Move a loaded model, set its compute dtype and backend, record where it came from; eval mode."""
     from .kernels.scan import resolve_backend
+    from .precision import check_dtype
 
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise CaduceusError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        dtype = DTYPES[dtype]
     device = torch.device(device) if device is not None else torch.device("cpu")
-    model.to(device=device, dtype=dtype)
+    model.compute_dtype = check_dtype(dtype)
+    model.to(device=device)
     model.backend = backend
     resolve_backend(backend, device)  # refuse 'cuda' where it cannot run, before any work
     model.source = {

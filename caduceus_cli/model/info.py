@@ -9,6 +9,7 @@ import torch
 
 from ..choices import DEFAULT_MODEL
 from .kernels.scan import cuda_kernels, numba_kernels, resolve_backend, triton_kernels
+from .precision import compute_dtype, cpu_bf16_matrix_units, dtype_name
 
 BACKEND_NAMES = {
     "triton": "triton (this package's Triton kernels)",
@@ -62,7 +63,17 @@ def model_info(name_or_path: str = DEFAULT_MODEL, device: str | None = None, rev
         "head": describe_head(cfg),
         "device": device,
         "backend": backend_description("auto", device),
+        "compute_dtype": compute_description(device),
     }
+
+
+def compute_description(device: str) -> str:
+    """What ``--dtype auto`` runs in on ``device``, and why (e.g. 'bf16 (CPU has avx512_bf16)')."""
+    chosen = dtype_name(compute_dtype("auto", device))
+    if torch.device(device).type == "cuda":
+        return f"{chosen} (autocast on the GPU)"
+    units = cpu_bf16_matrix_units()
+    return f"{chosen} (CPU has {units})" if units else f"{chosen} (no bf16 matrix units on this CPU)"
 
 
 def describe_head(config) -> str:
@@ -118,6 +129,8 @@ def doctor_report() -> dict:
                            "numba_scan": numba_kernels() is not None,
                            **{f"mamba_ssm_{k}": v is not None for k, v in kernels.items()}},
         "cpu_threads": torch.get_num_threads(),
+        "cpu_bf16_matrix_units": cpu_bf16_matrix_units(),
+        "cpu_compute_dtype": compute_description("cpu"),
     }
     fixes = []
     if not torch.cuda.is_available():

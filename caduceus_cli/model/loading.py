@@ -18,6 +18,9 @@ def resolve_model(model: Any = DEFAULT_MODEL, *, device: "str | torch.device | N
                   backend: str = "auto", revision: str | None = None, train: bool = False):
     """A loaded model on ``device``: ``model`` is 'bundled', a folder, a hub id (at ``revision``) or
     an already loaded module (moved to ``device`` when one is given; ``revision`` must then be None).
+    ``dtype``: the compute dtype of its inference passes, 'auto' (None), 'fp32' or 'bf16', kept as
+    ``model.compute_dtype`` (see ``precision.compute_dtype``); an already loaded module keeps its
+    own unless ``dtype`` is given.
 
     The model is returned in eval mode unless ``train``.
     """
@@ -30,12 +33,10 @@ def resolve_model(model: Any = DEFAULT_MODEL, *, device: "str | torch.device | N
             dev = resolve_device(device)
             if next(model.parameters()).device != dev:
                 model = model.to(dev)
-        if dtype is not None:
-            from .checkpoint import DTYPES
+        if dtype is not None or not hasattr(model, "compute_dtype"):
+            from .precision import check_dtype
 
-            if dtype not in DTYPES:
-                raise CaduceusError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-            model = model.to(DTYPES[dtype])
+            model.compute_dtype = check_dtype(dtype)
         if backend != "auto" and hasattr(model, "backend"):
             from .kernels.scan import resolve_backend
 

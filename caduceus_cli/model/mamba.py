@@ -385,6 +385,18 @@ def mamba_flip_sum(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], b
     return total
 
 
+def _cpu_channels_last(hidden: torch.Tensor, directions: list[tuple[Mamba, bool]], backend: str) -> bool:
+    """Whether this pass runs as CPU inference with the numba kernels in the channels-last layout
+    (``kernels/mixer_cpu.py``): no gradient, on the CPU, backend numba, d_inner a multiple of 16."""
+    if hidden.device.type != "cpu" or not _inference(hidden, directions):
+        return False
+    if resolve_backend(backend, hidden.device) != "numba":
+        return False
+    from .kernels.mixer_cpu import supports
+
+    return supports([m for m, _ in directions])
+
+
 class BiMambaWrapper(nn.Module):
     """Forward Mamba plus a Mamba over the reversed sequence, combined by add or ew_multiply."""
 
@@ -415,6 +427,10 @@ class BiMambaWrapper(nn.Module):
             directions = [(fwd, True)] if rev is None else [(rev, False), (fwd, True)]
         else:
             directions = [(fwd, False)] if rev is None else [(fwd, False), (rev, True)]
+        if _cpu_channels_last(hidden, directions, backend):
+            from .kernels.mixer_cpu import mixer_inference
+
+            return mixer_inference(hidden, directions, conjugate, self.bidirectional_strategy)
         if (len(directions) == 2 and self.bidirectional_strategy == "add" and directions[1][1]
                 and not directions[0][1] and _inference(hidden, directions)):
             if inference_version() == 2 and hidden.is_cuda and resolve_backend(backend, hidden.device) == "triton":

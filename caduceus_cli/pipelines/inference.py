@@ -41,7 +41,7 @@ import torch
 
 from .. import stopping
 from ..choices import PER_POSITION, check_pooling
-from ..model.precision import autocast
+from ..model.precision import model_autocast
 from ..model.strands import pool_rows, pooled_strand_features, reverse_complement_padded, strand_stack
 from ..runtime import Runtime, run_sharded
 
@@ -129,7 +129,7 @@ def strand_features(model, input_ids: torch.Tensor, layer: int | None = None, co
     """(B, L, d, S) float32 features of every position and strand, aligned to the forward strand:
     ``[..., 0]`` the forward strand, ``[..., 1]`` the RC strand at the same base (S = 2: PS, or Ph
     with ``conjoin``; S = 1: Ph without). ``input_ids``: (B, L) without padding."""
-    with autocast(model.device):
+    with model_autocast(model):
         hidden = hidden_states(model, input_ids, layer)
         hidden_rc = None
         if not model.config.rcps and conjoin:
@@ -169,7 +169,7 @@ def centre_logits(model, input_ids: torch.Tensor, centre: int) -> torch.Tensor:
     PS in one pass (its LM head is RC-equivariant); Ph as the mean of the forward pass and the RC
     pass, whose logits are read at the mirrored position and mapped back to the complementary bases."""
     complement = model.backbone.complement_ids
-    with autocast(model.device):
+    with model_autocast(model):
         hidden, _ = model.caduceus(input_ids, model.backend, False)
         logits = model.logits(hidden[:, centre]).float()
         if not model.config.rcps:
@@ -202,7 +202,7 @@ def pooled_features(model, input_ids: torch.Tensor, lengths: torch.Tensor | None
     """(B, d) float32: the last hidden state pooled per strand, each strand in its own frame, and
     averaged over the strands; ``input_ids`` (B, L) may be right-padded beyond ``lengths`` (B,)."""
     check_pooling(pooling)
-    with autocast(input_ids.device):
+    with model_autocast(model):
         strands = pooled_strand_features(model.backbone, input_ids, lengths, pooling=pooling,
                                          center_width=center_width, conjoin=conjoin, backend=model.backend)
     return strands.float().mean(1)
@@ -229,7 +229,7 @@ def predict_logits(model, tokens: Sequence[np.ndarray], batch_size: int, runtime
     device = next(model.parameters()).device
 
     def logits(ids: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
+        with model_autocast(model):
             return model(ids)
 
     try:
@@ -283,7 +283,7 @@ def gradient_times_input(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, 
     flipped back onto the forward positions and added, so a sequence and its reverse complement
     get mirrored scores when the model is strand-invariant (PS, or Ph conjoined).
     """
-    with _embedding_leaf(model) as captured, torch.enable_grad(), autocast(input_ids.device):
+    with _embedding_leaf(model) as captured, torch.enable_grad(), model_autocast(model):
         logits = model(input_ids)
         (grad,) = torch.autograd.grad(_attribution_target(logits.float()).sum(), captured["embedding"])
         rows = (grad.float() * captured["embedding"].float()).sum(-1)  # (S*B, L)

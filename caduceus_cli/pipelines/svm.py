@@ -248,8 +248,9 @@ def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model=DEFA
               test: str | None = None, test_fraction: float = DEFAULT_TEST_FRACTION, label_field: str = "label",
               use_tissue: bool = False, Cs: Sequence[float] = CS, seeds: Sequence[int] = SEEDS, n_train: int = N_TRAIN,
               batch_size: int | None = None, device: str | None = None, backend: str = "auto",
-              revision: str | None = None, progress: Callable[[int], None] | None = None) -> dict:
-    """Fit the paper's TSS-bucketed SVMs on ``labeled`` variants and save them to ``output_dir``.
+              revision: str | None = None, progress: Callable[[int], None] | None = None, dtype=None) -> dict:
+    """Fit the paper's TSS-bucketed SVMs on ``labeled`` variants and save them to ``output_dir``;
+    ``dtype``: the compute dtype of the embedding passes (auto, fp32, bf16; None: auto).
 
     Test set: ``test`` (a second labeled file) or, without it, the last ``test_fraction`` of
     positions of each contig. ``model``: a name, folder or hub id (at ``revision``) or a loaded
@@ -270,7 +271,7 @@ def train_svm(labeled: str, fasta: str, tss: str, output_dir: str, *, model=DEFA
     with atomic_folder(output_dir) as folder:
         train_set, test_set = _read_sets(labeled, test, label_field, use_tissue)
         tss_index = read_tss(tss)
-        model = resolve_model(model, device=device, backend=backend, revision=revision)
+        model = resolve_model(model, device=device, backend=backend, revision=revision, dtype=dtype)
         explicit = context is not None
         context = choose_context(context, window, model)
         check_cpu_time(model, context, window, 2, explicit=explicit)

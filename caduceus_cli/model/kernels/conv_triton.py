@@ -3,12 +3,14 @@
 Same math as :func:`caduceus_cli.model.kernels.scan.causal_conv1d_torch`; x (B, D, L) with any
 strides, the output written with x's strides.
 
-Two versions (``CADUCEUS_CONV``): 1, tiles of (16 channels x positions) whose four shifted reads
-of x cannot be vector loads (2-byte loads; the backward also spills); 2 (default), like the scan:
+Two versions (``CADUCEUS_CONV``): 1 (default), tiles of (16 channels x positions) whose four shifted
+reads of x are 2-byte loads; 2, like the scan:
 one thread per channel walks its row in tiles of 8 positions (one 16-byte load per tile for bf16),
 keeping the 3 previous inputs (forward) or the 3 next pre-activation gradients (backward, walked
 from the end) in registers, so each element is read once; long rows are cut into time chunks
-whose programs recompute the 3-position halo.
+whose programs recompute the 3-position halo. Version 1 is the default because it measured faster
+in the model on an H100 (PS 256x16 forward at 256 x 1,536 bp: 1.765 M tokens/s with version 1 against
+1.230 M with version 2; PS 128x4 training: 2.10 against 1.94 M tokens/s; gpu/scan_notes.md).
 """
 
 from __future__ import annotations
@@ -312,10 +314,10 @@ def _prev_tile(row, t0, sl, cm, L, BT: tl.constexpr):
 
 
 def conv_version() -> int:
-    """``CADUCEUS_CONV``: 1 the first kernels, 2 (default) a thread per channel (module docstring)."""
+    """``CADUCEUS_CONV``: 1 (default) the tiled kernels, 2 a thread per channel (module docstring)."""
     from ...runtime import env_int
 
-    return env_int("CADUCEUS_CONV", 2, minimum=1)
+    return env_int("CADUCEUS_CONV", 1, minimum=1)
 
 
 def _conv2_chunks(x) -> tuple[int, int]:

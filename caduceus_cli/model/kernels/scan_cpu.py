@@ -13,6 +13,7 @@ else ``<cache root>/numba``), never beside this file; without a writable cache i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -32,7 +33,22 @@ if _CACHE and not numba.config.CACHE_DIR:  # numba was imported earlier, before 
 CHUNK = 64  # positions whose states the backward holds at once
 # numba's default 'workqueue' threading layer aborts the process when two threads launch parallel
 # work at once; pipelines may run the model from worker threads, so launches take turns.
-_LAUNCH = threading.Lock()
+_LAUNCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def launch():
+    """One parallel launch at a time, with the thread count of ``runtime.set_threads`` (numba's
+    count is per calling thread), capped at the pool numba started with."""
+    from ...runtime import cpu_threads
+
+    with _LAUNCH_LOCK:
+        wanted = cpu_threads()
+        if wanted is not None:
+            numba.set_num_threads(min(wanted, numba.config.NUMBA_NUM_THREADS))
+        yield
+
+
 # Safe fast-math: contraction into FMAs, reassociation of the sum over states, fast exp/log; no
 # assumption that values are finite, so NaN and inf propagate as in PyTorch.
 _FASTMATH = {"contract", "reassoc", "afn", "arcp", "nsz"}
@@ -252,7 +268,7 @@ class SelectiveScanNumba(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         Bt, Ct = _states_last(B), _states_last(C)
         out = torch.empty(u.shape, dtype=torch.float32)
-        with _LAUNCH:
+        with launch():
             _forward(_np(u, u), _np(delta, u), _np(z, u), A.detach().float().contiguous().numpy(), Bt.numpy(),
                      Ct.numpy(), _vec(D), _vec(delta_bias), out.numpy(), z is not None, D is not None,
                      delta_bias is not None, bool(delta_softplus))
@@ -272,7 +288,7 @@ class SelectiveScanNumba(torch.autograd.Function):
         dBt = torch.zeros(batch, groups, length, n_state, **f32)
         dCt = torch.zeros(batch, groups, length, n_state, **f32)
         dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
-        with _LAUNCH:
+        with launch():
             _backward(_np(dout, u), _np(u, u), _np(delta, u), _np(z, u), A.detach().float().contiguous().numpy(),
                       _states_last(B).numpy(), _states_last(C).numpy(), _vec(D), _vec(delta_bias),
                       z is not None, D is not None, delta_bias is not None, bool(ctx.delta_softplus),

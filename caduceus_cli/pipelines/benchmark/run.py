@@ -240,6 +240,8 @@ def run_benchmark(suite: str, output_dir: str | Path | None = None, *, model=DEF
                                    ("--batch-size", batch_size, 1, MAX_BATCH),
                                    ("--window", options.get("window"), 3, MAX_BASES)):
         check_size(name, value, minimum=low, maximum=high)
+    if "dtype" in options and (the_suite.kind != "sequences" or protocol != "probe"):
+        raise CaduceusError("--dtype applies to the probe protocol of sequence suites (speed: --dtypes)")
     if protocol not in PROTOCOLS:
         raise CaduceusError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline is not None and baseline not in BASELINES:

@@ -4,7 +4,9 @@ Measures (``SPEED_MEASURES``):
 - ``forward``: tokens/s of the embedding forward pass (hidden states, no LM head), the median of
   timed repeats after warm-up (CUDA events on a GPU).
 - ``train``: tokens/s of a masked-LM training step (forward, cross-entropy on 15% masked positions,
-  backward, AdamW step), bf16 autocast on CUDA.
+  backward, AdamW step).
+
+Every measure runs in each compute dtype of ``--dtypes`` (auto, fp32, bf16; ``model.precision``).
 - ``embed``: regions/s of the whole ``embed_regions`` pipeline on seeded random regions.
 - ``score-variants``: variants/s of the whole ``score_variants`` pipeline on seeded random SNVs.
 
@@ -31,8 +33,8 @@ from ...io import command_line
 from ...limits import MAX_BASES, parse_sizes
 from .registry import OFFICIAL_BATCH, OFFICIAL_FORWARD, OFFICIAL_TRAIN, SPEED_MEASURES
 
-DTYPES = ("fp32", "bf16")
-PIPELINES = ("embed", "score-variants")  # whole pipelines: their own precision (bf16 autocast on CUDA)
+DTYPES = ("auto", "fp32", "bf16")  # compute dtypes (model.precision)
+PIPELINES = ("embed", "score-variants")  # whole pipelines
 EXAMPLE_GENOME = Path(__file__).resolve().parents[2] / "data" / "examples" / "synthetic_genome.fa"
 
 
@@ -76,11 +78,10 @@ def _reset_peak(device) -> None:
 
 
 def _autocast(device, dtype: str):
-    import torch
 
-    from ...model.precision import autocast
+    from ...model.precision import autocast, compute_dtype
 
-    return autocast(device, torch.bfloat16 if dtype == "bf16" else torch.float32)
+    return autocast(device, compute_dtype(dtype, device))
 
 
 def timed(step: Callable[[], None], device, repeats: int, warmup: int) -> float:
@@ -255,7 +256,7 @@ def run_speed(models=DEFAULT_MODEL, measures=None, *, device=None, lengths=None,
         raise CaduceusError(f"--tasks: {', '.join(unknown)} is not a speed measure ({', '.join(SPEED_MEASURES)})")
     lengths = parse_sizes("--lengths", lengths if lengths is not None else ([1536, 131072] if gpu else [1024]),
                           maximum=MAX_BASES)
-    dtypes = _as_list(dtypes, ["bf16"] if gpu else ["fp32"])
+    dtypes = _as_list(dtypes, ["auto"])
     if any(d not in DTYPES for d in dtypes):
         raise CaduceusError(f"--dtypes: choose from {', '.join(DTYPES)}")
     budget = tokens_per_batch or (262_144 if gpu else 8_192)
@@ -265,11 +266,10 @@ def run_speed(models=DEFAULT_MODEL, measures=None, *, device=None, lengths=None,
     for spec in _as_list(models, [DEFAULT_MODEL]):
         for backend in _as_list(backends, ["auto"]):
             model = build_model(spec, dev, backend=backend)
-            for k, dtype in enumerate(dtypes):
+            for dtype in dtypes:
+                model.compute_dtype = dtype  # what the pipelines run in
                 for length in lengths:
                     for measure in measures:
-                        if measure in PIPELINES and k:
-                            continue  # the pipelines run in their own precision: measured once
                         scale = max(1, length // 1536)  # long windows: fewer regions/variants, similar tokens
                         batch = row_batch(measure, model, length, budget, tokens_per_batch)
                         rows.append(_measure(measure, model, spec, length, batch, dtype, repeats,
@@ -281,10 +281,12 @@ def run_speed(models=DEFAULT_MODEL, measures=None, *, device=None, lengths=None,
 def _measure(measure, model, spec, length, batch, dtype, repeats, regions, variants, genome, note) -> dict:
     import torch
 
+    from ...model.precision import compute_dtype, dtype_name
+
     row = {"suite": "speed", "task": measure, "protocol": "speed", "model": spec, "variant": model.config.variant,
            "d_model": model.config.d_model, "n_layer": model.config.n_layer, "length": length,
            "batch": None if measure in PIPELINES else batch,
-           "dtype": ("bf16 autocast" if model.device.type == "cuda" else "fp32") if measure in PIPELINES else dtype,
+           "dtype": dtype_name(compute_dtype(dtype, model.device)),
            "backend": model.backend,
            "device": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "cpu",
            "torch_threads": torch.get_num_threads(), "tool_version": __version__, "command": command_line(),

@@ -149,9 +149,10 @@ def _cell(value) -> str:
 
 def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_size=None, progress=None,
             sequence_column=None, backend="auto", chunk_size: int | None = None, fmt: str | None = None,
-            attribute: str | None = None, plot=None, plot_top: int | None = None) -> PredictResult:
+            attribute: str | None = None, plot=None, plot_top: int | None = None, dtype=None) -> PredictResult:
     """Predict every record of ``input`` with the classifier in ``model_dir`` (with ``attribute``:
-    per-base importances, and logos with ``plot``); see the module docstring."""
+    per-base importances, and logos with ``plot``); see the module docstring. ``dtype``: the compute
+    dtype (auto, fp32, bf16; None: auto)."""
     from ...model.checkpoint import load_classifier
     from . import attribute as attribution
 
@@ -173,7 +174,7 @@ def predict(model_dir, input, output=None, *, fasta=None, device=None, batch_siz
         check_writable(output)
         refuse_overwriting_inputs(output, input, fasta)
     with torchrun(device) as runtime:
-        model = load_classifier(model_dir, device=runtime.device, backend=backend)
+        model = load_classifier(model_dir, device=runtime.device, backend=backend, dtype=dtype)
         size = batch_size or DEFAULT_BATCH.get(runtime.device.type, 64)
         meta = provenance(model, input=input, task=model.head["task"])
         shown = progress if runtime.is_main else None

@@ -31,6 +31,7 @@ from ...model.loading import resolve_model
 from ...runtime import torchrun
 from . import recipe as R
 from .data import LabelSpace, TokenSplit, load_split, tokenize_split
+from ...model.precision import dtype_name, model_compute_dtype
 from ..inference import embed_sequences
 from .metrics import split_metrics
 from .protocol import check_protocol, plan_runs
@@ -140,9 +141,10 @@ def pipeline_outputs(task: str, pipeline, X: np.ndarray) -> np.ndarray:
 def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=None, fasta=None, task="classification",
               pool="mean", folds=None, seed=1, device=None, batch_size=None, cache=None, progress=None,
               sequence_column=None, label_column=None, center_width=1, max_length=None, backend="auto",
-              revision=None, grid=None, cv_folds=R.PROBE_CV_FOLDS) -> dict:
+              revision=None, grid=None, cv_folds=R.PROBE_CV_FOLDS, dtype=None) -> dict:
     """Fit a linear probe on frozen features of ``model``; returns the report (also DIR/report.json).
-    ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN."""
+    ``grid``: the Cs (ridge alphas for regression) tried by ``cv_folds``-fold CV on TRAIN; ``dtype``:
+    the compute dtype of the feature passes (auto, fp32, bf16; None: auto)."""
     started = time.time()
     refuse_overwriting_inputs(output_dir, train, valid, test, fasta)
     R.check_options(folds=folds, seed=seed, batch_size=batch_size, center_width=center_width, max_length=max_length)
@@ -156,10 +158,10 @@ def fit_probe(train, output_dir=None, *, model=DEFAULT_MODEL, valid=None, test=N
     tokens = {k: tokenize_split(v.sequences, space.encode(v, k), max_length) for k, v in splits.items() if v is not None}
     cache_dir = None if cache is False else Path(cache) if cache not in (None, True) else default_cache_dir()
     with torchrun(device) as runtime:
-        backbone = resolve_model(model, device=runtime.device, backend=backend, revision=revision)
+        backbone = resolve_model(model, device=runtime.device, backend=backend, revision=revision, dtype=dtype)
         advise_on_cpu(progress, runtime.device)
         settings = {"pooling": pool, "center_width": center_width, "max_length": max_length,
-                    "precision": "bf16" if runtime.device.type == "cuda" else "fp32"}
+                    "precision": dtype_name(model_compute_dtype(backbone))}
         size = batch_size or R.PROBE_BATCH_SIZE.get(runtime.device.type, 64)
         if progress is not None and hasattr(progress, "set_total"):
             progress.set_total(sum(len(t.tokens) for t in tokens.values()))

@@ -20,10 +20,10 @@ POOLING = "mean"              # mean over the sequence, then linear
 SHUFFLE_WINDOW = 50           # batches per shuffled window sorted by length (equal-length batches)
 SELECT_METRIC = {"classification": "mcc", "regression": "mse"}  # best epoch on validation
 # Whole-block gradient checkpointing is on by default when the longest training sequence is longer
-# than this: by the activation estimate (pipelines/variants/context.py) PS 256x16 keeps ~0.55 MB of
-# saved activations per training token in bf16, so a batch of 8 x 16,384 bp needs ~70 GB without
-# checkpointing (an 80 GB GPU's limit) and ~11 GB with it; shorter sequences fit without the ~30%
-# extra compute of recomputing every block.
+# than this: PS 256x16 keeps ~0.47 MB of activations per training token in bf16 (58.8 GiB for one
+# 131,072 bp sequence on an H100; 0.55 MB by the estimate in pipelines/variants/context.py), so a
+# batch of 8 x 16,384 bp needs ~60 GB without checkpointing, most of an 80 GB GPU, and ~11 GB with
+# it; shorter sequences fit without recomputing every block (8% more time measured at 131,072 bp).
 CHECKPOINT_BLOCKS_ABOVE = 16_384
 
 # Probe: frozen embeddings + scikit-learn; C (or the ridge alpha) chosen by CV on train.

@@ -197,11 +197,11 @@ def measured_tokens_per_second(model) -> float:
     pipeline's batches of long contexts, so estimates from it err on the slow side."""
     import torch
 
-    from ...model.precision import autocast
+    from ...model.precision import model_autocast
 
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(7, 11, _CALIBRATION, generator=generator).to(model.device)
-    with torch.no_grad(), autocast(model.device):
+    with torch.no_grad(), model_autocast(model):
         model.caduceus(ids[:, :64], model.backend, False)
         started = time.perf_counter()
         model.caduceus(ids, model.backend, False)
