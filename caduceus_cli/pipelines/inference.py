@@ -186,7 +186,7 @@ def position_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
     pass; Ph as the mean of the forward pass and the RC pass flipped back along length, with its
     logits mapped to the complementary bases."""
     complement = model.backbone.complement_ids
-    with autocast(model.device):
+    with model_autocast(model):
         hidden, _ = model.caduceus(input_ids, model.backend, False)
         logits = model.logits(hidden).float()
         if not model.config.rcps:
