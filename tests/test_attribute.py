@@ -88,12 +88,12 @@ def by_sequence(table) -> dict[str, dict[str, np.ndarray]]:
 def test_attribution_rows_cover_every_input_base(method, classifiers, inputs, tmp_path):
     names, seqs, fasta = inputs
     out = tmp_path / "a.parquet"
-    result = predict(classifiers["ps"], fasta, out, attribute=method, device="cpu", batch_size=16)
+    result = predict(classifiers["ps"], fasta, out, attribute=method, device="cpu", dtype="fp32", batch_size=16)
     table = pq.read_table(out)
     assert result.n_records == len(seqs) and table.num_rows == sum(map(len, seqs))
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
     assert meta["attribution"] == method and "model" in json.dumps(meta)
-    plain = {r["name"]: r for r in predict(classifiers["ps"], fasta, device="cpu").rows}
+    plain = {r["name"]: r for r in predict(classifiers["ps"], fasta, device="cpu", dtype="fp32").rows}
     got = by_sequence(table)
     assert list(got) == names  # input order
     for name, seq in zip(names, seqs):
@@ -118,7 +118,7 @@ def test_bases_outside_the_crop_score_zero_and_still_get_rows(classifiers, input
     config = json.loads((folder / "config.json").read_text())
     config["classifier"]["max_length"] = 60
     (folder / "config.json").write_text(json.dumps(config))
-    result = predict(folder, fasta, attribute="saliency", device="cpu")
+    result = predict(folder, fasta, attribute="saliency", device="cpu", dtype="fp32")
     assert result.truncated == 6 and len(result.rows) == sum(map(len, seqs))
     scores = by_sequence(result.rows)["t0"]["saliency"]
     assert (scores[:5] == 0).all() and (scores[65:] == 0).all() and (scores[5:65] != 0).all()
@@ -127,12 +127,12 @@ def test_bases_outside_the_crop_score_zero_and_still_get_rows(classifiers, input
 # -- ISM: the mutants one by one -----------------------------------------------------------------
 def test_ism_equals_a_direct_recomputation(classifiers, inputs, tmp_path):
     names, seqs, fasta = inputs
-    got = by_sequence(predict(classifiers["ps"], fasta, attribute="ism", device="cpu").rows)["t0"]
+    got = by_sequence(predict(classifiers["ps"], fasta, attribute="ism", device="cpu", dtype="fp32").rows)["t0"]
     seq, position = seqs[0], 23  # 1-based
     ref = seq[position - 1]
     mutants = [seq[:position - 1] + b + seq[position:] for b in "ACGT" if b != ref]
     direct = predict(classifiers["ps"], write_fasta(tmp_path / "m.fa", ["ref", "a", "b", "c"], [seq, *mutants]),
-                     device="cpu").rows
+                     device="cpu", dtype="fp32").rows
     label = direct[0]["prediction"]
     changes = [r[f"prob_{label}"] - direct[0][f"prob_{label}"] for r in direct[1:]]
     alts = [b for b in "ACGT" if b != ref]
@@ -165,14 +165,14 @@ def one_hot_target(model, seq: str):
 @pytest.mark.parametrize("kind", ["ps", "probe"])
 def test_saliency_equals_autograd_through_a_one_hot_input(kind, classifiers, inputs):
     names, seqs, _ = inputs
-    model = load_classifier(classifiers[kind], device="cpu")
+    model = load_classifier(classifiers[kind], device="cpu", dtype="fp32")
     target, x, ids = one_hot_target(model, seqs[0])
     (grad,) = torch.autograd.grad(target, x)
     expected = grad[torch.arange(len(seqs[0])), ids[0]]  # one-hot x gradient: the entry of the base read
     logits, scores = gradient_times_input(model, ids)
     assert torch.allclose(scores[0], expected, rtol=1e-4, atol=1e-7 * float(expected.abs().max()))
     assert float(expected.abs().max()) > 0  # a probe's binary head is [0, z]: its class-0 logit alone has no gradient
-    got = by_sequence(predict(classifiers[kind], inputs[2], attribute="saliency", device="cpu").rows)["t0"]
+    got = by_sequence(predict(classifiers[kind], inputs[2], attribute="saliency", device="cpu", dtype="fp32").rows)["t0"]
     assert np.allclose(got["saliency"], scores[0].numpy(), rtol=1e-4, atol=1e-7)
 
 
@@ -180,7 +180,7 @@ def test_saliency_sums_to_the_finite_difference_along_the_input(classifiers, inp
     """Gradient x input summed over positions is the derivative of the target when every embedding
     is scaled by (1 + t): compared with a central difference."""
     names, seqs, _ = inputs
-    model = load_classifier(classifiers["ps"], device="cpu")
+    model = load_classifier(classifiers["ps"], device="cpu", dtype="fp32")
     ids = torch.tensor([[7 + "ACGTN".index(c) for c in seqs[0]]])
     _, scores = gradient_times_input(model, ids)
 
@@ -205,8 +205,8 @@ def test_a_sequence_and_its_reverse_complement_get_mirrored_attributions(kind, c
     fwd = write_fasta(tmp_path / "f.fa", names, seqs)
     rev = write_fasta(tmp_path / "r.fa", names, [reverse_complement(s) for s in seqs])
     for method in ("saliency", "ism"):
-        a = by_sequence(predict(classifiers[kind], fwd, attribute=method, device="cpu").rows)
-        b = by_sequence(predict(classifiers[kind], rev, attribute=method, device="cpu").rows)
+        a = by_sequence(predict(classifiers[kind], fwd, attribute=method, device="cpu", dtype="fp32").rows)
+        b = by_sequence(predict(classifiers[kind], rev, attribute=method, device="cpu", dtype="fp32").rows)
         for name in names:
             scale = float(np.abs(a[name][method]).max())
             assert scale > 0
@@ -236,12 +236,13 @@ def test_a_missing_logomaker_is_one_error_naming_the_install(tmp_path, monkeypat
 def test_predict_plots_the_top_sequences_by_probability(classifiers, inputs, tmp_path):
     names, seqs, fasta = inputs
     result = predict(classifiers["ps"], fasta, tmp_path / "a.parquet", attribute="saliency",
-                     plot=f"{tmp_path / 'logos'}/", plot_top=3, device="cpu")
+                     plot=f"{tmp_path / 'logos'}/", plot_top=3, device="cpu", dtype="fp32")
     probability = {r["name"]: r["probability"] for r in pq.read_table(tmp_path / "a.parquet").to_pylist()}
     best = sorted(names, key=lambda n: -probability[n])[:3]
     assert result.logos == [str(tmp_path / "logos" / f"{rank}_{name}.png") for rank, name in enumerate(best, 1)]
     assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in result.logos)
-    prefixed = predict(classifiers["ps"], fasta, attribute="ism", plot=tmp_path / "run", plot_top=1, device="cpu")
+    prefixed = predict(classifiers["ps"], fasta, attribute="ism", plot=tmp_path / "run", plot_top=1, device="cpu",
+                       dtype="fp32")
     assert prefixed.logos == [str(tmp_path / f"run_1_{best[0]}.png")]
 
 

@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 def golden(case: str):
     folder = GOLDEN / case
-    model = load_model(folder / "checkpoint", device="cpu", backend="torch")
+    model = load_model(folder / "checkpoint", device="cpu", backend="torch", dtype="fp32")  # exact comparisons
     return (model, torch.from_numpy(np.load(folder / "input_ids.npy")), np.load(folder / "hidden.npy"),
             np.load(folder / "logits.npy"))
 

@@ -29,7 +29,7 @@ def golden(name):
         folder = SHARED / "golden" / name / "checkpoint"
     if not folder.is_dir():
         pytest.skip(f"golden checkpoint {name} is not present")
-    return load_model(folder, device="cpu")
+    return load_model(folder, device="cpu", dtype="fp32")  # exact comparisons with the fp32 statement
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def test_score_variants_stopped_by_sigterm_resumes_to_the_uninterrupted_output(s
     check_stopped(stopped, tmp_path / "resumed", "out.vcf.gz", signal.SIGTERM, chunks=6)
 
     changed = console(*args, "--resume", "--window", "64", cwd=tmp_path / "resumed")
-    assert changed.returncode == 1 and "had window=32, this one has 64" in changed.stderr
+    assert changed.returncode == 1 and "had context=32, this one has 64" in changed.stderr
     forgotten = console(*args, cwd=tmp_path / "resumed")  # without --resume: progress is not thrown away
     assert forgotten.returncode == 1 and "continue it with --resume" in forgotten.stderr
 

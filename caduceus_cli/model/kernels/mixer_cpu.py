@@ -28,15 +28,17 @@ import contextlib
 import functools
 import platform
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic, overload
 
-from .scan_cpu import launch
+# scan_cpu points numba's cache at the user cache before numba is first imported: import it first.
+from .scan_cpu import _CACHE, launch
+
+import numba  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
 
 # No 'afn': exp, log and division are written out below, so nothing is left for it to approximate.
 _FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
@@ -233,7 +235,7 @@ def _silu(x):
 def _conv_kernel(lanes: int, taps: int):
     """The causal depthwise convolution (``taps`` wide) + bias + SiLU for blocks of ``lanes`` channels."""
 
-    @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+    @numba.njit(parallel=True, cache=_CACHE, fastmath=_FASTMATH)
     def conv_silu(x, x_blk0, weight, bias, out, length, reverse):
         """out[t] = silu(bias + sum_k weight[k] * x[t - K + 1 + k]) within each sequence of
         ``length`` rows (zeros before its start); ``reverse``: in reversed time, x[t + K - 1 - k].
@@ -284,7 +286,7 @@ def _conv_kernel(lanes: int, taps: int):
 def _scan_kernel(lanes: int):
     """The fused selective scan for blocks of ``lanes`` channels."""
 
-    @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+    @numba.njit(parallel=True, cache=_CACHE, fastmath=_FASTMATH)
     def scan(u, xdbl, z, z_blk0, w_dt, dt_bias, a2, d_skip, acc, out, length, reverse, has_acc):
         """y = (scan(u, dt, A, B, C) + D u) * silu(z) (+ acc), per sequence of ``length`` rows.
 
