@@ -45,6 +45,7 @@ def context(args) -> dict:
     import torch
 
     return {"model": args.model, "window": args.window, "flank": args.flank, "batch_size": args.batch_size,
+            "dtype": args.dtype,
             "torch_threads": torch.get_num_threads(), "cpu": cpu_model(), "cpus": os.cpu_count()}
 
 
@@ -79,7 +80,7 @@ def dense(args, tmp: Path) -> dict:
         start = time.perf_counter()
         summary = score_variants(str(tmp / "in.vcf"), str(FASTA), str(tmp / f"{method}.tsv"), model=args.model,
                                  scores="llr", window=args.window, batch_size=args.batch_size, llr_method=method,
-                                 flank=args.flank, device="cpu")
+                                 flank=args.flank, device="cpu", dtype=args.dtype)
         seconds[method] = time.perf_counter() - start
         rows = [ln.rstrip("\n").split("\t") for ln in open(tmp / f"{method}.tsv") if not ln.startswith(("#", "chrom"))]
         values[method] = {(r[0], r[1], r[3], r[4]): float(r[5]) for r in rows if r[5] != "NA"}
@@ -104,7 +105,7 @@ def track(args, tmp: Path) -> dict:
     start = time.perf_counter()
     summary = write_track(str(FASTA), output=str(tmp / "t.bw"), region=f"z:1-{args.bases}", stats="mean-alt-llr",
                           model=args.model, window=args.window, flank=args.flank, batch_size=args.batch_size,
-                          device="cpu")
+                          device="cpu", dtype=args.dtype)
     seconds = time.perf_counter() - start
     return {"measure": "track", "bases": summary["bases"], "tiles": summary["tiles"], "seconds": round(seconds, 1),
             "bases_per_s": round(summary["bases"] / seconds, 1),
@@ -121,7 +122,8 @@ def ism(args, tmp: Path) -> dict:
         before, cpu = load(), cpu_seconds()
         start = time.perf_counter()
         summary = run_ism(str(FASTA), region=f"z:100001-{100000 + args.bases}", methods=method, model=args.model,
-                          window=args.window, flank=args.flank, batch_size=args.batch_size, device="cpu")
+                          window=args.window, flank=args.flank, batch_size=args.batch_size, device="cpu",
+                          dtype=args.dtype)
         seconds = time.perf_counter() - start
         out[method] = round(seconds / summary["positions"] * 1000, 1)
         print(json.dumps({"measure": "ism", "method": method, "positions": summary["positions"],
@@ -141,6 +143,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=None, help="default: 1,536 capped at the model's trained length")
     ap.add_argument("--flank", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="compute dtype (auto: bf16 on a CPU with bf16 matrix units, else fp32)")
     args = ap.parse_args()
     args.methods = args.methods or ("masked,wt-marginal" if args.what == "dense" else "masked,wt-marginal,embedding")
     with tempfile.TemporaryDirectory() as tmp:

@@ -70,7 +70,7 @@ NOT_RUN = {
     ("performance.md", "python benchmarks/model_speed.py --device cpu"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/variants_speed.py --model bundled --device cpu"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/memory_scaling.py"): "a measurement: about an hour of CPU",
-    ("performance.md", "python benchmarks/interpret_speed.py dense"): "a measurement: minutes to an hour of CPU",
+    ("performance.md", "python benchmarks/interpret_speed.py dense"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/long_range_gpu.py --out"): "needs a GPU",
     ("performance.md", "caduceus score-variants snv4.vcf"): "a measurement: minutes on 2 CPU cores",
     ("score-variants.md", "caduceus score-variants eqtl.vcf.gz -f hg38.fa -m kuleshov-group/"):
