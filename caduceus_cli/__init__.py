@@ -34,6 +34,9 @@ _LAZY = {
     "LabeledSequences": "genome.labeled",
     "load_classifier": "model.checkpoint",
     "run_benchmark": "pipelines.benchmark",
+    "ism": "pipelines.interpret.ism",
+    "write_track": "pipelines.interpret.track",
+    "calibrate": "pipelines.interpret.calibrate",
 }
 
 __all__ = ["__version__", "CaduceusError", *_LAZY]

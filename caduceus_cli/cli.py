@@ -20,7 +20,7 @@ from .runtime import env_flag
 
 # Subcommand modules under caduceus_cli/commands, each with register(app).
 COMMAND_MODULES = ["models", "doctor", "pretrain", "score_variants", "finetune", "embed", "predict",
-                   "benchmark"]
+                   "benchmark", "ism", "track", "calibrate"]
 
 app = typer.Typer(
     name="caduceus",

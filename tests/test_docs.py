@@ -56,6 +56,7 @@ NOT_RUN = {
         "real data; about 6 minutes on 2 CPU cores",
     ("model-card.md", "caduceus pretrain ../shared/data/genomes/sacCer3.fa.gz"): "needs a GPU",
     ("model-card.md", "caduceus pretrain sacCer3.fa.gz ecoli_K12_MG1655.fa.gz"): "needs a GPU",
+    ("interpret.md", "caduceus track ../shared/data/genomes/hg38_chr2_1-2333275.fa.gz"): "minutes of CPU on ../shared/data",
     ("models.md", "caduceus models info kuleshov-group/"): "downloads a model from the Hugging Face hub",
     ("performance.md", "python benchmarks/model_speed.py --device cuda"): "needs a GPU",
     ("performance.md", "python benchmarks/scan_speed.py --device cuda"): "needs a GPU",
@@ -72,6 +73,7 @@ NOT_RUN = {
     ("performance.md", "python benchmarks/model_speed.py --cpu-compare"): "a measurement: minutes of CPU",
     ("performance.md", "caduceus score-variants first200.vcf"): "needs a subset of a real VCF, made by hand",
     ("performance.md", "caduceus finetune probe train4000.csv"): "needs subsets of a real task, made by hand",
+    ("performance.md", "python benchmarks/interpret_speed.py dense"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/long_range_gpu.py --out"): "needs a GPU",
     ("performance.md", "caduceus score-variants snv4.vcf"): "a measurement: minutes on 2 CPU cores",
     ("score-variants.md", "caduceus score-variants eqtl.vcf.gz -f hg38.fa -m kuleshov-group/"):

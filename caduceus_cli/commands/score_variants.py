@@ -8,7 +8,8 @@ import typer
 
 from ..genome.vcf_writer import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
-                                           DEFAULT_WINDOW, MISSING_CONTIG, SCORES, SIZE_LIMITS)
+                                           DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS, MISSING_CONTIG, SCORES,
+                                           SIZE_LIMITS)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
                       SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
@@ -50,6 +51,14 @@ def score_variants_command(
                                           "a record is read when its POS is inside."),
     regions_file: Optional[str] = typer.Option(None, "--regions-file", "-R", help="Regions from a file: chrom pos or "
                                                "chrom beg end (1-based, inclusive), or BED (.bed, 0-based)."),
+    llr_method: str = typer.Option(LLR_METHODS[0], "--llr-method", help="llr: masked (one masked context per site, "
+                                   "exact) or wt-marginal (unmasked tiles of --context bp: one pass scores every SNV "
+                                   "of a tile; each SNV at least --flank bp from a tile's edge)."),
+    flank: int = SizeOption(DEFAULT_FLANK, "--flank", limits=SIZE_LIMITS["flank"], help="wt-marginal: bases of "
+                            "context, at least, on each side of every SNV."),
+    background: Optional[str] = typer.Option(None, "--background", help="A background from `caduceus calibrate` (same "
+                                             "model, window, context, LLR method and reference): adds "
+                                             "CADUCEUS_<SCORE>_PCT, the percentile among its random SNVs."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
                                 "an interrupted run from them (same command; another input or option is refused)."),
     device: str = DeviceOption,
@@ -75,7 +84,8 @@ def score_variants_command(
             vcf, fasta, output, model=model, scores=scores, window=window, context=context, batch_size=batch_size,
             chunk_size=chunk_size, device=device, dtype=dtype, backend=backend, revision=revision, tss=tss, svm=svm,
             tissue=tissue, strict_ref=strict_ref, missing_contig=missing_contig, fmt=fmt, write_index=write_index,
-            regions=regions, regions_file=regions_file, resume=resume, progress=progress,
+            regions=regions, regions_file=regions_file, resume=resume, llr_method=llr_method, flank=flank,
+            background=background, progress=progress,
             set_total=progress.set_total)
     if summary["rank"] == 0:
         report("score-variants", sentence(summary), summary, as_json=as_json, quiet=quiet)

@@ -180,6 +180,23 @@ def centre_logits(model, input_ids: torch.Tensor, centre: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def position_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L, V) float32 masked-LM logits at every position of (B, L) ids without padding, read
+    unmasked (the wild-type marginal), both strands combined as in :func:`centre_logits`: PS in one
+    pass; Ph as the mean of the forward pass and the RC pass flipped back along length, with its
+    logits mapped to the complementary bases."""
+    complement = model.backbone.complement_ids
+    with model_autocast(model):
+        hidden, _ = model.caduceus(input_ids, model.backend, False)
+        logits = model.logits(hidden).float()
+        if not model.config.rcps:
+            hidden_rc, _ = model.caduceus(_reverse_complement(model, input_ids), model.backend, False)
+            logits_rc = model.logits(hidden_rc).float().flip(1)
+            logits = 0.5 * (logits + logits_rc[..., complement])
+    return logits
+
+
+@torch.no_grad()
 def pooled_features(model, input_ids: torch.Tensor, lengths: torch.Tensor | None = None, *, pooling: str = "mean",
                     center_width: int = 1, conjoin: bool = True) -> torch.Tensor:
     """(B, d) float32: the last hidden state pooled per strand, each strand in its own frame, and

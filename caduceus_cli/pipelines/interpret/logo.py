@@ -65,6 +65,7 @@ def plot_logo(matrix, bases: Sequence[str] | str, title: str, path: str | os.Pat
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_xlabel("position", fontsize=8)
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")  # genome positions, not an offset
     ax.tick_params(labelsize=7)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

@@ -35,7 +35,16 @@ REASON_FIELD = ("CADUCEUS_SKIP", "A", "String",
                 "llr_undefined_for_mnv); "
                 "'.' for scored alleles")
 FLAG_FIELD = ("CADUCEUS_UNSCORED", "0", "Flag", "At least one ALT allele of this record was not scored (see CADUCEUS_SKIP)")
-OUR_KEYS = {f[0] for f in INFO_FIELDS.values()} | {TSS_FIELD[0], REASON_FIELD[0], FLAG_FIELD[0]}
+PCT = "_pct"  # a score's percentile among a background's SNVs (--background): CADUCEUS_<SCORE>_PCT
+OUR_KEYS = ({f[0] for f in INFO_FIELDS.values()} | {f[0] + PCT.upper() for f in INFO_FIELDS.values()}
+            | {TSS_FIELD[0], REASON_FIELD[0], FLAG_FIELD[0]})
+
+
+def info_key(name: str) -> str:
+    """The INFO key of a score (``llr`` -> CADUCEUS_LLR) or of its percentile (``llr_pct`` -> CADUCEUS_LLR_PCT)."""
+    if name.endswith(PCT):
+        return INFO_FIELDS[name[:-len(PCT)]][0] + PCT.upper()
+    return INFO_FIELDS[name][0]
 TSV_COLUMNS = ("chrom", "pos", "id", "ref", "alt")
 BATCH_SCHEMA = pa.schema([pa.field("chrom", pa.string()), pa.field("pos", pa.int64()), pa.field("line", pa.int64()),
                           pa.field("text", pa.string()), pa.field("ref_mismatch", pa.bool_()),
@@ -47,7 +56,7 @@ def info_items(result: RecordResult) -> list[str]:
     items = []
     for name, values in result.scores.items():
         if any(v is not None for v in values):
-            items.append(f"{INFO_FIELDS[name][0]}=" + ",".join("." if v is None else f"{v:.6g}" for v in values))
+            items.append(f"{info_key(name)}=" + ",".join("." if v is None else f"{v:.6g}" for v in values))
     if result.tss_distance is not None:
         items.append(f"{TSS_FIELD[0]}={result.tss_distance}")
     if any(r is not None for r in result.reasons):
@@ -69,13 +78,16 @@ def tsv_rows(rec: VcfRecord, result: RecordResult, scores: tuple[str, ...], with
 
 
 def header(fmt: str, raw_header: str, meta: dict[str, str], scores: tuple[str, ...], with_tss: bool,
-           contigs: list[str] | None = None) -> str:
+           contigs: list[str] | None = None, descriptions: dict[str, str] | None = None) -> str:
     """The output's header: provenance and column names (TSV), or the input header with our INFO
-    definitions, provenance and ``contigs`` lines added (VCF/BCF)."""
+    definitions, provenance and ``contigs`` lines added (VCF/BCF). ``descriptions``: the INFO
+    Description of each percentile score (``llr_pct`` ...)."""
     if fmt == "tsv":
         return ("".join(f"##caduceus_{k}={' '.join(str(v).split())}\n" for k, v in meta.items())
                 + "\t".join([*TSV_COLUMNS, *scores, *(["tss_distance"] if with_tss else []), "status"]) + "\n")
-    info_lines = [info_header_line(*INFO_FIELDS[s]) for s in scores]
+    descriptions = descriptions or {}
+    info_lines = [info_header_line(*INFO_FIELDS[s]) if s in INFO_FIELDS
+                  else info_header_line(info_key(s), "A", "Float", descriptions[s]) for s in scores]
     if with_tss:
         info_lines.append(info_header_line(*TSS_FIELD))
     info_lines += [info_header_line(*REASON_FIELD), info_header_line(*FLAG_FIELD)]

@@ -28,10 +28,12 @@ from ...resume import ResumableOutput
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
+from .background import background_identity, percentile_description, read_background
 from .context import batch_for_budget, check_cpu_time, choose_context, memory_budget, peak_memory
-from .outputs import chunk_batch, header, summary, write_batches
+from .outputs import chunk_batch, header, info_key, summary, write_batches
 from .scorer import EMBEDDING_SCORES, VariantScorer
-from .settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
+from .settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW,
+                       ScoreSettings)
 
 log = logging.getLogger("caduceus")
 
@@ -43,7 +45,8 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
                    tss: str | None = None, svm: str | None = None, tissue: str | None = None,
                    strict_ref: bool = False, missing_contig: str = "error", fmt: str | None = None,
                    write_index: bool = False, regions: str | None = None, regions_file: str | None = None,
-                   resume: bool = False, progress: Callable[[int], None] | None = None,
+                   resume: bool = False, llr_method: str = "masked", flank: int = DEFAULT_FLANK,
+                   background: str | None = None, progress: Callable[[int], None] | None = None,
                    set_total: Callable[[int], None] | None = None, runtime: Runtime | None = None) -> dict:
     """Score every ALT allele of ``vcf`` and write the annotated records to ``output``.
 
@@ -54,20 +57,23 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
     model's declared trained length (see ``context.choose_context``), never shorter than the window;
     on a CPU a default context that would take more than a minute per variant is refused.
     ``batch_size`` None: up to 64 contexts per pass on CUDA, 8 on CPU, within the memory budget. ``svm`` (a folder from
-    ``caduceus finetune svm``) adds the svm score. ``regions`` ('chr:beg-end,...') or
+    ``caduceus finetune svm``) adds the svm score. ``llr_method`` 'wt-marginal' reads the LLR from
+    unmasked tiles of ``context`` bp (each SNV at least ``flank`` bp from a tile's edge; one pass per
+    tile) instead of one masked context per site. ``background`` (a file from ``caduceus calibrate``
+    made with the same model, window, context, LLR method and reference) adds percentiles. ``regions`` ('chr:beg-end,...') or
     ``regions_file`` read only those regions of an indexed input; ``resume`` continues an
     interrupted run (and keeps this one's progress if it is interrupted). Returns a summary
     (records, alts scored, skips by reason, REF mismatches, seconds, variants/s, rank, world size).
     """
     settings = ScoreSettings(scores, window, batch_size, chunk_size, strict_ref, missing_contig, tissue,
-                             context).validate()
+                             context=context, llr_method=llr_method, flank=flank).validate()
     if tissue is not None and not svm:
         raise CaduceusError(f"--tissue {tissue} is the tissue of the svm score: give --svm DIR too (a folder from "
                             "`caduceus finetune svm --use-tissue`)")
     fmt = variant_output_format(output, fmt)
     if regions and regions_file:
         raise CaduceusError("give -r REGIONS or -R FILE, not both")
-    refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file)
+    refuse_overwriting_inputs(output, vcf, fasta, tss, regions_file, background)
     if output == "-" and resume:
         raise CaduceusError("--resume needs -o FILE: stdout cannot be continued")
     check_output(output, fmt, write_index)
@@ -78,12 +84,13 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
             raise CaduceusError("under torchrun every process reads the VCF: give a file, not stdin"
                                 if vcf == "-" else "--resume works in one process, not under torchrun")
         scorer, meta = _prepare(stack, rt, reader, fasta, model, settings, device=device, dtype=dtype,
-                                backend=backend, revision=revision, tss=tss, svm=svm)
-        advise_on_cpu(progress, scorer.model.device, _faster_way(settings.scores))
+                                backend=backend, revision=revision, tss=tss, svm=svm, background=background)
+        advise_on_cpu(progress, scorer.model.device, _faster_way(settings))
         identity = {k: v for k, v in meta.items() if k != "command"}  # the same run, typed in another order
         progress_kept = ResumableOutput(output, {"command": "score-variants", **identity, "format": fmt,
                                                  **_identity(settings, regions, regions_file)},
-                                        {"vcf": vcf, "fasta": fasta, "tss": tss, "regions_file": regions_file},
+                                        {"vcf": vcf, "fasta": fasta, "tss": tss, "regions_file": regions_file,
+                                         "background": background},
                                         enabled=resume) if output != "-" else None
         total = reader.record_count() if set_total is not None and rt.is_main else None
         if total is not None:  # else progress counts without a total (no index, stdin or regions)
@@ -103,11 +110,14 @@ def score_variants(vcf: str, fasta: str, output: str = "-", *, model=DEFAULT_MOD
                    **peak_memory(scorer.model.device))
 
 
-def _faster_way(scores: tuple[str, ...]) -> str:
+def _faster_way(settings: ScoreSettings) -> str:
     """What to say when scoring on the CPU will be slow."""
     gpu = "a CUDA GPU runs it much faster"
+    scores = settings.scores
     if "llr" in scores and any(s in scores for s in EMBEDDING_SCORES):
         return f"{gpu}, and --scores llr alone needs a third of the model passes (no embedding windows)"
+    if scores == ("llr",) and settings.llr_method == "masked":
+        return f"{gpu}, and --llr-method wt-marginal scores every SNV of a tile in one pass"
     return gpu
 
 
@@ -139,7 +149,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
     def work(chunk):
         scored_here["records"] += len(chunk)
         results = scorer.score([rec for _, rec in chunk], progress)
-        return chunk_batch(chunk, results, fmt, scorer.scores, scorer.tss is not None)
+        return chunk_batch(chunk, results, fmt, scorer.output_scores, scorer.tss is not None)
 
     chunks = itertools.islice(_chunks(reader, settings.chunk_size), done, None)
     batches = run_sharded(chunks, work, rt, *shard_location(output, "caduceus-scores"))
@@ -151,7 +161,9 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
         progress(kept.records, resumed=True)
     check = SortedCheck(reader.label, reader.where) if write_index else None
     contigs = contig_lines(reader.raw_header, reader.contigs, scorer.reference.contigs) if fmt == "bcf" else None
-    head = header(fmt, reader.raw_header, meta, scorer.scores, scorer.tss is not None, contigs)
+    descriptions = ({f"{s}_pct": percentile_description(s, info_key(s), scorer.background)
+                     for s in scorer.percentile_scores} if scorer.background is not None else None)
+    head = header(fmt, reader.raw_header, meta, scorer.output_scores, scorer.tss is not None, contigs, descriptions)
     with RecordSink(output, fmt, head, write_index=write_index, source=reader.label, where=reader.where) as sink:
         return write_batches(sink, _kept_then_new(kept, batches), check)
 
@@ -167,7 +179,7 @@ def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator:
 
 
 def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta, model, settings: ScoreSettings, *,
-             device, dtype, backend, revision, tss, svm) -> tuple[VariantScorer, dict[str, str]]:
+             device, dtype, backend, revision, tss, svm, background=None) -> tuple[VariantScorer, dict[str, str]]:
     """The scorer (inputs opened, model loaded, window and batch chosen, SVM checked) and the
     provenance."""
     from ...genome.fasta import Reference
@@ -186,10 +198,18 @@ def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta,
     scorer = VariantScorer(loaded, reference, settings.scores, settings.window, settings.batch_size, tss=tss_index,
                            svm=svm_model, tissue=settings.tissue, strict_ref=settings.strict_ref,
                            missing_contig=settings.missing_contig, source=reader.label, where=reader.where,
-                           context=settings.context)
+                           context=settings.context, llr_method=settings.llr_method, flank=settings.flank)
+    marginal = settings.llr_method == "wt-marginal"
+    bg = None
+    if background is not None:
+        bg = read_background(background)
+        scorer.use_background(bg, background_identity(loaded, settings, reference))
     meta = provenance(loaded, window=settings.window, context=settings.context, scores=",".join(settings.scores),
-                      reference=fasta,
-                      tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None)
+                      reference=fasta, llr_method=settings.llr_method if "llr" in settings.scores else None,
+                      flank=settings.flank if marginal and "llr" in settings.scores else None,
+                      tss=tss, svm=f"{svm} sha256={svm_model.sha256}" if svm_model else None,
+                      background=f"{background} sha256={bg.sha256} snvs={max(len(v) for v in bg.values.values())}"
+                      if bg is not None else None)
     return scorer, meta
 
 

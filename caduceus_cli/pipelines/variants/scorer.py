@@ -5,7 +5,9 @@ The model reads ``context`` bases around each variant (default: the window); LLR
 masked centre of that context, the embeddings pool its central ``window`` positions. LLR and
 embeddings come from ``pipelines/inference.py``: the masked-LM logits at the centre with both
 strands combined (``centre_logits``) and the strand features of each context, from which one pass
-gives the strand-averaged window mean and, for the SVM, the paper's features (``paper.py``).
+gives the strand-averaged window mean and, for the SVM, the paper's features (``paper.py``). With
+``llr_method='wt-marginal'`` the LLR is read instead from unmasked tiles of ``context`` bp on a
+fixed grid (``pipelines/interpret/marginal.py``): one pass per tile scores every SNV in it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from ...genome.vcf import VcfRecord
 from ...genome.windows import fetch_window, variant_window
 from ...dna import MASK, VOCAB, encode
 from .. import inference
+from ..interpret.marginal import BASE_COLUMNS, TileCache, TileGrid, site_logits
 from .context import PAPER_WINDOW, paper_positions, pooled_slice
 from .paper import check_features, conjoin, context_features
-from .settings import DEFAULT_BATCH, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
+from .settings import DEFAULT_BATCH, DEFAULT_FLANK, DEFAULT_SCORES, DEFAULT_WINDOW, ScoreSettings
 
 _BASES_RE = re.compile(r"^[ACGTNacgtn]+$")
 _TOKEN = {b: VOCAB[b] for b in "ACGTN"}
@@ -73,14 +76,15 @@ class _Planned:
 
 @dataclass
 class _Windows:
-    """The distinct windows of a chunk: masked windows for LLR, plain ones for embeddings."""
+    """The distinct windows of a chunk: masked windows (or, for wt-marginal, sites) for LLR, plain
+    ones for embeddings."""
 
-    masked: list[np.ndarray] = field(default_factory=list)
+    masked: list = field(default_factory=list)
     plain: list[np.ndarray] = field(default_factory=list)
     _masked_at: dict[tuple, int] = field(default_factory=dict)
     _plain_at: dict[tuple, int] = field(default_factory=dict)
 
-    def masked_row(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
+    def masked_row(self, key: tuple, make: Callable[[], object]) -> int:
         return self._row(self._masked_at, self.masked, key, make)
 
     def plain_row(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
@@ -126,9 +130,11 @@ class VariantScorer:
                  batch_size: int | None = DEFAULT_BATCH, *, tss=None, svm=None, tissue: str | None = None,
                  strict_ref: bool = False, missing_contig: str = "error", source: str = "VCF",
                  keep_features: bool = False, where: Callable[[int], str] = lambda line: f"line {line}",
-                 context: int | None = None, features: str = "mean"):
+                 context: int | None = None, features: str = "mean", llr_method: str = "masked",
+                 flank: int = DEFAULT_FLANK):
         self.settings = ScoreSettings(tuple(scores), window, batch_size, strict_ref=strict_ref,
-                                      missing_contig=missing_contig, tissue=tissue, context=context).validate()
+                                      missing_contig=missing_contig, tissue=tissue, context=context,
+                                      llr_method=llr_method, flank=flank).validate()
         if "svm" in self.settings.scores and (svm is None or tss is None):
             raise CaduceusError("the svm score needs a trained model (--svm DIR) and TSS annotation (--tss FILE)")
         self.model, self.reference, self.tss, self.svm = model, reference, tss, svm
@@ -145,10 +151,26 @@ class VariantScorer:
 
             self.settings.batch_size = batch_for_budget(model.config, self.context, memory_budget(model.device),
                                                         device_type=model.device.type, cap=DEFAULT_BATCH)
+        self.marginal = TileGrid(self.context, flank) if llr_method == "wt-marginal" else None
+        # the column of a base in the LLR logits: token ids (masked centre) or A..N (wt-marginal)
+        self._llr_column = ({b: i for i, b in enumerate(BASE_COLUMNS)} if self.marginal is not None else _TOKEN)
+        self.background, self.percentile_scores = None, ()
+        self._tiles = TileCache()  # wt-marginal: the last tiles read, for the groups that share them
 
     def _paper_window(self) -> int:
         """The paper's gather width: the window (1,536 in the paper)."""
         return self.window or PAPER_WINDOW
+
+    @property
+    def output_scores(self) -> tuple[str, ...]:
+        """The scores written: those computed, then the percentiles of those the background holds."""
+        return self.scores + tuple(f"{s}_pct" for s in self.percentile_scores)
+
+    def use_background(self, background, identity: dict[str, str]) -> None:
+        """Add percentiles among ``background`` (a variants.background.Background), refused unless
+        it was made with the settings in ``identity``."""
+        self.percentile_scores = background.check(identity, self.scores)
+        self.background = background
 
     # -- model passes --------------------------------------------------------------------------
     def centre_logits(self, ids) -> np.ndarray:
@@ -194,21 +216,37 @@ class VariantScorer:
     def score(self, records: list[VcfRecord], progress: Callable[[int], None] | None = None) -> list[RecordResult]:
         """One result per record, in order. Records go through in groups of ``batch_size`` (a
         forward batch or two of windows each), grown so that records of one site (split
-        multi-allelic records, repeats) share a group and so its REF passes; ``progress(n)`` hears of
-        each group as it finishes."""
-        size = self.settings.batch_size
+        multi-allelic records, repeats) share a group and so its REF passes; with wt-marginal, the
+        records of ``batch_size`` tiles. ``progress(n)`` hears of each group as it finishes."""
         results: list[RecordResult] = []
-        start = 0
-        while start < len(records):
-            end = min(start + size, len(records))
-            while end < len(records) and _site(records[end]) == _site(records[end - 1]):
-                end += 1
-            group = records[start:end]
+        for group in self._groups(records):
             results += self._score_group(group)
             if progress is not None:
                 progress(len(group))
-            start = end
         return results
+
+    def _groups(self, records: list[VcfRecord]):
+        size = self.settings.batch_size
+        if self.marginal is None:
+            start = 0
+            while start < len(records):
+                end = min(start + size, len(records))
+                while end < len(records) and _site(records[end]) == _site(records[end - 1]):
+                    end += 1
+                yield records[start:end]
+                start = end
+            return
+        group: list[VcfRecord] = []
+        tiles: set[tuple[str, int]] = set()
+        for rec in records:
+            tile = (rec.chrom, self.marginal.tile_of(max(rec.pos - 1, 0)))
+            if tile not in tiles and len(tiles) == size:
+                yield group
+                group, tiles = [], set()
+            group.append(rec)
+            tiles.add(tile)
+        if group:
+            yield group
 
     def _score_group(self, records: list[VcfRecord]) -> list[RecordResult]:
         windows = _Windows()
@@ -217,12 +255,21 @@ class VariantScorer:
             result, plan = self._plan(rec, windows)
             results.append(result)
             plans.append(plan)
-        logits = self.centre_logits(windows.masked) if windows.masked else None
+        logits = None
+        if windows.masked and self.marginal is not None:
+            logits = site_logits(self.model, self.reference, windows.masked, self.marginal, self.settings.batch_size,
+                                 self._tiles)
+        elif windows.masked:
+            logits = self.centre_logits(windows.masked)
         emb = self.embeddings(windows.plain) if windows.plain else None
         for rec, result, plan in zip(records, results, plans):
             for k, item in enumerate(plan):
                 if item is not None:
                     self._fill(rec, result, k, item, logits, emb)
+            for name in self.percentile_scores:
+                values = [np.nan if v is None else v for v in result.scores[name]]
+                result.scores[f"{name}_pct"] = [None if np.isnan(p) else float(p)
+                                                for p in self.background.percentiles(name, values)]
         return results
 
     def _plan(self, rec: VcfRecord, windows: _Windows) -> tuple[RecordResult, list[_Planned | None]]:
@@ -294,7 +341,9 @@ class VariantScorer:
             return None
         key = (contig, rec.pos)
         mask_row = ref_row = alt_row = None
-        if "llr" in self.scores and kind == "snv":
+        if "llr" in self.scores and kind == "snv" and self.marginal is not None:
+            mask_row = windows.masked_row(key, lambda: (contig, rec.pos - 1))
+        elif "llr" in self.scores and kind == "snv":
             mask_row = windows.masked_row(key, lambda: _masked(ids[:self.context], self.centre))
         if self.need_embed:
             ref_row = windows.plain_row(key, lambda: ids[:self.context])
@@ -309,7 +358,8 @@ class VariantScorer:
         """The scores of ALT ``k`` from the model outputs of the chunk."""
         if item.mask_row is not None:
             row = logits[item.mask_row]
-            result.scores["llr"][k] = float(row[_TOKEN[item.alt.upper()]] - row[_TOKEN[rec.ref.upper()]])
+            column = self._llr_column
+            result.scores["llr"][k] = float(row[column[item.alt.upper()]] - row[column[rec.ref.upper()]])
         if item.ref_row is None:
             return
         mean, fwd, rc = emb
