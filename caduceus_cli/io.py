@@ -226,6 +226,23 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def parquet_sink(output, schema) -> Iterator:
+    """A function writing one pyarrow record batch to the Parquet file ``output``, committed when
+    the block ends (atomic_file); ``output`` None: a function that drops the batch."""
+    if output is None:
+        yield lambda batch: None
+        return
+    import pyarrow.parquet as pq
+
+    with atomic_file(output) as tmp:
+        writer = pq.ParquetWriter(str(tmp), schema)
+        try:
+            yield writer.write_batch
+        finally:
+            writer.close()
+
+
+@contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``path``; it becomes ``path`` only on success.
 

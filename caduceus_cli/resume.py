@@ -149,3 +149,15 @@ class ResumableOutput:
         if self.enabled and self.chunks:
             log.warning("%d chunk(s) (%d records) done are kept in %s: run the same command with --resume to "
                         "continue", self.chunks, self.records, self.folder)
+
+
+def kept_then_new(kept: ResumableOutput | None, batches: Iterator, records=lambda batch: batch.num_rows) -> Iterator:
+    """The batches an interrupted run kept, then the new ones, each new one stored in ``kept`` as it
+    passes (``records(batch)``: the input records it finishes). ``kept`` None: the new ones alone."""
+    if kept is None:
+        yield from batches
+        return
+    yield from kept.replay()
+    for batch in batches:
+        yield batch
+        kept.add(batch, records(batch))

@@ -60,6 +60,8 @@ def RealOption(default, *names: str, help: str, **limits):  # noqa: N802
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help=f"'{DEFAULT_MODEL}' (the default model shipped with "
                            "the tool), a local folder, or a HuggingFace hub id.")
 RevisionOption = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of the model.")
+ResumeOption = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
+                            "an interrupted run from them (same command; another input or option is refused).")
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu; "
                             "under torchrun each process takes cuda:LOCAL_RANK).")
 BACKEND_HELP = (f"Selective-scan kernels: {', '.join(BACKENDS)}. auto picks triton on a GPU and numba on the CPU "

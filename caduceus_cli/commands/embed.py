@@ -10,7 +10,7 @@ from ..choices import PER_POSITION, POOLINGS
 from ..pipelines.embed.settings import (DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_CENTER_WIDTH, DEFAULT_IO_THREADS,
                                         DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_POOL, FORMATS)
 from ..limits import MAX_BASES, MAX_BATCH, MAX_THREADS, MAX_TOKENS
-from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption, RevisionOption,
                       SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
@@ -59,8 +59,7 @@ def embed(
                                                                     "stopping: bad lines, unknown contigs, too long."),
     io_threads: int = SizeOption(DEFAULT_IO_THREADS, "--io-threads", maximum=MAX_THREADS,
                                  help="Threads reading sequences from the FASTA."),
-    resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
-                                "an interrupted run from them (same command; another input or option is refused)."),
+    resume: bool = ResumeOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
 ) -> None:

@@ -9,7 +9,7 @@ import typer
 from ..errors import CaduceusError
 from ..pipelines.interpret.settings import BIGWIG_STATS, ISM_CHUNK, ISM_METHODS, MAX_PLOT_BASES, SIZE_LIMITS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
-from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption, RevisionOption,
                       SizeOption, SummaryJsonOption, report)
 
 
@@ -41,8 +41,7 @@ def ism_command(
                                              f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     chunk_size: int = SizeOption(ISM_CHUNK, "--chunk-size", limits=SIZE_LIMITS["chunk_size"], help="Positions scored together (the unit of --resume; "
                                    "rounded up to whole wt-marginal tiles)."),
-    resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
-                                "an interrupted run from them (same command; another input or option is refused)."),
+    resume: bool = ResumeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,

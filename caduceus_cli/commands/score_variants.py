@@ -10,7 +10,7 @@ from ..genome.vcf_writer import FORMATS
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_CHUNK, DEFAULT_SCORES,
                                            DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS, MISSING_CONTIG, SCORES,
                                            SIZE_LIMITS)
-from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption, RevisionOption,
                       SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
@@ -59,8 +59,7 @@ def score_variants_command(
     background: Optional[str] = typer.Option(None, "--background", help="A background from `caduceus calibrate` (same "
                                              "model, window, context, LLR method and reference): adds "
                                              "CADUCEUS_<SCORE>_PCT, the percentile among its random SNVs."),
-    resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
-                                "an interrupted run from them (same command; another input or option is refused)."),
+    resume: bool = ResumeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,

@@ -8,7 +8,7 @@ import typer
 
 from ..pipelines.interpret.settings import SIZE_LIMITS, TRACK_CHUNK_TILES, TRACK_STATS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
-from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption, RevisionOption,
                       SizeOption, SummaryJsonOption, report)
 
 
@@ -31,8 +31,7 @@ def track_command(
                                              f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     chunk_tiles: int = SizeOption(TRACK_CHUNK_TILES, "--chunk-tiles", limits=SIZE_LIMITS["chunk_tiles"], help="Tiles per chunk (the unit of --resume "
                                     "and of torchrun sharding)."),
-    resume: bool = typer.Option(False, "--resume", help="Keep finished chunks beside -o while running, and continue "
-                                "an interrupted run from them (same command; another input or option is refused)."),
+    resume: bool = ResumeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     backend: str = BackendOption,

@@ -32,7 +32,7 @@ import pyarrow as pa
 from ...choices import PLOT_TOP
 from ...errors import CaduceusError
 from ...genome.labeled import iter_records
-from ...io import atomic_file, check_writable, is_special, open_output, provenance, refuse_overwriting_inputs
+from ...io import check_writable, is_special, open_output, parquet_sink, provenance, refuse_overwriting_inputs
 from ...limits import MAX_BATCH, check_size
 from ...progress import advise_on_cpu
 from ...runtime import env_int, run_sharded, torchrun
@@ -122,14 +122,8 @@ def predict_format(output, fmt: str | None) -> str | None:
 def _sink(output, fmt: str, schema: pa.Schema) -> Iterator:
     """A function that writes one record batch, as TSV or Parquet, committed at the end."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        with atomic_file(output) as tmp:
-            writer = pq.ParquetWriter(str(tmp), schema)
-            try:
-                yield writer.write_batch
-            finally:
-                writer.close()
+        with parquet_sink(output, schema) as write:
+            yield write
         return
     with open_output(output) as stream:
         for key, value in (schema.metadata or {}).items():

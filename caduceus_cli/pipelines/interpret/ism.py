@@ -25,9 +25,9 @@ import pyarrow as pa
 from ... import stopping
 from ...choices import DEFAULT_MODEL
 from ...errors import CaduceusError
-from ...io import provenance, refuse_overwriting_inputs
+from ...io import parquet_sink, provenance, refuse_overwriting_inputs
 from ...progress import advise_on_cpu
-from ...resume import ResumableOutput
+from ...resume import ResumableOutput, kept_then_new
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
 from . import ism_outputs
@@ -190,20 +190,10 @@ def _run(rt: Runtime, scorer, reference, chunks: list, schema: pa.Schema, method
         progress(sum(end - start for _, start, end in chunks[:done]), resumed=True)
     collected: list[pa.RecordBatch] = []
     count = 0
-    with ism_outputs.parquet_sink(output, schema) as write:
-        for batch in _kept_then_new(kept, batches):
+    with parquet_sink(output, schema) as write:
+        for batch in kept_then_new(kept, batches):
             write(batch)
             count += batch.num_rows
             if keep_rows:
                 collected.append(batch)
     return (pa.Table.from_batches(collected, schema=schema) if keep_rows else None), count
-
-
-def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator[pa.RecordBatch]:
-    if kept is None:
-        yield from batches
-        return
-    yield from kept.replay()
-    for batch in batches:
-        yield batch
-        kept.add(batch, batch.num_rows)

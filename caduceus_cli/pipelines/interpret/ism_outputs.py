@@ -9,14 +9,12 @@ the base lowers the probability of the class). Negative heights are drawn below 
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from ...errors import CaduceusError
-from ...io import atomic_file, check_writable
+from ...io import check_writable
 from .ism_methods import CLASSIFIER, column
 from .logo import check_logo_support, plot_logo
 from .settings import BIGWIG_STATS, MAX_PLOT_BASES
@@ -80,23 +78,6 @@ def rows(target: Target, positions: list[int], refs: list[str], scores: dict[str
     for name, value in extra.items():
         columns[name] = [value] * 3 * n
     return pa.RecordBatch.from_pydict(columns, schema=schema)
-
-
-@contextlib.contextmanager
-def parquet_sink(output, schema: pa.Schema) -> Iterator:
-    """A function writing one record batch to ``output`` (committed when the block ends), or one
-    that drops it (no output file)."""
-    if output is None:
-        yield lambda batch: None
-        return
-    import pyarrow.parquet as pq
-
-    with atomic_file(output) as tmp:
-        writer = pq.ParquetWriter(str(tmp), schema)
-        try:
-            yield writer.write_batch
-        finally:
-            writer.close()
 
 
 def per_position(table: pa.Table, method: str, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from ...dna import A, T, encode
 from ...errors import CaduceusError
 from ...io import provenance, refuse_overwriting_inputs
 from ...progress import advise_on_cpu
-from ...resume import ResumableOutput
+from ...resume import ResumableOutput, kept_then_new
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
 from .bigwig import bigwig, check_bigwig_support
@@ -176,14 +176,12 @@ def _run(rt: Runtime, model, reference, grid: TileGrid, batch_size: int, chunks:
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(bigwig(paths[s], header, {**meta, "track": s, "units": UNITS[s],
                                                                     "statistic": s})) for s in stats}
-        for batch in _kept_then_new(kept, batches):
+        for batch in kept_then_new(kept, batches, _chunk_bases):
             contig, start = batch.column("contig")[0].as_py(), batch.column("start")[0].as_py()
             for s in stats:
                 writers[s].add(contig, start, batch.column(s)[0].values.to_numpy(zero_copy_only=False))
 
 
-def _kept_then_new(kept: ResumableOutput, batches: Iterator) -> Iterator[pa.RecordBatch]:
-    yield from kept.replay()
-    for batch in batches:
-        yield batch
-        kept.add(batch, len(batch.column(2)[0].values))  # the chunk's bases (column 2: the first statistic)
+def _chunk_bases(batch: pa.RecordBatch) -> int:
+    """The bases of a track chunk (column 2: the first statistic's values)."""
+    return len(batch.column(2)[0].values)

@@ -24,7 +24,7 @@ from ...genome.vcf import VcfReader
 from ...genome.vcf_writer import RecordSink, SortedCheck, check_output, contig_lines, variant_output_format
 from ...io import provenance, refuse_overwriting_inputs
 from ...progress import advise_on_cpu
-from ...resume import ResumableOutput
+from ...resume import ResumableOutput, kept_then_new
 from ...model.loading import resolve_model, trained_length
 from ...runtime import Runtime, run_sharded, shard_location, torchrun
 from ..svm_model import load_svm
@@ -165,17 +165,7 @@ def _run(rt: Runtime, scorer: VariantScorer, reader: VcfReader, settings: ScoreS
                      for s in scorer.percentile_scores} if scorer.background is not None else None)
     head = header(fmt, reader.raw_header, meta, scorer.output_scores, scorer.tss is not None, contigs, descriptions)
     with RecordSink(output, fmt, head, write_index=write_index, source=reader.label, where=reader.where) as sink:
-        return write_batches(sink, _kept_then_new(kept, batches), check)
-
-
-def _kept_then_new(kept: ResumableOutput | None, batches: Iterator) -> Iterator:
-    if kept is None:
-        yield from batches
-        return
-    yield from kept.replay()
-    for batch in batches:
-        yield batch
-        kept.add(batch, batch.num_rows)
+        return write_batches(sink, kept_then_new(kept, batches), check)
 
 
 def _prepare(stack: contextlib.ExitStack, rt: Runtime, reader: VcfReader, fasta, model, settings: ScoreSettings, *,
