@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import INTERPRET, _sigmoid, _sigmoid_f, sm_count
+from .jit import INTERPRET, _mask_and, _sigmoid, _sigmoid_f, sm_count
 
 @triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, o_ptr, L, D,
@@ -177,7 +177,7 @@ def _store_tile(row, t0, sl, cm, t_end, L, c0, c1, c2, c3, c4, c5, c6, c7, REV: 
 def _load_at(row, t, sl, cm, L, REV: tl.constexpr):
     """One position t of the rows (0 outside 0..L-1)."""
     p = L - 1 - t if REV else t
-    return tl.load(row + p * sl, mask=cm & (t >= 0) & (t < L), other=0.0).to(tl.float32)
+    return tl.load(row + p * sl, mask=cm & _mask_and((t >= 0) & (t < L), cm.to(tl.int32)), other=0.0).to(tl.float32)
 
 
 @triton.jit

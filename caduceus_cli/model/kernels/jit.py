@@ -94,6 +94,14 @@ def _cols4(x, R: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
+def _mask_and(ok, idx):
+    """``ok`` (one flag: a scalar tensor, or a Python bool where the interpreter folded the
+    comparison) and ``idx >= 0``, as a boolean block of idx's shape: the interpreter broadcasts no
+    scalar mask and takes no integer one."""
+    return ((idx * 0 + ok) != 0) & (idx >= 0)
+
+
+@triton.jit
 def _ld(ptrs, mask, MASKED: tl.constexpr):
     if MASKED:
         return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import (INTERPRET, LOG2E, _cols4, _exp2, _ld, _sigmoid, _softplus, num_warps_for, sm_count,
+from .jit import (INTERPRET, LOG2E, _cols4, _exp2, _ld, _mask_and, _sigmoid, _softplus, num_warps_for, sm_count,
                   states_last_fp32, vec_width)
 from .scan_triton_bwd import scan_backward_seq
 from .scan_triton_bwd2 import scan_backward_v2
@@ -141,7 +141,7 @@ def _load_states(base, sn, ok, MASKED: tl.constexpr, VEC: tl.constexpr, BT: tl.c
     holds all 16). Column p holds state ``state_order(VEC)[p]`` (the order the joins produce)."""
     offs = tl.arange(0, VEC)[None, None, :]
     zero = tl.zeros([1, BT, 1], dtype=tl.int32)
-    ok = ok & ((zero + offs) >= 0)  # a block mask (the interpreter does not broadcast scalar masks)
+    ok = _mask_and(ok, zero + offs)
     if VEC == 8:
         lo = _ld(base + (zero + offs) * sn, ok, MASKED)
         hi = _ld(base + (zero + 8 + offs) * sn, ok, MASKED)
@@ -442,8 +442,8 @@ def _chunk_carry_kernel(hend_ptr, dtsum_ptr, A2_ptr, L, n_chunks, channels, BC: 
     h = tl.zeros([BC, 16], dtype=tl.float32)
     for j in range(0, n_chunks):
         ptr = hend_ptr + (row + j)[:, None] * 16 + n
-        he = tl.load(ptr, mask=m & (j + 1 < n_chunks), other=0.0)
-        ds = tl.load(dtsum_ptr + row + j, mask=(c < channels) & (j + 1 < n_chunks), other=0.0)
+        he = tl.load(ptr, mask=m & _mask_and(j + 1 < n_chunks, n), other=0.0)
+        ds = tl.load(dtsum_ptr + row + j, mask=(c < channels) & _mask_and(j + 1 < n_chunks, c), other=0.0)
         tl.store(ptr, h, mask=m)
         h = _exp2(ds[:, None] * A2, FAST) * h + he
 

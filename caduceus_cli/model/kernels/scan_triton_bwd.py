@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import LOG2E, _cols4, _exp2, _ld, _sigmoid_f, _softplus_f, states_last_fp32
+from .jit import LOG2E, _cols4, _exp2, _ld, _mask_and, _sigmoid_f, _softplus_f, states_last_fp32
 
 LOG2E_INV = tl.constexpr(0.6931471805599453)  # 1 / log2(e): A = A2 * LOG2E_INV
 
@@ -81,7 +81,7 @@ def _bcast16(base, sn, x, ok, MASKED: tl.constexpr, BT: tl.constexpr):
     offs = tl.arange(0, 4)[None, None, :]
     o0, o1, o2, o3 = _vec_offsets(x)
     if MASKED:
-        okb = ok & (o0 + offs >= 0)  # a block mask (the interpreter does not broadcast scalar masks)
+        okb = _mask_and(ok, o0 + offs)
         q0 = tl.load(base + (o0 + offs) * sn, mask=okb, other=0.0)
         q1 = tl.load(base + (o1 + offs) * sn, mask=okb, other=0.0)
         q2 = tl.load(base + (o2 + offs) * sn, mask=okb, other=0.0)
@@ -170,13 +170,13 @@ def _add_channel_sums(dbc_row, vb, vc, ok, lane, R: tl.constexpr, BT: tl.constex
         lo, hi = tl.split(x)
         x = _rsel2(lo, hi, lane)  # state bit 1 <-> lane bit 1; [R, BT]
         j = ((lane >> 2) & 1) * 16 + ((lane >> 3) & 3) * 4 + (lane & 3)
-        tl.atomic_add(dbc_row + j, x, mask=ok & (j >= 0), sem="relaxed")
+        tl.atomic_add(dbc_row + j, x, mask=_mask_and(ok, j), sem="relaxed")
     else:
         p = tl.arange(0, 16)
         n = 8 * (p % 2) + 4 * ((p // 2) % 2) + p // 4  # column -> state with x = 0
         sb = tl.sum(tl.sum(vb, axis=1), axis=0)
         sc = tl.sum(tl.sum(vc, axis=1), axis=0)
-        okn = ok & (p >= 0)
+        okn = _mask_and(ok, p)
         tl.atomic_add(dbc_row + n, sb, mask=okn, sem="relaxed")
         tl.atomic_add(dbc_row + 16 + n, sc, mask=okn, sem="relaxed")
 

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import LOG2E, _exp2, _ld, _sigmoid_f, _softplus_f, states_last_fp32
+from .jit import LOG2E, _exp2, _ld, _mask_and, _sigmoid_f, _softplus_f, states_last_fp32
 
 LOG2E_INV = tl.constexpr(0.6931471805599453)  # 1 / log2(e): A = A2 * LOG2E_INV
 
@@ -278,10 +278,10 @@ def _add_sums(dbc_pos, t0, t_end, v0, v1, v2, v3, lane, BT: tl.constexpr, WSUM: 
         tl.atomic_add(dbc_pos + (t0 + p) * 32 + j, tot, mask=(t0 + p < t_end) & (j >= 0), sem="relaxed")
     else:
         j = _output_index(lane)
-        tl.atomic_add(dbc_pos + t0 * 32 + j, v0, mask=(t0 < t_end) & (j >= 0), sem="relaxed")
-        tl.atomic_add(dbc_pos + (t0 + 1) * 32 + j, v1, mask=(t0 + 1 < t_end) & (j >= 0), sem="relaxed")
-        tl.atomic_add(dbc_pos + (t0 + 2) * 32 + j, v2, mask=(t0 + 2 < t_end) & (j >= 0), sem="relaxed")
-        tl.atomic_add(dbc_pos + (t0 + 3) * 32 + j, v3, mask=(t0 + 3 < t_end) & (j >= 0), sem="relaxed")
+        tl.atomic_add(dbc_pos + t0 * 32 + j, v0, mask=_mask_and(t0 < t_end, j), sem="relaxed")
+        tl.atomic_add(dbc_pos + (t0 + 1) * 32 + j, v1, mask=_mask_and(t0 + 1 < t_end, j), sem="relaxed")
+        tl.atomic_add(dbc_pos + (t0 + 2) * 32 + j, v2, mask=_mask_and(t0 + 2 < t_end, j), sem="relaxed")
+        tl.atomic_add(dbc_pos + (t0 + 3) * 32 + j, v3, mask=_mask_and(t0 + 3 < t_end, j), sem="relaxed")
 
 
 @triton.jit
@@ -305,10 +305,10 @@ def _sub_reverse(hs, g, dA, dD, dbias, A2, bias, Dv, u_row, d_row, z_row, o_row,
     d1, s1 = _dt1(r1, bias, t0 + 1 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
     d2, s2 = _dt1(r2, bias, t0 + 2 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
     d3, s3 = _dt1(r3, bias, t0 + 3 < t_end, MASKED, HAS_BIAS, SOFTPLUS, FAST)
-    ok0 = (t0 < t_end) & (o0 >= 0)  # block masks (the interpreter does not broadcast scalar masks)
-    ok1 = (t0 + 1 < t_end) & (o0 >= 0)
-    ok2 = (t0 + 2 < t_end) & (o0 >= 0)
-    ok3 = (t0 + 3 < t_end) & (o0 >= 0)
+    ok0 = _mask_and(t0 < t_end, o0)
+    ok1 = _mask_and(t0 + 1 < t_end, o0)
+    ok2 = _mask_and(t0 + 2 < t_end, o0)
+    ok3 = _mask_and(t0 + 3 < t_end, o0)
     bp0 = b_pos + t0 * sB_l
     cp0 = c_pos + t0 * sC_l
     B0 = _gather8(bp0, o0, o1, o2, o3, ok0, MASKED, BT)
@@ -357,7 +357,7 @@ def _raw4(row, t0, sl, cm, ok, MASKED: tl.constexpr):
     (cm and ok)."""
     offs = tl.arange(0, 4)[None, :]
     if MASKED:
-        return tl.load(row[:, None] + (t0 + offs) * sl, mask=cm[:, None] & ok & (offs >= 0), other=0.0)
+        return tl.load(row[:, None] + (t0 + offs) * sl, mask=cm[:, None] & _mask_and(ok, offs), other=0.0)
     else:
         return tl.load(row[:, None] + (t0 + offs) * sl)
 
@@ -401,7 +401,7 @@ def _phase1(h, A2, bias, u_row, d_row, b_pos, scratch_row, o0, o1, o2, o3, cm, c
     ok = s_lo + 1 < s_hi
     nu = _raw4(u_row, t, su_l, cm, ok, True)
     nd = _raw4(d_row, t, sd_l, cm, ok, True)
-    okb = ok & (o0 >= 0)
+    okb = _mask_and(ok, o0)
     nB0 = _gather8(b_pos + t * sB_l, o0, o1, o2, o3, okb, True, BT)
     nB1 = _gather8(b_pos + (t + 1) * sB_l, o0, o1, o2, o3, okb, True, BT)
     nB2 = _gather8(b_pos + (t + 2) * sB_l, o0, o1, o2, o3, okb, True, BT)
