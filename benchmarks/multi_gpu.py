@@ -261,8 +261,8 @@ class Driver:
         data = self.out / "inputs"
         data.mkdir(exist_ok=True)
         self.model_dir = data / "model"
-        if {"variants", "variants-long", "embed"} & set(jobs) and not (self.model_dir / "config.json").is_file():
-            save_model(build_model(self.s["model"], "cpu"), self.model_dir)
+        if {"variants", "variants-long", "embed"} & set(jobs):
+            save_model(build_model(self.s["model"], "cpu"), self.model_dir)  # seed 0: the same weights every time
         for job in ("variants", "variants-long"):
             if job in jobs:
                 c = self.s[job]
