@@ -75,6 +75,7 @@ NOT_RUN = {
     ("performance.md", "caduceus finetune probe train4000.csv"): "needs subsets of a real task, made by hand",
     ("performance.md", "python benchmarks/interpret_speed.py dense"): "a measurement: minutes of CPU",
     ("performance.md", "python benchmarks/long_range_gpu.py --out"): "needs a GPU",
+    ("performance.md", "python benchmarks/multi_gpu.py --out"): "needs several GPUs of one host",
     ("performance.md", "caduceus score-variants snv4.vcf"): "a measurement: minutes on 2 CPU cores",
     ("score-variants.md", "caduceus score-variants eqtl.vcf.gz -f hg38.fa -m kuleshov-group/"):
         "downloads a model from the Hugging Face hub and needs a GPU",
