@@ -98,3 +98,15 @@ def test_every_data_command_ends_with_one_sentence_on_stderr_or_one_json_line(ru
             assert key in json.loads(last), err
         else:  # warnings still show
             assert f"caduceus: {command}:" not in err and "{" not in err, err
+
+
+def test_every_command_that_runs_a_model_takes_threads_and_the_inference_ones_dtype():
+    """--threads on every command that runs a model; --dtype (the compute dtype) on every one that
+    runs it for inference (pretrain and finetune classify train in their own precision)."""
+    options = {path: {opt for p in getattr(cmd, "params", []) for opt in p.opts} for path, cmd in _commands().items()}
+    runs_a_model = [p for p, opts in options.items() if "--model" in opts or p in ("pretrain", "predict")]
+    assert {"score-variants", "embed", "predict", "ism", "track", "calibrate", "benchmark", "pretrain",
+            "finetune svm", "finetune probe", "finetune classify"} <= set(runs_a_model)
+    assert [p for p in runs_a_model if p != "models info" and "--threads" not in options[p]] == []
+    training = {"pretrain", "finetune classify", "models info"}
+    assert [p for p in runs_a_model if p not in training and "--dtype" not in options[p]] == []

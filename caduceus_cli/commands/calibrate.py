@@ -10,7 +10,7 @@ from ..pipelines.interpret.settings import CALIBRATION_SCORES, CALIBRATION_SITES
 from ..pipelines.variants.settings import (DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW, LLR_METHODS,
                                            PERCENTILE_SCORES)
 from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, RevisionOption,
-                      SizeOption, SummaryJsonOption, report)
+                      SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
 def calibrate_command(
@@ -36,6 +36,7 @@ def calibrate_command(
                                              f"{DEFAULT_BATCH} on CUDA, {DEFAULT_BATCH_CPU} on CPU)."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     backend: str = BackendOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
@@ -49,6 +50,8 @@ def calibrate_command(
       caduceus score-variants calls.vcf.gz -f GRCh38.fa --background background.parquet -o scored.vcf.gz
     """
     from ..pipelines.interpret.calibrate import calibrate
+
+    use_threads(threads, dtype)
 
     with Progress("calibrate", unit="sites", quiet=quiet) as progress:
         summary = calibrate(fasta, output, regions_file=regions_file, n=n, seed=seed, scores=scores, model=model,

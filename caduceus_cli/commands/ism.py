@@ -9,8 +9,8 @@ import typer
 from ..errors import CaduceusError
 from ..pipelines.interpret.settings import BIGWIG_STATS, ISM_CHUNK, ISM_METHODS, MAX_PLOT_BASES, SIZE_LIMITS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
-from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption, RevisionOption,
-                      SizeOption, SummaryJsonOption, report)
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption,
+                      RevisionOption, SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
 def ism_command(
@@ -44,6 +44,7 @@ def ism_command(
     resume: bool = ResumeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     backend: str = BackendOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
@@ -59,6 +60,8 @@ def ism_command(
       caduceus ism promoters.bed -f GRCh38.fa --model clf_dir/ -o clf_ism.parquet
     """
     from ..pipelines.interpret.ism import ism
+
+    use_threads(threads, dtype)
 
     if output is None and bigwig is None and plot is None:
         raise CaduceusError("nothing to write: give -o FILE.parquet, --bigwig FILE.bw or --plot FILE.png")

@@ -8,8 +8,8 @@ import typer
 
 from ..pipelines.interpret.settings import SIZE_LIMITS, TRACK_CHUNK_TILES, TRACK_STATS
 from ..pipelines.variants.settings import DEFAULT_BATCH, DEFAULT_BATCH_CPU, DEFAULT_FLANK, DEFAULT_WINDOW
-from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption, RevisionOption,
-                      SizeOption, SummaryJsonOption, report)
+from ._common import (BackendOption, DeviceOption, DtypeOption, ModelOption, Progress, QuietOption, ResumeOption,
+                      RevisionOption, SizeOption, SummaryJsonOption, ThreadsOption, report, use_threads)
 
 
 def track_command(
@@ -34,6 +34,7 @@ def track_command(
     resume: bool = ResumeOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     backend: str = BackendOption,
     quiet: bool = QuietOption,
     as_json: bool = SummaryJsonOption,
@@ -47,6 +48,8 @@ def track_command(
       torchrun --nproc-per-node 8 -m caduceus_cli track GRCh38.fa -o genome.bw
     """
     from ..pipelines.interpret.track import write_track
+
+    use_threads(threads, dtype)
 
     with Progress("track", unit="bases", quiet=quiet) as progress:
         summary = write_track(fasta, regions, output, region=region, stats=stat, model=model, window=window,
