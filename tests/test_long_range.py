@@ -464,3 +464,17 @@ def test_benchmark_and_classify_refuse_bad_values(small_ps_dir, tmp_path):
     _one_line_error(console("finetune", "classify", train, "-o", tmp_path / "clf", "-m", small_ps_dir,
                             "--micro-batch-size", "0"), "--micro-batch-size 0 is out of range")
     assert not (tmp_path / "clf").exists()
+
+
+def test_a_context_longer_than_the_trained_length_runs_with_one_warning(tmp_path):
+    """The bundled model declares 1,024 bp: --context 2048 runs (the user asked for it) and says
+    once, on stderr, that the model was not trained on such lengths."""
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nz\t5000\t.\tA\tC\t.\t.\t.\n")
+    out = tmp_path / "out.tsv"
+    done = console("score-variants", vcf, "-f", FA, "--window", "1024", "--context", "2048", "--scores", "llr",
+                   "--dtype", "fp32", "--threads", "1", "-o", out)
+    assert done.returncode == 0, done.stderr
+    warnings = [ln for ln in done.stderr.splitlines() if "--context 2048 is longer than the 1024 bp" in ln]
+    assert len(warnings) == 1, done.stderr
+    assert out.exists() and len([ln for ln in out.read_text().splitlines() if not ln.startswith("#")]) == 2
