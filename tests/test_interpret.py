@@ -327,3 +327,33 @@ def test_ism_plot_draws_a_logo(ps, tmp_path):
     png = tmp_path / "logo.png"
     ism(str(FA), region="z:9001-9030", methods="wt-marginal", model=ps, window=W, flank=FLANK, plot=str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_track_under_torchrun_equals_one_process(ps_dir, tmp_path):
+    """Two ranks (gloo on the CPU) share the chunks of tiles and rank 0 writes the bigWigs: the
+    values equal a single-process run's at every base."""
+    import os
+    import subprocess
+    import sys
+
+    pyBigWig = pytest.importorskip("pyBigWig")
+    common = [str(FA), "-r", "z:20001-21500,z:30001-30400", "--stat", "logp-ref,entropy", "-m", str(ps_dir),
+              "--window", str(W), "--flank", str(FLANK), "--chunk-tiles", "8", "--device", "cpu", "--dtype", "fp32",
+              "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "caduceus_cli", "track", *common, "-o", str(tmp_path / "one.bw")],
+                            env=env, timeout=300, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "caduceus_cli", "track", *common, "-o", str(tmp_path / "two.bw")],
+                           env=env, timeout=300, capture_output=True, text=True)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    for stat in ("logp-ref", "entropy"):
+        a, b = pyBigWig.open(str(tmp_path / f"one.{stat}.bw")), pyBigWig.open(str(tmp_path / f"two.{stat}.bw"))
+        for start, end in ((20000, 21500), (30000, 30400)):
+            va, vb = np.array(a.values("z", start, end)), np.array(b.values("z", start, end))
+            assert not np.isnan(va).any()
+            np.testing.assert_allclose(vb, va, rtol=1e-6, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == [
+        "one.entropy.bw", "one.logp-ref.bw", "two.entropy.bw", "two.logp-ref.bw"]
