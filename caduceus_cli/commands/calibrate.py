@@ -47,7 +47,7 @@ def calibrate_command(
 
       caduceus calibrate -f GRCh38.fa -o background.parquet --n 2000
 
-      caduceus score-variants calls.vcf.gz -f GRCh38.fa --background background.parquet -o scored.vcf.gz
+      caduceus calibrate -f GRCh38.fa -R promoters.bed --llr-method wt-marginal -o background_wt.parquet
     """
     from ..pipelines.interpret.calibrate import calibrate
 
