@@ -109,6 +109,45 @@ def _ld(ptrs, mask, MASKED: tl.constexpr):
         return tl.load(ptrs).to(tl.float32)
 
 
+@triton.jit
+def _dt1(r, bias, ok, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
+    """(dt, d dt / d delta) of one position from the raw delta; dt is 0 where not ok."""
+    if HAS_BIAS:
+        r += bias
+    if SOFTPLUS:
+        d = _softplus_f(r, FAST)
+        slope = _sigmoid_f(r, FAST)
+    else:
+        d = r
+        slope = r * 0.0 + 1.0
+    if MASKED:
+        d = tl.where(ok, d, 0.0)
+    return d, slope
+
+
+@triton.jit
+def _gate1(o, z, HAS_Z: tl.constexpr, FAST: tl.constexpr):
+    """(dy, dz / y) of one position: the gradient reaching the scan's output, and the factor that
+    turns the ungated output y into dz."""
+    if HAS_Z:
+        zs = _sigmoid_f(z, FAST)
+        return o * z * zs, o * zs * (1.0 + z * (1.0 - zs))
+    else:
+        return o, o
+
+
+@triton.jit
+def _channel_block(per_group, R: tl.constexpr, BT: tl.constexpr, EVEN_C: tl.constexpr):
+    """The R x BT channels of one group that this program (grid axis 0: groups * blocks per group)
+    takes: (group, index in the group [R, BT], mask, channel as int64)."""
+    blocks_per_group = tl.cdiv(per_group, R * BT)
+    g = tl.program_id(0) // blocks_per_group
+    cig = (tl.program_id(0) % blocks_per_group) * (R * BT) + tl.arange(0, R)[:, None] * BT + tl.arange(0, BT)[None, :]
+    if EVEN_C:
+        cm = cig >= 0
+    else:
+        cm = cig < per_group
+    return g, cig, cm, (g * per_group + cig).to(tl.int64)
 
 
 # -- host side -----------------------------------------------------------------------------------

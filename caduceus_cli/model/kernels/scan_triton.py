@@ -27,8 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import (INTERPRET, LOG2E, _cols4, _exp2, _ld, _mask_and, _sigmoid, _softplus, num_warps_for, sm_count,
-                  states_last_fp32, vec_width)
+from .jit import (INTERPRET, LOG2E, _channel_block, _cols4, _exp2, _ld, _mask_and, _sigmoid, _softplus, num_warps_for,
+                  sm_count, states_last_fp32, vec_width)
 from .scan_triton_bwd import scan_backward_seq
 from .scan_triton_bwd2 import scan_backward_v2
 
@@ -295,15 +295,7 @@ def _scan_fwd_kernel(
 
     A2_ptr: (channels, 16) fp32, A * log2(e), its columns permuted so that :func:`_load_rows16`
     returns them in ``state_order(VEC_B)``; hend/ckpt hold states in that same private order."""
-    BD: tl.constexpr = R * BT
-    blocks_per_group = tl.cdiv(per_group, BD)
-    g = tl.program_id(0) // blocks_per_group
-    cig = (tl.program_id(0) % blocks_per_group) * BD + tl.arange(0, R)[:, None] * BT + tl.arange(0, BT)[None, :]
-    if EVEN_C:
-        cm = cig >= 0
-    else:
-        cm = cig < per_group
-    c = (g * per_group + cig).to(tl.int64)  # [R, BT]
+    g, cig, cm, c = _channel_block(per_group, R, BT, EVEN_C)  # c: [R, BT]
     b = tl.program_id(1).to(tl.int64)
     j = tl.program_id(2)
     cm3 = cm[:, :, None]

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import LOG2E, _cols4, _exp2, _ld, _mask_and, _sigmoid_f, _softplus_f, states_last_fp32
+from .jit import LOG2E, _channel_block, _cols4, _dt1, _exp2, _gate1, _ld, _mask_and, states_last_fp32
 
 LOG2E_INV = tl.constexpr(0.6931471805599453)  # 1 / log2(e): A = A2 * LOG2E_INV
 
@@ -204,22 +204,6 @@ def _store4(row, t0, sl, cm3, t_end, c0, c1, c2, c3, MASKED: tl.constexpr, R: tl
 
 
 @triton.jit
-def _dt1(r, bias, ok, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
-    """(dt, d dt / d delta) of one position from the raw delta; dt is 0 where not ok."""
-    if HAS_BIAS:
-        r += bias
-    if SOFTPLUS:
-        d = _softplus_f(r, FAST)
-        slope = _sigmoid_f(r, FAST)
-    else:
-        d = r
-        slope = r * 0.0 + 1.0
-    if MASKED:
-        d = tl.where(ok, d, 0.0)
-    return d, slope
-
-
-@triton.jit
 def _dt4(d_row, t0, sd_l, cm3, t_end, bias, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr,
          SOFTPLUS: tl.constexpr, R: tl.constexpr, BT: tl.constexpr, FAST: tl.constexpr):
     """dt of 4 positions and its slope d dt / d delta; dt is 0 past t_end."""
@@ -268,17 +252,6 @@ def _phase1_sub(h, A2, bias, u_row, d_row, b_base, x, t0, t_end, su_l, sd_l, sB_
     h = _fwd1(h, A2, d2, d2 * u2, b_base + (t0 + 2) * sB_l, sB_n, x, t0 + 2 < t_end, MASKED, BT, FAST)
     h = _fwd1(h, A2, d3, d3 * u3, b_base + (t0 + 3) * sB_l, sB_n, x, t0 + 3 < t_end, MASKED, BT, FAST)
     return h
-
-
-@triton.jit
-def _gate1(o, z, HAS_Z: tl.constexpr, FAST: tl.constexpr):
-    """(dy, dz / y) of one position: the gradient reaching the scan's output, and the factor that
-    turns the ungated output y into dz."""
-    if HAS_Z:
-        zs = _sigmoid_f(z, FAST)
-        return o * z * zs, o * zs * (1.0 + z * (1.0 - zs))
-    else:
-        return o, o
 
 
 @triton.jit
@@ -371,14 +344,7 @@ def _scan_bwd_seq_kernel(
     dD and dbias (batch, channels): this program's sums."""
     R: tl.constexpr = 1
     SUB: tl.constexpr = CK // 4
-    blocks_per_group = tl.cdiv(per_group, BT)
-    g = tl.program_id(0) // blocks_per_group
-    cig = (tl.program_id(0) % blocks_per_group) * BT + tl.arange(0, R)[:, None] * BT + tl.arange(0, BT)[None, :]
-    if EVEN_C:
-        cm = cig >= 0
-    else:
-        cm = cig < per_group
-    c = (g * per_group + cig).to(tl.int64)  # [R, BT]
+    g, cig, cm, c = _channel_block(per_group, R, BT, EVEN_C)  # c: [R, BT]
     b = tl.program_id(1).to(tl.int64)
     cm3 = cm[:, :, None]
     MC: tl.constexpr = not EVEN_C

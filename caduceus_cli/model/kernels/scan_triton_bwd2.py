@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .jit import LOG2E, _exp2, _ld, _mask_and, _sigmoid_f, _softplus_f, states_last_fp32
+from .jit import LOG2E, _dt1, _exp2, _gate1, _ld, _mask_and, states_last_fp32
 
 LOG2E_INV = tl.constexpr(0.6931471805599453)  # 1 / log2(e): A = A2 * LOG2E_INV
 
@@ -201,33 +201,6 @@ def _store4(row, t0, sl, m, t_end, c0, c1, c2, c3, BT: tl.constexpr):
     offs = tl.arange(0, 4)[None, :]
     x = _join4(c0, c1, c2, c3, BT).to(row.dtype.element_ty)
     tl.store(row[:, None] + (t0 + offs) * sl, x, mask=m[:, None] & (t0 + offs < t_end))
-
-
-@triton.jit
-def _dt1(r, bias, ok, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
-    """(dt, d dt / d delta) of one position from the raw delta; dt is 0 where not ok."""
-    if HAS_BIAS:
-        r += bias
-    if SOFTPLUS:
-        d = _softplus_f(r, FAST)
-        slope = _sigmoid_f(r, FAST)
-    else:
-        d = r
-        slope = r * 0.0 + 1.0
-    if MASKED:
-        d = tl.where(ok, d, 0.0)
-    return d, slope
-
-
-@triton.jit
-def _gate1(o, z, HAS_Z: tl.constexpr, FAST: tl.constexpr):
-    """(dy, dz / y) of one position: the gradient reaching the scan's output, and the factor that
-    turns the ungated output y into dz."""
-    if HAS_Z:
-        zs = _sigmoid_f(z, FAST)
-        return o * z * zs, o * zs * (1.0 + z * (1.0 - zs))
-    else:
-        return o, o
 
 
 @triton.jit
