@@ -4,6 +4,7 @@ Genomes reference (contig z: GRCh37 chr20:1,000,001-2,000,000) and tiny random c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,28 @@ def test_calibration_draw_is_seeded_and_refused_with_other_settings(ps, ph, tmp_
         score_variants(str(vcf), str(FA), str(tmp_path / "x.tsv"), model=ps, scores="llr", window=W,
                        llr_method="wt-marginal", flank=FLANK, background=str(one))
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_a_background_of_another_window_context_flank_or_reference_is_refused(ps, tmp_path):
+    masked, marginal = tmp_path / "masked.parquet", tmp_path / "marginal.parquet"
+    calibrate(str(FA), str(masked), n=3, seed=1, model=ps, window=W)
+    calibrate(str(FA), str(marginal), n=3, seed=1, model=ps, window=W, llr_method="wt-marginal", flank=FLANK)
+    with Reference(FA) as ref:
+        z = ref.fetch("z", 0, 40_000)[0]
+    other = tmp_path / "z40k.fa"
+    other.write_text(">z\n" + "\n".join(z[i:i + 60] for i in range(0, len(z), 60)) + "\n")
+    vcf = snv_vcf(tmp_path / "v.vcf", [30001])
+    out = tmp_path / "x.tsv"
+    for fasta, background, settings, needle in [
+            (FA, masked, {"window": W + 2}, f"made with window {W}, this run uses {W + 2}"),
+            (FA, masked, {"window": W, "context": 2 * W}, f"made with context {W}, this run uses {2 * W}"),
+            (FA, marginal, {"window": W, "llr_method": "wt-marginal", "flank": FLANK + 2},
+             f"made with flank {FLANK}, this run uses {FLANK + 2}"),
+            (other, masked, {"window": W}, "made with reference 1kgp_grch37_chr20_1-2Mb.fa")]:
+        with pytest.raises(CaduceusError, match=re.escape(needle)):
+            score_variants(str(vcf), str(fasta), str(out), model=ps, scores="llr", background=str(background),
+                           **settings)
+        assert not out.exists()
 
 
 def test_background_of_another_model_is_refused_on_the_command_line(ps_dir, ph_dir, tmp_path):
