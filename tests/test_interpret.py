@@ -297,7 +297,7 @@ def interrupt_after(chunks: int):
 def test_resumed_ism_and_track_equal_the_uninterrupted_outputs(ps, tmp_path):
     pyBigWig = pytest.importorskip("pyBigWig")
     whole, part = tmp_path / "whole.parquet", tmp_path / "part.parquet"
-    args = dict(region="z:50001-50030", methods="masked,wt-marginal", model=ps, window=W, flank=FLANK, chunk_size=5)
+    args = dict(region="z:50001-50030", methods="masked,wt-marginal,embedding", model=ps, window=W, flank=FLANK, chunk_size=5)
     ism(str(FA), output=str(whole), **args)
     with pytest.raises(KeyboardInterrupt):
         ism(str(FA), output=str(part), resume=True, progress=interrupt_after(2), **args)
