@@ -381,6 +381,17 @@ def test_svm_keeps_its_context_and_features_and_score_variants_uses_them(ps, tmp
                                   is_test=np.ones(len(variants), dtype=bool))
     table = [ln.split("\t") for ln in scored.read_text().splitlines() if not ln.startswith("#")][1:]
     np.testing.assert_allclose([float(t[6]) for t in table], load_svm(out).decision(X, dist), rtol=1e-4, atol=1e-5)
+    # the SVM's features come from the embedding scores' own passes: no model pass more than embed_l2 alone
+    calls = []  # sequences through the backbone
+    hook = ps.caduceus.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        score_variants(str(vcf), FA, str(tmp_path / "alone.tsv"), model=ps, window=W, context=96, scores="embed_l2")
+        alone, calls[:] = sum(calls), []
+        score_variants(str(vcf), FA, str(tmp_path / "with_svm.tsv"), model=ps, window=W, scores="embed_l2",
+                       svm=str(out), tss=str(tss))
+    finally:
+        hook.remove()
+    assert alone > 0 and sum(calls) == alone
     with pytest.raises(CaduceusError, match="trained with --context 96, not 128"):
         score_variants(str(vcf), FA, str(tmp_path / "x.tsv"), model=ps, window=W, context=128, svm=str(out),
                        tss=str(tss))
