@@ -380,3 +380,16 @@ def test_track_under_torchrun_equals_one_process(ps_dir, tmp_path):
             np.testing.assert_allclose(vb, va, rtol=1e-6, atol=1e-7)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == [
         "one.entropy.bw", "one.logp-ref.bw", "two.entropy.bw", "two.logp-ref.bw"]
+
+
+def test_ism_over_a_bed_file_equals_ism_over_the_same_regions_given_with_r(ps, tmp_path):
+    bed = tmp_path / "regions.bed"
+    bed.write_text("z\t4000\t4012\tfirst\nz\t4100\t4106\tsecond\n")  # 0-based, half-open
+    from_bed = ism(str(FA), str(bed), methods="masked,wt-marginal", model=ps, window=W, flank=FLANK)["table"]
+    from_r = ism(str(FA), region="z:4001-4012,z:4101-4106", methods="masked,wt-marginal", model=ps, window=W,
+                 flank=FLANK)["table"]
+    rows = from_bed.to_pydict()
+    assert len(rows["pos"]) == 3 * 18 and rows["pos"][0] == 4001 and rows["pos"][-1] == 4106
+    assert rows["region"] == ["first"] * 36 + ["second"] * 18  # the BED's names; -r names regions by themselves
+    same = [c for c in from_r.column_names if c != "region"]
+    assert from_bed.select(same).to_pydict() == from_r.select(same).to_pydict()
