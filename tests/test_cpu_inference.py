@@ -286,3 +286,16 @@ def test_bad_dtype_and_threads_are_one_line_and_leave_nothing(small_ps_dir, tmp_
         out = tmp_path / "out.tsv"
         _one_line_error(console(*args, "-o", out, option, value), needle)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["ism", "track", "calibrate"])
+def test_interpretation_commands_refuse_bad_threads_and_dtype_in_one_line(command, tmp_path):
+    fasta = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.fa"
+    need_data("variants", fasta.name)
+    args = {"ism": ("ism", "-f", fasta, "-r", "z:5001-5010"), "track": ("track", fasta, "-r", "z:5001-5400"),
+            "calibrate": ("calibrate", "-f", fasta)}[command]
+    out = tmp_path / ("out.bw" if command == "track" else "out.parquet")
+    for option, value, needle in (("--threads", "0", "--threads 0 is out of range: give a whole number from 1 to 256"),
+                                  ("--dtype", "fp16", "--dtype must be one of auto, fp32, bf16")):
+        _one_line_error(console(*args, "-o", out, option, value), needle)
+        assert list(tmp_path.iterdir()) == []
