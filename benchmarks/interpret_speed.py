@@ -3,6 +3,7 @@
     python benchmarks/interpret_speed.py dense --n 1000          # score-variants llr: masked vs wt-marginal
     python benchmarks/interpret_speed.py track --bases 100000    # caduceus track on contig z
     python benchmarks/interpret_speed.py ism --bases 100 --methods masked,wt-marginal,embedding
+    python benchmarks/interpret_speed.py track --bases 1000000 --device cuda --batch-size 64 --warmup
 
 ``dense`` scores the first N records of the 1000 Genomes VCF (``../shared/data/variants``) with the
 llr score both ways (same model, window and records), reports variants/s of each, the speed-up and
@@ -15,6 +16,7 @@ after, the CPU model and torch's thread count).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -44,8 +46,9 @@ def cpu_model() -> str:
 def context(args) -> dict:
     import torch
 
+    gpu = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else None
     return {"model": args.model, "window": args.window, "flank": args.flank, "batch_size": args.batch_size,
-            "dtype": args.dtype,
+            "dtype": args.dtype, "device": args.device, "gpu": gpu,
             "torch_threads": torch.get_num_threads(), "cpu": cpu_model(), "cpus": os.cpu_count()}
 
 
@@ -67,7 +70,7 @@ def dense(args, tmp: Path) -> dict:
 
     from caduceus_cli.pipelines.variants import score_variants
 
-    with gzip.open(VCF, "rt") as lines, open(tmp / "in.vcf", "w") as out:
+    with gzip.open(args.vcf, "rt") as lines, open(tmp / "in.vcf", "w") as out:
         n = 0
         for line in lines:
             n += not line.startswith("#")
@@ -78,9 +81,9 @@ def dense(args, tmp: Path) -> dict:
     for method in args.methods.split(","):
         before, cpu = load(), cpu_seconds()
         start = time.perf_counter()
-        summary = score_variants(str(tmp / "in.vcf"), str(FASTA), str(tmp / f"{method}.tsv"), model=args.model,
+        summary = score_variants(str(tmp / "in.vcf"), str(args.fasta), str(tmp / f"{method}.tsv"), model=args.model,
                                  scores="llr", window=args.window, batch_size=args.batch_size, llr_method=method,
-                                 flank=args.flank, device="cpu", dtype=args.dtype)
+                                 flank=args.flank, device=args.device, dtype=args.dtype)
         seconds[method] = time.perf_counter() - start
         rows = [ln.rstrip("\n").split("\t") for ln in open(tmp / f"{method}.tsv") if not ln.startswith(("#", "chrom"))]
         values[method] = {(r[0], r[1], r[3], r[4]): float(r[5]) for r in rows if r[5] != "NA"}
@@ -103,9 +106,9 @@ def track(args, tmp: Path) -> dict:
 
     before, cpu = load(), cpu_seconds()
     start = time.perf_counter()
-    summary = write_track(str(FASTA), output=str(tmp / "t.bw"), region=f"z:1-{args.bases}", stats="mean-alt-llr",
+    summary = write_track(str(args.fasta), output=str(tmp / "t.bw"), region=f"z:1-{args.bases}", stats="mean-alt-llr",
                           model=args.model, window=args.window, flank=args.flank, batch_size=args.batch_size,
-                          device="cpu", dtype=args.dtype)
+                          device=args.device, dtype=args.dtype)
     seconds = time.perf_counter() - start
     return {"measure": "track", "bases": summary["bases"], "tiles": summary["tiles"], "seconds": round(seconds, 1),
             "bases_per_s": round(summary["bases"] / seconds, 1),
@@ -121,8 +124,8 @@ def ism(args, tmp: Path) -> dict:
     for method in args.methods.split(","):
         before, cpu = load(), cpu_seconds()
         start = time.perf_counter()
-        summary = run_ism(str(FASTA), region=f"z:100001-{100000 + args.bases}", methods=method, model=args.model,
-                          window=args.window, flank=args.flank, batch_size=args.batch_size, device="cpu",
+        summary = run_ism(str(args.fasta), region=f"z:100001-{100000 + args.bases}", methods=method, model=args.model,
+                          window=args.window, flank=args.flank, batch_size=args.batch_size, device=args.device,
                           dtype=args.dtype)
         seconds = time.perf_counter() - start
         out[method] = round(seconds / summary["positions"] * 1000, 1)
@@ -143,12 +146,22 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=None, help="default: 1,536 capped at the model's trained length")
     ap.add_argument("--flank", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    ap.add_argument("--warmup", action="store_true",
+                    help="run the same measurement once on a small input first, untimed (a GPU compiles its kernels)")
+    ap.add_argument("--vcf", default=str(VCF), help="the 1000 Genomes VCF (dense)")
+    ap.add_argument("--fasta", default=str(FASTA), help="its reference (contig z)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
                     help="compute dtype (auto: bf16 on a CPU with bf16 matrix units, else fp32)")
     args = ap.parse_args()
     args.methods = args.methods or ("masked,wt-marginal" if args.what == "dense" else "masked,wt-marginal,embedding")
+    measure = {"dense": dense, "track": track, "ism": ism}[args.what]
+    if args.warmup:
+        small = argparse.Namespace(**{**vars(args), "n": min(args.n, 50), "bases": min(args.bases, 2000)})
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+            measure(small, Path(tmp))
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"dense": dense, "track": track, "ism": ism}[args.what](args, Path(tmp))
+        result = measure(args, Path(tmp))
     if result:
         print(json.dumps(result), flush=True)
 

@@ -4,7 +4,10 @@ Genomes reference (contig z: GRCh37 chr20:1,000,001-2,000,000) and tiny random c
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ from caduceus_cli.pipelines.interpret.track import track_values, write_track
 from caduceus_cli.pipelines.variants import score_variants
 from caduceus_cli.pipelines.variants.background import read_background
 
-from .conftest import DATA, console, need_data
+from .conftest import DATA, REPO, console, need_data
 
 FA = DATA / "variants" / "1kgp_grch37_chr20_1-2Mb.fa"
 W, FLANK = 33, 8  # small windows: each test takes seconds
@@ -356,10 +359,6 @@ def test_ism_plot_draws_a_logo(ps, tmp_path):
 def test_track_under_torchrun_equals_one_process(ps_dir, tmp_path):
     """Two ranks (gloo on the CPU) share the chunks of tiles and rank 0 writes the bigWigs: the
     values equal a single-process run's at every base."""
-    import os
-    import subprocess
-    import sys
-
     pyBigWig = pytest.importorskip("pyBigWig")
     common = [str(FA), "-r", "z:20001-21500,z:30001-30400", "--stat", "logp-ref,entropy", "-m", str(ps_dir),
               "--window", str(W), "--flank", str(FLANK), "--chunk-tiles", "8", "--device", "cpu", "--dtype", "fp32",
@@ -393,3 +392,19 @@ def test_ism_over_a_bed_file_equals_ism_over_the_same_regions_given_with_r(ps, t
     assert rows["region"] == ["first"] * 36 + ["second"] * 18  # the BED's names; -r names regions by themselves
     same = [c for c in from_r.column_names if c != "region"]
     assert from_bed.select(same).to_pydict() == from_r.select(same).to_pydict()
+
+
+def test_interpret_speed_script_prints_one_json_line_per_measurement(small_ps_dir):
+    script = REPO / "benchmarks" / "interpret_speed.py"
+    for what, extra in (("dense", ["--n", "40"]), ("track", ["--bases", "3000"]),
+                        ("ism", ["--bases", "4", "--methods", "masked,wt-marginal"])):
+        done = subprocess.run([sys.executable, script, what, "--model", str(small_ps_dir), "--window", str(W),
+                               "--flank", str(FLANK), "--warmup", *extra], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = [json.loads(line) for line in done.stdout.splitlines()]  # stdout holds the JSON lines alone
+        assert rows and all(r["device"] == "cpu" and r["window"] == W for r in rows)
+        measures = {r["measure"] for r in rows}
+        assert measures == {"dense": {"dense", "dense_comparison"}, "track": {"track"}, "ism": {"ism"}}[what]
+        if what == "dense":
+            assert -1 <= rows[-1]["spearman"] <= 1 and rows[-1]["snvs"] > 0
